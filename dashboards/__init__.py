@@ -1,0 +1,1 @@
+"""dashboards: Plotly figures and the HTML report of a grid study."""

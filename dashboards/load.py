@@ -1,0 +1,233 @@
+"""Read a grid study (Optuna storage + trial folders) into plain records.
+
+The figures, statistics and summary never touch Optuna or the file system themselves: they take the
+:class:`StudyRecord` built here, so they can be tested on hand-made records and so a study that is
+still running (trials without metrics, folders with only ``history.csv``) is handled in one place.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from lgeseg.errors import UserError
+
+#: Data-set metrics of MATLAB ``evaluateSemanticSegmentation``, in its column order.
+DATASET_METRICS: tuple[str, ...] = ("GlobalAccuracy", "MeanAccuracy", "MeanIoU", "WeightedIoU", "MeanBFScore")
+#: Per-class metrics shown in the paper's Figure 1.
+CLASS_METRICS: tuple[str, ...] = ("Accuracy", "IoU", "MeanBFScore")
+
+
+@dataclass
+class TrialRecord:
+    """One Optuna trial (one Tune trial) with the numbers the report needs."""
+
+    number: int
+    state: str
+    name: str
+    l2: float | None
+    seed: int | None
+    learning_rate: float | None
+    batch_size: int | None
+    epochs: int | None
+    rerun: int
+    value: float | None
+    curve: dict[int, float]
+    test_metrics: dict[str, Any] | None
+    val_metrics: dict[str, Any] | None
+    trial_dir: Path | None
+    epochs_run: int | None
+    best_val_accuracy: float | None
+    lineage: dict[str, Any] = field(default_factory=dict)
+    retune: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the trial finished and so counts in the study's figures."""
+        return self.state == "COMPLETE"
+
+    def prediction_path(self, file: str) -> Path | None:
+        """The predicted test mask of ``file``, or None when the trial has no folder."""
+        return None if self.trial_dir is None else self.trial_dir / "predictions" / file
+
+
+@dataclass
+class StudyRecord:
+    """A grid study: its attributes and its trials in trial-number order."""
+
+    name: str
+    storage: str
+    config: dict[str, Any]
+    out_dir: Path | None
+    data_dir: Path | None
+    labels: dict[str, int]
+    synthetic: bool
+    trials: list[TrialRecord]
+
+    @property
+    def classes(self) -> list[str]:
+        """Region names in label-map order."""
+        return list(self.labels)
+
+    @property
+    def complete(self) -> list[TrialRecord]:
+        """Finished trials that have test metrics: the ones Figure 1, 2 and the statistics use."""
+        return [t for t in self.trials if t.complete and t.test_metrics is not None and t.l2 is not None]
+
+    @property
+    def l2_values(self) -> list[float]:
+        """Distinct L2 values of the finished trials, ascending."""
+        return sorted({t.l2 for t in self.complete if t.l2 is not None})
+
+    @property
+    def seeds(self) -> list[int]:
+        """Distinct seeds of the finished trials, ascending."""
+        return sorted({t.seed for t in self.complete if t.seed is not None})
+
+    def by_number(self, number: int | None) -> TrialRecord | None:
+        """The trial with Optuna number ``number``, if any."""
+        return next((t for t in self.trials if t.number == number), None)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``user:***@`` so it can be printed."""
+    return re.sub(r"//([^:/@]+):([^@/]*)@", r"//\1:***@", url)
+
+
+def default_storage(study_name: str) -> str:
+    """The storage a grid run of ``study_name`` writes: ``sqlite:///runs/<name>/study.db``."""
+    return f"sqlite:///runs/{study_name}/study.db"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL (None for other back ends or in-memory sqlite)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
+    """Load the study named by the ``report`` options, raising :class:`UserError` when it is not there.
+
+    With only a name the storage is the grid run's default; with only a storage it must hold exactly
+    one study. A sqlite file that does not exist is an error (Optuna would silently create it).
+    """
+    if storage is None and study_name is None:
+        raise UserError("give --study-name NAME (storage defaults to sqlite:///runs/NAME/study.db) "
+                        "or --storage URL")
+    storage = storage or default_storage(str(study_name))
+    shown = mask_url(storage)
+    db = sqlite_path(storage)
+    if db is not None and not db.is_file():
+        raise UserError(f"storage {shown}: file {db} not found")
+    try:
+        rdb = optuna.storages.RDBStorage(storage)
+        names = optuna.get_all_study_names(rdb)
+    except Exception as exc:  # SQLAlchemy / driver errors differ per back end; all mean "cannot open"
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"storage {shown}: cannot open ({mask_url(first_line)})") from None
+    if study_name is None:
+        if len(names) != 1:
+            listed = ", ".join(sorted(names)) or "none"
+            raise UserError(f"storage {shown} holds {len(names)} studies ({listed}); give --study-name")
+        study_name = names[0]
+    if study_name not in names:
+        listed = ", ".join(sorted(names)) or "none"
+        raise UserError(f"no study {study_name!r} in {shown} (studies there: {listed})")
+    return optuna.load_study(study_name=study_name, storage=rdb)
+
+
+def _float(value: Any) -> float | None:
+    """``value`` as a float, or None for missing / NaN (JSON stores NaN as null)."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _read_history(path: Path) -> dict[int, float]:
+    """Validation accuracy per epoch from ``history.csv`` (empty when missing or half-written)."""
+    curve: dict[int, float] = {}
+    try:
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                epoch, accuracy = row.get("epoch"), _float(row.get("val_accuracy"))
+                if epoch and epoch.strip().isdigit() and accuracy is not None:
+                    curve[int(epoch)] = accuracy
+    except OSError:
+        return {}
+    return curve
+
+
+def _trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
+    """Turn one Optuna trial into a record, falling back to its folder for metrics and curve."""
+    attrs, params = trial.user_attrs, trial.params
+    trial_dir = Path(attrs["trial_dir"]) if attrs.get("trial_dir") else None
+    test_metrics = attrs.get("test_metrics")
+    if test_metrics is None and trial_dir is not None and trial.state == optuna.trial.TrialState.COMPLETE:
+        test_metrics = _read_json(trial_dir / "metrics.json")
+    curve = {int(step): float(v) for step, v in trial.intermediate_values.items() if _float(v) is not None}
+    if not curve and trial_dir is not None:
+        curve = _read_history(trial_dir / "history.csv")
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state.name,
+        name=str(attrs.get("trial_name") or f"trial {trial.number}"),
+        l2=_float(params.get("l2")),
+        seed=_int(params.get("seed")),
+        learning_rate=_float(params.get("learning_rate")),
+        batch_size=_int(params.get("batch_size")),
+        epochs=_int(params.get("epochs")),
+        rerun=int(params.get("rerun", 0) or 0),
+        value=_float(trial.value) if trial.values else None,
+        curve=dict(sorted(curve.items())),
+        test_metrics=test_metrics,
+        val_metrics=attrs.get("val_metrics"),
+        trial_dir=trial_dir,
+        epochs_run=_int(attrs.get("epochs_run")),
+        best_val_accuracy=_float(attrs.get("best_val_accuracy")),
+        lineage=dict(attrs.get("lineage") or {}),
+        retune=dict(attrs.get("retune") or {}),
+    )
+
+
+def load_study(study: optuna.Study, storage: str) -> StudyRecord:
+    """Read ``study`` (and its trial folders where the storage lacks something) into a record."""
+    attrs = study.user_attrs
+    labels = attrs.get("labels")
+    trials = [_trial_record(t) for t in study.get_trials(deepcopy=False)]
+    if not labels:
+        first = next((t.test_metrics for t in trials if t.test_metrics), None)
+        labels = {name: index for index, name in enumerate(first["classes"])} if first else {}
+    return StudyRecord(
+        name=study.study_name,
+        storage=mask_url(storage),
+        config=dict(attrs.get("config") or {}),
+        out_dir=Path(attrs["out_dir"]) if attrs.get("out_dir") else None,
+        data_dir=Path(attrs["data_dir"]) if attrs.get("data_dir") else None,
+        labels={str(k): int(v) for k, v in labels.items()},
+        synthetic=bool(attrs.get("synthetic", False)),
+        trials=sorted(trials, key=lambda t: t.number),
+    )

@@ -1,0 +1,39 @@
+"""``python -m hpo.run grid``: the L2 grid on Ray Tune, the retune rule, an Optuna record, the report."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import add_config_arguments
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "grid", help="run the study's L2 grid on Ray Tune, recorded in Optuna",
+        description="Run one Ray Tune trial per (L2, seed) of the study config, re-run trials stopped by the "
+                    "10%%/90%% retune rule with the next adjustment, record every trial in an Optuna study "
+                    "and write the HTML report.")
+    add_config_arguments(parser)
+    parser.add_argument("--storage", metavar="URL",
+                        help="Optuna storage URL (default: sqlite:///<out>/study.db)")
+    parser.add_argument("--study-name", metavar="NAME", help="Optuna study name (default: the config's name)")
+    parser.add_argument("--out", metavar="DIR", help="study folder (default: runs/<study-name>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="finish an existing study: nothing finished is redone, interrupted trials continue")
+    parser.add_argument("--address", metavar="ADDR", help="join a running Ray cluster instead of starting one")
+    parser.add_argument("--num-cpus", type=int, metavar="N",
+                        help="CPUs of the local Ray instance (default: all)")
+    parser.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from hpo.config import load_study_config
+    from hpo.grid import run_grid
+
+    config = load_study_config(args.config, args.overrides, args.data)
+    result = run_grid(config, storage=args.storage, study_name=args.study_name, out_dir=args.out,
+                      resume=args.resume, address=args.address, num_cpus=args.num_cpus,
+                      report=not args.no_report)
+    unfinished = [r for r in result.rows if r["status"] in ("failed", "interrupted", "pending")]
+    return 1 if unfinished else 0

@@ -1,0 +1,36 @@
+"""``report``: write a study's self-contained HTML report (Figure 1, sensitivity, curves, Figure 2, tables).
+
+Plotly and Optuna are imported only when the command runs, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``report`` subcommand to the ``hpo.run`` parser."""
+    parser = subparsers.add_parser(
+        "report", help="write report.html for a grid study",
+        description="Write one self-contained report.html for a grid study (also for a study still running) "
+                    "and save its figures into the study for optuna-dashboard.",
+    )
+    parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/NAME/study.db)")
+    parser.add_argument("--study-name", help="study name (default: the only study in --storage)")
+    parser.add_argument("--out", type=Path, help="output folder (default: the study's folder)")
+    parser.add_argument("--format", choices=("html", "png", "svg"), default="html",
+                        help="html only, or also each figure as png/svg via kaleido + Chrome/Chromium")
+    parser.add_argument("--no-dashboard", action="store_true",
+                        help="do not save the figures into the study for optuna-dashboard")
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Build the report and print where it is."""
+    from dashboards.report import build_report
+
+    path = build_report(args.storage, args.study_name, out_dir=args.out, fmt=args.format,
+                        save_to_dashboard=not args.no_dashboard)
+    print(f"report: {path}")
+    return 0

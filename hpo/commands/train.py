@@ -1,0 +1,56 @@
+"""``python -m hpo.run train``: one training run of the study's protocol, without Ray."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import add_config_arguments
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train and evaluate one network (no Ray)",
+        description="Train one U-Net at one L2 value with the study's protocol, evaluate the selected network "
+                    "on the test split and write metrics.json, history.csv, predictions/, split.json, "
+                    "config.yaml, run.json, best.pt and last.pt to --out. Re-running into the same --out "
+                    "resumes from last.pt.")
+    add_config_arguments(parser)
+    parser.add_argument("--l2", type=float, help="L2 regularisation factor (default: the config's first grid value)")
+    parser.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
+    parser.add_argument("--width", type=int, help="shortcut for --set model.width=W (64 = MATLAB's U-Net)")
+    parser.add_argument("--seed", type=int, help="run seed (default: the config's first seed)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<config name>-train/l2=<L2>_seed=<S>)")
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from hpo.config import load_study_config, point_config
+    from lgeseg.data import load_dataset
+    from lgeseg.metrics import format_tables
+    from lgeseg.train import run
+
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    if args.width is not None:
+        overrides.append(f"model.width={args.width}")
+    study = load_study_config(args.config, overrides, args.data)
+    l2 = study["grid"]["l2"][0] if args.l2 is None else args.l2
+    seed = study["seeds"][0] if args.seed is None else args.seed
+    config = point_config(study, l2, seed)
+    out = Path(args.out) if args.out else Path("runs") / f"{study['name']}-train" / f"l2={l2:g}_seed={seed}"
+
+    dataset = load_dataset(config["data"], progress=sys.stderr.isatty())
+    kind = "SYNTHETIC phantom (no --data given)" if dataset.synthetic else "dataset"
+    print(f"{kind}: {dataset.root} ({len(dataset.files)} images, classes {dataset.labels})")
+    print(f"l2={l2:g} seed={seed} width={config['model']['width']} epochs={config['train']['epochs']} -> {out}")
+    result = run(config, out, progress=True, dataset=dataset)
+    info = result.info
+    print(f"device {info['device']}, {info['epochs_run']} epochs, selected epoch {info['selected_epoch']} "
+          f"({config['train']['select']}), {info['wall_time_s']:.1f} s")
+    print("test split:")
+    print(format_tables(result.test_metrics))
+    print(f"results: {out}")
+    return 0

@@ -1,0 +1,118 @@
+"""Progress of a grid run: one line per trial event and a live table, instead of Ray's own output.
+
+On a terminal the table (trial, L2, epoch, validation accuracy) is redrawn in place below the event
+lines; elsewhere (a log file, CI) it is printed every ``interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from ray.tune import Callback
+
+from .recorder import error_message
+from .retune import RetuneRule
+
+
+class ProgressPrinter(Callback):
+    """A Tune Callback printing trial starts, finishes, retunes and errors, plus a live table."""
+
+    def __init__(self, rule: RetuneRule, max_reruns: int, stream: TextIO | None = None,
+                 interval: float | None = None) -> None:
+        self.rule = rule
+        self.max_reruns = max_reruns
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty()
+        self.interval = interval if interval is not None else (1.0 if self.live else 60.0)
+        self.started = time.monotonic()
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._last_table = 0.0
+        self._table_lines = 0
+
+    # -- output -------------------------------------------------------------------------------
+    def _clear_table(self) -> None:
+        if self.live and self._table_lines:
+            self.stream.write(f"\x1b[{self._table_lines}F\x1b[J")
+            self._table_lines = 0
+
+    def _line(self, event: str, name: str, text: str = "") -> None:
+        self._clear_table()
+        elapsed = time.monotonic() - self.started
+        self.stream.write(f"[{elapsed:6.0f}s] {event:<7} {name}  {text}".rstrip() + "\n")
+        self.stream.flush()
+        if self.live:
+            self._table()
+
+    def table_text(self) -> str:
+        rows = [("trial", "L2", "status", "epoch", "val acc", "best")]
+        for name, row in self._rows.items():
+            epoch = f"{row['epoch']}/{row['epochs']}" if row["epoch"] else "-"
+            rows.append((name, f"{row['l2']:g}", row["status"], epoch,
+                         f"{row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else "-",
+                         f"{row['best']:.4f}" if row["best"] is not None else "-"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows)
+
+    def _table(self) -> None:
+        if not self._rows:
+            return
+        self._clear_table()
+        text = self.table_text()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        self._table_lines = text.count("\n") + 1 if self.live else 0
+        self._last_table = time.monotonic()
+
+    # -- Tune events --------------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        config = trial.config
+        train = config["run"]["train"]
+        self._rows[config["trial_name"]] = {"l2": train["l2"], "status": "running", "epoch": 0,
+                                            "epochs": train["epochs"], "val_accuracy": None, "best": None}
+        resumed = " (continuing an interrupted trial)" if config["attempt"]["optuna_number"] is not None else ""
+        adjustment = f", adjusted {config['adjustment']}" if config["adjustment"] else ""
+        self._line("start", config["trial_name"],
+                   f"lr {train['learning_rate']:g}, batch {train['batch_size']}, {train['epochs']} epochs"
+                   f"{adjustment}{resumed}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        row = self._rows.get(trial.config["trial_name"])
+        if row is None or "epoch" not in result:
+            return
+        row.update(epoch=result["epoch"], val_accuracy=result["val_accuracy"], best=result["best_val_accuracy"])
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        if self._rows and time.monotonic() - self._last_table >= self.interval:
+            self._table()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        name = trial.config["trial_name"]
+        result = trial.last_result or {}
+        row = self._rows.get(name, {})
+        if self.rule.fails(result):
+            rerun = trial.config["attempt"]["rerun"]
+            then = (f"-> rerun {rerun + 1} queued" if rerun < self.max_reruns
+                    else "-> no reruns left: not converged")
+            row["status"] = "retuned"
+            self._line("retune", name, f"{self.rule.reason(result)} {then}")
+        elif result.get("finished"):
+            row["status"] = "done"
+            test = result["test_metrics"]["dataset"]
+            self._line("finish", name, f"val acc {result['val_accuracy']:.4f}, val MeanIoU "
+                                       f"{_fmt(result['val_MeanIoU'])}, test MeanIoU {_fmt(test['MeanIoU'])}")
+        else:
+            row["status"] = "stopped"
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._rows.get(trial.config["trial_name"], {})["status"] = "error"
+        self._line("error", trial.config["trial_name"], error_message(trial))
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self._table()
+        self._table_lines = 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

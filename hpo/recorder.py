@@ -1,0 +1,180 @@
+"""The Optuna recorder: every Tune trial of a grid run becomes an Optuna trial, written from the driver.
+
+The driver is the only writer, so SQLite is safe, and any Optuna storage URL works. A trial is created
+when its Tune trial starts (or, on ``--resume``, the interrupted Optuna trial is picked up again), gets
+the validation accuracy of each epoch as an intermediate value while it runs, and ends COMPLETE with the
+validation-set MeanIoU of the selected network as its value, PRUNED when the retune rule stopped it, or
+FAIL with the error. A storage write that fails is retried; one that keeps failing is kept and tried
+again at the next event and at the end, and :meth:`OptunaRecorder.close` raises if any is still unwritten.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import optuna
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+from ray.tune import Callback
+
+from lgeseg.errors import UserError
+
+from .retune import RetuneRule
+
+#: Wide bounds so reruns and later searches over the same parameters fit one study.
+DISTRIBUTIONS = {
+    "l2": FloatDistribution(1e-12, 1.0, log=True),
+    "learning_rate": FloatDistribution(1e-10, 10.0, log=True),
+    "batch_size": IntDistribution(1, 65536),
+    "epochs": IntDistribution(1, 1_000_000),
+    "seed": IntDistribution(0, 2**31 - 1),
+    "rerun": IntDistribution(0, 1000),
+}
+
+
+def trial_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The Optuna params of a Tune trial config."""
+    train = config["run"]["train"]
+    return {"l2": train["l2"], "learning_rate": train["learning_rate"], "batch_size": train["batch_size"],
+            "epochs": train["epochs"], "seed": config["run"]["seed"], "rerun": config["attempt"]["rerun"]}
+
+
+class OptunaRecorder(Callback):
+    """A Tune Callback that mirrors the grid's Tune trials into one Optuna study."""
+
+    def __init__(self, study: optuna.Study, rule: RetuneRule, max_reruns: int, retries: int = 5,
+                 retry_wait: float = 0.2) -> None:
+        self.study = study
+        self.rule = rule
+        self.max_reruns = max_reruns
+        self.retries = retries
+        self.retry_wait = retry_wait
+        self._trials: dict[str, optuna.Trial] = {}  # Tune trial id -> Optuna trial
+        self._numbers = {t.user_attrs.get("trial_name"): t.number for t in study.get_trials(deepcopy=False)}
+        self._unwritten: list[tuple[str, Callable[[], None]]] = []
+
+    # -- writes -----------------------------------------------------------------------------------
+    def _write(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run one storage write, retrying with backoff; a write that keeps failing is queued."""
+        self._flush()
+        error: Exception | None = None
+        for attempt in range(self.retries):
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - any storage error is retried, then kept
+                error = exc
+                time.sleep(self.retry_wait * 2**attempt)
+        print(f"warning: Optuna write failed {self.retries} times ({what}: {error}); will retry", flush=True)
+        self._unwritten.append((what, fn))
+        return None
+
+    def _flush(self) -> None:
+        pending, self._unwritten = self._unwritten, []
+        for what, fn in pending:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001
+                self._unwritten.append((what, fn))
+
+    def close(self) -> None:
+        """Write what is still queued; raise if any write could not be made."""
+        for _ in range(self.retries):
+            self._flush()
+            if not self._unwritten:
+                return
+            time.sleep(self.retry_wait)
+        raise UserError(f"{len(self._unwritten)} Optuna storage writes failed and were not recorded "
+                        f"(first: {self._unwritten[0][0]}); rerun with --resume once the storage is reachable")
+
+    # -- Tune events ------------------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        config = trial.config
+        attempt = config["attempt"]
+        if attempt["optuna_number"] is not None:
+            frozen = self.study.get_trials(deepcopy=False)[attempt["optuna_number"]]
+            self._trials[trial.trial_id] = optuna.Trial(self.study, frozen._trial_id)
+            self._write("resume attrs", lambda: self._trials[trial.trial_id].set_user_attr(
+                "ray_trial_id", trial.trial_id))
+            return
+        params = trial_params(config)
+        previous = f"l2={params['l2']:g}_seed={params['seed']}_rerun={attempt['rerun'] - 1}"
+        attrs = {
+            "trial_name": config["trial_name"], "trial_dir": config["trial_dir"], "ray_trial_id": trial.trial_id,
+            "config_hash": config["config_hash"],
+            "lineage": {"point": f"l2={params['l2']:g},seed={params['seed']}", "rerun": attempt["rerun"],
+                        "rerun_of": self._numbers.get(previous) if attempt["rerun"] else None,
+                        "adjustment": config["adjustment"]},
+        }
+
+        def create() -> optuna.Trial:
+            self.study.enqueue_trial(params, user_attrs=attrs)
+            return self.study.ask(DISTRIBUTIONS)
+
+        created = self._write("create trial", create)
+        if created is not None:
+            self._trials[trial.trial_id] = created
+            self._numbers[config["trial_name"]] = created.number
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        optuna_trial = self._trials.get(trial.trial_id)
+        if optuna_trial is None or result.get("finished") or "epoch" not in result:
+            return
+        self._write("intermediate value", lambda: optuna_trial.report(result["val_accuracy"], result["epoch"]))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        optuna_trial = self._trials.pop(trial.trial_id, None)
+        result = trial.last_result or {}
+        if optuna_trial is None:
+            return
+        if self.rule.fails(result):
+            rerun = trial.config["attempt"]["rerun"]
+            name = trial.config["trial_name"].rsplit("_rerun=", 1)[0] + f"_rerun={rerun + 1}"
+            retune = {"reason": self.rule.reason(result), "check_epoch": self.rule.check_epoch(result["epochs"]),
+                      "best_val_accuracy": result["best_val_accuracy"],
+                      "replaced_by": name if rerun < self.max_reruns else None}
+            self._finish(optuna_trial, TrialState.PRUNED, None,
+                         {"retune": retune, "epochs_run": result["epoch"],
+                          "best_val_accuracy": result["best_val_accuracy"]})
+        elif result.get("finished") and result["val_MeanIoU"] is None:
+            self._finish(optuna_trial, TrialState.FAIL, None, {
+                "error": "validation MeanIoU is undefined (a class never occurs in the validation split)",
+                "test_metrics": result["test_metrics"]})
+        elif result.get("finished"):
+            info_ = result["run_info"]
+            self._finish(optuna_trial, TrialState.COMPLETE, result["val_MeanIoU"], {
+                "test_metrics": result["test_metrics"], "val_metrics": result["val_metrics"],
+                "epochs_run": info_["epochs_run"], "best_val_accuracy": info_["best_val_accuracy"],
+                "selected_epoch": info_["selected_epoch"], "device": info_["device"],
+                "wall_time_s": info_["wall_time_s"], "split_hash": info_["split_hash"],
+                "versions": {**info_["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
+            })
+        # else: stopped with the experiment (driver interrupted); stays RUNNING for --resume
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        optuna_trial = self._trials.pop(trial.trial_id, None)
+        if optuna_trial is not None:
+            self._finish(optuna_trial, TrialState.FAIL, None, {"error": error_message(trial)})
+
+    def _finish(self, optuna_trial: optuna.Trial, state: TrialState, value: float | None,
+                attrs: dict[str, Any]) -> None:
+        def write() -> None:
+            for key, val in attrs.items():
+                optuna_trial.set_user_attr(key, val)
+            self.study.tell(optuna_trial, value, state=state)
+
+        self._write(f"finish trial {optuna_trial.number}", write)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def error_message(trial) -> str:
+    """The last line of a failed trial's error (the exception), else a generic note."""
+    error = trial.get_error()
+    text = str(error) if error is not None else ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "trial failed (see the Ray logs under the study folder)"

@@ -1,0 +1,42 @@
+"""Command line: ``python -m hpo.run grid|train|evaluate|report|dashboard``.
+
+User errors (:class:`lgeseg.errors.UserError`) are printed as one ``error:`` line with exit status 2 and
+no traceback; each subcommand lives in ``hpo/commands/<name>.py`` and imports its heavy dependencies
+(torch, Ray, Optuna) only when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lgeseg.errors import UserError
+
+from .commands import dashboard, evaluate, grid, report, train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hpo.run",
+        description="Hyperparameter studies of U-Net segmentation of LGE-MRI (the Rukundo L2 study).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (grid, train, evaluate, report, dashboard):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

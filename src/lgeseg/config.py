@@ -1,0 +1,184 @@
+"""Run configuration as plain data.
+
+A run config is a nested dict; :data:`RUN_DEFAULTS` lists every key with its default, and the default's
+type is the key's type. :func:`merge` lays user values over defaults and rejects unknown keys and wrong
+types with a :class:`~lgeseg.errors.ConfigError` naming the dotted key. :func:`check_run` adds the range
+checks. The HPO layer builds its study config from the same sections.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+#: Every key of a single training run, with MATLAB R2020b / the study's values as defaults.
+RUN_DEFAULTS: dict[str, Any] = {
+    "data": None,  # dataset folder; None = the built-in synthetic phantom
+    "seed": 0,  # weights init, shuffling, augmentation, dropout
+    "split": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0},
+    "model": {"width": 64, "depth": 4},
+    "train": {
+        "epochs": 180,
+        "batch_size": 16,
+        "learning_rate": 1.0e-4,
+        "l2": 5.0e-4,
+        "l2_mode": "coupled",  # coupled = MATLAB (L2 added to the gradient); decoupled = AdamW
+        "select": "final",  # final = the last network, as MATLAB R2020b returns; best_val
+        "augment": {"reflect": True, "translate": 10},
+        "device": "auto",  # auto | cpu | cuda | cuda:N
+        "precision": "auto",  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+        "channels_last": "auto",  # auto (on CUDA) | true | false
+        "checkpoint_every": 1,  # epochs between resumable checkpoints (last.pt, best.pt)
+    },
+}
+
+#: Keys whose value may be null besides their default's type.
+NULLABLE = {"data"}
+CHOICES = {
+    "train.l2_mode": ("coupled", "decoupled"),
+    "train.select": ("final", "best_val"),
+    "train.precision": ("auto", "fp32", "bf16"),
+}
+
+
+def _type_ok(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if default is None:
+        return True
+    return isinstance(value, type(default))
+
+
+def _type_name(default: Any) -> str:
+    return {bool: "a boolean", float: "a number", int: "an integer", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(default), type(default).__name__)
+
+
+def merge(defaults: dict, values: dict | None, where: str = "", nullable: set[str] = NULLABLE) -> dict:
+    """Return ``defaults`` overlaid with ``values``; unknown keys and wrong types raise ConfigError."""
+    out = copy.deepcopy(defaults)
+    if values is None:
+        return out
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
+    for key, value in values.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in defaults:
+            known = ", ".join(sorted(defaults))
+            raise ConfigError(f"unknown config key '{dotted}' (known here: {known})")
+        default = defaults[key]
+        if isinstance(default, dict) and default:
+            out[key] = merge(default, value, dotted, nullable)
+        elif value is None and dotted in nullable:
+            out[key] = None
+        elif dotted == "channels_last" or dotted.endswith(".channels_last"):
+            if value not in ("auto", True, False):
+                raise ConfigError(f"config key '{dotted}' must be auto, true or false, got {value!r}")
+            out[key] = value
+        elif not _type_ok(value, default):
+            raise ConfigError(f"config key '{dotted}' must be {_type_name(default)}, got {value!r}")
+        else:
+            out[key] = float(value) if isinstance(default, float) else value
+    return out
+
+
+def set_dotted(config: dict, assignment: str) -> None:
+    """Apply one ``--set key.sub=value`` override in place (value parsed as YAML)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.problem})") from None
+    parts = key.split(".")
+    node = config
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})  # a section the file left out; merge() validates the key
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a config section")
+    node[parts[-1]] = value
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with ``yaml.safe_load``; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{at} ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def _positive(config: dict, dotted: str, allow_zero: bool = False) -> None:
+    node: Any = config
+    for part in dotted.split("."):
+        node = node[part]
+    if not math.isfinite(node) or node < 0 or (node == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"config key '{dotted}' must be {bound}, got {node!r}")
+
+
+def check_choices(config: dict) -> None:
+    for dotted, allowed in CHOICES.items():
+        node: Any = config
+        for part in dotted.split("."):
+            node = node[part]
+        if node not in allowed:
+            raise ConfigError(f"config key '{dotted}' must be one of {', '.join(allowed)}, got {node!r}")
+
+
+def check_split(split: dict, where: str = "split") -> None:
+    fractions = [split["train"], split["val"], split["test"]]
+    for name, value in zip(("train", "val", "test"), fractions):
+        if not 0 < value < 1:
+            raise ConfigError(f"config key '{where}.{name}' must be between 0 and 1, got {value!r}")
+    if abs(sum(fractions) - 1.0) > 1e-6:
+        raise ConfigError(f"config keys '{where}.train/val/test' must sum to 1, got {sum(fractions):g}")
+
+
+def check_model_train(config: dict) -> None:
+    """Range checks shared by run and study configs."""
+    check_choices(config)
+    check_split(config["split"])
+    for key in ("model.width", "model.depth", "train.epochs", "train.batch_size", "train.learning_rate",
+                "train.checkpoint_every"):
+        _positive(config, key)
+    _positive(config, "train.l2", allow_zero=True)
+    _positive(config, "train.augment.translate", allow_zero=True)
+
+
+def run_config(values: dict | None = None) -> dict:
+    """A validated run config: RUN_DEFAULTS overlaid with ``values``."""
+    config = merge(RUN_DEFAULTS, values)
+    check_model_train(config)
+    return config
+
+
+def config_hash(config: dict) -> str:
+    """Short stable hash of a config (key order does not matter)."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

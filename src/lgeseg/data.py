@@ -1,0 +1,314 @@
+"""Datasets in the study's export format, and their train/validation/test split.
+
+A dataset folder holds ``images/*.png`` and ``masks/*.png`` paired by file name, an optional
+``manifest.csv`` with ``file`` and ``patient`` columns, and an optional ``dataset.json`` whose ``labels``
+maps region names to mask pixel values. Masks are turned into class indices in label-map order.
+Every problem with the input raises a one-line :class:`~lgeseg.errors.DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from .errors import ConfigError, DataError
+
+#: Label map used when a dataset has no ``dataset.json``: the study's white / grey / black regions.
+DEFAULT_LABELS: dict[str, int] = {"region1": 255, "region2": 128, "region3": 0}
+
+
+def _open_png(path: Path) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc).replace(f" {str(path)!r}", "")  # the path already starts the message
+        raise DataError(f"{path}: unreadable or truncated PNG ({reason})") from None
+    return img
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a grayscale PNG as float32 in [0, 1].
+
+    8-bit images are divided by 255. 16-bit images are divided by their own maximum, because MRI exports
+    typically use only 12 of the 16 bits and a fixed /65535 would squash them into [0, 0.06].
+    """
+    path = Path(path)
+    img = _open_png(path)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        if arr.min() < 0:
+            raise DataError(f"{path}: negative pixel values in a 16-bit image")
+        top = max(float(arr.max()), 1.0)
+    elif img.mode == "L":
+        arr = np.asarray(img, dtype=np.float64)
+        top = 255.0
+    elif img.mode in ("RGB", "RGBA", "LA", "P"):
+        rgb = np.asarray(img.convert("RGB"), dtype=np.float64)
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            raise DataError(f"{path}: colour image ({img.mode}); expected a grayscale PNG")
+        arr, top = rgb[..., 0], 255.0
+    else:
+        raise DataError(f"{path}: unsupported PNG mode {img.mode!r}; expected 8- or 16-bit grayscale")
+    return (arr / top).astype(np.float32)
+
+
+def read_mask(path: str | Path, labels: dict[str, int]) -> np.ndarray:
+    """Read a mask PNG and return uint8 class indices in ``labels`` order.
+
+    Colour masks and pixel values outside the label map raise :class:`DataError` listing the values.
+    """
+    path = Path(path)
+    img = _open_png(path)
+    if img.mode in ("RGB", "RGBA", "P", "LA"):
+        rgb = np.asarray(img.convert("RGB"))
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            raise DataError(f"{path}: colour mask ({img.mode}); expected grayscale values "
+                            f"{sorted(labels.values())}")
+        arr = rgb[..., 0].astype(np.int64)
+    elif img.mode in ("L", "I", "I;16", "I;16B", "I;16L", "1"):
+        arr = np.asarray(img).astype(np.int64)
+        if img.mode == "1":
+            arr = arr * 255
+    else:
+        raise DataError(f"{path}: unsupported mask PNG mode {img.mode!r}")
+    lut = np.full(max(int(arr.max()), max(labels.values())) + 1, 255, dtype=np.uint8)
+    for index, value in enumerate(labels.values()):
+        lut[value] = index
+    out = lut[arr]
+    if (out == 255).any():
+        values, counts = np.unique(arr[out == 255], return_counts=True)
+        listed = ", ".join(f"{v} ({c} px)" for v, c in zip(values.tolist(), counts.tolist()))
+        raise DataError(f"{path}: mask values outside the label map {dict(labels)}: {listed}")
+    return out
+
+
+def write_mask(path: str | Path, indices: np.ndarray, labels: dict[str, int]) -> None:
+    """Write class indices as an 8-bit PNG in the dataset's pixel values."""
+    values = np.asarray(list(labels.values()), dtype=np.uint8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(values[np.asarray(indices)], mode="L").save(path)
+
+
+def read_label_map(root: str | Path) -> dict[str, int]:
+    """The ``labels`` of ``root/dataset.json``, else :data:`DEFAULT_LABELS`."""
+    meta = Path(root) / "dataset.json"
+    if not meta.exists():
+        return dict(DEFAULT_LABELS)
+    try:
+        labels = json.loads(meta.read_text()).get("labels")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise DataError(f"{meta}: cannot read label map ({exc})") from None
+    if labels is None:
+        return dict(DEFAULT_LABELS)
+    if (not isinstance(labels, dict) or len(labels) < 2
+            or not all(isinstance(v, int) and 0 <= v <= 255 for v in labels.values())
+            or len(set(labels.values())) != len(labels)):
+        raise DataError(f"{meta}: 'labels' must map at least two names to distinct pixel values 0-255, "
+                        f"got {labels!r}")
+    return {str(k): int(v) for k, v in labels.items()}
+
+
+def parse_labels(text: str) -> dict[str, int]:
+    """Parse ``name=value,name=value`` (the ``--labels`` option)."""
+    labels: dict[str, int] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip().isdigit() or int(value) > 255:
+            raise DataError(f"--labels: expected name=value with value 0-255, got {item!r}")
+        labels[name.strip()] = int(value)
+    if len(labels) < 2 or len(set(labels.values())) != len(labels):
+        raise DataError(f"--labels: need at least two names with distinct values, got {text!r}")
+    return labels
+
+
+# --------------------------------------------------------------------------------------------- dataset
+
+@dataclass
+class Dataset:
+    """A whole dataset in memory: images, masks as class indices, and per-file patient ids."""
+
+    root: Path                  #: folder it was read from (the cache folder for the phantom)
+    files: list[str]            #: image file names, sorted
+    images: np.ndarray          #: float32 (N, H, W) in [0, 1]
+    masks: np.ndarray           #: uint8 (N, H, W) class indices in label-map order
+    labels: dict[str, int]      #: ordered name -> mask pixel value; position = class index
+    patients: list[str] | None  #: per file, from manifest.csv's ``patient`` column, else None
+    synthetic: bool             #: True for the built-in phantom
+
+
+def _png_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+
+
+def _listed(names: list[str], limit: int = 3) -> str:
+    """``a.png, b.png, c.png and 4 more``: keeps messages about many files on one short line."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _pair_files(root: Path) -> list[str]:
+    """Sorted image names that have a mask of the same name; any unpaired file is an error."""
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    image_dir, mask_dir = root / "images", root / "masks"
+    for folder in (image_dir, mask_dir):
+        if not folder.is_dir():
+            raise DataError(f"{folder}: folder not found; a dataset needs images/*.png and masks/*.png")
+    images, masks = _png_names(image_dir), _png_names(mask_dir)
+    if not images:
+        raise DataError(f"{image_dir}: no PNG images")
+    unmasked = sorted(set(images) - set(masks))
+    if unmasked:
+        raise DataError(f"{image_dir / unmasked[0]}: no mask of the same name in {mask_dir} "
+                        f"({len(unmasked)} image(s) without mask: {_listed(unmasked)})")
+    orphans = sorted(set(masks) - set(images))
+    if orphans:
+        raise DataError(f"{mask_dir / orphans[0]}: no image of the same name in {image_dir} "
+                        f"({len(orphans)} mask(s) without image: {_listed(orphans)})")
+    return images
+
+
+def _read_patients(root: Path, files: list[str]) -> list[str] | None:
+    """Patient id per file from ``root/manifest.csv``, or None when there is no manifest.
+
+    The manifest must list exactly the image files, once each, with a non-empty patient.
+    """
+    manifest = root / "manifest.csv"
+    if not manifest.exists():
+        return None
+    try:
+        with manifest.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            missing = [c for c in ("file", "patient") if c not in columns]
+            if missing:
+                raise DataError(f"{manifest}: missing column(s) {', '.join(missing)}; "
+                                f"expected a header with file,patient (found {','.join(columns) or 'none'})")
+            # Keys of None collect surplus fields; values of None stand for missing ones.
+            rows = [(reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None})
+                    for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{manifest}: cannot read manifest ({exc})") from None
+    patient_of: dict[str, str] = {}
+    for line, row in rows:
+        name, patient = row["file"], row["patient"]
+        if not patient:
+            raise DataError(f"{manifest}: line {line}: empty patient for {name!r}")
+        if name in patient_of:
+            raise DataError(f"{manifest}: line {line}: {name!r} listed twice")
+        patient_of[name] = patient
+    absent = sorted(set(patient_of) - set(files))
+    if absent:
+        raise DataError(f"{manifest}: {len(absent)} row(s) name files not in images/: {_listed(absent)}")
+    unlisted = sorted(set(files) - set(patient_of))
+    if unlisted:
+        raise DataError(f"{manifest}: {len(unlisted)} image(s) not in the manifest: {_listed(unlisted)}")
+    return [patient_of[name] for name in files]
+
+
+def load_dataset(path: str | Path | None, progress: bool = False) -> Dataset:
+    """Read a dataset folder into memory, checking it fully; ``None`` means the built-in phantom.
+
+    The phantom is generated into the cache on first use (see :func:`lgeseg.phantom.phantom_dir`).
+    ``progress`` shows a tqdm bar while the PNGs are read.
+    """
+    synthetic = path is None
+    if path is None:
+        from .phantom import phantom_dir  # the phantom writes with this module's helpers
+
+        path = phantom_dir()
+    root = Path(path).expanduser()
+    files = _pair_files(root)
+    labels = read_label_map(root)
+    patients = _read_patients(root, files)
+    images: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    for name in tqdm(files, desc=f"reading {root.name}", unit="img", disable=not progress):
+        image = read_image(root / "images" / name)
+        mask = read_mask(root / "masks" / name, labels)
+        if mask.shape != image.shape:
+            raise DataError(f"{root / 'masks' / name}: mask is {_size(mask)} but its image is {_size(image)}")
+        if images and image.shape != images[0].shape:
+            raise DataError(f"{root / 'images' / name}: image is {_size(image)} but {files[0]} is "
+                            f"{_size(images[0])}; all images must have one size")
+        images.append(image)
+        masks.append(mask)
+    return Dataset(root=root, files=files, images=np.stack(images), masks=np.stack(masks),
+                   labels=labels, patients=patients, synthetic=synthetic)
+
+
+def _size(arr: np.ndarray) -> str:
+    return "x".join(str(n) for n in arr.shape)
+
+
+# ----------------------------------------------------------------------------------------------- split
+
+@dataclass
+class Split:
+    """Disjoint train / validation / test indices into :attr:`Dataset.files`, each sorted."""
+
+    train: list[int]
+    val: list[int]
+    test: list[int]
+    by: str                                  #: "patient" or "image"
+    seed: int
+    fractions: tuple[float, float, float]
+
+    def to_json(self, dataset: Dataset) -> dict:
+        """The split as file names, with a hash that identifies it across machines and runs.
+
+        ``hash`` is the first 16 hex digits of the SHA-256 of the JSON text of
+        ``[train_files, val_files, test_files]``.
+        """
+        lists = [[dataset.files[i] for i in part] for part in (self.train, self.val, self.test)]
+        digest = hashlib.sha256(json.dumps(lists).encode()).hexdigest()[:16]
+        return {"by": self.by, "seed": self.seed, "fractions": list(self.fractions), "hash": digest,
+                "train": lists[0], "val": lists[1], "test": lists[2]}
+
+
+def split_dataset(dataset: Dataset, train: float = 0.6, val: float = 0.2, test: float = 0.2,
+                  seed: int = 0) -> Split:
+    """Split by patient when patients are known (slices of one patient are correlated), else by image.
+
+    Groups (patients, or single images) are shuffled with ``numpy.random.default_rng(seed)`` after
+    sorting, so the split depends only on the seed and the file names. Each split with a positive
+    fraction first gets one group; every further group goes to the split furthest below its target image
+    count, so image counts end within one patient of the fractions. A split with fraction 0 stays empty;
+    one with a positive fraction that would come out empty is a :class:`DataError`.
+    """
+    fractions = (float(train), float(val), float(test))
+    if any(not np.isfinite(f) or f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ConfigError(f"split fractions must be >= 0 and sum to 1, got train={train}, val={val}, "
+                          f"test={test}")
+    by = "image" if dataset.patients is None else "patient"
+    keys = dataset.files if dataset.patients is None else dataset.patients
+    members: dict[str, list[int]] = {}
+    for index, key in enumerate(keys):
+        members.setdefault(key, []).append(index)
+    groups = sorted(members)
+    wanted = [k for k, f in enumerate(fractions) if f > 0]
+    if len(groups) < len(wanted):
+        raise DataError(f"{dataset.root}: {len(groups)} {by}(s) cannot fill {len(wanted)} non-empty splits "
+                        f"(fractions {train}/{val}/{test}); add data or set a fraction to 0")
+    order = np.random.default_rng(seed).permutation(len(groups))
+    # Splits with fraction 0 get target -inf so that they never look furthest below target.
+    targets = np.where(np.array(fractions) > 0, np.array(fractions) * len(keys), -np.inf)
+    counts = np.zeros(3)
+    parts: list[list[int]] = [[], [], []]
+    for rank, g in enumerate(order):
+        group = members[groups[g]]
+        k = wanted[rank] if rank < len(wanted) else int(np.argmax(targets - counts))
+        parts[k].extend(group)
+        counts[k] += len(group)
+    return Split(train=sorted(parts[0]), val=sorted(parts[1]), test=sorted(parts[2]), by=by, seed=seed,
+                 fractions=fractions)

@@ -1,0 +1,402 @@
+"""Training one U-Net with the study's protocol, and the whole run around it.
+
+:func:`fit` is the training loop: Adam with MATLAB's coupled L2, the study's augmentation, per-epoch
+validation, resumable checkpoints. :func:`run` is one complete run: load data, split, fit, pick the
+network, evaluate it on the test split and write every output next to the config, split and versions
+that produced it. Both report each finished epoch through an ``on_epoch`` callback, which is how the HPO
+layer follows a run without this package knowing about it.
+
+The hot loop keeps the whole data set on the device and augments a batch at a time there, so no Python
+runs per sample; host synchronisation happens once per epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from . import __version__
+from .config import config_hash, run_config
+from .data import Dataset, Split, load_dataset, split_dataset, write_mask
+from .errors import TrainingError
+from .metrics import evaluate, write_json
+from .unet import UNet
+
+#: Target value of pixels shifted in from outside the image: ignored by the loss and the accuracy.
+IGNORE = 255
+HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+@dataclass
+class EpochStats:
+    """What one finished epoch reports; ``val_accuracy`` is the study's 'validation accuracy'."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    best_val_accuracy: float
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    model: UNet
+    history: list[dict]
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    best_val_accuracy: float
+    device: str
+    resumed_from_epoch: int = 0
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    test_metrics: dict
+    val_metrics: dict
+    history: list[dict]
+    info: dict = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"train.device is {name!r} but no CUDA device is available")
+    return device
+
+
+def versions() -> dict[str, str]:
+    """Versions that decide the numbers of a run."""
+    import scipy
+
+    return {"lgeseg": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "scipy": scipy.__version__, "platform": platform.platform(),
+            "cuda": torch.version.cuda or "none"}
+
+
+def augment_batch(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
+                  reflect: bool, translate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The study's augmentation for a batch at once, on the batch's device.
+
+    Left-right reflection with p=0.5 and an integer x, y shift uniform in [-translate, translate],
+    identical for image and mask. Pixels shifted in from outside are 0 in the image and IGNORE in the mask.
+    """
+    batch, _, height, width = images.shape
+    device = images.device
+    if reflect:
+        flip = torch.rand(batch, generator=generator, device=device) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        masks = torch.where(flip[:, None, None], masks.flip(-1), masks)
+    if translate > 0:
+        shift = torch.randint(-translate, translate + 1, (2, batch), generator=generator, device=device)
+        rows = torch.arange(height, device=device)[None, :] - shift[0][:, None]
+        cols = torch.arange(width, device=device)[None, :] - shift[1][:, None]
+        inside = (((rows >= 0) & (rows < height))[:, :, None]) & (((cols >= 0) & (cols < width))[:, None, :])
+        r = rows.clamp(0, height - 1)[:, :, None]
+        c = cols.clamp(0, width - 1)[:, None, :]
+        b = torch.arange(batch, device=device)[:, None, None]
+        images = (images[b, 0, r, c] * inside).unsqueeze(1)
+        masks = torch.where(inside, masks[b, r, c], torch.full_like(masks[:, :1, :1], IGNORE))
+    return images, masks
+
+
+def build_optimizer(model: torch.nn.Module, learning_rate: float, l2: float, mode: str) -> torch.optim.Optimizer:
+    """Adam with L2 on convolution weights only (biases excluded), as MATLAB applies L2Regularization.
+
+    ``coupled`` adds ``l2 * w`` to the gradient before the Adam step (MATLAB); ``decoupled`` is AdamW.
+    """
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
+    biases = [p for name, p in model.named_parameters() if not name.endswith("weight")]
+    groups = [{"params": weights, "weight_decay": l2}, {"params": biases, "weight_decay": 0.0}]
+    optimizer_class = torch.optim.Adam if mode == "coupled" else torch.optim.AdamW
+    return optimizer_class(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8)
+
+
+def _autocast(device: torch.device, precision: str):
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+@torch.no_grad()
+def predict(model: UNet, images: torch.Tensor, precision: str = "auto", batch_size: int = 64) -> torch.Tensor:
+    """Class indices (N, H, W) uint8 for images (N, 1, H, W) on the model's device."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        with _autocast(images.device, precision):
+            out.append(model(images[start:start + batch_size]).argmax(1).to(torch.uint8))
+    return torch.cat(out) if out else torch.empty(0, *images.shape[2:], dtype=torch.uint8)
+
+
+@torch.no_grad()
+def _validate(model: UNet, images: torch.Tensor, masks: torch.Tensor, precision: str,
+              batch_size: int = 64) -> tuple[float, float]:
+    """Mean pixel cross-entropy and global pixel accuracy on unaugmented images."""
+    model.eval()
+    loss_sum = torch.zeros((), device=images.device, dtype=torch.float64)
+    correct = torch.zeros((), device=images.device, dtype=torch.int64)
+    for start in range(0, len(images), batch_size):
+        y = masks[start:start + batch_size].long()
+        with _autocast(images.device, precision):
+            logits = model(images[start:start + batch_size])
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    pixels = masks.numel()
+    return loss_sum.item() / pixels, correct.item() / pixels
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_history(history: list[dict], path: Path) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+def _model_spec(config: dict, dataset: Dataset) -> dict:
+    return {"in_channels": 1, "num_classes": len(dataset.labels), "width": config["model"]["width"],
+            "depth": config["model"]["depth"], "image_size": list(dataset.images.shape[1:])}
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[UNet, dict]:
+    """A network saved in ``best.pt`` or ``last.pt``, with the checkpoint's metadata."""
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    spec = dict(ckpt["model_spec"])
+    spec["image_size"] = tuple(spec["image_size"])
+    model = UNet(**spec).to(device)
+    model.load_state_dict(ckpt["model"])
+    return model, ckpt
+
+
+def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
+        on_epoch: Callable[[EpochStats], None] | None = None, progress: bool = False) -> FitResult:
+    """Train one network; resumes from ``out_dir/last.pt`` when it exists.
+
+    A resumed run ends with the same weights as an uninterrupted one: the checkpoint carries the model,
+    the optimizer, the epoch, the history and every RNG state the loop draws from.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tcfg = config["train"]
+    epochs, batch_size = tcfg["epochs"], tcfg["batch_size"]
+    device = resolve_device(tcfg["device"])
+    precision = tcfg["precision"]
+    channels_last = tcfg["channels_last"] is True or (tcfg["channels_last"] == "auto" and device.type == "cuda")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    torch.manual_seed(config["seed"])
+    generator = torch.Generator(device=device)
+    generator.manual_seed(config["seed"])
+
+    images = torch.from_numpy(dataset.images).unsqueeze(1).to(device)
+    masks = torch.from_numpy(dataset.masks).to(device)
+    x_train, y_train = images[split.train], masks[split.train]
+    x_val, y_val = images[split.val].contiguous(memory_format=memory_format), masks[split.val]
+    steps = len(split.train) // batch_size  # MATLAB drops the last partial mini-batch
+    if steps == 0:
+        raise TrainingError(f"train.batch_size {batch_size} is larger than the training split "
+                            f"({len(split.train)} images)")
+
+    spec = _model_spec(config, dataset)
+    model = UNet(**{**spec, "image_size": tuple(spec["image_size"])}).to(device)
+    model.set_mean_image(x_train.mean(0))
+    model = model.to(memory_format=memory_format)
+    optimizer = build_optimizer(model, tcfg["learning_rate"], tcfg["l2"], tcfg["l2_mode"])
+
+    chash = config_hash(config)
+    history: list[dict] = []
+    best_epoch, best_acc = 0, -1.0
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    start_epoch = 0
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if last_path.exists():
+        ckpt = torch.load(last_path, map_location=device, weights_only=True)
+        if ckpt.get("config_hash") != chash:
+            raise TrainingError(f"{last_path}: checkpoint was made with another config; "
+                                f"use a new output folder or delete it")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng_cpu"])
+        if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
+        generator.set_state(ckpt["rng_generator"].to(generator.get_state().device))
+        history = list(ckpt["history"])
+        start_epoch, best_epoch, best_acc = ckpt["epoch"], ckpt["best_epoch"], ckpt["best_val_accuracy"]
+        if best_path.exists():
+            best_state = torch.load(best_path, map_location=device, weights_only=True)["model"]
+
+    def save_checkpoints(epoch: int) -> None:
+        meta = {"model_spec": spec, "labels": dataset.labels, "config_hash": chash}
+        _save_atomic({**meta, "model": best_state, "epoch": best_epoch, "val_accuracy": best_acc}, best_path)
+        _save_atomic({
+            **meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+            "history": history, "best_epoch": best_epoch, "best_val_accuracy": best_acc,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "rng_generator": generator.get_state(),
+        }, last_path)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, initial=start_epoch, desc="train", unit="epoch", dynamic_ncols=True)
+    augment = tcfg["augment"]
+    try:
+        for epoch in range(start_epoch + 1, epochs + 1):
+            started = time.perf_counter()
+            model.train()
+            order = torch.randperm(len(split.train), generator=generator, device=device)
+            losses = torch.zeros(steps, device=device)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
+            counted = torch.zeros((), device=device, dtype=torch.int64)
+            for step in range(steps):
+                batch = order[step * batch_size:(step + 1) * batch_size]
+                x, y = augment_batch(x_train[batch], y_train[batch], generator,
+                                     augment["reflect"], augment["translate"])
+                y = y.long()
+                with _autocast(device, precision):
+                    logits = model(x.contiguous(memory_format=memory_format))
+                # MATLAB's pixel classification layer: summed cross-entropy over the labelled pixels divided
+                # by all pixels of the batch (N*H*W), so pixels shifted in from outside count as zeros.
+                loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE, reduction="sum") / y.numel()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses[step] = loss.detach()
+                valid = y != IGNORE
+                correct += ((logits.detach().argmax(1) == y) & valid).sum()
+                counted += valid.sum()
+            finite = torch.isfinite(losses)
+            if not bool(finite.all()):
+                bad = int((~finite).nonzero()[0])
+                raise TrainingError(f"loss became {losses[bad].item()} at epoch {epoch}, batch {bad + 1}/{steps}; "
+                                    f"try a smaller train.learning_rate")
+            val_loss, val_acc = _validate(model, x_val, y_val, precision)
+            if val_acc > best_acc:
+                best_epoch, best_acc = epoch, val_acc
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            row = {"epoch": epoch, "train_loss": losses.mean().item(),
+                   "train_accuracy": correct.item() / max(1, counted.item()),
+                   "val_loss": val_loss, "val_accuracy": val_acc}
+            history.append(row)
+            if epoch % tcfg["checkpoint_every"] == 0 or epoch == epochs:
+                save_checkpoints(epoch)
+            _write_history(history, out / "history.csv")
+            stats = EpochStats(epoch=epoch, epochs=epochs, train_loss=row["train_loss"],
+                               train_accuracy=row["train_accuracy"], val_loss=val_loss, val_accuracy=val_acc,
+                               best_val_accuracy=best_acc, seconds=time.perf_counter() - started)
+            if bar is not None:
+                bar.set_postfix(loss=f"{stats.train_loss:.4f}", val_acc=f"{val_acc:.4f}")
+                bar.update(1)
+            if on_epoch is not None:
+                on_epoch(stats)
+    finally:
+        if bar is not None:
+            bar.close()
+    return FitResult(model=model, history=history, best_state=best_state, best_epoch=best_epoch,
+                     best_val_accuracy=best_acc, device=str(device), resumed_from_epoch=start_epoch)
+
+
+def _write_predictions(folder: Path, pred: np.ndarray, files: list[str], labels: dict[str, int]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for mask, name in zip(pred, files):
+        write_mask(folder / name, mask, labels)
+
+
+def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None] | None = None,
+        progress: bool = False, dataset: Dataset | None = None) -> RunResult:
+    """One complete run: split, train (or resume), select, evaluate, and write all outputs to ``out_dir``.
+
+    Outputs: ``config.yaml``, ``split.json``, ``history.csv``, ``best.pt``, ``last.pt``, ``metrics.json``
+    (test split), ``val_metrics.json``, ``predictions/<file>.png`` (test split, dataset pixel values) and
+    ``run.json`` (seed, hashes, device, wall time, versions). A run whose ``run.json`` says it finished is
+    read back, not redone.
+    """
+    config = run_config(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info_path = out / "run.json"
+    if info_path.exists() and (out / "metrics.json").exists():
+        info = json.loads(info_path.read_text())
+        if info.get("finished") and info.get("config_hash") == config_hash(config):
+            return _read_back(out, info)
+
+    started = time.time()
+    dataset = dataset if dataset is not None else load_dataset(config["data"])
+    s = config["split"]
+    split = split_dataset(dataset, s["train"], s["val"], s["test"], seed=s["seed"])
+    split_info = split.to_json(dataset)
+    (out / "split.json").write_text(json.dumps(split_info, indent=1))
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    result = fit(config, dataset, split, out, on_epoch=on_epoch, progress=progress)
+    model = result.model
+    selected_epoch = len(result.history)
+    if config["train"]["select"] == "best_val":
+        model.load_state_dict(result.best_state)
+        selected_epoch = result.best_epoch
+
+    device = next(model.parameters()).device
+    classes = list(dataset.labels)
+    outputs = {}
+    for name in ("test", "val"):
+        idx = getattr(split, name)
+        x = torch.from_numpy(dataset.images[idx]).unsqueeze(1).to(device)
+        pred = predict(model, x, config["train"]["precision"]).cpu().numpy()
+        outputs[name] = (pred, evaluate(pred, dataset.masks[idx], classes, [dataset.files[i] for i in idx]))
+    test_pred, test_metrics = outputs["test"]
+    val_metrics = outputs["val"][1]
+    _write_predictions(out / "predictions", test_pred, [dataset.files[i] for i in split.test], dataset.labels)
+    write_json(val_metrics, out / "val_metrics.json")
+    write_json(test_metrics, out / "metrics.json")
+
+    info = {
+        "finished": True, "seed": config["seed"], "l2": config["train"]["l2"],
+        "config_hash": config_hash(config), "split_hash": split_info["hash"],
+        "data_dir": str(dataset.root), "synthetic": dataset.synthetic, "labels": dataset.labels,
+        "device": result.device, "epochs_run": len(result.history), "selected_epoch": selected_epoch,
+        "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+        "resumed_from_epoch": result.resumed_from_epoch, "wall_time_s": round(time.time() - started, 3),
+        "versions": versions(), "command": sys.argv,
+    }
+    info_path.write_text(json.dumps(info, indent=1))
+    return _read_back(out, info)
+
+
+def _read_back(out: Path, info: dict) -> RunResult:
+    """A finished run's outputs as written (metrics with NaN as None, as in the JSON files)."""
+    with (out / "history.csv").open() as f:
+        history = [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+    return RunResult(out, json.loads((out / "metrics.json").read_text()),
+                     json.loads((out / "val_metrics.json").read_text()), history, info)
+
+
+__all__ = ["EpochStats", "FitResult", "RunResult", "augment_batch", "build_optimizer", "fit", "load_model",
+           "predict", "resolve_device", "run", "versions"]

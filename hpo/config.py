@@ -54,8 +54,9 @@ def check_study(config: dict) -> None:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"config key 'seeds' has repeated values: {seeds!r}")
     l2 = config["grid"]["l2"]
-    if not l2 or not all(_is_number(v) and v >= 0 for v in l2):
-        raise ConfigError(f"config key 'grid.l2' must be a non-empty list of numbers >= 0, got {l2!r}")
+    if not l2 or not all(_is_number(v) and 0 < v <= 1 for v in l2):
+        raise ConfigError(f"config key 'grid.l2' must be a non-empty list of numbers in (0, 1] (recorded on a "
+                          f"log scale), got {l2!r}")
     if len(set(l2)) != len(l2):
         raise ConfigError(f"config key 'grid.l2' has repeated values: {l2!r}")
     config["grid"]["l2"] = [float(v) for v in l2]
@@ -63,15 +64,12 @@ def check_study(config: dict) -> None:
     retune = config["retune"]
     if not 0 < retune["check_fraction"] <= 1:
         raise ConfigError(f"config key 'retune.check_fraction' must be in (0, 1], got {retune['check_fraction']!r}")
-    if not 0 < retune["target_accuracy"] <= 1:
-        raise ConfigError(f"config key 'retune.target_accuracy' must be in (0, 1], "
+    if not 0 <= retune["target_accuracy"] <= 1:  # 0 switches the rule off
+        raise ConfigError(f"config key 'retune.target_accuracy' must be in [0, 1], "
                           f"got {retune['target_accuracy']!r}")
     if retune["max_reruns"] < 0:
         raise ConfigError(f"config key 'retune.max_reruns' must be >= 0, got {retune['max_reruns']!r}")
     adjustments = retune["adjustments"]
-    if len(adjustments) < retune["max_reruns"]:
-        raise ConfigError(f"config key 'retune.adjustments' has {len(adjustments)} entries but "
-                          f"retune.max_reruns is {retune['max_reruns']}: give one adjustment per rerun")
     for i, adjustment in enumerate(adjustments):
         where = f"retune.adjustments[{i}]"
         if not isinstance(adjustment, dict) or not adjustment:
@@ -85,6 +83,9 @@ def check_study(config: dict) -> None:
                                   f"(adjustable: {', '.join(ADJUSTABLE)})")
         adjusted = {**config, "train": merge(config["train"], adjustment, where), "seeds": None}
         check_model_train({**adjusted, "train": {**adjusted["train"], "l2": 0.0}})
+    if len(adjustments) < retune["max_reruns"]:
+        raise ConfigError(f"config key 'retune.adjustments' has {len(adjustments)} entries but "
+                          f"retune.max_reruns is {retune['max_reruns']}: give one adjustment per rerun")
 
     resources = config["resources"]
     for key in ("gpu", "cpu"):

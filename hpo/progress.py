@@ -31,6 +31,13 @@ class ProgressPrinter(Callback):
         self._last_table = 0.0
         self._table_lines = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state; a stream does not pickle.
+        return {**self.__dict__, "stream": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, stream=sys.stdout)
+
     # -- output -------------------------------------------------------------------------------
     def _clear_table(self) -> None:
         if self.live and self._table_lines:

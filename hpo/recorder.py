@@ -51,6 +51,7 @@ class OptunaRecorder(Callback):
         self.retries = retries
         self.retry_wait = retry_wait
         self._trials: dict[str, optuna.Trial] = {}  # Tune trial id -> Optuna trial
+        self._reported: dict[str, set[int]] = {}  # Tune trial id -> epochs already stored
         self._numbers = {t.user_attrs.get("trial_name"): t.number for t in study.get_trials(deepcopy=False)}
         self._unwritten: list[tuple[str, Callable[[], None]]] = []
 
@@ -94,6 +95,7 @@ class OptunaRecorder(Callback):
         if attempt["optuna_number"] is not None:
             frozen = self.study.get_trials(deepcopy=False)[attempt["optuna_number"]]
             self._trials[trial.trial_id] = optuna.Trial(self.study, frozen._trial_id)
+            self._reported[trial.trial_id] = set(frozen.intermediate_values)
             self._write("resume attrs", lambda: self._trials[trial.trial_id].set_user_attr(
                 "ray_trial_id", trial.trial_id))
             return
@@ -120,10 +122,15 @@ class OptunaRecorder(Callback):
         optuna_trial = self._trials.get(trial.trial_id)
         if optuna_trial is None or result.get("finished") or "epoch" not in result:
             return
+        reported = self._reported.setdefault(trial.trial_id, set())
+        if result["epoch"] in reported:  # an epoch replayed by a resumed run
+            return
         self._write("intermediate value", lambda: optuna_trial.report(result["val_accuracy"], result["epoch"]))
+        reported.add(result["epoch"])
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         optuna_trial = self._trials.pop(trial.trial_id, None)
+        self._reported.pop(trial.trial_id, None)
         result = trial.last_result or {}
         if optuna_trial is None:
             return

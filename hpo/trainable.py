@@ -19,7 +19,7 @@ def _epoch_report(stats: EpochStats) -> dict[str, Any]:
     return {"epoch": stats.epoch, "epochs": stats.epochs, "train_loss": stats.train_loss,
             "train_accuracy": stats.train_accuracy, "val_loss": stats.val_loss,
             "val_accuracy": stats.val_accuracy, "best_val_accuracy": stats.best_val_accuracy,
-            "epoch_seconds": stats.seconds}
+            "epoch_seconds": stats.seconds, "replayed": stats.replayed}
 
 
 def train_trial(config: dict[str, Any]) -> None:

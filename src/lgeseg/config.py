@@ -12,12 +12,32 @@ import copy
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .errors import ConfigError
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads ``1e-4`` as a number (YAML 1.2), not as the string YAML 1.1 makes it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 floats."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
 
 #: Every key of a single training run, with MATLAB R2020b / the study's values as defaults.
 RUN_DEFAULTS: dict[str, Any] = {
@@ -101,7 +121,7 @@ def set_dotted(config: dict, assignment: str) -> None:
     key, raw = assignment.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw)
+        value = safe_load(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.problem})") from None
     parts = key.split(".")
@@ -121,7 +141,7 @@ def load_yaml(path: str | Path) -> dict:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -168,6 +188,9 @@ def check_model_train(config: dict) -> None:
                 "train.checkpoint_every"):
         _positive(config, key)
     _positive(config, "train.l2", allow_zero=True)
+    _positive(config, "split.seed", allow_zero=True)
+    if "seed" in config:
+        _positive(config, "seed", allow_zero=True)
     _positive(config, "train.augment.translate", allow_zero=True)
 
 

@@ -1,0 +1,180 @@
+"""Shared test fixtures: tiny synthetic datasets (on disk and in memory), tiny run configs, real-data path.
+
+Everything here is generic and cheap, so any test module may use it:
+
+* ``LGESEG_CACHE`` points at a session temp folder (autouse), so the built-in synthetic phantom is never
+  written to ``~/.cache``;
+* :func:`make_dataset_dir` (fixture returning a factory) writes a dataset folder in the export format
+  (``images/*.png``, ``masks/*.png``, ``manifest.csv`` with patients, optional ``dataset.json``);
+  :func:`tiny_data_dir` is one such folder shared by the session (8 patients x 3 slices of 16x16);
+* :func:`make_dataset` (factory) builds a :class:`lgeseg.data.Dataset` straight from arrays;
+* :func:`tiny_run_config` (factory) is a valid run config for a width-4, depth-2 U-Net on the CPU that
+  trains in well under a second per epoch; keyword overrides use dotted keys (``train__epochs=3`` or
+  ``{"train.epochs": 3}``);
+* :data:`REAL_DATA` / :func:`real_data_dir`: the EMIDEC export at ``../shared/data/emidec-lge-128`` (or
+  ``$LGESEG_REAL_DATA``); the fixture skips with the path in the reason when it is absent.
+
+Tiny models: images must have sides divisible by ``2**depth`` (4 for depth 2).
+
+Torch runs single-threaded in tests (``OMP_NUM_THREADS=1`` unless already set): tiny models gain nothing
+from threads, and on a small, busy machine intra-op threads make them 10-100x slower.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported by any test module
+
+#: The real EMIDEC export (708 128x128 slices of 100 patients), if present.
+REAL_DATA = Path(os.environ.get("LGESEG_REAL_DATA")
+                 or Path(__file__).resolve().parents[1].parent / "shared/data/emidec-lge-128")
+
+#: The study's default label map (the same as :data:`lgeseg.data.DEFAULT_LABELS`).
+TEST_LABELS = {"region1": 255, "region2": 128, "region3": 0}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _lgeseg_cache(tmp_path_factory):
+    """Keep the phantom cache out of the home folder for the whole session."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LGESEG_CACHE", str(tmp_path_factory.mktemp("lgeseg-cache")))
+        yield
+
+
+def synthetic_arrays(n: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` learnable image/mask pairs: a bright disk (class 0) in a dark ring (class 2) on grey (class 1).
+
+    Returns float32 images (n, size, size) in [0, 1] and uint8 class indices (n, size, size) in
+    :data:`TEST_LABELS` order. Centres and radii vary per image; images carry mild noise.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images = np.empty((n, size, size), np.float32)
+    masks = np.empty((n, size, size), np.uint8)
+    for i in range(n):
+        cy, cx = rng.uniform(size * 0.35, size * 0.65, 2)
+        r_in = rng.uniform(size * 0.12, size * 0.2)
+        r_out = r_in + rng.uniform(size * 0.08, size * 0.15)
+        d = np.hypot(yy - cy, xx - cx)
+        mask = np.full((size, size), 1, np.uint8)
+        mask[d < r_out] = 2
+        mask[d < r_in] = 0
+        level = np.array([0.85, 0.45, 0.1], np.float32)[mask]
+        images[i] = np.clip(level + rng.normal(0, 0.05, (size, size)), 0, 1)
+        masks[i] = mask
+    return images, masks
+
+
+def write_dataset_dir(root: Path, n_patients: int = 8, slices: int = 3, size: int = 16, seed: int = 0,
+                      labels: dict[str, int] | None = None, manifest: bool = True) -> Path:
+    """Write a dataset folder with ``n_patients * slices`` PNG pairs named ``p<PP>_s<S>.png``.
+
+    ``labels`` (name -> pixel value, class order) is written to ``dataset.json`` when given; otherwise
+    the masks use :data:`TEST_LABELS`, which is the loader's default. Returns ``root``.
+    """
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    label_map = labels or TEST_LABELS
+    values = np.array(list(label_map.values()), np.uint8)
+    n = n_patients * slices
+    images, masks = synthetic_arrays(n, size, seed)
+    rows = []
+    for i in range(n):
+        name = f"p{i // slices:02d}_s{i % slices}.png"
+        Image.fromarray(np.round(images[i] * 255).astype(np.uint8), mode="L").save(root / "images" / name)
+        Image.fromarray(values[masks[i] % len(values)], mode="L").save(root / "masks" / name)
+        rows.append((name, f"patient{i // slices:02d}"))
+    if manifest:
+        with (root / "manifest.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(("file", "patient"))
+            writer.writerows(rows)
+    if labels is not None:
+        (root / "dataset.json").write_text(json.dumps({"labels": labels}))
+    return root
+
+
+@pytest.fixture
+def make_dataset_dir(tmp_path):
+    """Factory: ``make_dataset_dir(name="data", **write_dataset_dir kwargs)`` -> a fresh dataset folder."""
+    def make(name: str = "data", **kwargs) -> Path:
+        return write_dataset_dir(tmp_path / name, **kwargs)
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    """A read-only dataset folder for the session: 8 patients x 3 slices, 16x16, default labels, manifest.
+
+    Do not write into it; use :func:`make_dataset_dir` for a folder of your own.
+    """
+    return write_dataset_dir(tmp_path_factory.mktemp("tiny") / "data")
+
+
+def build_dataset(n: int = 24, size: int = 16, seed: int = 0, slices_per_patient: int | None = 3,
+                  images: np.ndarray | None = None, masks: np.ndarray | None = None):
+    """An in-memory :class:`lgeseg.data.Dataset` (``slices_per_patient=None``: no patients, split by image)."""
+    from lgeseg.data import Dataset
+
+    if images is None or masks is None:
+        images, masks = synthetic_arrays(n, size, seed)
+    n = len(images)
+    files = [f"img{i:03d}.png" for i in range(n)]
+    patients = None if slices_per_patient is None else [f"patient{i // slices_per_patient:02d}" for i in range(n)]
+    return Dataset(root=Path("/nonexistent/in-memory"), files=files, images=np.ascontiguousarray(images, np.float32),
+                   masks=np.ascontiguousarray(masks, np.uint8), labels=dict(TEST_LABELS), patients=patients,
+                   synthetic=False)
+
+
+@pytest.fixture
+def make_dataset():
+    """Factory: ``make_dataset(n=24, size=16, seed=0, slices_per_patient=3, images=None, masks=None)``."""
+    return build_dataset
+
+
+def tiny_config(values: dict | None = None, **dotted) -> dict:
+    """A validated run config for a tiny CPU run (width 4, depth 2, 2 epochs, batch 4, fp32).
+
+    ``values`` is merged section-wise; ``dotted`` keyword overrides use ``__`` for dots
+    (``train__epochs=3``, ``train__augment__translate=0``).
+    """
+    from lgeseg.config import run_config
+
+    base = {"seed": 0, "model": {"width": 4, "depth": 2},
+            "train": {"epochs": 2, "batch_size": 4, "device": "cpu", "precision": "fp32",
+                      "channels_last": False}}
+    config = copy.deepcopy(base)
+    for key, value in {**(values or {}), **{k.replace("__", "."): v for k, v in dotted.items()}}.items():
+        node = config
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]] = {**node[parts[-1]], **value}
+        else:
+            node[parts[-1]] = value
+    return run_config(config)
+
+
+@pytest.fixture
+def tiny_run_config():
+    """Factory: see :func:`tiny_config`."""
+    return tiny_config
+
+
+@pytest.fixture
+def real_data_dir() -> Path:
+    """The real EMIDEC export; skips (with the path it looked at) when absent."""
+    if not (REAL_DATA / "images").is_dir():
+        pytest.skip(f"real data not found at {REAL_DATA} (set LGESEG_REAL_DATA)")
+    return REAL_DATA

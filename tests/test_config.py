@@ -1,0 +1,240 @@
+"""Run and study configs: defaults = the study protocol, and every bad value is one line naming its key."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import hpo.run
+from hpo.config import DEFAULT_CONFIG, STUDY_DEFAULTS, load_study_config, point_config, study_config
+from lgeseg.config import RUN_DEFAULTS, config_hash, load_yaml, merge, run_config, set_dotted
+from lgeseg.errors import ConfigError
+
+TINY = ["--width", "4", "--epochs", "1", "--set", "model.depth=2", "--set", "train.batch_size=4",
+        "--set", "train.device=cpu"]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Make any attempt to train fail fast: config errors must stop the CLI before run()."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("run() reached although the config is invalid")
+    monkeypatch.setattr("lgeseg.train.run", refuse)
+
+
+def cli_error(capsys, *args: str, data=None, out=None) -> str:
+    argv = ["train", *(["--data", str(data)] if data else []), *TINY, *(["--out", str(out)] if out else []), *args]
+    code = hpo.run.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "Traceback" not in err
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------- the protocol
+
+def test_paper_yaml_is_the_study_protocol():
+    study = load_study_config(DEFAULT_CONFIG)
+    assert DEFAULT_CONFIG.name == "paper.yaml"
+    assert study["train"]["epochs"] == 180
+    assert study["train"]["batch_size"] == 16
+    assert study["train"]["learning_rate"] == 1e-4
+    assert study["train"]["l2_mode"] == "coupled"
+    assert study["train"]["select"] == "final"
+    assert study["train"]["augment"] == {"reflect": True, "translate": 10}
+    assert study["grid"]["l2"] == [5e-3, 5e-4, 5e-5]
+    assert study["model"] == {"width": 64, "depth": 4}
+    assert study["split"] == {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0}
+    assert study["retune"]["check_fraction"] == 0.1
+    assert study["retune"]["target_accuracy"] == 0.9
+    assert study["data"] is None
+
+
+def test_paper_yaml_equals_the_built_in_defaults():
+    """paper.yaml only spells out the defaults: a run from either is the same run."""
+    paper = load_study_config(DEFAULT_CONFIG)
+    defaults = study_config({"name": paper["name"]})
+    for section in ("split", "model", "train", "grid", "retune", "data", "seeds"):
+        assert paper[section] == defaults[section], section
+    assert config_hash(point_config(paper, 5e-4, 0)) == config_hash(run_config({"train": {"l2": 5e-4}}))
+
+
+def test_run_defaults_are_matlab_r2020b():
+    t = RUN_DEFAULTS["train"]
+    assert (t["epochs"], t["batch_size"], t["learning_rate"], t["l2"]) == (180, 16, 1e-4, 5e-4)
+    assert t["l2_mode"] == "coupled" and t["select"] == "final"
+    assert t["augment"] == {"reflect": True, "translate": 10}
+    assert RUN_DEFAULTS["model"] == {"width": 64, "depth": 4}
+    assert "l2" not in STUDY_DEFAULTS["train"]  # L2 comes from the grid only
+
+
+def test_point_config_sets_l2_and_seed():
+    study = load_study_config(DEFAULT_CONFIG)
+    config = point_config(study, 5e-5, 3)
+    assert config["train"]["l2"] == 5e-5 and config["seed"] == 3
+    adjusted = point_config(study, 5e-5, 3, {"learning_rate": 1e-3})
+    assert adjusted["train"]["learning_rate"] == 1e-3 and adjusted["train"]["l2"] == 5e-5
+
+
+# ------------------------------------------------------------------------------------ lgeseg.config
+
+def test_merge_rejects_unknown_key_naming_it():
+    with pytest.raises(ConfigError, match=r"'train\.lr'"):
+        run_config({"train": {"lr": 1e-3}})
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("epochs", "ten", "integer"), ("epochs", 2.5, "integer"), ("epochs", True, "integer"),
+    ("learning_rate", "fast", "number"), ("learning_rate", False, "number"), ("l2_mode", 1, "string"),
+])
+def test_merge_rejects_wrong_types(key, value, expected):
+    with pytest.raises(ConfigError, match=rf"'train\.{key}' must be an? {expected}"):
+        run_config({"train": {key: value}})
+
+
+def test_merge_accepts_int_for_float_and_converts():
+    config = run_config({"train": {"learning_rate": 1, "l2": 0}})
+    assert isinstance(config["train"]["learning_rate"], float) and config["train"]["l2"] == 0.0
+
+
+@pytest.mark.parametrize("key,value", [
+    ("train.l2", -1.0), ("train.l2", math.nan), ("train.l2", math.inf), ("train.learning_rate", 0.0),
+    ("train.epochs", 0), ("train.batch_size", -4), ("model.width", 0), ("train.augment.translate", -1),
+    ("train.l2_mode", "adamw"), ("train.select", "best"), ("train.precision", "fp16"),
+])
+def test_run_config_range_checks_name_the_key(key, value):
+    values: dict = {}
+    set_dotted(values, f"{key}=0")
+    node = values
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        run_config(values)
+
+
+def test_split_fractions_must_sum_to_one():
+    with pytest.raises(ConfigError, match="sum to 1"):
+        run_config({"split": {"train": 0.5, "val": 0.2, "test": 0.2}})
+
+
+@pytest.mark.parametrize("key,value", [("seed", -1), ("split.seed", -1)])
+def test_negative_seeds_are_config_errors(key, value):
+    """numpy's default_rng rejects negative seeds with a ValueError: the config must catch them first."""
+    values: dict = {}
+    set_dotted(values, f"{key}={value}")
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        run_config(values)
+
+
+def test_config_hash_ignores_key_order_and_sees_values():
+    a = run_config({"train": {"l2": 5e-3, "epochs": 3}})
+    b = run_config({"train": {"epochs": 3, "l2": 5e-3}})
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash(run_config({"train": {"l2": 5e-4, "epochs": 3}}))
+    assert len(config_hash(a)) == 16
+
+
+def test_set_dotted_parses_yaml_values():
+    values: dict = {}
+    set_dotted(values, "train.augment.reflect=false")
+    set_dotted(values, "train.learning_rate=3.0e-4")
+    set_dotted(values, "model.width= 8")
+    assert values == {"train": {"augment": {"reflect": False}, "learning_rate": 3e-4}, "model": {"width": 8}}
+    with pytest.raises(ConfigError, match="key=value"):
+        set_dotted(values, "train.epochs")
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """``1e-3`` is how people write a learning rate; PyYAML's YAML 1.1 resolver reads it as a string."""
+    values: dict = {}
+    set_dotted(values, "train.learning_rate=3e-4")
+    assert run_config(values)["train"]["learning_rate"] == 3e-4
+    study = tmp_path / "study.yaml"
+    study.write_text("name: t\ntrain: {learning_rate: 1e-3}\ngrid: {l2: [5e-3, 5e-4]}\n")
+    config = load_study_config(study)
+    assert config["train"]["learning_rate"] == 1e-3 and config["grid"]["l2"] == [5e-3, 5e-4]
+
+
+def test_merge_does_not_mutate_defaults():
+    before = repr(RUN_DEFAULTS)
+    merge(RUN_DEFAULTS, {"train": {"augment": {"translate": 3}}})
+    assert repr(RUN_DEFAULTS) == before
+
+
+def test_load_yaml_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epochs: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: invalid YAML"):
+        load_yaml(bad)
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read"):
+        load_yaml(tmp_path / "missing.yaml")
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match=r"list\.yaml: a config must be a YAML mapping"):
+        load_yaml(listy)
+
+
+# ------------------------------------------------------------------------ the CLI: exit 2, one line
+
+def test_cli_unknown_key(capsys, no_training, tiny_data_dir):
+    line = cli_error(capsys, "--set", "train.lerning_rate=0.1", data=tiny_data_dir)
+    assert "train.lerning_rate" in line and "paper.yaml" in line
+
+
+def test_cli_wrong_type(capsys, no_training, tiny_data_dir):
+    line = cli_error(capsys, "--set", "train.batch_size=big", data=tiny_data_dir)
+    assert "train.batch_size" in line and "integer" in line
+
+
+@pytest.mark.parametrize("args", [["--l2", "-1"], ["--l2", "nan"], ["--set", "grid.l2=[-0.5]"]])
+def test_cli_negative_l2(capsys, no_training, tiny_data_dir, args):
+    line = cli_error(capsys, *args, data=tiny_data_dir)
+    assert "l2" in line
+
+
+def test_cli_fractions_not_summing_to_one(capsys, no_training, tiny_data_dir):
+    line = cli_error(capsys, "--set", "split.train=0.7", data=tiny_data_dir)
+    assert "split.train/val/test" in line and "sum to 1" in line
+
+
+def test_cli_adjustment_touching_l2(capsys, no_training, tiny_data_dir, tmp_path):
+    config = tmp_path / "study.yaml"
+    config.write_text("name: t\nretune: {max_reruns: 1, adjustments: [{l2: 0.1}]}\n")
+    line = cli_error(capsys, "--config", str(config), data=tiny_data_dir)
+    assert "retune.adjustments[0].l2" in line and "study.yaml" in line
+
+
+def test_cli_invalid_yaml_file(capsys, no_training, tiny_data_dir, tmp_path):
+    config = tmp_path / "broken.yaml"
+    config.write_text("name: t\ntrain: {epochs: 3\n")
+    line = cli_error(capsys, "--config", str(config), data=tiny_data_dir)
+    assert "broken.yaml" in line and "invalid YAML" in line
+
+
+def test_cli_missing_config_file(capsys, no_training, tiny_data_dir, tmp_path):
+    line = cli_error(capsys, "--config", str(tmp_path / "absent.yaml"), data=tiny_data_dir)
+    assert "absent.yaml" in line
+
+
+@pytest.mark.parametrize("assignment,fragment", [("train.epochs", "key=value"), ("train.epochs=[1", "train.epochs"),
+                                                 ("train.epochs.x=1", "train.epochs")])
+def test_cli_bad_set_syntax(capsys, no_training, tiny_data_dir, assignment, fragment):
+    line = cli_error(capsys, "--set", assignment, data=tiny_data_dir)
+    assert fragment in line
+
+
+def test_cli_negative_seed(capsys, tiny_data_dir, tmp_path):
+    """split.seed -1 must be a config error (numpy's default_rng raises a ValueError traceback otherwise)."""
+    line = cli_error(capsys, "--set", "split.seed=-1", data=tiny_data_dir, out=tmp_path / "o")
+    assert "split.seed" in line
+
+
+def test_cli_bad_device_name(capsys, tiny_data_dir, tmp_path):
+    """An unknown train.device is a user error, not a torch RuntimeError traceback."""
+    line = cli_error(capsys, "--set", "train.device=gpu", data=tiny_data_dir, out=tmp_path / "o")
+    assert "train.device" in line and "gpu" in line

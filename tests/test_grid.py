@@ -1,0 +1,176 @@
+"""``grid`` end to end on a shared local Ray instance: tiny U-Nets on a small synthetic data set."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.config import study_config
+from hpo.grid import run_grid
+from hpo.run import main
+from lgeseg.errors import UserError
+from lgeseg.phantom import generate_phantom
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False,
+             configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return generate_phantom(tmp_path_factory.mktemp("data") / "phantom", n_patients=5, seed=3)
+
+
+def tiny(data_dir: Path, **sections) -> dict:
+    values = {"name": "tiny", "data": str(data_dir), "seeds": [0], "model": {"width": 4, "depth": 2},
+              "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3},
+              "grid": {"l2": [5e-3, 5e-5]},
+              "retune": {"check_fraction": 0.5, "target_accuracy": 0.0, "max_reruns": 2,
+                         "adjustments": [{"learning_rate": 3e-3}, {"batch_size": 4, "learning_rate": 1e-4}]},
+              "resources": {"gpu": 0, "cpu": 1}}
+    for key, value in sections.items():
+        values[key] = {**values[key], **value} if isinstance(value, dict) else value
+    return study_config(values)
+
+
+def load(out: Path, name: str = "tiny") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'study.db'}")
+
+
+def test_one_complete_trial_per_l2_with_metrics(ray_cluster, data_dir, tmp_path, capsys):
+    result = run_grid(tiny(data_dir), out_dir=tmp_path / "study", report=True)
+    study = load(tmp_path / "study")
+    trials = study.get_trials()
+    assert sorted(t.params["l2"] for t in trials) == [5e-5, 5e-3]
+    for trial in trials:
+        assert trial.state == TrialState.COMPLETE
+        folder = Path(trial.user_attrs["trial_dir"])
+        val = json.loads((folder / "val_metrics.json").read_text())
+        assert trial.value == pytest.approx(val["dataset"]["MeanIoU"])
+        assert trial.user_attrs["test_metrics"] == json.loads((folder / "metrics.json").read_text())
+        assert sorted(trial.intermediate_values) == [1, 2]
+        assert trial.user_attrs["lineage"]["rerun"] == 0 and trial.params["rerun"] == 0
+        for name in ("history.csv", "split.json", "config.yaml", "best.pt", "last.pt", "run.json"):
+            assert (folder / name).is_file(), name
+        assert len(list((folder / "predictions").glob("*.png"))) == len(trial.user_attrs["test_metrics"]["images"])
+    assert study.user_attrs["data_dir"] == str(data_dir.resolve())
+    assert study.user_attrs["config"]["grid"]["l2"] == [5e-3, 5e-5]
+    assert [r["status"] for r in result.rows] == ["complete", "complete"]
+    assert result.report is not None and result.report.is_file()
+    out = capsys.readouterr().out
+    assert "start   l2=0.005_seed=0_rerun=0" in out and "finish  l2=5e-05_seed=0_rerun=0" in out
+    assert "test MeanIoU" in out and "report:" in out
+    # The same study again without --resume is refused; with --resume nothing is redone.
+    with pytest.raises(UserError, match="already exists.*--resume"):
+        run_grid(tiny(data_dir), out_dir=tmp_path / "study", report=False)
+    run_grid(tiny(data_dir), out_dir=tmp_path / "study", resume=True, report=False)
+    assert len(load(tmp_path / "study").get_trials()) == 2
+    # Resuming with another config is refused, naming the key.
+    with pytest.raises(UserError, match="train.epochs"):
+        run_grid(tiny(data_dir, train={"epochs": 3}), out_dir=tmp_path / "study", resume=True, report=False)
+
+
+def test_retune_rule_fires_and_reruns_carry_adjustments(ray_cluster, data_dir, tmp_path):
+    config = tiny(data_dir, grid={"l2": [5e-4]}, retune={"target_accuracy": 0.999})
+    result = run_grid(config, out_dir=tmp_path / "study", report=False)
+    trials = sorted(load(tmp_path / "study").get_trials(), key=lambda t: t.number)
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 3
+    assert [t.params["rerun"] for t in trials] == [0, 1, 2]
+    assert [(t.params["learning_rate"], t.params["batch_size"]) for t in trials] == [(1e-3, 8), (3e-3, 8), (1e-4, 4)]
+    assert all(t.params["l2"] == 5e-4 for t in trials)
+    assert [t.user_attrs["lineage"]["rerun_of"] for t in trials] == [None, trials[0].number, trials[1].number]
+    assert trials[2].user_attrs["lineage"]["adjustment"] == {"batch_size": 4, "learning_rate": 1e-4}
+    assert [t.user_attrs["retune"]["replaced_by"] for t in trials] == [
+        "l2=0.0005_seed=0_rerun=1", "l2=0.0005_seed=0_rerun=2", None]
+    assert all(t.user_attrs["epochs_run"] == 1 for t in trials)  # stopped at the check epoch
+    assert result.rows[0]["status"] == "not converged" and result.rows[0]["reruns"] == 3
+
+
+def test_gpu_request_without_gpu_fails_at_once(ray_cluster, data_dir, tmp_path):
+    config = tiny(data_dir, resources={"gpu": 1})
+    started = time.monotonic()
+    with pytest.raises(UserError, match="resources.gpu.*cluster has 0"):
+        run_grid(config, out_dir=tmp_path / "study", report=False)
+    assert time.monotonic() - started < 120  # it does not sit pending
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["grid", "--config", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.yaml" in err and "Traceback" not in err
+    assert main(["grid", "--set", "grid.l2=[-1]"]) == 2
+    assert "grid.l2" in capsys.readouterr().err
+    assert main(["grid", "--set", "retune.adjustments=[{l2: 0.1}]"]) == 2
+    assert "may not touch L2" in capsys.readouterr().err
+    assert main(["grid", "--set", "trian.epochs=3"]) == 2
+    assert "unknown config key 'trian'" in capsys.readouterr().err
+
+
+def _grid_command(config_path: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "hpo.run", "grid", "--config", str(config_path), "--out", str(out),
+            "--no-report", "--num-cpus", "2", *extra]
+
+
+def test_driver_killed_mid_run_then_resumed(data_dir, tmp_path):
+    """Kill the whole driver process group mid-trial; --resume must finish with exactly the right trials."""
+    import yaml
+
+    config = tiny(data_dir, train={"epochs": 6, "checkpoint_every": 1})
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "study"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(_grid_command(config_path, out), cwd=ROOT, env=env, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if (out / "study.db").exists() and driver.poll() is None:
+                try:
+                    trials = load(out).get_trials()
+                except Exception:  # noqa: BLE001 - the study may not exist yet
+                    continue
+                if any(len(t.intermediate_values) >= 2 for t in trials):
+                    break
+        else:
+            pytest.fail("the grid never got two epochs into a trial")
+        assert driver.poll() is None, driver.stdout.read()
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    before = load(out).get_trials()
+    assert all(t.state == TrialState.RUNNING for t in before)  # nothing was finished by the dead driver
+
+    resumed = subprocess.run(_grid_command(config_path, out, "--resume"), cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "continuing an interrupted trial" in resumed.stdout
+    after = load(out).get_trials()
+    assert len(after) == 2  # no duplicates
+    assert sorted(t.params["l2"] for t in after) == [5e-5, 5e-3]
+    assert all(t.state == TrialState.COMPLETE for t in after)
+    for trial in after:
+        assert sorted(trial.intermediate_values) == [1, 2, 3, 4, 5, 6]
+        run_info = json.loads((Path(trial.user_attrs["trial_dir"]) / "run.json").read_text())
+        assert run_info["epochs_run"] == 6
+    assert any(json.loads((Path(t.user_attrs["trial_dir"]) / "run.json").read_text())["resumed_from_epoch"] >= 1
+               for t in after)

@@ -1,0 +1,156 @@
+"""The Optuna recorder, driven with stand-in Tune trials (no Ray cluster needed)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.config import study_config
+from hpo.grid import trial_config
+from hpo.recorder import OptunaRecorder
+from hpo.retune import RetuneRule
+from hpo.searcher import Attempt
+from lgeseg.errors import UserError
+
+CONFIG = study_config({"train": {"epochs": 4}, "grid": {"l2": [1e-3]},
+                       "retune": {"check_fraction": 0.5, "target_accuracy": 0.9, "max_reruns": 1,
+                                  "adjustments": [{"learning_rate": 1e-3}]}})
+RULE = RetuneRule(0.5, 0.9)
+
+
+@pytest.fixture()
+def study(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s", direction="maximize")
+
+
+def tune_trial(tmp_path, attempt: Attempt, trial_id: str = "t0"):
+    return SimpleNamespace(trial_id=trial_id, config=trial_config(CONFIG, attempt, tmp_path), last_result={},
+                           get_error=lambda: RuntimeError("Traceback...\nValueError: boom"))
+
+
+def epoch(e: int, acc: float) -> dict:
+    return {"epoch": e, "epochs": 4, "val_accuracy": acc, "best_val_accuracy": acc}
+
+
+def finished(val_miou: float | None) -> dict:
+    info = {"epochs_run": 4, "best_val_accuracy": 0.95, "selected_epoch": 4, "device": "cpu",
+            "wall_time_s": 1.5, "split_hash": "abc", "versions": {"torch": "x"}}
+    return {"epoch": 4, "epochs": 4, "finished": True, "val_accuracy": 0.95, "best_val_accuracy": 0.95,
+            "val_MeanIoU": val_miou, "val_metrics": {"MeanIoU": val_miou},
+            "test_metrics": {"dataset": {"MeanIoU": 0.7}}, "run_info": info}
+
+
+def drive(recorder, trial, results):
+    recorder.on_trial_start(0, [], trial)
+    for r in results:
+        recorder.on_trial_result(0, [], trial, r)
+        trial.last_result = r
+    recorder.on_trial_complete(0, [], trial)
+
+
+def test_complete_trial_has_params_values_and_attrs(study, tmp_path):
+    recorder = OptunaRecorder(study, RULE, max_reruns=1)
+    drive(recorder, tune_trial(tmp_path, Attempt(1e-3, 0)), [epoch(1, 0.5), epoch(2, 0.91), epoch(3, 0.93),
+                                                              epoch(4, 0.95), finished(0.8)])
+    recorder.close()
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.COMPLETE and trial.value == 0.8
+    assert trial.params == {"l2": 1e-3, "learning_rate": 1e-4, "batch_size": 16, "epochs": 4, "seed": 0, "rerun": 0}
+    assert trial.intermediate_values == {1: 0.5, 2: 0.91, 3: 0.93, 4: 0.95}
+    assert trial.user_attrs["test_metrics"] == {"dataset": {"MeanIoU": 0.7}}
+    assert trial.user_attrs["lineage"] == {"point": "l2=0.001,seed=0", "rerun": 0, "rerun_of": None,
+                                           "adjustment": None}
+    assert trial.user_attrs["versions"]["optuna"] == optuna.__version__
+    assert trial.user_attrs["trial_name"] == "l2=0.001_seed=0_rerun=0"
+    assert {"device", "wall_time_s", "config_hash", "split_hash", "epochs_run"} <= set(trial.user_attrs)
+
+
+def test_pruned_trial_and_its_rerun_lineage(study, tmp_path):
+    recorder = OptunaRecorder(study, RULE, max_reruns=1)
+    drive(recorder, tune_trial(tmp_path, Attempt(1e-3, 0)), [epoch(1, 0.5), epoch(2, 0.6)])
+    drive(recorder, tune_trial(tmp_path, Attempt(1e-3, 0, 1), "t1"), [epoch(1, 0.92), epoch(2, 0.93), finished(0.7)])
+    first, second = study.get_trials()
+    assert first.state == TrialState.PRUNED
+    assert first.user_attrs["retune"]["check_epoch"] == 2
+    assert first.user_attrs["retune"]["replaced_by"] == "l2=0.001_seed=0_rerun=1"
+    assert "0.6000 < 0.9" in first.user_attrs["retune"]["reason"]
+    assert second.state == TrialState.COMPLETE
+    assert second.params["learning_rate"] == 1e-3 and second.params["rerun"] == 1
+    assert second.user_attrs["lineage"]["rerun_of"] == first.number
+    assert second.user_attrs["lineage"]["adjustment"] == {"learning_rate": 1e-3}
+
+
+def test_last_rerun_pruned_has_no_replacement(study, tmp_path):
+    recorder = OptunaRecorder(study, RULE, max_reruns=1)
+    drive(recorder, tune_trial(tmp_path, Attempt(1e-3, 0, 1)), [epoch(1, 0.5), epoch(2, 0.6)])
+    assert study.get_trials()[0].user_attrs["retune"]["replaced_by"] is None
+
+
+def test_failed_trial_records_the_error(study, tmp_path):
+    recorder = OptunaRecorder(study, RULE, max_reruns=1)
+    trial = tune_trial(tmp_path, Attempt(1e-3, 0))
+    recorder.on_trial_start(0, [], trial)
+    recorder.on_trial_error(0, [], trial)
+    (frozen,) = study.get_trials()
+    assert frozen.state == TrialState.FAIL and frozen.user_attrs["error"] == "ValueError: boom"
+
+
+def test_undefined_validation_miou_is_a_failure_not_a_value(study, tmp_path):
+    recorder = OptunaRecorder(study, RULE, max_reruns=1)
+    drive(recorder, tune_trial(tmp_path, Attempt(1e-3, 0)), [epoch(1, 0.95), finished(None)])
+    (frozen,) = study.get_trials()
+    assert frozen.state == TrialState.FAIL and "undefined" in frozen.user_attrs["error"]
+
+
+def test_interrupted_trial_is_continued_not_duplicated(study, tmp_path):
+    recorder = OptunaRecorder(study, RULE, max_reruns=1)
+    trial = tune_trial(tmp_path, Attempt(1e-3, 0))
+    recorder.on_trial_start(0, [], trial)
+    recorder.on_trial_result(0, [], trial, epoch(1, 0.92))  # then the driver dies
+    resumed = OptunaRecorder(study, RULE, max_reruns=1)
+    drive(resumed, tune_trial(tmp_path, Attempt(1e-3, 0, 0, optuna_number=0), "t9"),
+          [epoch(2, 0.93), epoch(3, 0.94), epoch(4, 0.95), finished(0.75)])
+    (frozen,) = study.get_trials()
+    assert frozen.state == TrialState.COMPLETE and frozen.value == 0.75
+    assert frozen.intermediate_values == {1: 0.92, 2: 0.93, 3: 0.94, 4: 0.95}
+    assert frozen.user_attrs["ray_trial_id"] == "t9"
+
+
+class FlakyStudy:
+    """Wraps a study; its ``tell`` fails ``failures`` times before it works."""
+
+    def __init__(self, study, failures: int):
+        self._study, self.failures = study, failures
+
+    def tell(self, *args, **kwargs):
+        if self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("database is locked")
+        return self._study.tell(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
+
+
+def test_failed_write_is_retried(study, tmp_path):
+    recorder = OptunaRecorder(FlakyStudy(study, failures=3), RULE, max_reruns=1, retries=5, retry_wait=0)
+    drive(recorder, tune_trial(tmp_path, Attempt(1e-3, 0)), [epoch(2, 0.95), finished(0.8)])
+    recorder.close()
+    assert study.get_trials()[0].state == TrialState.COMPLETE
+
+
+def test_write_that_keeps_failing_is_kept_and_reported(study, tmp_path, capsys):
+    flaky = FlakyStudy(study, failures=100)
+    recorder = OptunaRecorder(flaky, RULE, max_reruns=1, retries=2, retry_wait=0)
+    drive(recorder, tune_trial(tmp_path, Attempt(1e-3, 0)), [epoch(2, 0.95), finished(0.8)])
+    assert "Optuna write failed" in capsys.readouterr().out
+    assert study.get_trials()[0].state == TrialState.RUNNING
+    with pytest.raises(UserError, match="not recorded"):
+        recorder.close()
+    flaky.failures = 0  # storage back: the kept write goes through, nothing was dropped
+    recorder.close()
+    assert study.get_trials()[0].state == TrialState.COMPLETE

@@ -1,0 +1,91 @@
+"""``python -m hpo.run train``: one run of the protocol from the command line, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+import hpo.run
+
+TINY = ["--width", "4", "--epochs", "2", "--set", "model.depth=2", "--set", "train.batch_size=4",
+        "--set", "train.device=cpu"]
+OUTPUTS = ("metrics.json", "val_metrics.json", "history.csv", "split.json", "config.yaml", "best.pt", "last.pt",
+           "run.json")
+
+
+def one_line_error(capsys, argv) -> str:
+    """Run the CLI expecting a user error: exit 2, one ``error:`` line on stderr, no traceback."""
+    code = hpo.run.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def test_train_cli_writes_everything_and_resumes(capsys, tiny_data_dir, tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tiny_data_dir), "--l2", "0.0005", *TINY, "--out", str(out)]
+    assert hpo.run.main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "GlobalAccuracy" in stdout and str(out) in stdout
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    split = json.loads((out / "split.json").read_text())
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == sorted(split["test"])
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["train"]["l2"] == 0.0005
+    assert config["model"] == {"width": 4, "depth": 2}
+    assert config["train"]["epochs"] == 2 and config["train"]["batch_size"] == 4
+    # the rest is the study protocol of paper.yaml
+    assert config["train"]["learning_rate"] == 1e-4 and config["train"]["l2_mode"] == "coupled"
+    assert config["train"]["augment"] == {"reflect": True, "translate": 10}
+    assert config["data"] == str(tiny_data_dir.resolve())
+    info = json.loads((out / "run.json").read_text())
+    assert info["l2"] == 0.0005 and info["seed"] == 0 and info["epochs_run"] == 2
+
+    # a second call into the same folder returns the finished run without training again
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    assert hpo.run.main(argv) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == stamps
+    assert "GlobalAccuracy" in capsys.readouterr().out
+
+
+def test_train_cli_resumes_after_a_crash_before_evaluation(capsys, tiny_data_dir, tmp_path):
+    """Training finished (last.pt at the final epoch) but the run died before run.json: rerun resumes."""
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tiny_data_dir), "--l2", "0.005", *TINY, "--out", str(out)]
+    assert hpo.run.main(argv) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    (out / "run.json").unlink()
+    (out / "metrics.json").unlink()
+    best_stamp = (out / "best.pt").stat().st_mtime_ns
+    assert hpo.run.main(argv) == 0
+    capsys.readouterr()
+    info = json.loads((out / "run.json").read_text())
+    assert info["resumed_from_epoch"] == 2 and info["epochs_run"] == 2
+    assert (out / "best.pt").stat().st_mtime_ns == best_stamp  # no epoch trained again
+    assert json.loads((out / "metrics.json").read_text()) == first
+
+
+def test_train_cli_bad_data_dir(capsys, tmp_path):
+    line = one_line_error(capsys, ["train", "--data", str(tmp_path / "nowhere"), *TINY, "--out", str(tmp_path / "o")])
+    assert "nowhere" in line
+
+
+def test_train_cli_default_l2_is_first_grid_value(capsys, tiny_data_dir, tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run(config, out, **kwargs):
+        seen["config"], seen["out"] = config, out
+        raise SystemExit(0)
+
+    monkeypatch.setattr("lgeseg.train.run", fake_run)
+    with pytest.raises(SystemExit):
+        hpo.run.main(["train", "--data", str(tiny_data_dir), *TINY])
+    assert seen["config"]["train"]["l2"] == 5e-3
+    assert str(seen["out"]).endswith("paper-l2-grid-train/l2=0.005_seed=0")

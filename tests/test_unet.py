@@ -1,0 +1,184 @@
+"""The U-Net matches MATLAB R2020b's ``unetLayers`` defaults: size, layers, init, input normalisation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lgeseg.unet import UNet, count_parameters
+
+
+@pytest.fixture(scope="module")
+def full_unet() -> UNet:
+    """MATLAB's default network: unetLayers([128 128 1], 3) (31 M parameters; built once)."""
+    torch.manual_seed(0)
+    return UNet()
+
+
+def tiny(**kwargs) -> UNet:
+    torch.manual_seed(0)
+    return UNet(**{"width": 4, "depth": 2, "image_size": (16, 16), **kwargs})
+
+
+def test_default_parameter_count_is_matlabs(full_unet):
+    assert count_parameters(full_unet) == 31_030_723
+    assert sum(p.numel() for p in full_unet.parameters()) == 31_030_723  # nothing frozen
+
+
+def test_default_layer_widths(full_unet):
+    convs = [m for m in full_unet.encoders.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert [c.out_channels for c in full_unet.bridge if isinstance(c, nn.Conv2d)] == [1024, 1024]
+    assert [u.out_channels for u in full_unet.upconvs] == [512, 256, 128, 64]
+    assert all(u.kernel_size == (2, 2) and u.stride == (2, 2) for u in full_unet.upconvs)
+    assert full_unet.head.kernel_size == (1, 1) and full_unet.head.out_channels == 3
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1)
+               for c in full_unet.modules() if isinstance(c, nn.Conv2d) and c is not full_unet.head)
+
+
+@pytest.mark.parametrize("width,depth,size,channels,classes", [(4, 2, 16, 1, 3), (2, 3, 32, 1, 2), (4, 1, 8, 2, 4)])
+def test_output_shape(width, depth, size, channels, classes):
+    model = UNet(in_channels=channels, num_classes=classes, width=width, depth=depth, image_size=(size, size))
+    out = model(torch.rand(2, channels, size, size))
+    assert out.shape == (2, classes, size, size)
+    assert out.dtype == torch.float32
+
+
+def test_no_normalisation_layers(full_unet):
+    banned = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
+              nn.LocalResponseNorm)
+    assert not [m for m in full_unet.modules() if isinstance(m, banned)]
+    assert not any("running_mean" in k or "num_batches_tracked" in k for k in full_unet.state_dict())
+
+
+def test_dropout_closes_last_encoder_stage_and_bridge():
+    """Dropout 0.5 runs exactly twice per forward: on the last encoder stage's output and on the bridge's."""
+    model = tiny(depth=3, image_size=(32, 32))
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert dropouts and all(m.p == 0.5 for m in dropouts)
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append((tuple(inp[0].shape), mod.training)))
+             for m in dropouts]
+    try:
+        model.train()
+        model(torch.rand(1, 1, 32, 32))
+    finally:
+        for h in hooks:
+            h.remove()
+    # width 4, depth 3: last encoder stage = 16 channels at 8x8 (before its pool); bridge = 32 channels at 4x4
+    assert [shape for shape, _ in seen] == [(1, 16, 8, 8), (1, 32, 4, 4)]
+
+
+def test_dropout_active_in_train_only():
+    model = tiny()
+    x = torch.rand(2, 1, 16, 16)
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    model.train()
+    torch.manual_seed(1)
+    a = model(x)
+    b = model(x)
+    assert not torch.equal(a, b)
+
+
+def test_skip_of_last_encoder_stage_is_dropped_out():
+    """MATLAB connects 'Encoder-Stage-<depth>-DropOut' to the skip: the concatenated skip shows dropout zeros."""
+    model = tiny()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                m.bias.fill_(1.0)  # every ReLU output positive, so zeros can only come from dropout
+                m.weight.abs_()
+    captured = []
+    h = model.decoders[0].register_forward_pre_hook(lambda mod, inp: captured.append(inp[0].detach().clone()))
+    try:
+        model.train()
+        model(torch.rand(1, 1, 16, 16))
+    finally:
+        h.remove()
+    skip = captured[0][:, model.upconvs[0].out_channels:]
+    assert skip.shape[1] == 8  # width 4 * 2**(depth-1)
+    frac_zero = (skip == 0).float().mean().item()
+    assert 0.3 < frac_zero < 0.7
+
+
+def test_he_normal_weights_and_zero_biases(full_unet):
+    for module in full_unet.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            assert torch.count_nonzero(module.bias) == 0, module
+    # Wide convolutions have enough weights for tight statistics: std = sqrt(2 / fan_in), mean 0.
+    wide = [full_unet.bridge[0], full_unet.bridge[2], full_unet.encoders[3][2], full_unet.decoders[0][0]]
+    for conv in wide:
+        w = conv.weight.detach().double()
+        fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        expected = math.sqrt(2.0 / fan_in)
+        assert w.std().item() == pytest.approx(expected, rel=0.01), conv
+        assert abs(w.mean().item()) < 0.01 * expected
+    # a normal, not a uniform, distribution: excess kurtosis ~0 (uniform: -1.2)
+    w = full_unet.bridge[2].weight.detach().double().flatten()
+    kurtosis = (((w - w.mean()) / w.std()) ** 4).mean().item() - 3
+    assert abs(kurtosis) < 0.05
+
+
+def test_reset_parameters_redraws_he():
+    model = tiny()
+    before = model.encoders[0][0].weight.detach().clone()
+    with torch.no_grad():
+        model.encoders[0][0].bias.fill_(3.0)
+    model.reset_parameters()
+    assert not torch.equal(before, model.encoders[0][0].weight)
+    assert torch.count_nonzero(model.encoders[0][0].bias) == 0
+
+
+def _first_conv_input(model: UNet, x: torch.Tensor) -> torch.Tensor:
+    captured = []
+    h = model.encoders[0][0].register_forward_pre_hook(lambda mod, inp: captured.append(inp[0].detach().clone()))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    return captured[0]
+
+
+def test_mean_image_buffer_starts_at_zero_and_is_saved():
+    model = tiny()
+    assert "mean_image" in model.state_dict()
+    assert model.mean_image.shape == (1, 1, 16, 16)
+    assert torch.count_nonzero(model.mean_image) == 0
+    assert "mean_image" not in dict(model.named_parameters())
+
+
+def test_zerocenter_in_0_255_scale():
+    """The first conv sees ``255 * x - 255 * mean`` (MATLAB feeds uint8 images and subtracts their mean)."""
+    model = tiny()
+    x = torch.rand(3, 1, 16, 16)
+    mean = torch.rand(1, 16, 16)
+    assert torch.allclose(_first_conv_input(model, x), 255 * x)
+    model.set_mean_image(mean)
+    assert torch.allclose(model.mean_image, 255 * mean.reshape(1, 1, 16, 16))
+    assert torch.allclose(_first_conv_input(model, x), 255 * x - 255 * mean, atol=1e-4)
+    # Setting the mean image to the input makes the first conv see zeros.
+    model.set_mean_image(x[0])
+    assert torch.count_nonzero(_first_conv_input(model, x[:1])) == 0
+
+
+def test_zerocenter_is_a_shift_of_the_input():
+    """Forward of x with mean m equals forward of (x - m) with mean 0, and input_scale=1 on 255x."""
+    model = tiny()
+    x = torch.rand(2, 1, 16, 16)
+    mean = torch.rand(16, 16) * 0.5
+    model.eval()
+    with torch.no_grad():
+        plain = model(x - mean)
+        model.set_mean_image(mean)
+        centred = model(x)
+        assert torch.allclose(plain, centred, rtol=1e-4, atol=1e-3)
+        unscaled = UNet(width=4, depth=2, image_size=(16, 16), input_scale=1.0)
+        unscaled.load_state_dict(model.state_dict())  # mean_image is stored in network units (x 255)
+        unscaled.eval()
+        assert torch.allclose(unscaled(255 * x), centred, rtol=1e-4, atol=1e-3)

@@ -114,6 +114,26 @@ def sqlite_path(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+def journal_path(url: str) -> Path | None:
+    """The log file of an Optuna journal storage: ``journal:///abs/file.log``, ``journal:rel.log`` or a
+    plain path ending in ``.log`` (as optuna-dashboard takes it); None for database URLs."""
+    if url.startswith("journal:"):
+        return Path(url[len("journal:"):].removeprefix("//"))
+    if "://" not in url and url.endswith(".log"):
+        return Path(url)
+    return None
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for a database URL (SQLite, PostgreSQL, MySQL, ...) or a journal file."""
+    journal = journal_path(url)
+    if journal is not None:
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    return optuna.storages.RDBStorage(url)
+
+
 def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
     """Load the study named by the ``report`` options, raising :class:`UserError` when it is not there.
 
@@ -125,11 +145,11 @@ def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
                         "or --storage URL")
     storage = storage or default_storage(str(study_name))
     shown = mask_url(storage)
-    db = sqlite_path(storage)
+    db = sqlite_path(storage) or journal_path(storage)
     if db is not None and not db.is_file():
         raise UserError(f"storage {shown}: file {db} not found")
     try:
-        rdb = optuna.storages.RDBStorage(storage)
+        rdb = open_storage(storage)
         names = optuna.get_all_study_names(rdb)
     except Exception as exc:  # SQLAlchemy / driver errors differ per back end; all mean "cannot open"
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

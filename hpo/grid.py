@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from dashboards.load import mask_url
+from dashboards.load import mask_url, open_storage
 from lgeseg.config import config_hash
 from lgeseg.data import read_label_map
 from lgeseg.errors import ConfigError, UserError
@@ -61,11 +61,11 @@ def open_study(storage: str, name: str, resume: bool):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
-        if name in existing and not resume:
+        backend = open_storage(storage)
+        if name in optuna.get_all_study_names(backend) and not resume:
             raise UserError(f"study '{name}' already exists in {mask_url(storage)}; use --resume to finish it "
                             f"or --study-name to start another")
-        return optuna.create_study(storage=storage, study_name=name, direction="maximize",
+        return optuna.create_study(storage=backend, study_name=name, direction="maximize",
                                    load_if_exists=True)
     except UserError:
         raise

@@ -174,3 +174,13 @@ def test_driver_killed_mid_run_then_resumed(data_dir, tmp_path):
         assert run_info["epochs_run"] == 6
     assert any(json.loads((Path(t.user_attrs["trial_dir"]) / "run.json").read_text())["resumed_from_epoch"] >= 1
                for t in after)
+
+
+def test_journal_file_storage(ray_cluster, data_dir, tmp_path):
+    log = tmp_path / "study.log"
+    config = tiny(data_dir, grid={"l2": [5e-4]}, train={"epochs": 1})
+    run_grid(config, storage=f"journal:///{log}", out_dir=tmp_path / "study", report=False)
+    from dashboards.load import open_storage
+
+    (trial,) = optuna.load_study(study_name="tiny", storage=open_storage(str(log))).get_trials()
+    assert trial.state == TrialState.COMPLETE and trial.intermediate_values.keys() == {1}

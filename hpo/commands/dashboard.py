@@ -32,14 +32,15 @@ def find_storage(runs: str = "runs") -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dashboards.load import mask_url, sqlite_path
+    from dashboards.load import journal_path, mask_url, open_storage, sqlite_path
 
     storage = args.storage or find_storage()
-    db = sqlite_path(storage)
+    db = sqlite_path(storage) or journal_path(storage)
     if db is not None and not db.is_file():
         raise UserError(f"storage {mask_url(storage)}: file {db} not found")
     from optuna_dashboard import run_server
 
-    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {mask_url(storage)} (Ctrl-C stops it)")
-    run_server(storage, host=args.host, port=args.port)
+    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {mask_url(storage)} (Ctrl-C stops it)",
+          flush=True)
+    run_server(open_storage(storage), host=args.host, port=args.port)
     return 0

@@ -1,0 +1,73 @@
+"""``python -m hpo.run dashboard``: serves optuna-dashboard on 127.0.0.1 by default; clear errors."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+
+from hpo.run import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_serves_study_on_loopback(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(storage=storage, study_name="demo")
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "hpo.run", "dashboard", "--storage", storage,
+                               "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    body = response.read().decode()
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "dashboard did not start"
+                time.sleep(0.5)
+        assert "demo" in body
+        listening = [c for c in _listeners(port)]
+        assert listening and all(addr.startswith("127.0.0.1") for addr in listening), listening
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert f"http://127.0.0.1:{port}/" in server.stdout.read()
+
+
+def _listeners(port: int) -> list[str]:
+    """Local addresses listening on ``port`` (from /proc/net/tcp), as 'a.b.c.d:port'."""
+    found = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            octets = [str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)]
+            found.append(f"{'.'.join(octets)}:{port}")
+    return found
+
+
+def test_dashboard_missing_storage_file_is_one_line(tmp_path, capsys):
+    assert main(["dashboard", "--storage", f"sqlite:///{tmp_path / 'nope.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.db" in err and "not found" in err
+
+
+def test_dashboard_without_storage_needs_one_study_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["dashboard"]) == 2
+    assert "--storage" in capsys.readouterr().err

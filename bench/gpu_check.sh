@@ -6,7 +6,8 @@
 #   DRY_RUN=1 bash bench/gpu_check.sh   # the same scripts on the CPU at toy size, to check they run
 #
 # 1. train_throughput.py at paper scale: width 64 (31M parameters), batch 16, bf16 autocast, channels_last,
-#    one full epoch (26 steps) per repetition, 3 alternating repetitions against the fp32 tutorial loop;
+#    26 steps per epoch (9 on the phantom, used when ../shared/data/emidec-lge-128 is absent), 3 timed
+#    epochs strictly alternating with the fp32 tutorial loop;
 #    FLOPs per image, TFLOP/s, fraction of the bf16 peak, epoch overheads.
 # 2. grid_overhead.py --modes gpu-packed: the three L2 trials of the quick study at width 64 on the
 #    synthetic phantom, 3 epochs, with resources.gpu=0.33 (all three on the GPU at once) against the same
@@ -23,7 +24,7 @@ if [[ "${DRY_RUN:-0}" == "1" ]]; then
   echo "== DRY RUN on the CPU (toy sizes; the numbers mean nothing) =="
   TT=(--device cpu --widths 4 --steps 1 --reps 1 --precision bf16 --channels-last true
       --json "$RESULTS/gpu_check_dry_throughput.json")
-  GO=(--device cpu --modes serial --epochs 1 --set model.width=4 --json "$RESULTS/gpu_check_dry_grid.json")
+  GO=(--device cpu --modes serial --epochs 1 --reps 1 --set model.width=4 --json "$RESULTS/gpu_check_dry_grid.json")
   LIMIT_TT=600 LIMIT_GO=600
 else
   "$PY" - <<'EOF'
@@ -34,9 +35,9 @@ p = torch.cuda.get_device_properties(0)
 print(f"GPU: {p.name}, {p.total_memory / 2**30:.0f} GiB, torch {torch.__version__}, CUDA {torch.version.cuda}")
 EOF
   nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit --format=csv 2>/dev/null || true
-  TT=(--device cuda --widths 64 --steps 26 --reps 3 --warmup-steps 4
+  TT=(--device cuda --widths 64 --steps 26 --reps 3 --warmup-epochs 1
       --json "$RESULTS/train_throughput_cuda.json")
-  GO=(--device cuda --modes gpu-packed --epochs 3 --set model.width=64 --json "$RESULTS/grid_overhead_cuda.json")
+  GO=(--device cuda --modes gpu-packed --epochs 3 --reps 1 --set model.width=64 --json "$RESULTS/grid_overhead_cuda.json")
   LIMIT_TT=240 LIMIT_GO=300
 fi
 

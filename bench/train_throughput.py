@@ -1,14 +1,14 @@
 """Training throughput of lgeseg's real loop (:func:`lgeseg.train.fit`) against a tutorial-style reference.
 
-For each width, in one process, alternating repetitions (ours, reference, ours, reference, ...) after one
-warm-up repetition of each so that machine noise hits both sides:
+For each width, in one process, strictly alternating epochs (ours, reference, ours, reference, ...)
+after one warm-up epoch of each, so that machine noise hits both sides:
 
-* **ours**: ``lgeseg.train.fit`` itself, one epoch per repetition, on a subset of the training split of
-  ``steps * batch`` images (and a validation subset in the split's own train:val ratio), fresh output
-  folder each time, the config's precision / channels_last (``auto``: fp32 + NCHW on CPU, bf16 +
-  channels_last on CUDA). Its training-loop time is read from inside the epoch (start of epoch to the
-  start of validation), so the epoch-level work after it (validation, best-state copy, checkpoints,
-  history) is timed separately.
+* **ours**: ``lgeseg.train.fit`` itself, one call of ``warmup + reps`` epochs on a subset of the training
+  split of ``steps * batch`` images (and a validation subset in the split's own train:val ratio), with the
+  config's precision / channels_last (``auto``: fp32 + NCHW on CPU, bf16 + channels_last on CUDA). The
+  reference's epochs run inside fit's ``on_epoch`` callback, outside fit's epoch clock. Ours' training-
+  loop time is read from inside each epoch (start of epoch to the start of validation), so the
+  epoch-level work after it (validation, best-state copy, checkpoints, history) is timed separately.
 * **reference**: the loop most PyTorch tutorials write: fp32, a ``Dataset`` whose ``__getitem__`` applies
   the reflection and translation per sample with numpy, a ``DataLoader`` (batch 16, shuffle, drop_last),
   ``x.to(device)``, ``CrossEntropyLoss(ignore_index=255)``, ``Adam(weight_decay=l2)``, ``loss.item()``
@@ -133,28 +133,34 @@ def _timed(bucket: dict, key: str, marks: dict | None = None):
     return wrap
 
 
-def ours_epoch(config: dict, dataset, split: Split) -> dict:
-    """One epoch of ``lgeseg.train.fit`` in a fresh folder, with the epoch cut into its parts."""
+def fit_interleaved(config: dict, dataset, split: Split, between_epochs, records: list[dict]) -> list[dict]:
+    """``lgeseg.train.fit`` for ``config``'s epochs in a fresh folder, each epoch cut into its parts.
+
+    ``between_epochs()`` runs in the ``on_epoch`` callback, outside the epoch's clock: the reference's
+    repetitions run there, so the two sides strictly alternate and both keep their model between epochs.
+    """
     spent: dict[str, float] = {}
     marks: dict[str, float] = {}
-    captured = {}
 
     def on_epoch(stats):
-        captured["end"] = time.perf_counter()
-        captured["stats"] = stats
+        end = time.perf_counter()
+        epoch_start = end - stats.seconds  # on_epoch runs right after the epoch's clock stops
+        train_loop = marks["validate"] - epoch_start  # ends after the per-epoch finite check (a host sync)
+        records.append({"seconds": train_loop, "epoch_seconds": stats.seconds,
+                        "validate": spent.get("validate", 0.0), "checkpoint": spent.get("checkpoint", 0.0),
+                        "history": spent.get("history", 0.0),
+                        "other": max(0.0, stats.seconds - train_loop - sum(spent.values())),
+                        "loss": stats.train_loss})
+        spent.clear()
+        marks.clear()
+        between_epochs(stats.epoch)
 
     with tempfile.TemporaryDirectory(prefix="lgeseg-bench-") as tmp, \
             _patched("_validate", _timed(spent, "validate", marks)), \
             _patched("_save_atomic", _timed(spent, "checkpoint")), \
             _patched("_write_history", _timed(spent, "history")):
         lt.fit(config, dataset, split, tmp, on_epoch=on_epoch)
-    stats = captured["stats"]
-    epoch_start = captured["end"] - stats.seconds  # on_epoch runs right after the epoch's clock stops
-    train_loop = marks["validate"] - epoch_start  # ends after the per-epoch finite check (a host sync)
-    epoch = stats.seconds
-    return {"seconds": train_loop, "epoch_seconds": epoch, "validate": spent.get("validate", 0.0),
-            "checkpoint": spent.get("checkpoint", 0.0), "history": spent.get("history", 0.0),
-            "other": max(0.0, epoch - train_loop - sum(spent.values())), "loss": stats.train_loss}
+    return records
 
 
 def _sync(device: torch.device) -> None:
@@ -185,9 +191,8 @@ def hot_loop_extras(images, masks, device, batch, steps, augment, precision, rep
         counted = torch.zeros((), device=device, dtype=torch.int64)
         t0 = time.perf_counter()
         for s in range(steps):
-            valid = y != IGNORE
-            correct += ((logits.detach().argmax(1) == y) & valid).sum()
-            counted += valid.sum()
+            correct += (lt._predicted_classes(logits.detach()) == y).sum()  # as fit's loop does
+            counted += (y != IGNORE).sum()
         _sync(device)
         best_acc = min(best_acc, (time.perf_counter() - t0) / steps)
     return {"augment_per_step": best_aug, "metric_per_step": best_acc}
@@ -218,8 +223,10 @@ def count_flops(width: int, depth: int, image_shape, batch: int) -> float:
 def bench_width(args, dataset, split, device, width: int) -> dict:
     batch = args.batch_size
     steps = args.steps or default_steps(device, width)
-    if steps * batch > len(split.train):
-        raise SystemExit(f"--steps {steps} x batch {batch} is more than the {len(split.train)} training images")
+    if steps * batch > len(split.train):  # e.g. the phantom (157 training images) instead of emidec (423)
+        print(f"width {width}: {steps} steps x batch {batch} is more than the {len(split.train)} training images; "
+              f"using {len(split.train) // batch} steps per epoch", file=sys.stderr)
+        steps = len(split.train) // batch
     config = run_config({
         "data": None, "seed": 0, "split": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0},
         "model": {"width": width, "depth": args.depth},
@@ -231,30 +238,21 @@ def bench_width(args, dataset, split, device, width: int) -> dict:
     precision = "bf16" if tcfg["precision"] == "bf16" or (tcfg["precision"] == "auto" and device.type == "cuda") \
         else "fp32"
     channels_last = tcfg["channels_last"] is True or (tcfg["channels_last"] == "auto" and device.type == "cuda")
-    warm = subset_split(split, args.warmup_steps * batch)
     timed = subset_split(split, steps * batch)
-    ref_images = dataset.images[timed.train]
-    ref_masks = dataset.masks[timed.train]
-    reference = Reference(ref_images, ref_masks, width, args.depth, device, batch, args.lr, args.l2,
-                          tcfg["augment"], args.ref_workers)
-    warm_ref = Reference(dataset.images[warm.train], dataset.masks[warm.train], width, args.depth, device,
-                         batch, args.lr, args.l2, tcfg["augment"], 0)
+    config["train"]["epochs"] = args.warmup_epochs + args.reps
+    reference = Reference(dataset.images[timed.train], dataset.masks[timed.train], width, args.depth, device,
+                          batch, args.lr, args.l2, tcfg["augment"], args.ref_workers)
+    ref_all: list[dict] = []
 
-    print(f"width {width}: warm-up ({args.warmup_steps} step(s) each side)", file=sys.stderr, flush=True)
-    ours_epoch(config, dataset, warm)
-    warm_ref.epoch()
-    del warm_ref
-    reference.epoch() if device.type == "cuda" else None  # CUDA: first epoch of the kept model compiles kernels
+    def reference_epoch(epoch: int) -> None:
+        ref_all.append(reference.epoch())
+        label = "warm-up" if epoch <= args.warmup_epochs else f"rep {epoch - args.warmup_epochs}/{args.reps}"
+        print(f"width {width}: {label}: ours {ours_all[-1]['seconds']:.3f}s ref {ref_all[-1]['seconds']:.3f}s "
+              f"for {steps} steps", file=sys.stderr, flush=True)
 
-    ours_runs, ref_runs = [], []
-    for rep in range(args.reps):
-        for side in (("ours", "ref") if rep % 2 == 0 else ("ref", "ours")):
-            if side == "ours":
-                ours_runs.append(ours_epoch(config, dataset, timed))
-            else:
-                ref_runs.append(reference.epoch())
-        print(f"width {width}: rep {rep + 1}/{args.reps}: ours {ours_runs[-1]['seconds']:.3f}s "
-              f"ref {ref_runs[-1]['seconds']:.3f}s for {steps} steps", file=sys.stderr, flush=True)
+    ours_all: list[dict] = []
+    fit_interleaved(config, dataset, timed, reference_epoch, ours_all)
+    ours_runs, ref_runs = ours_all[args.warmup_epochs:], ref_all[args.warmup_epochs:]
 
     images_per_rep = steps * batch
     ours_s = statistics.median(r["seconds"] for r in ours_runs)
@@ -281,7 +279,7 @@ def bench_width(args, dataset, split, device, width: int) -> dict:
     measured_epoch = statistics.median(r["epoch_seconds"] for r in ours_runs)
     return {
         "width": width, "device": str(device), "precision": precision, "channels_last": channels_last,
-        "batch": batch, "steps_per_rep": steps, "reps": args.reps, "warmup_steps": args.warmup_steps,
+        "batch": batch, "steps_per_rep": steps, "reps": args.reps, "warmup_epochs": args.warmup_epochs,
         "params": sum(p.numel() for p in reference.model.parameters()),
         "gflop_per_image": flops / 1e9,
         "ours_images_per_s": ours_ips, "ref_images_per_s": ref_ips,
@@ -303,13 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=_common.default_data(),
-                        help="dataset folder (default: ../shared/data/emidec-lge-128 if present, else the phantom)")
+                        help="dataset folder (default: ../shared/data/emidec-lge-128 if present, else the phantom; \"\" = phantom)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--widths", default=None, help="comma list (default: 8,64 on CPU, 64 on CUDA)")
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps per repetition (default: CPU 8 at width<=16 else 2; CUDA 26)")
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions per side, alternating")
-    parser.add_argument("--warmup-steps", type=int, default=1)
+    parser.add_argument("--warmup-epochs", type=int, default=1, help="untimed epochs (of --steps) per side first")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -327,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = lt.resolve_device(args.device)
     widths = [int(w) for w in (args.widths or ("64" if device.type == "cuda" else "8,64")).split(",")]
-    dataset = load_dataset(args.data)
+    dataset = load_dataset(args.data or None)  # "" = the synthetic phantom
     split = split_dataset(dataset, 0.6, 0.2, 0.2, seed=0)
     print(f"data: {dataset.root} ({'SYNTHETIC phantom' if dataset.synthetic else 'real'}), "
           f"{len(dataset.files)} images, train {len(split.train)} / val {len(split.val)}; device {device}",

@@ -17,7 +17,7 @@ import yaml
 
 from dashboards.load import mask_url, open_storage
 from lgeseg.config import config_hash
-from lgeseg.data import read_label_map
+from lgeseg.data import load_dataset
 from lgeseg.errors import ConfigError, UserError
 
 from .config import point_config
@@ -43,16 +43,11 @@ def default_storage(out_dir: Path) -> str:
 
 
 def describe_data(data: str | None) -> dict[str, Any]:
-    """Where the trials' data lives and its label map; the synthetic phantom is generated here, once."""
-    if data is None:
-        from lgeseg.phantom import phantom_dir
-
-        root, synthetic = phantom_dir(), True
-    else:
-        root, synthetic = Path(data), False
-        if not (root / "images").is_dir():
-            raise UserError(f"{root}: not a dataset folder (no images/ folder)")
-    return {"data_dir": str(Path(root).resolve()), "labels": read_label_map(root), "synthetic": synthetic}
+    """Read the data set once in the driver, so a bad folder fails here with one clear line, not in every
+    trial; the synthetic phantom is generated here, once."""
+    dataset = load_dataset(data)
+    return {"data_dir": str(Path(dataset.root).resolve()), "labels": dataset.labels,
+            "synthetic": dataset.synthetic}
 
 
 def open_study(storage: str, name: str, resume: bool):
@@ -128,6 +123,7 @@ def run_grid(config: dict, storage: str | None = None, study_name: str | None = 
     """Run (or finish, with ``resume``) the grid study ``config``; see the module docstring."""
     stream = stream or sys.stdout
     name = study_name or config["name"]
+    data = describe_data(config["data"])
     out = Path(out_dir or Path("runs") / name).resolve()
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out)
@@ -138,7 +134,6 @@ def run_grid(config: dict, storage: str | None = None, study_name: str | None = 
         raise ConfigError(f"the config differs from the one study '{name}' was started with: "
                           f"{_first_difference(config, stored)}; resume with the same config or use a new "
                           f"--study-name")
-    data = describe_data(config["data"])
     if stored is None:
         for key, value in {"config": config, "out_dir": str(out), **data}.items():
             study.set_user_attr(key, value)
@@ -174,11 +169,10 @@ def _close_waiting(study) -> None:
     """A WAITING trial can only be left by a driver killed between enqueue and ask: close it as FAIL."""
     from optuna.trial import TrialState
 
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         trial = study.ask()
         trial.set_user_attr("error", "left unstarted by an interrupted driver")
         study.tell(trial, state=TrialState.FAIL)
-        assert trial.number == frozen.number
 
 
 def _tune(config: dict, study, attempts: list[Attempt], out: Path, address: str | None,
@@ -200,7 +194,7 @@ def _tune(config: dict, study, attempts: list[Attempt], out: Path, address: str 
     resources = {"cpu": config["resources"]["cpu"], "gpu": config["resources"]["gpu"]}
     tuner = tune.Tuner(
         tune.with_resources(train_trial, resources),
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, reuse_actors=False),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, reuse_actors=True),
         run_config=tune.RunConfig(
             name="tune", storage_path=str(out / "ray"), stop=RetuneStopper(rule),
             callbacks=[recorder, ProgressPrinter(rule, max_reruns, stream)], verbose=0,

@@ -184,3 +184,11 @@ def test_journal_file_storage(ray_cluster, data_dir, tmp_path):
 
     (trial,) = optuna.load_study(study_name="tiny", storage=open_storage(str(log))).get_trials()
     assert trial.state == TrialState.COMPLETE and trial.intermediate_values.keys() == {1}
+
+
+def test_bad_data_folder_fails_before_anything_is_stored(tmp_path, capsys):
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    assert main(["grid", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "study")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path / "data") in err
+    assert not (tmp_path / "study" / "study.db").exists()

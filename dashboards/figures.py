@@ -32,6 +32,13 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def fmt_p(value: float | None) -> str:
+    """A p-value: ``< 0.0001`` rather than a misleading ``0.0000``."""
+    if value is not None and not math.isnan(value) and value < 1e-4:
+        return "< 0.0001"
+    return fmt(value, 4)
+
+
 def l2_colors(record: StudyRecord) -> dict[float, str]:
     """One colour per L2 value of any trial, stable across figures (ascending L2 order)."""
     values = sorted({t.l2 for t in record.trials if t.l2 is not None})
@@ -228,7 +235,7 @@ PAIRED_COLUMNS: tuple[str, ...] = (
 def paired_rows(comparisons: list[PairedComparison]) -> list[list[str]]:
     """One row of :data:`PAIRED_COLUMNS` per comparison, formatted for display."""
     return [[c.metric, f"{c.l2_a:g}", f"{c.l2_b:g}", str(c.n), fmt(c.median_diff, 4),
-             f"[{fmt(c.ci_low, 4)}, {fmt(c.ci_high, 4)}]", fmt(c.p_value, 4), "yes" if c.significant else "no"]
+             f"[{fmt(c.ci_low, 4)}, {fmt(c.ci_high, 4)}]", fmt_p(c.p_value), "yes" if c.significant else "no"]
             for c in comparisons]
 
 

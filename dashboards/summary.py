@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from .figures import fmt, l2_label
+from .figures import fmt, fmt_p, l2_label
 from .load import DATASET_METRICS, StudyRecord
 from .stats import PAIRED_METRICS, PairedComparison, mean_over_seeds
 
@@ -67,7 +67,9 @@ def summary_lines(record: StudyRecord, comparisons: list[PairedComparison]) -> l
                 lines.append(f"Per-image {metric}, {l2_label(best)} vs {l2_label(other)}: no paired images.")
                 continue
             verdict = "significant" if c.significant else "not significant"
+            p_text = fmt_p(c.p_value)
+            p_relation = p_text if p_text.startswith("<") else f"= {p_text}"
             lines.append(f"Per-image {metric}, {l2_label(best)} minus {l2_label(other)} over {c.n} test images: "
                          f"median {fmt(median, 4)} (bootstrap 95% CI [{fmt(low, 4)}, {fmt(high, 4)}]), "
-                         f"Wilcoxon p = {fmt(c.p_value, 4)}: {verdict} at 0.05.")
+                         f"Wilcoxon p {p_relation}: {verdict} at 0.05.")
     return lines

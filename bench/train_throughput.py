@@ -38,7 +38,6 @@ import _common  # noqa: E402  (sets sys.path for lgeseg)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 import lgeseg.train as lt  # noqa: E402
 from lgeseg.config import run_config  # noqa: E402

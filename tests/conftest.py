@@ -178,3 +178,24 @@ def real_data_dir() -> Path:
     if not (REAL_DATA / "images").is_dir():
         pytest.skip(f"real data not found at {REAL_DATA} (set LGESEG_REAL_DATA)")
     return REAL_DATA
+
+
+@pytest.fixture
+def one_line_error(capsys):
+    """Run ``python -m hpo.run`` in-process expecting a user error; returns its one ``error:`` line.
+
+    Asserts what every bad input must give: exit status 2, exactly one ``error:`` line on stderr, no
+    traceback.
+    """
+    import hpo.run
+
+    def run(argv: list[str]) -> str:
+        code = hpo.run.main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert lines[0].startswith("error: ") and "Traceback" not in err
+        return lines[0]
+
+    return run

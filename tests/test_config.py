@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-import hpo.run
 from hpo.config import DEFAULT_CONFIG, STUDY_DEFAULTS, load_study_config, point_config, study_config
 from lgeseg.config import RUN_DEFAULTS, config_hash, load_yaml, merge, run_config, set_dotted
 from lgeseg.errors import ConfigError
@@ -23,15 +22,10 @@ def no_training(monkeypatch):
     monkeypatch.setattr("lgeseg.train.run", refuse)
 
 
-def cli_error(capsys, *args: str, data=None, out=None) -> str:
-    argv = ["train", *(["--data", str(data)] if data else []), *TINY, *(["--out", str(out)] if out else []), *args]
-    code = hpo.run.main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ") and "Traceback" not in err
-    return lines[0]
+def cli_error(one_line_error, *args: str, data=None, out=None) -> str:
+    """The one ``error:`` line of ``train`` on the tiny data set with ``args``."""
+    return one_line_error(["train", *(["--data", str(data)] if data else []), *TINY,
+                           *(["--out", str(out)] if out else []), *args])
 
 
 # ------------------------------------------------------------------------------------- the protocol
@@ -181,60 +175,60 @@ def test_load_yaml_errors_name_the_file(tmp_path):
 
 # ------------------------------------------------------------------------ the CLI: exit 2, one line
 
-def test_cli_unknown_key(capsys, no_training, tiny_data_dir):
-    line = cli_error(capsys, "--set", "train.lerning_rate=0.1", data=tiny_data_dir)
+def test_cli_unknown_key(one_line_error, no_training, tiny_data_dir):
+    line = cli_error(one_line_error, "--set", "train.lerning_rate=0.1", data=tiny_data_dir)
     assert "train.lerning_rate" in line and "paper.yaml" in line
 
 
-def test_cli_wrong_type(capsys, no_training, tiny_data_dir):
-    line = cli_error(capsys, "--set", "train.batch_size=big", data=tiny_data_dir)
+def test_cli_wrong_type(one_line_error, no_training, tiny_data_dir):
+    line = cli_error(one_line_error, "--set", "train.batch_size=big", data=tiny_data_dir)
     assert "train.batch_size" in line and "integer" in line
 
 
 @pytest.mark.parametrize("args", [["--l2", "-1"], ["--l2", "nan"], ["--set", "grid.l2=[-0.5]"]])
-def test_cli_negative_l2(capsys, no_training, tiny_data_dir, args):
-    line = cli_error(capsys, *args, data=tiny_data_dir)
+def test_cli_negative_l2(one_line_error, no_training, tiny_data_dir, args):
+    line = cli_error(one_line_error, *args, data=tiny_data_dir)
     assert "l2" in line
 
 
-def test_cli_fractions_not_summing_to_one(capsys, no_training, tiny_data_dir):
-    line = cli_error(capsys, "--set", "split.train=0.7", data=tiny_data_dir)
+def test_cli_fractions_not_summing_to_one(one_line_error, no_training, tiny_data_dir):
+    line = cli_error(one_line_error, "--set", "split.train=0.7", data=tiny_data_dir)
     assert "split.train/val/test" in line and "sum to 1" in line
 
 
-def test_cli_adjustment_touching_l2(capsys, no_training, tiny_data_dir, tmp_path):
+def test_cli_adjustment_touching_l2(one_line_error, no_training, tiny_data_dir, tmp_path):
     config = tmp_path / "study.yaml"
     config.write_text("name: t\nretune: {max_reruns: 1, adjustments: [{l2: 0.1}]}\n")
-    line = cli_error(capsys, "--config", str(config), data=tiny_data_dir)
+    line = cli_error(one_line_error, "--config", str(config), data=tiny_data_dir)
     assert "retune.adjustments[0].l2" in line and "study.yaml" in line
 
 
-def test_cli_invalid_yaml_file(capsys, no_training, tiny_data_dir, tmp_path):
+def test_cli_invalid_yaml_file(one_line_error, no_training, tiny_data_dir, tmp_path):
     config = tmp_path / "broken.yaml"
     config.write_text("name: t\ntrain: {epochs: 3\n")
-    line = cli_error(capsys, "--config", str(config), data=tiny_data_dir)
+    line = cli_error(one_line_error, "--config", str(config), data=tiny_data_dir)
     assert "broken.yaml" in line and "invalid YAML" in line
 
 
-def test_cli_missing_config_file(capsys, no_training, tiny_data_dir, tmp_path):
-    line = cli_error(capsys, "--config", str(tmp_path / "absent.yaml"), data=tiny_data_dir)
+def test_cli_missing_config_file(one_line_error, no_training, tiny_data_dir, tmp_path):
+    line = cli_error(one_line_error, "--config", str(tmp_path / "absent.yaml"), data=tiny_data_dir)
     assert "absent.yaml" in line
 
 
 @pytest.mark.parametrize("assignment,fragment", [("train.epochs", "key=value"), ("train.epochs=[1", "train.epochs"),
                                                  ("train.epochs.x=1", "train.epochs")])
-def test_cli_bad_set_syntax(capsys, no_training, tiny_data_dir, assignment, fragment):
-    line = cli_error(capsys, "--set", assignment, data=tiny_data_dir)
+def test_cli_bad_set_syntax(one_line_error, no_training, tiny_data_dir, assignment, fragment):
+    line = cli_error(one_line_error, "--set", assignment, data=tiny_data_dir)
     assert fragment in line
 
 
-def test_cli_negative_seed(capsys, tiny_data_dir, tmp_path):
+def test_cli_negative_seed(one_line_error, tiny_data_dir, tmp_path):
     """split.seed -1 must be a config error (numpy's default_rng raises a ValueError traceback otherwise)."""
-    line = cli_error(capsys, "--set", "split.seed=-1", data=tiny_data_dir, out=tmp_path / "o")
+    line = cli_error(one_line_error, "--set", "split.seed=-1", data=tiny_data_dir, out=tmp_path / "o")
     assert "split.seed" in line
 
 
-def test_cli_bad_device_name(capsys, tiny_data_dir, tmp_path):
+def test_cli_bad_device_name(one_line_error, tiny_data_dir, tmp_path):
     """An unknown train.device is a user error, not a torch RuntimeError traceback."""
-    line = cli_error(capsys, "--set", "train.device=gpu", data=tiny_data_dir, out=tmp_path / "o")
+    line = cli_error(one_line_error, "--set", "train.device=gpu", data=tiny_data_dir, out=tmp_path / "o")
     assert "train.device" in line and "gpu" in line

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 import yaml
 
 import hpo.run
@@ -14,17 +13,6 @@ TINY = ["--width", "4", "--epochs", "2", "--set", "model.depth=2", "--set", "tra
         "--set", "train.device=cpu"]
 OUTPUTS = ("metrics.json", "val_metrics.json", "history.csv", "split.json", "config.yaml", "best.pt", "last.pt",
            "run.json")
-
-
-def one_line_error(capsys, argv) -> str:
-    """Run the CLI expecting a user error: exit 2, one ``error:`` line on stderr, no traceback."""
-    code = hpo.run.main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ") and "Traceback" not in err
-    return lines[0]
 
 
 def test_train_cli_writes_everything_and_resumes(capsys, tiny_data_dir, tmp_path):
@@ -72,8 +60,8 @@ def test_train_cli_resumes_after_a_crash_before_evaluation(capsys, tiny_data_dir
     assert json.loads((out / "metrics.json").read_text()) == first
 
 
-def test_train_cli_bad_data_dir(capsys, tmp_path):
-    line = one_line_error(capsys, ["train", "--data", str(tmp_path / "nowhere"), *TINY, "--out", str(tmp_path / "o")])
+def test_train_cli_bad_data_dir(one_line_error, tmp_path):
+    line = one_line_error(["train", "--data", str(tmp_path / "nowhere"), *TINY, "--out", str(tmp_path / "o")])
     assert "nowhere" in line
 
 

@@ -35,5 +35,6 @@ def main(args: argparse.Namespace) -> int:
     result = run_grid(config, storage=args.storage, study_name=args.study_name, out_dir=args.out,
                       resume=args.resume, address=args.address, num_cpus=args.num_cpus,
                       report=not args.no_report)
-    unfinished = [r for r in result.rows if r["status"] in ("failed", "interrupted", "pending")]
-    return 1 if unfinished else 0
+    if any(r["status"] in ("interrupted", "pending") for r in result.rows):
+        print("the study is unfinished: run the same command with --resume to finish it")
+    return 1 if any(r["status"] in ("failed", "interrupted", "pending") for r in result.rows) else 0

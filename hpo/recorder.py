@@ -89,67 +89,70 @@ class OptunaRecorder(Callback):
                         f"(first: {self._unwritten[0][0]}); rerun with --resume once the storage is reachable")
 
     # -- Tune events ------------------------------------------------------------------------------
+    # Every write finds its Optuna trial when it runs, not when it is queued, so writes kept after a
+    # failed creation go through, in order, once the creation does.
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        config = trial.config
+        config, tid = trial.config, trial.trial_id
         attempt = config["attempt"]
         if attempt["optuna_number"] is not None:
-            frozen = self.study.get_trials(deepcopy=False)[attempt["optuna_number"]]
-            self._trials[trial.trial_id] = optuna.Trial(self.study, frozen._trial_id)
-            self._reported[trial.trial_id] = set(frozen.intermediate_values)
-            self._write("resume attrs", lambda: self._trials[trial.trial_id].set_user_attr(
-                "ray_trial_id", trial.trial_id))
+            def reattach() -> None:
+                frozen = self.study.get_trials(deepcopy=False)[attempt["optuna_number"]]
+                self._trials[tid] = optuna.Trial(self.study, frozen._trial_id)
+                self._reported[tid] = set(frozen.intermediate_values)
+                self._trials[tid].set_user_attr("ray_trial_id", tid)
+
+            self._write("reattach interrupted trial", reattach)
             return
         params = trial_params(config)
+        name = config["trial_name"]
         previous = f"l2={params['l2']:g}_seed={params['seed']}_rerun={attempt['rerun'] - 1}"
         attrs = {
-            "trial_name": config["trial_name"], "trial_dir": config["trial_dir"], "ray_trial_id": trial.trial_id,
+            "trial_name": name, "trial_dir": config["trial_dir"], "ray_trial_id": tid,
             "config_hash": config["config_hash"],
             "lineage": {"point": f"l2={params['l2']:g},seed={params['seed']}", "rerun": attempt["rerun"],
                         "rerun_of": self._numbers.get(previous) if attempt["rerun"] else None,
                         "adjustment": config["adjustment"]},
         }
 
-        def create() -> optuna.Trial:
-            self.study.enqueue_trial(params, user_attrs=attrs)
-            return self.study.ask(DISTRIBUTIONS)
+        def create() -> None:
+            waiting = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                       if t.user_attrs.get("trial_name") == name]
+            if not waiting:  # a retry after the enqueue went through must not enqueue twice
+                self.study.enqueue_trial(params, user_attrs=attrs)
+            created = self.study.ask(DISTRIBUTIONS)
+            self._trials[tid] = created
+            self._numbers[name] = created.number
 
-        created = self._write("create trial", create)
-        if created is not None:
-            self._trials[trial.trial_id] = created
-            self._numbers[config["trial_name"]] = created.number
+        self._write("create trial", create)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        optuna_trial = self._trials.get(trial.trial_id)
-        if optuna_trial is None or result.get("finished") or "epoch" not in result:
+        tid = trial.trial_id
+        if result.get("finished") or "epoch" not in result:
             return
-        reported = self._reported.setdefault(trial.trial_id, set())
+        reported = self._reported.setdefault(tid, set())
         if result["epoch"] in reported:  # an epoch replayed by a resumed run
             return
-        self._write("intermediate value", lambda: optuna_trial.report(result["val_accuracy"], result["epoch"]))
         reported.add(result["epoch"])
+        self._write("intermediate value", lambda: self._trials[tid].report(result["val_accuracy"], result["epoch"]))
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        optuna_trial = self._trials.pop(trial.trial_id, None)
-        self._reported.pop(trial.trial_id, None)
         result = trial.last_result or {}
-        if optuna_trial is None:
-            return
         if self.rule.fails(result):
             rerun = trial.config["attempt"]["rerun"]
             name = trial.config["trial_name"].rsplit("_rerun=", 1)[0] + f"_rerun={rerun + 1}"
             retune = {"reason": self.rule.reason(result), "check_epoch": self.rule.check_epoch(result["epochs"]),
                       "best_val_accuracy": result["best_val_accuracy"],
                       "replaced_by": name if rerun < self.max_reruns else None}
-            self._finish(optuna_trial, TrialState.PRUNED, None,
+            self._finish(trial.trial_id, TrialState.PRUNED, None,
                          {"retune": retune, "epochs_run": result["epoch"],
                           "best_val_accuracy": result["best_val_accuracy"]})
         elif result.get("finished") and result["val_MeanIoU"] is None:
-            self._finish(optuna_trial, TrialState.FAIL, None, {
+            self._finish(trial.trial_id, TrialState.FAIL, None, {
                 "error": "validation MeanIoU is undefined (a class never occurs in the validation split)",
                 "test_metrics": result["test_metrics"]})
         elif result.get("finished"):
             info_ = result["run_info"]
-            self._finish(optuna_trial, TrialState.COMPLETE, result["val_MeanIoU"], {
+            self._finish(trial.trial_id, TrialState.COMPLETE, result["val_MeanIoU"], {
                 "test_metrics": result["test_metrics"], "val_metrics": result["val_metrics"],
                 "epochs_run": info_["epochs_run"], "best_val_accuracy": info_["best_val_accuracy"],
                 "selected_epoch": info_["selected_epoch"], "device": info_["device"],
@@ -157,20 +160,21 @@ class OptunaRecorder(Callback):
                 "versions": {**info_["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
             })
         # else: stopped with the experiment (driver interrupted); stays RUNNING for --resume
+        self._reported.pop(trial.trial_id, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        optuna_trial = self._trials.pop(trial.trial_id, None)
-        if optuna_trial is not None:
-            self._finish(optuna_trial, TrialState.FAIL, None, {"error": error_message(trial)})
+        self._finish(trial.trial_id, TrialState.FAIL, None, {"error": error_message(trial)})
+        self._reported.pop(trial.trial_id, None)
 
-    def _finish(self, optuna_trial: optuna.Trial, state: TrialState, value: float | None,
-                attrs: dict[str, Any]) -> None:
+    def _finish(self, tid: str, state: TrialState, value: float | None, attrs: dict[str, Any]) -> None:
         def write() -> None:
+            optuna_trial = self._trials[tid]
             for key, val in attrs.items():
                 optuna_trial.set_user_attr(key, val)
             self.study.tell(optuna_trial, value, state=state)
+            del self._trials[tid]
 
-        self._write(f"finish trial {optuna_trial.number}", write)
+        self._write(f"finish trial ({state.name})", write)
 
 
 def _version(package: str) -> str:

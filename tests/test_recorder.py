@@ -121,19 +121,23 @@ def test_interrupted_trial_is_continued_not_duplicated(study, tmp_path):
 
 
 class FlakyStudy:
-    """Wraps a study; its ``tell`` fails ``failures`` times before it works."""
+    """Wraps a study; its method ``method`` fails ``failures`` times before it works."""
 
-    def __init__(self, study, failures: int):
-        self._study, self.failures = study, failures
-
-    def tell(self, *args, **kwargs):
-        if self.failures > 0:
-            self.failures -= 1
-            raise RuntimeError("database is locked")
-        return self._study.tell(*args, **kwargs)
+    def __init__(self, study, failures: int, method: str = "tell"):
+        self._study, self.failures, self._method = study, failures, method
 
     def __getattr__(self, name):
-        return getattr(self._study, name)
+        real = getattr(self._study, name)
+        if name != self._method:
+            return real
+
+        def flaky(*args, **kwargs):
+            if self.failures > 0:
+                self.failures -= 1
+                raise RuntimeError("database is locked")
+            return real(*args, **kwargs)
+
+        return flaky
 
 
 def test_failed_write_is_retried(study, tmp_path):
@@ -154,3 +158,15 @@ def test_write_that_keeps_failing_is_kept_and_reported(study, tmp_path, capsys):
     flaky.failures = 0  # storage back: the kept write goes through, nothing was dropped
     recorder.close()
     assert study.get_trials()[0].state == TrialState.COMPLETE
+
+
+def test_writes_after_a_failed_creation_are_kept_in_order(study, tmp_path):
+    flaky = FlakyStudy(study, failures=100, method="ask")
+    recorder = OptunaRecorder(flaky, RULE, max_reruns=1, retries=1, retry_wait=0)
+    drive(recorder, tune_trial(tmp_path, Attempt(1e-3, 0)), [epoch(1, 0.92), epoch(2, 0.95), finished(0.8)])
+    assert [t.state for t in study.get_trials()] == [TrialState.WAITING]  # enqueued, never asked
+    flaky.failures = 0
+    recorder.close()
+    (trial,) = study.get_trials()  # the retried creation did not enqueue a second trial
+    assert trial.state == TrialState.COMPLETE and trial.value == 0.8
+    assert trial.intermediate_values == {1: 0.92, 2: 0.95}

@@ -89,15 +89,33 @@ def trial_config(config: dict, attempt: Attempt, out_dir: Path) -> dict[str, Any
             "threads": max(1, int(config["resources"]["cpu"]))}
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on a ``host:port`` nobody listens on; Ray itself retries for minutes."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # 'auto', ray:// client addresses: left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
+
+
 def _start_ray(address: str | None, num_cpus: int | None) -> None:
     import ray
 
+    if address:
+        _check_reachable(address)
     if ray.is_initialized():
         return
     options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR,
                                "log_to_driver": False, "configure_logging": True}
     if address:
-        ray.init(address=address, **options)
+        try:
+            ray.init(address=address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UserError(f"--address {address}: cannot join the Ray cluster ({str(exc).splitlines()[0]})") from None
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=256 * 1024**2, **options)
 
@@ -124,6 +142,8 @@ def run_grid(config: dict, storage: str | None = None, study_name: str | None = 
     stream = stream or sys.stdout
     name = study_name or config["name"]
     data = describe_data(config["data"])
+    _start_ray(address, num_cpus)  # before anything is stored: a cluster that cannot run a trial is an error
+    check_resources(config["resources"])
     out = Path(out_dir or Path("runs") / name).resolve()
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out)
@@ -150,7 +170,7 @@ def run_grid(config: dict, storage: str | None = None, study_name: str | None = 
     print(f"study '{name}' in {mask_url(storage)}: {len(plan)} grid points, {done} already finished, "
           f"{len(attempts)} to run", file=stream)
     if attempts:
-        _tune(config, study, attempts, out, address, num_cpus, stream)
+        _tune(config, study, attempts, out, stream)
     rows = summary_rows(config, study)
     print(format_summary(rows), file=stream)
 
@@ -175,8 +195,7 @@ def _close_waiting(study) -> None:
         study.tell(trial, state=TrialState.FAIL)
 
 
-def _tune(config: dict, study, attempts: list[Attempt], out: Path, address: str | None,
-          num_cpus: int | None, stream) -> None:
+def _tune(config: dict, study, attempts: list[Attempt], out: Path, stream) -> None:
     from ray import tune
 
     from .progress import ProgressPrinter
@@ -185,8 +204,6 @@ def _tune(config: dict, study, attempts: list[Attempt], out: Path, address: str 
     from .searcher import GridSearcher
     from .trainable import train_trial
 
-    _start_ray(address, num_cpus)
-    check_resources(config["resources"])
     rule = RetuneRule.from_config(config["retune"])
     max_reruns = config["retune"]["max_reruns"]
     searcher = GridSearcher(attempts, rule, max_reruns, lambda a: trial_config(config, a, out))

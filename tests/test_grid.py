@@ -110,6 +110,7 @@ def test_gpu_request_without_gpu_fails_at_once(ray_cluster, data_dir, tmp_path):
     with pytest.raises(UserError, match="resources.gpu.*cluster has 0"):
         run_grid(config, out_dir=tmp_path / "study", report=False)
     assert time.monotonic() - started < 120  # it does not sit pending
+    assert not (tmp_path / "study" / "study.db").exists()  # nothing stored, so a corrected rerun needs no --resume
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -191,4 +192,19 @@ def test_bad_data_folder_fails_before_anything_is_stored(tmp_path, capsys):
     assert main(["grid", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "study")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(tmp_path / "data") in err
+    assert not (tmp_path / "study" / "study.db").exists()
+
+
+def test_unreachable_address_fails_fast(data_dir, tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a loopback port that nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    code = main(["grid", "--data", str(data_dir), "--out", str(tmp_path / "study"), "--set", "resources.gpu=0",
+                 "--set", "resources.cpu=1", "--address", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"127.0.0.1:{port}" in err and "no Ray cluster" in err
+    assert time.monotonic() - started < 60
     assert not (tmp_path / "study" / "study.db").exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -327,16 +326,13 @@ def test_split_is_pinned_across_machines_and_versions():
 # -------------------------------------------------------------------------------------------- real data
 
 @pytest.mark.realdata
-def test_real_dataset_loads_fast_and_splits_by_patient():
+def test_real_dataset_loads_and_splits_by_patient():
     if not (REAL_DATA / "images").is_dir():
         pytest.skip(f"real data not found at {REAL_DATA} (set LGESEG_REAL_DATA)")
-    start = time.perf_counter()
     data = load_dataset(REAL_DATA)
-    seconds = time.perf_counter() - start
     assert data.images.shape == (708, 128, 128) and data.masks.shape == (708, 128, 128)
     assert list(data.labels) == ["blood_pool", "background", "myocardium"]
     assert len(set(data.patients)) == 100
-    assert seconds < 10  # about 0.4 s on 2 cores; generous for loaded CI machines
     split = split_dataset(data, seed=0)
     owners = [{data.patients[i] for i in part} for part in (split.train, split.val, split.test)]
     assert sum(map(len, owners)) == 100

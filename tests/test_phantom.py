@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -134,9 +133,6 @@ def test_load_dataset_none_is_the_synthetic_phantom(tmp_path, monkeypatch):
     assert len(set(data.patients)) == 2
 
 
-def test_default_phantom_size_and_speed(tmp_path):
-    start = time.perf_counter()
+def test_default_phantom_size(tmp_path):
     data = load_dataset(generate_phantom(tmp_path / "full"))
-    seconds = time.perf_counter() - start
     assert len(set(data.patients)) == 20 and 200 <= len(data.files) <= 320
-    assert seconds < 30  # about 3 s on 2 cores; generous for loaded CI machines

@@ -60,6 +60,17 @@ def mode_overrides(mode: str, cores: int) -> list[str]:
     raise SystemExit(f"unknown mode {mode!r} (serial, parallel, gpu-packed)")
 
 
+
+def _timed(cmd: list[str], what: str) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``cmd`` in a fresh process from the repository root; its wall time; exit if it failed."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=_common.REPO, env=_env(), capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit(f"{what} failed with status {proc.returncode}: {' '.join(cmd)}")
+    return proc, wall
+
 def trial_records(root: Path) -> dict[str, dict]:
     """run.json + history of every finished run under ``root``, keyed by config hash."""
     out = {}
@@ -78,12 +89,7 @@ def run_grid(config: str, overrides: list[str], data: str | None, out: Path, num
         cmd += ["--data", data]
     if num_cpus:
         cmd += ["--num-cpus", str(num_cpus)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=_common.REPO, env=_env(), capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-        raise SystemExit(f"grid failed with status {proc.returncode}: {' '.join(cmd)}")
+    proc, wall = _timed(cmd, "grid")
     return {"wall_s": wall, "command": cmd, "stdout_tail": proc.stdout[-2000:]}
 
 
@@ -93,12 +99,7 @@ def run_sequential(config: str, overrides: list[str], data: str | None, out: Pat
     cmd += [a for o in overrides for a in ("--set", o)]
     if data:
         cmd += ["--data", data]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=_common.REPO, env=_env(), capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-        raise SystemExit(f"sequential run failed with status {proc.returncode}")
+    proc, wall = _timed(cmd, "sequential run")
     inner = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"wall_s": wall, "command": cmd, **inner}
 

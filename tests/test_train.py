@@ -573,15 +573,17 @@ def test_run_json(finished_run):
     assert result.info == info
 
 
-def test_run_final_selects_last_network(finished_run):
-    config, out, result = finished_run
-    dataset = load_dataset(config["data"])
-    model, _ = load_model(out / "last.pt")
+def _test_metrics_of(checkpoint, out, dataset) -> dict:
+    """The metrics JSON of the network in ``checkpoint`` on the test split recorded in ``out/split.json``."""
+    model, _ = load_model(checkpoint)
     test = [dataset.files.index(f) for f in json.loads((out / "split.json").read_text())["test"]]
     pred = predict(model, torch.from_numpy(dataset.images[test]).unsqueeze(1), "fp32").numpy()
-    expected = _json_safe(evaluate(pred, dataset.masks[test], list(dataset.labels),
-                                   [dataset.files[i] for i in test]))
-    _approx_equal(result.test_metrics, expected)
+    return _json_safe(evaluate(pred, dataset.masks[test], list(dataset.labels), [dataset.files[i] for i in test]))
+
+
+def test_run_final_selects_last_network(finished_run):
+    config, out, result = finished_run
+    _approx_equal(result.test_metrics, _test_metrics_of(out / "last.pt", out, load_dataset(config["data"])))
 
 
 def test_run_best_val_selects_best_network(tmp_path, tiny_data_dir, tiny_run_config):
@@ -591,12 +593,8 @@ def test_run_best_val_selects_best_network(tmp_path, tiny_data_dir, tiny_run_con
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert result.info["selected_epoch"] == result.info["best_epoch"] == best["epoch"]
     dataset = load_dataset(tiny_data_dir)
+    _approx_equal(result.test_metrics, _test_metrics_of(tmp_path / "best.pt", tmp_path, dataset))
     model, _ = load_model(tmp_path / "best.pt")
-    test = [dataset.files.index(f) for f in json.loads((tmp_path / "split.json").read_text())["test"]]
-    pred = predict(model, torch.from_numpy(dataset.images[test]).unsqueeze(1), "fp32").numpy()
-    expected = _json_safe(evaluate(pred, dataset.masks[test], list(dataset.labels),
-                                   [dataset.files[i] for i in test]))
-    _approx_equal(result.test_metrics, expected)
     val = [dataset.files.index(f) for f in json.loads((tmp_path / "split.json").read_text())["val"]]
     val_pred = predict(model, torch.from_numpy(dataset.images[val]).unsqueeze(1), "fp32").numpy()
     assert result.val_metrics["dataset"]["GlobalAccuracy"] == pytest.approx(result.info["best_val_accuracy"])

@@ -156,6 +156,7 @@ class OptunaRecorder(Callback):
                 "test_metrics": result["test_metrics"], "val_metrics": result["val_metrics"],
                 "epochs_run": info_["epochs_run"], "best_val_accuracy": info_["best_val_accuracy"],
                 "selected_epoch": info_["selected_epoch"], "device": info_["device"],
+                "baseline": info_.get("baseline"),
                 "wall_time_s": info_["wall_time_s"], "split_hash": info_["split_hash"],
                 "versions": {**info_["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
             })

@@ -371,3 +371,21 @@ def test_bfscore_matches_reference_for_random_theta() -> None:
         pred = np.roll(masks[i], tuple(rng.integers(-3, 4, size=2)), axis=(0, 1))
         theta = float(rng.uniform(0.5, 4.0))
         assert bfscore(pred, masks[i], theta) == pytest.approx(reference_bf(pred, masks[i], theta), abs=1e-12)
+
+
+def test_trivial_baseline_hand_computed():
+    # 2 images of 2x2, classes a, b, c; truth pixel counts a=5, b=2, c=1. Predicting 'a' everywhere:
+    # GlobalAccuracy 5/8; class Accuracy (1, 0, 0) -> MeanAccuracy 1/3; IoU a = 5/8, b = c = 0 -> MeanIoU 5/24;
+    # WeightedIoU = (5 * 5/8) / 8 = 25/64.
+    from lgeseg.metrics import majority_class, trivial_baseline
+
+    truth = np.array([[[0, 0], [1, 2]], [[0, 0], [0, 1]]], dtype=np.uint8)
+    assert majority_class(truth, 3) == 0
+    base = trivial_baseline(truth, ["a", "b", "c"], 0)
+    assert base["majority_class"] == "a"
+    assert base["GlobalAccuracy"] == pytest.approx(5 / 8)
+    assert base["MeanAccuracy"] == pytest.approx(1 / 3)
+    assert base["MeanIoU"] == pytest.approx(5 / 24)
+    assert base["WeightedIoU"] == pytest.approx(25 / 64)
+    with pytest.raises(ValueError, match="not an index"):
+        trivial_baseline(truth, ["a", "b", "c"], 3)

@@ -17,7 +17,7 @@ import lgeseg.train as train_mod
 from lgeseg.config import config_hash, run_config
 from lgeseg.data import load_dataset, read_mask, split_dataset
 from lgeseg.errors import TrainingError
-from lgeseg.metrics import _json_safe, evaluate
+from lgeseg.metrics import json_safe, evaluate
 from lgeseg.train import IGNORE, augment_batch, build_optimizer, fit, load_model, predict, run
 from lgeseg.unet import UNet
 
@@ -523,7 +523,7 @@ def test_run_metrics_equal_evaluate_on_written_predictions(finished_run):
         preds.append(read_mask(out / "predictions" / name, dataset.labels))
     assert values <= set(dataset.labels.values())
     truth = np.stack([dataset.masks[dataset.files.index(f)] for f in split["test"]])
-    expected = _json_safe(evaluate(np.stack(preds), truth, classes, split["test"]))
+    expected = json_safe(evaluate(np.stack(preds), truth, classes, split["test"]))
     assert metrics["confusion_matrix"] == expected["confusion_matrix"]
     _approx_equal(metrics, expected)
     # validation metrics: shape and file list
@@ -578,7 +578,7 @@ def _test_metrics_of(checkpoint, out, dataset) -> dict:
     model, _ = load_model(checkpoint)
     test = [dataset.files.index(f) for f in json.loads((out / "split.json").read_text())["test"]]
     pred = predict(model, torch.from_numpy(dataset.images[test]).unsqueeze(1), "fp32").numpy()
-    return _json_safe(evaluate(pred, dataset.masks[test], list(dataset.labels), [dataset.files[i] for i in test]))
+    return json_safe(evaluate(pred, dataset.masks[test], list(dataset.labels), [dataset.files[i] for i in test]))
 
 
 def test_run_final_selects_last_network(finished_run):

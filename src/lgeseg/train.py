@@ -32,7 +32,7 @@ from . import __version__
 from .config import config_hash, run_config, safe_load
 from .data import Dataset, Split, load_dataset, split_dataset, write_mask
 from .errors import TrainingError
-from .metrics import evaluate, write_json
+from .metrics import evaluate, json_safe, majority_class, trivial_baseline, write_json
 from .unet import UNet
 
 #: Target value of pixels shifted in from outside the image: ignored by the loss and the accuracy.
@@ -415,6 +415,10 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
         pred = predict(model, x, config["train"]["precision"]).cpu().numpy()
         outputs[name] = (pred, evaluate(pred, dataset.masks[idx], classes, [dataset.files[i] for i in idx]))
     test_pred, test_metrics = outputs["test"]
+    # The floor a network must clearly beat: the training split's majority class predicted everywhere.
+    majority = majority_class(dataset.masks[split.train], len(classes))
+    baseline = {name: trivial_baseline(dataset.masks[getattr(split, name)], classes, majority)
+                for name in ("val", "test")}
     val_metrics = outputs["val"][1]
     _write_predictions(out / "predictions", test_pred, [dataset.files[i] for i in split.test], dataset.labels)
     write_json(val_metrics, out / "val_metrics.json")
@@ -425,11 +429,11 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
         "config_hash": config_hash(config), "split_hash": split_info["hash"],
         "data_dir": str(dataset.root), "synthetic": dataset.synthetic, "labels": dataset.labels,
         "device": result.device, "epochs_run": len(result.history), "selected_epoch": selected_epoch,
-        "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+        "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy, "baseline": baseline,
         "resumed_from_epoch": result.resumed_from_epoch, "wall_time_s": round(time.time() - started, 3),
         "versions": versions(), "command": sys.argv,
     }
-    info_path.write_text(json.dumps(info, indent=1))
+    info_path.write_text(json.dumps(json_safe(info), indent=1, allow_nan=False))
     return _read_back(out, info)
 
 

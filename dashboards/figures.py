@@ -14,7 +14,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from .load import CLASS_METRICS, DATASET_METRICS, StudyRecord, TrialRecord
-from .stats import PairedComparison, mean_over_seeds, metric_value, t_interval, trials_by_l2
+from .stats import mean_over_seeds, metric_value, t_interval, trials_by_l2
 
 #: Line style of each trial state in the training curves: retuned (PRUNED) attempts are dashed.
 STATE_DASH: dict[str, str] = {"COMPLETE": "solid", "RUNNING": "solid", "PRUNED": "dash", "FAIL": "dot"}
@@ -224,19 +224,6 @@ def trial_rows(record: StudyRecord) -> list[list[str]]:
               for m in ("GlobalAccuracy", "MeanIoU", "MeanBFScore")),
         ])
     return rows
-
-
-#: Columns of the paired-comparison table.
-PAIRED_COLUMNS: tuple[str, ...] = (
-    "metric", "L2 a", "L2 b", "images", "median (a − b)", "bootstrap 95% CI", "Wilcoxon p", "p < 0.05",
-)
-
-
-def paired_rows(comparisons: list[PairedComparison]) -> list[list[str]]:
-    """One row of :data:`PAIRED_COLUMNS` per comparison, formatted for display."""
-    return [[c.metric, f"{c.l2_a:g}", f"{c.l2_b:g}", str(c.n), fmt(c.median_diff, 4),
-             f"[{fmt(c.ci_low, 4)}, {fmt(c.ci_high, 4)}]", fmt_p(c.p_value), "yes" if c.significant else "no"]
-            for c in comparisons]
 
 
 def table(title: str, columns: tuple[str, ...], rows: list[list[str]]) -> go.Figure:

@@ -47,6 +47,8 @@ class TrialRecord:
     best_val_accuracy: float | None
     lineage: dict[str, Any] = field(default_factory=dict)
     retune: dict[str, Any] = field(default_factory=dict)
+    #: the trivial baseline's metrics per split, ``{"val": {...}, "test": {...}}`` (None in old studies)
+    baseline: dict[str, Any] | None = None
 
     @property
     def complete(self) -> bool:
@@ -230,6 +232,7 @@ def _trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         best_val_accuracy=_float(attrs.get("best_val_accuracy")),
         lineage=dict(attrs.get("lineage") or {}),
         retune=dict(attrs.get("retune") or {}),
+        baseline=attrs.get("baseline"),
     )
 
 

@@ -7,24 +7,32 @@ run. The HTML embeds plotly.js once, inline, so it opens without a network.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import html
 import importlib.util
+import json
 import os
 import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import plotly.graph_objects as go
 
 from lgeseg.errors import UserError
+from lgeseg.metrics import json_safe
 
-from .figures import (PAIRED_COLUMNS, TRIAL_COLUMNS, figure1, paired_rows, sensitivity, table,
-                      training_curves, trial_rows)
+from .figures import TRIAL_COLUMNS, figure1, sensitivity, table, training_curves, trial_rows
 from .load import StudyRecord, default_storage, load_study, mask_url, open_study, sqlite_path
 from .masks import figure2
-from .stats import PairedComparison, paired_comparisons
-from .summary import summary_lines
+from .stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, PairedComparison, Units, paired_comparisons,
+                    study_units)
+from .strata import STRATA_COLUMNS, StratumRow, strata, strata_figure, strata_rows
+from .summary import findings, summary_lines
+from .tables import (LEARNING_COLUMNS, PAIRED_COLUMNS, SEED_COLUMNS, learning_rows, paired_rows,
+                     seed_rows)
 
 FORMATS: tuple[str, ...] = ("html", "png", "svg")
 #: Executables kaleido (>= 1.0) can drive for static export.
@@ -46,17 +54,50 @@ td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}.meta{color:#666;font-size
 """
 
 
-def build_figures(record: StudyRecord, comparisons: list[PairedComparison]) -> dict[str, go.Figure]:
+@dataclass(frozen=True)
+class Analysis:
+    """The statistics of a study, computed once for the HTML, the JSON and the dashboard figures."""
+
+    units: Units
+    comparisons: list[PairedComparison]
+    strata: dict[str, list[StratumRow]]
+
+
+def analyse(record: StudyRecord, by: Sequence[str] = ()) -> Analysis:
+    """Units, Holm-adjusted paired comparisons and the strata of each ``by`` column.
+
+    Raises:
+        DataError: a ``by`` column that the data set's manifest does not have (naming the columns it has).
+    """
+    units = study_units(record)
+    return Analysis(units, paired_comparisons(record, units.patient_of),
+                    {column: strata(record, column, units) for column in by})
+
+
+def _paired_title(analysis: Analysis) -> str:
+    unit = "patient" if analysis.units.unit == "patient" else "slice (PER-SLICE: patients unknown)"
+    return (f"Paired comparisons between L2 values, one value per {unit}: per-image test metric averaged over "
+            f"the {unit}'s slices and over seeds; a − b; median with percentile bootstrap 95% CI over "
+            f"{analysis.units.unit}s ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}); two-sided "
+            f"Wilcoxon signed-rank p; Holm-adjusted over the {len(analysis.comparisons)} rows")
+
+
+def build_figures(record: StudyRecord, analysis: Analysis) -> dict[str, go.Figure]:
     """Every figure of the report keyed by a stable id (the optuna-dashboard graph id suffix)."""
-    return {
+    figures = {
         "figure1": figure1(record),
         "sensitivity": sensitivity(record),
         "curves": training_curves(record),
         "figure2": figure2(record),
         "trials": table("All trials", TRIAL_COLUMNS, trial_rows(record)),
-        "paired": table("Paired comparisons of per-image metrics between L2 values", PAIRED_COLUMNS,
-                        paired_rows(comparisons)),
+        "learning": table("Did the networks learn? Test MeanIoU vs the majority-class baseline", LEARNING_COLUMNS,
+                          learning_rows(record)),
+        "seeds": table("Data-set test metrics over seeds", SEED_COLUMNS, seed_rows(record)),
+        "paired": table(_paired_title(analysis), PAIRED_COLUMNS, paired_rows(analysis.comparisons)),
     }
+    for column, rows in analysis.strata.items():
+        figures[f"strata-{column}"] = strata_figure(record, rows)
+    return figures
 
 
 def _html_table(columns: tuple[str, ...], rows: list[list[str]]) -> str:
@@ -65,25 +106,33 @@ def _html_table(columns: tuple[str, ...], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(record: StudyRecord, figures: dict[str, go.Figure], comparisons: list[PairedComparison]) -> str:
+def render_html(record: StudyRecord, figures: dict[str, go.Figure], analysis: Analysis) -> str:
     """The whole report page; plotly.js is inlined with the first figure only."""
     parts = [f"<h1>HPO report: study {html.escape(record.name)}</h1>",
              f"<p class='meta'>storage {html.escape(mask_url(record.storage))} · "
              f"generated {_dt.datetime.now().isoformat(timespec='seconds')} · regions "
              f"{html.escape(', '.join(f'{k}={v}' for k, v in record.labels.items()))}</p>"]
-    lines = summary_lines(record, comparisons)
+    lines = summary_lines(record, analysis.comparisons, analysis.units)
     parts.append("<h2>Summary</h2><ul>" + "".join(
-        f"<li class='synthetic'>{html.escape(s)}</li>" if s.startswith("The data are SYNTHETIC")
+        f"<li class='synthetic'>{html.escape(s)}</li>" if s.startswith(("The data are SYNTHETIC", "DID NOT LEARN"))
         else f"<li>{html.escape(s)}</li>" for s in lines) + "</ul>")
     config = {"displaylogo": False, "responsive": True}
     for index, (key, heading) in enumerate(SECTIONS.items()):
         div = figures[key].to_html(full_html=False, include_plotlyjs=index == 0, div_id=f"fig-{key}",
                                    config=config, default_width="100%")
         parts.append(f"<h2>{html.escape(heading)}</h2>{div}")
+    for column, rows in analysis.strata.items():
+        div = figures[f"strata-{column}"].to_html(full_html=False, include_plotlyjs=False,
+                                                  div_id=f"fig-strata-{column}", config=config, default_width="100%")
+        parts.append(f"<h2>Strata by {html.escape(column)}</h2>{div}"
+                     + _html_table(STRATA_COLUMNS, strata_rows(rows)))
     parts.append("<h2>5. Tables</h2><h3>All trials</h3>" + _html_table(TRIAL_COLUMNS, trial_rows(record)))
-    parts.append("<h3>Paired comparisons between L2 values (per-image test metrics, averaged over seeds "
-                 "per image; a − b; bootstrap of the median, 2000 resamples, seed 0; two-sided Wilcoxon "
-                 "signed-rank)</h3>" + _html_table(PAIRED_COLUMNS, paired_rows(comparisons)))
+    parts.append("<h3>Did the networks learn? (test MeanIoU against predicting the majority class everywhere)</h3>"
+                 + _html_table(LEARNING_COLUMNS, learning_rows(record)))
+    parts.append("<h3>Data-set test metrics over seeds (mean, SD, 95% Student-t interval)</h3>"
+                 + _html_table(SEED_COLUMNS, seed_rows(record)))
+    parts.append(f"<h3 id='paired'>{html.escape(_paired_title(analysis))}</h3>"
+                 + _html_table(PAIRED_COLUMNS, paired_rows(analysis.comparisons)))
     body = "\n".join(parts)
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>HPO report {html.escape(record.name)}"
             f"</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
@@ -126,9 +175,28 @@ def save_to_dashboard(study: optuna.Study, figures: dict[str, go.Figure]) -> Non
 _save_figures = save_to_dashboard
 
 
+def report_json(record: StudyRecord, analysis: Analysis) -> dict:
+    """The numbers of the report's statistics (NaN as null): summary, findings, tables and strata."""
+    def rows(columns: tuple[str, ...], values: list[list[str]]) -> list[dict[str, str]]:
+        return [dict(zip(columns, row)) for row in values]
+
+    return json_safe({
+        "study": record.name, "storage": mask_url(record.storage), "unit": analysis.units.unit,
+        "unit_note": analysis.units.note,
+        "summary": summary_lines(record, analysis.comparisons, analysis.units),
+        "findings": [dataclasses.asdict(f) for f in findings(record, analysis.comparisons, analysis.units)],
+        "comparisons": [dataclasses.asdict(c) for c in analysis.comparisons],
+        "learning": rows(LEARNING_COLUMNS, learning_rows(record)),
+        "seeds": rows(SEED_COLUMNS, seed_rows(record)),
+        "strata": {column: [dataclasses.asdict(r) for r in values] for column, values in analysis.strata.items()},
+    })
+
+
 def build_report(storage: str | None, study_name: str | None, out_dir: Path | None = None, fmt: str = "html",
-                 save_to_dashboard: bool = True) -> Path:
-    """Write ``report.html`` for a study (plus ``figures/*.png|svg`` for those formats); return its path.
+                 save_to_dashboard: bool = True, by: Sequence[str] = ()) -> Path:
+    """Write ``report.html`` and ``report.json`` for a study (plus ``figures/*.png|svg`` for those formats).
+
+    Returns the path of ``report.html``. ``by`` names manifest columns to stratify the test metrics by.
 
     ``storage`` defaults to the grid run's sqlite file of ``study_name``; ``out_dir`` to the study's
     ``out_dir`` attribute (else the sqlite file's folder). Works on a study that is still running.
@@ -146,10 +214,12 @@ def build_report(storage: str | None, study_name: str | None, out_dir: Path | No
         raise UserError(f"study {record.name} has no out_dir attribute; give --out DIR")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    comparisons = paired_comparisons(record)
-    figures = build_figures(record, comparisons)
+    analysis = analyse(record, by)
+    figures = build_figures(record, analysis)
     path = folder / "report.html"
-    path.write_text(render_html(record, figures, comparisons), encoding="utf-8")
+    path.write_text(render_html(record, figures, analysis), encoding="utf-8")
+    (folder / "report.json").write_text(json.dumps(report_json(record, analysis), indent=1, allow_nan=False),
+                                        encoding="utf-8")
     if fmt != "html":
         export_static(figures, folder / "figures", fmt)
     if save_to_dashboard:

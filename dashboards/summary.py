@@ -1,30 +1,141 @@
-"""The report's written summary, generated from the same numbers as the figures and tables."""
+"""The report's written summary, generated from the same numbers as the figures and tables.
+
+For each data-set metric it names the best L2 value (highest mean over seeds among L2 values whose
+networks learned), the margin over the runner-up with its intervals, whether that margin survives
+patients as the unit, seed variation and the Holm correction, and what a reader may and may not
+conclude. :func:`findings` returns the same as data for ``report.json``.
+"""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass, replace
 
 from .figures import fmt, fmt_p, l2_label
+from .learning import LEARN_MARGIN, baseline_of, learned
 from .load import DATASET_METRICS, StudyRecord
-from .stats import PAIRED_METRICS, PairedComparison, mean_over_seeds
+from .stats import ALPHA, Interval, PairedComparison, Units, mean_over_seeds, rankable, trials_by_l2
 
 
-def winner(means: dict[float, float]) -> float | None:
-    """The L2 value with the highest finite mean (the smallest L2 on ties), or None."""
-    finite = [(v, -l2, l2) for l2, v in means.items() if not math.isnan(v)]
-    return max(finite)[2] if finite else None
+@dataclass(frozen=True)
+class Finding:
+    """What the study says about one metric: the best L2, by how much, and what survives.
+
+    Differences are ``best - runner_up``. ``survives_patients`` is None when patients are unknown
+    (per-slice analysis) and ``survives_seeds`` None when there is one seed (unmeasured); ``best`` is
+    None when fewer than two L2 values may be ranked (``not_ranked`` lists the others).
+    """
+
+    metric: str
+    best: float | None
+    runner_up: float | None
+    best_mean: float
+    runner_up_mean: float
+    seed_diff: Interval
+    unit: str
+    n_units: int
+    median_diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    p_holm: float
+    survives_patients: bool | None
+    survives_seeds: bool | None
+    survives_holm: bool
+    not_ranked: list[float]
+    conclusion: str
 
 
-def _oriented(c: PairedComparison, first: float) -> tuple[float, float, float, float]:
-    """The comparison as ``first - other``: other L2, median difference and CI bounds."""
+def _oriented(c: PairedComparison, first: float) -> tuple[float, float, float, Interval]:
+    """``c`` as ``first - other``: median difference, CI bounds and the per-seed difference."""
+    s = c.seed_diff
     if c.l2_a == first:
-        return c.l2_b, c.median_diff, c.ci_low, c.ci_high
-    return c.l2_a, -c.median_diff, -c.ci_high, -c.ci_low
+        return c.median_diff, c.ci_low, c.ci_high, s
+    return -c.median_diff, -c.ci_high, -c.ci_low, Interval(s.n, -s.mean, -s.high, -s.low, s.sd)
 
 
-def summary_lines(record: StudyRecord, comparisons: list[PairedComparison]) -> list[str]:
-    """Plain-text sentences: what the study is, which L2 won on which metric and whether it is significant."""
+def _conclusion(f: Finding, metric: str, n_comparisons: int) -> str:
+    best, other = l2_label(f.best), l2_label(f.runner_up)
+    if f.survives_patients and f.survives_holm and f.survives_seeds:
+        return (f"A reader may conclude that on these test patients {best} gives a higher {metric} than {other}, "
+                f"beyond training-seed noise and after correcting for {n_comparisons} comparisons; not that this "
+                f"carries over to other data, protocols or networks, nor that a difference of "
+                f"{fmt(f.median_diff, 3)} matters clinically.")
+    if f.survives_patients and f.survives_holm and f.survives_seeds is None:
+        return (f"A reader may conclude only that in this single training run per L2 value {best} scored a higher "
+                f"{metric} than {other} on these test patients (significant after Holm correction, but seed "
+                f"variation is unmeasured); not that L2 caused the difference, since another training seed "
+                f"could reverse it.")
+    failed = []
+    if not f.survives_patients:
+        failed.append("patients as the unit" if f.survives_patients is False
+                      else "patients as the unit (no patients known: per-slice p-values are optimistic)")
+    if f.survives_seeds is False:
+        failed.append("seed variation")
+    if not f.survives_holm:
+        failed.append("the Holm correction")
+    return (f"A reader may not conclude that {best} is better than {other} on {metric}: the difference does not "
+            f"survive {', '.join(failed)}, so the data are compatible with no difference.")
+
+
+def findings(record: StudyRecord, comparisons: list[PairedComparison], units: Units) -> list[Finding]:
+    """One :class:`Finding` per data-set metric (empty when no trial has finished)."""
+    groups = trials_by_l2(record)
+    ranked = [l2 for l2, g in groups.items() if rankable(g)]
+    not_ranked = [l2 for l2 in groups if l2 not in ranked]
+    result = []
+    for metric in DATASET_METRICS:
+        means = mean_over_seeds(record, metric)
+        order = sorted((l2 for l2 in ranked if not math.isnan(means[l2])), key=lambda l2: (-means[l2], l2))
+        if len(order) < 2:
+            result.append(Finding(metric, None, None, math.nan, math.nan, Interval(0, math.nan, math.nan, math.nan),
+                                  units.unit, 0, math.nan, math.nan, math.nan, math.nan, math.nan, None, None,
+                                  False, not_ranked, ""))
+            continue
+        best, runner = order[0], order[1]
+        c = next(c for c in comparisons if c.metric == metric and {c.l2_a, c.l2_b} == {best, runner})
+        median, low, high, seed = _oriented(c, best)
+        patients = None if units.patient_of is None else bool(median > 0 and c.p_value < ALPHA)
+        seeds = None if seed.n < 2 else bool(seed.low > 0)
+        f = Finding(metric, best, runner, means[best], means[runner], seed, c.unit, c.n, median, low, high,
+                    c.p_value, c.p_holm, patients, seeds, bool(median > 0 and c.p_holm < ALPHA), not_ranked, "")
+        result.append(replace(f, conclusion=_conclusion(f, metric, len(comparisons))))
+    return result
+
+
+def _p(value: float) -> str:
+    text = fmt_p(value)
+    return text if text.startswith("<") else f"= {text}"
+
+
+def _yes_no(value: bool | None, unknown: str) -> str:
+    return unknown if value is None else "yes" if value else "no"
+
+
+def finding_line(f: Finding) -> str:
+    """The plain-words sentence(s) of one finding."""
+    if f.best is None:
+        excluded = ", ".join(l2_label(v) for v in f.not_ranked) or "none"
+        return (f"{f.metric}: no L2 value is ranked (fewer than two L2 values whose networks all learned; not "
+                f"ranked: {excluded}). A reader may not conclude anything about the effect of L2 on {f.metric}.")
+    seed = f.seed_diff
+    seed_text = (f"95% t-interval over {seed.n} seeds [{fmt(seed.low, 3)}, {fmt(seed.high, 3)}]" if seed.n >= 2
+                 else "one seed, so no interval over seeds")
+    unit = "patient" if f.unit == "patient" else "slice (patients unknown)"
+    excluded = (f" (not ranked, networks did not learn: {', '.join(l2_label(v) for v in f.not_ranked)})"
+                if f.not_ranked else "")
+    return (f"{f.metric}: best {l2_label(f.best)} with {fmt(f.best_mean)} vs {fmt(f.runner_up_mean)} for the "
+            f"runner-up {l2_label(f.runner_up)}{excluded}, a difference of {fmt(f.best_mean - f.runner_up_mean)} ({seed_text}). "
+            f"Per {unit} over {f.n_units} {f.unit}s: median difference {fmt(f.median_diff, 4)} (bootstrap 95% CI "
+            f"[{fmt(f.ci_low, 4)}, {fmt(f.ci_high, 4)}]), Wilcoxon p {_p(f.p_value)}, Holm-adjusted p "
+            f"{_p(f.p_holm)}. Survives patients as the unit: {_yes_no(f.survives_patients, 'not tested')}; "
+            f"seeds: {_yes_no(f.survives_seeds, 'unmeasured (one seed)')}; Holm: {_yes_no(f.survives_holm, '')}. "
+            f"{f.conclusion}")
+
+
+def summary_lines(record: StudyRecord, comparisons: list[PairedComparison], units: Units) -> list[str]:
+    """Plain-text sentences: what the study is, whether its networks learned, and per metric what holds."""
     lines: list[str] = []
     if record.synthetic:
         lines.append("The data are SYNTHETIC (the phantom data set), not LGE-MRI: these numbers test the "
@@ -37,39 +148,33 @@ def summary_lines(record: StudyRecord, comparisons: list[PairedComparison]) -> l
     if not record.complete:
         lines.append("No trial has finished yet, so there is no winner.")
         return lines
+    failed = [t for t in record.complete if learned(t) is False]
+    if failed:
+        listed = "; ".join(f"#{t.number} {l2_label(t.l2)} seed {t.seed} ({fmt(t.test_metrics['dataset'].get('MeanIoU'))}"
+                           f" vs {fmt((baseline_of(t) or {}).get('MeanIoU'))})" for t in failed)
+        lines.append(f"DID NOT LEARN: {len(failed)} of {len(record.complete)} finished trials have a test MeanIoU "
+                     f"less than {LEARN_MARGIN:g} above the trivial baseline of predicting the majority class "
+                     f"everywhere (test MeanIoU vs baseline): {listed}. L2 values with such networks are not ranked.")
+    else:
+        lines.append(f"Every finished network's test MeanIoU is at least {LEARN_MARGIN:g} above the trivial "
+                     f"majority-class baseline (or no baseline is known).")
+    lines.append(f"Paired comparisons: {units.note}.")
     seeds = record.seeds
-    lines.append(f"Test metrics are means over {len(seeds)} seeds ({', '.join(map(str, seeds))})."
-                 if len(seeds) > 1 else "Test metrics come from a single seed per L2 value.")
-    wins: Counter[float] = Counter()
-    for metric in DATASET_METRICS:
-        means = mean_over_seeds(record, metric)
-        best = winner(means)
-        if best is None:
-            lines.append(f"{metric}: no finite value.")
-            continue
-        wins[best] += 1
-        others = ", ".join(f"{l2_label(l2)} {fmt(v)}" for l2, v in means.items() if l2 != best)
-        lines.append(f"Highest test {metric}: {l2_label(best)} ({fmt(means[best])}; {others or 'only value'}).")
-    for cls in record.classes:
-        best = winner(mean_over_seeds(record, "IoU", cls))
-        if best is not None:
-            lines.append(f"Highest {cls} IoU: {l2_label(best)}.")
-    if wins:
-        top, count = max(wins.items(), key=lambda kv: (kv[1], -kv[0]))
-        lines.append(f"Overall {l2_label(top)} won {count} of {len(DATASET_METRICS)} data-set metrics.")
-    for metric in PAIRED_METRICS:
-        best = winner(mean_over_seeds(record, metric))
-        for c in comparisons:
-            if c.metric != metric or best not in (c.l2_a, c.l2_b):
-                continue
-            other, median, low, high = _oriented(c, best)
-            if c.n == 0:
-                lines.append(f"Per-image {metric}, {l2_label(best)} vs {l2_label(other)}: no paired images.")
-                continue
-            verdict = "significant" if c.significant else "not significant"
-            p_text = fmt_p(c.p_value)
-            p_relation = p_text if p_text.startswith("<") else f"= {p_text}"
-            lines.append(f"Per-image {metric}, {l2_label(best)} minus {l2_label(other)} over {c.n} test images: "
-                         f"median {fmt(median, 4)} (bootstrap 95% CI [{fmt(low, 4)}, {fmt(high, 4)}]), "
-                         f"Wilcoxon p {p_relation}: {verdict} at 0.05.")
+    if len(seeds) > 1:
+        lines.append(f"Seeds: {len(seeds)} per L2 value ({', '.join(map(str, seeds))}); data-set metrics are means "
+                     f"over seeds (SD and 95% t-interval in the seed table) and paired values are averaged over "
+                     f"seeds per {units.unit} first.")
+    else:
+        lines.append("Seeds: one training seed per L2 value, so seed variation is unmeasured: no difference "
+                     "below can be attributed to L2 rather than to training randomness.")
+    lines.append(f"p-values are Holm-adjusted over all {len(comparisons)} comparisons of the table; the "
+                 f"verdicts use the adjusted p at {ALPHA:.2f}.")
+    found = findings(record, comparisons, units)
+    if all(f.best is None for f in found):
+        excluded = ", ".join(l2_label(v) for v in found[0].not_ranked) or "none"
+        lines.append(f"No metric ranks the L2 values: fewer than two L2 values have networks that all learned "
+                     f"(not ranked: {excluded}). A reader may not conclude anything about the effect of L2 from "
+                     f"this study.")
+        return lines
+    lines += [finding_line(f) for f in found]
     return lines

@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="output folder (default: the study's folder)")
     parser.add_argument("--format", choices=("html", "png", "svg"), default="html",
                         help="html only, or also each figure as png/svg via kaleido + Chrome/Chromium")
+    parser.add_argument("--by", action="append", default=[], metavar="COLUMN",
+                        help="also show test metrics per group of this manifest.csv column (e.g. pathology); "
+                             "repeatable")
     parser.add_argument("--no-dashboard", action="store_true",
                         help="do not save the figures into the study for optuna-dashboard")
     parser.set_defaults(func=main)
@@ -31,6 +34,6 @@ def main(args: argparse.Namespace) -> int:
     from dashboards.report import build_report
 
     path = build_report(args.storage, args.study_name, out_dir=args.out, fmt=args.format,
-                        save_to_dashboard=not args.no_dashboard)
+                        save_to_dashboard=not args.no_dashboard, by=args.by)
     print(f"report: {path}")
     return 0

@@ -1,0 +1,83 @@
+"""Did a network learn? Its test MeanIoU against the trivial baseline of predicting one class everywhere.
+
+Each finished trial records (``baseline`` user attribute, from :func:`lgeseg.metrics.trivial_baseline`)
+the data-set metrics of predicting the training split's majority class at every pixel. On LGE slices the
+background covers ~88% of the pixels, so that "segmentation" already scores GlobalAccuracy ~0.88 and
+MeanIoU ~0.88 / 3 ~ 0.29. A network whose test MeanIoU is not at least :data:`LEARN_MARGIN` above that
+floor is marked "did not learn", and L2 values are never ranked on such networks: differences between
+them measure how each failed to leave the prior, not the effect of L2.
+
+Studies recorded before the baseline existed get it from the test confusion matrix of ``test_metrics``
+(the test split's own majority class predicted everywhere; the same class as the training split's
+whenever one class dominates, as the background does on LGE slices).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .load import TrialRecord
+
+#: How far (absolute MeanIoU) a network's test MeanIoU must exceed the trivial baseline's to count as
+#: learned. MeanIoU averages C class IoUs, so finding one more class at IoU x raises it by x / C: with the
+#: three LGE regions 0.05 asks for at least one non-background region found at IoU >= 0.15, well above
+#: the few hundredths a network gains by merely tilting the background's border.
+LEARN_MARGIN = 0.05
+
+
+def baseline_from_confusion(confusion: list[list[float]]) -> dict[str, float]:
+    """GlobalAccuracy and MeanIoU of predicting the most frequent true class everywhere.
+
+    Args:
+        confusion: data-set confusion matrix, ``(C, C)`` pixel counts, rows = truth, columns = prediction.
+
+    Returns:
+        ``{"majority_class_index": m, "GlobalAccuracy": n_m / N, "MeanIoU": x}`` where class ``m`` has IoU
+        ``n_m / N``, every other occurring class IoU 0 and a class absent from the truth IoU NaN (NaN kept
+        in the mean, as :func:`lgeseg.metrics.evaluate` does).
+    """
+    true_px = np.asarray(confusion, dtype=float).sum(axis=1)
+    total = float(true_px.sum())
+    if total == 0:
+        return {"majority_class_index": -1, "GlobalAccuracy": math.nan, "MeanIoU": math.nan}
+    majority = int(np.argmax(true_px))
+    iou = np.where(true_px > 0, 0.0, math.nan)
+    iou[majority] = true_px[majority] / total
+    return {"majority_class_index": majority, "GlobalAccuracy": true_px[majority] / total,
+            "MeanIoU": float(iou.mean())}
+
+
+def baseline_of(trial: TrialRecord) -> dict[str, Any] | None:
+    """The trial's trivial baseline on the test split: recorded, else from its test confusion matrix."""
+    recorded = (trial.baseline or {}).get("test")
+    if recorded:
+        return recorded
+    confusion = (trial.test_metrics or {}).get("confusion_matrix")
+    return baseline_from_confusion(confusion) if confusion else None
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def learning_margin(trial: TrialRecord) -> float:
+    """Test MeanIoU minus the baseline's test MeanIoU; NaN when either is unknown."""
+    baseline = baseline_of(trial)
+    if baseline is None:
+        return math.nan
+    return _float((trial.test_metrics or {}).get("dataset", {}).get("MeanIoU")) - _float(baseline.get("MeanIoU"))
+
+
+def learned(trial: TrialRecord) -> bool | None:
+    """True when test MeanIoU exceeds the baseline's by at least :data:`LEARN_MARGIN`; None when unknown."""
+    margin = learning_margin(trial)
+    return None if math.isnan(margin) else margin >= LEARN_MARGIN
+
+
+def learning_label(trial: TrialRecord) -> str:
+    """``learned``, ``did not learn`` or ``unknown`` (no baseline or no test MeanIoU)."""
+    verdict = learned(trial)
+    return "unknown" if verdict is None else "learned" if verdict else "did not learn"

@@ -24,7 +24,7 @@ from dashboards.figures import figure1, sensitivity, training_curves
 from dashboards.load import CLASS_METRICS, DATASET_METRICS, StudyRecord, load_study, mask_url, open_study
 from dashboards.masks import difference_map, figure2, select_images
 from dashboards.report import build_report
-from dashboards.stats import compare, paired_comparisons, wilcoxon_p
+from dashboards.stats import PAIRED_METRICS, UnitValues, compare, holm, paired_comparisons, study_units, wilcoxon_p
 from dashboards.summary import summary_lines
 from hpo.run import main as cli
 from report_fixture import L2_VALUES, SEEDS, StudyFixture, build_study
@@ -148,41 +148,43 @@ def test_difference_map_values() -> None:
 
 
 def test_paired_comparisons_match_scipy(study: StudyFixture, record: StudyRecord) -> None:
-    comparisons = paired_comparisons(record)
-    assert len(comparisons) == 2 * 3  # two metrics, three pairs of L2 values
+    comparisons = paired_comparisons(record)  # no manifest in the fixture: per-slice analysis
+    assert len(comparisons) == len(PAIRED_METRICS) * 3  # three pairs of L2 values per metric
     for c in comparisons:
         def per_image(l2: float) -> dict[str, float]:
             rows = [{r["file"]: r[c.metric] for r in study.metrics[(l2, s)]["images"]} for s in SEEDS]
             return {f: float(np.mean([row[f] for row in rows])) for f in study.files}
         a, b = per_image(c.l2_a), per_image(c.l2_b)
         diffs = np.asarray([a[f] - b[f] for f in sorted(study.files)])
-        assert c.l2_a < c.l2_b and c.n == len(study.files)
+        assert c.l2_a < c.l2_b and c.n == c.n_slices == len(study.files) and c.unit == "slice"
         assert c.median_diff == pytest.approx(np.median(diffs))
         assert c.p_value == pytest.approx(sps.wilcoxon(diffs).pvalue)
-        assert c.ci_low <= c.median_diff <= c.ci_high
-        assert (c.ci_low, c.ci_high) == (compare(c.metric, c.l2_a, c.l2_b, a, b).ci_low,
-                                         compare(c.metric, c.l2_a, c.l2_b, a, b).ci_high)
+        boot = sps.bootstrap((diffs,), np.median, method="percentile", rng=np.random.default_rng(0))
+        assert (c.ci_low, c.ci_high) == pytest.approx(tuple(boot.confidence_interval))
+    assert [c.p_holm for c in comparisons] == pytest.approx(holm([c.p_value for c in comparisons]))
 
 
 def test_paired_degenerate_cases() -> None:
+    def units(values: dict[str, float]) -> UnitValues:
+        return UnitValues("slice", values, len(values), 0)
     same = {"a.png": 0.5, "b.png": 0.7, "c.png": math.nan}
-    result = compare("MeanIoU", 1e-4, 1e-3, same, dict(same))
-    assert (result.n, result.median_diff, result.p_value, result.significant) == (2, 0.0, 1.0, False)
-    empty = compare("MeanIoU", 1e-4, 1e-3, {"a.png": 0.5}, {"b.png": 0.5})
+    result = compare("MeanIoU", 1e-4, 1e-3, units(same), units(dict(same)))
+    assert (result.n, result.median_diff, result.p_value) == (2, 0.0, 1.0)
+    empty = compare("MeanIoU", 1e-4, 1e-3, units({"a.png": 0.5}), units({"b.png": 0.5}))
     assert empty.n == 0 and math.isnan(empty.p_value) and math.isnan(empty.ci_low)
     assert wilcoxon_p(np.zeros(4)) == 1.0
 
 
 def test_summary_names_winner_significance_and_synthetic(record: StudyRecord) -> None:
-    lines = summary_lines(record, paired_comparisons(record))
+    units = study_units(record)
+    lines = summary_lines(record, paired_comparisons(record), units)
     text = "\n".join(lines)
     assert "SYNTHETIC" in lines[0]
-    assert "Highest test MeanIoU: L2=5e-05" in text
-    assert "Overall L2=5e-05 won 5 of 5" in text
-    assert "Per-image MeanIoU, L2=5e-05 minus L2=0.005" in text and "significant at 0.05" in text
+    assert "MeanIoU: best L2=5e-05" in text and "runner-up L2=0.0005" in text
+    assert "Per slice (patients unknown) over 6 slices" in text and "per-slice analysis" in text
     assert "still running" in text
     real = dataclasses.replace(record, synthetic=False)
-    assert "SYNTHETIC" not in "\n".join(summary_lines(real, paired_comparisons(real)))
+    assert "SYNTHETIC" not in "\n".join(summary_lines(real, paired_comparisons(real), units))
 
 
 def test_report_html_is_self_contained(study: StudyFixture, report: Path) -> None:

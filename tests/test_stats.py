@@ -34,7 +34,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution, IntDistribution

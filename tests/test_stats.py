@@ -30,6 +30,7 @@ The trivial baseline's test MeanIoU is 0.30 for every trial.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -63,8 +64,8 @@ DISTRIBUTIONS = {"l2": FloatDistribution(1e-6, 1e-1, log=True), "seed": IntDistr
 def _images(l2: float, seed: int) -> list[dict]:
     rows = []
     for i, file in enumerate(FILES):
-        iou = 0.5 if l2 == B else IOU_A_BAR[i] + (OFFSET if seed == 0 else -OFFSET)
-        bf = 0.5 if l2 == B else BF_A[seed][i]
+        iou = IOU_A_BAR[i] + (OFFSET if seed == 0 else -OFFSET) if l2 == A else 0.5  # any other L2 as b
+        bf = BF_A[seed][i] if l2 == A else 0.5
         rows.append({"file": file, "MeanIoU": iou, "MeanBFScore": bf})
     return rows
 
@@ -185,6 +186,12 @@ def test_findings_and_plain_words(hand: tuple[str, StudyRecord]) -> None:
             "-0.0859 (bootstrap 95% CI [-0.1094, 0.0938]), Wilcoxon p = 0.7500, Holm-adjusted p = 0.7500.") in text
     assert "Seeds: 2 per L2 value" in text and "Holm-adjusted over all 2 comparisons" in text
     assert "DID NOT LEARN" not in text
+    # the path where everything survives: p forced below 0.05, seeds already survive for MeanBFScore
+    forced = [dataclasses.replace(c, p_value=0.001, p_holm=0.002) for c in comparisons]
+    bf = next(x for x in findings(record, forced, units) if x.metric == "MeanBFScore")
+    assert (bf.survives_patients, bf.survives_seeds, bf.survives_holm) == (True, True, True)
+    assert bf.conclusion.startswith("A reader may conclude that on these test patients L2=5e-05 gives a higher "
+                                    "MeanBFScore than L2=0.005, beyond training-seed noise")
 
 
 def test_one_seed_says_seed_variation_unmeasured(tmp_path: Path) -> None:
@@ -197,7 +204,6 @@ def test_one_seed_says_seed_variation_unmeasured(tmp_path: Path) -> None:
     text = "\n".join(summary_lines(record, comparisons, units))
     assert "seed variation is unmeasured" in text and "seeds: unmeasured (one seed)" in text
     assert "significantly" not in text
-    import dataclasses
     forced = [dataclasses.replace(c, p_value=0.001, p_holm=0.002) for c in comparisons]
     bf = next(x for x in findings(record, forced, units) if x.metric == "MeanBFScore")
     assert bf.survives_seeds is None and bf.survives_patients and bf.survives_holm
@@ -216,6 +222,18 @@ def test_did_not_learn_excludes_l2_from_ranking(tmp_path: Path) -> None:
     text = "\n".join(summary_lines(record, comparisons, units))
     assert "DID NOT LEARN: 1 of 4" in text and "#3 L2=0.005 seed 1 (0.330 vs 0.300)" in text
     assert "No metric ranks the L2 values" in text and "best L2" not in text
+
+
+def test_l2_that_did_not_learn_is_left_out_of_the_ranking_of_the_others(tmp_path: Path) -> None:
+    # a third L2 (5e-04) with test MeanIoU 0.31 (0.01 above the baseline) in both seeds
+    storage = build(tmp_path, dataset={**DATASET, (5e-04, 0): (0.31, 0.5), (5e-04, 1): (0.31, 0.5)})
+    record = load_study(open_study(storage, "hand"), storage)
+    units = study_units(record)
+    comparisons = paired_comparisons(record, units.patient_of, PAIR)
+    assert [(c.l2_a, c.l2_b, c.ranked) for c in comparisons[:3]] == [(A, 5e-04, False), (A, B, True), (5e-04, B, False)]
+    text = "\n".join(summary_lines(record, comparisons, units))
+    assert ("MeanIoU: best L2=5e-05 with 0.680 vs 0.630 for the runner-up L2=0.005 (not ranked, networks did not "
+            "learn: L2=0.0005)") in text
 
 
 def test_baseline_fallback_from_confusion_matrix() -> None:

@@ -289,6 +289,7 @@ class Units:
 
     @property
     def unit(self) -> str:
+        """``"patient"`` or ``"slice"``."""
         return "slice" if self.patient_of is None else "patient"
 
 

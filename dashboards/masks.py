@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lgeseg.data import read_image, read_mask
+from lgeseg.png import read_image, read_mask
 from lgeseg.errors import UserError
 
 from .figures import empty_figure, l2_label

@@ -18,7 +18,7 @@ import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 from PIL import Image
 
-from lgeseg.data import write_mask
+from lgeseg.png import write_mask
 from lgeseg.metrics import evaluate, write_json
 
 LABELS: dict[str, int] = {"region1": 255, "region2": 128, "region3": 0}

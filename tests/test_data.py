@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lgeseg.data import (DEFAULT_LABELS, Dataset, load_dataset, parse_labels, read_image, read_label_map,
-                         read_mask, split_dataset, write_mask)
+from lgeseg.data import DEFAULT_LABELS, Dataset, load_dataset, parse_labels, read_label_map, split_dataset
+from lgeseg.png import read_image, read_mask, write_mask
 from lgeseg.errors import ConfigError, DataError
 
 REAL_DATA = Path(os.environ.get("LGESEG_REAL_DATA")

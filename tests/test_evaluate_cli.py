@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from hpo.run import main
-from lgeseg.data import DEFAULT_LABELS, write_mask
+from lgeseg.data import DEFAULT_LABELS
+from lgeseg.png import write_mask
 from lgeseg.metrics import evaluate
 
 

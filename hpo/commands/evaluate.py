@@ -77,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from lgeseg.data import read_mask
+    from lgeseg.png import read_mask
     from lgeseg.errors import DataError
     from lgeseg.metrics import evaluate, format_tables, write_json
 

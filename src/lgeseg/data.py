@@ -15,88 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from .errors import ConfigError, DataError
+from .phantom import phantom_dir
+from .png import read_image, read_mask, write_mask
+
+__all__ = ["DEFAULT_LABELS", "Dataset", "Split", "load_dataset", "parse_labels", "read_image", "read_label_map",
+           "read_mask", "split_dataset", "write_mask"]
 
 #: Label map used when a dataset has no ``dataset.json``: the study's white / grey / black regions.
 DEFAULT_LABELS: dict[str, int] = {"region1": 255, "region2": 128, "region3": 0}
-
-
-def _open_png(path: Path) -> Image.Image:
-    try:
-        img = Image.open(path)
-        img.load()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        reason = str(exc).replace(f" {str(path)!r}", "")  # the path already starts the message
-        raise DataError(f"{path}: unreadable or truncated PNG ({reason})") from None
-    return img
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read a grayscale PNG as float32 in [0, 1].
-
-    8-bit images are divided by 255. 16-bit images are divided by their own maximum, because MRI exports
-    typically use only 12 of the 16 bits and a fixed /65535 would squash them into [0, 0.06].
-    """
-    path = Path(path)
-    img = _open_png(path)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        if arr.min() < 0:
-            raise DataError(f"{path}: negative pixel values in a 16-bit image")
-        top = max(float(arr.max()), 1.0)
-    elif img.mode == "L":
-        arr = np.asarray(img, dtype=np.float64)
-        top = 255.0
-    elif img.mode in ("RGB", "RGBA", "LA", "P"):
-        rgb = np.asarray(img.convert("RGB"), dtype=np.float64)
-        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-            raise DataError(f"{path}: colour image ({img.mode}); expected a grayscale PNG")
-        arr, top = rgb[..., 0], 255.0
-    else:
-        raise DataError(f"{path}: unsupported PNG mode {img.mode!r}; expected 8- or 16-bit grayscale")
-    return (arr / top).astype(np.float32)
-
-
-def read_mask(path: str | Path, labels: dict[str, int]) -> np.ndarray:
-    """Read a mask PNG and return uint8 class indices in ``labels`` order.
-
-    Colour masks and pixel values outside the label map raise :class:`DataError` listing the values.
-    """
-    path = Path(path)
-    img = _open_png(path)
-    if img.mode in ("RGB", "RGBA", "P", "LA"):
-        rgb = np.asarray(img.convert("RGB"))
-        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-            raise DataError(f"{path}: colour mask ({img.mode}); expected grayscale values "
-                            f"{sorted(labels.values())}")
-        arr = rgb[..., 0].astype(np.int64)
-    elif img.mode in ("L", "I", "I;16", "I;16B", "I;16L", "1"):
-        arr = np.asarray(img).astype(np.int64)
-        if img.mode == "1":
-            arr = arr * 255
-    else:
-        raise DataError(f"{path}: unsupported mask PNG mode {img.mode!r}")
-    lut = np.full(max(int(arr.max()), max(labels.values())) + 1, 255, dtype=np.uint8)
-    for index, value in enumerate(labels.values()):
-        lut[value] = index
-    out = lut[arr]
-    if (out == 255).any():
-        values, counts = np.unique(arr[out == 255], return_counts=True)
-        listed = ", ".join(f"{v} ({c} px)" for v, c in zip(values.tolist(), counts.tolist()))
-        raise DataError(f"{path}: mask values outside the label map {dict(labels)}: {listed}")
-    return out
-
-
-def write_mask(path: str | Path, indices: np.ndarray, labels: dict[str, int]) -> None:
-    """Write class indices as an 8-bit PNG in the dataset's pixel values."""
-    values = np.asarray(list(labels.values()), dtype=np.uint8)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(values[np.asarray(indices)], mode="L").save(path)
 
 
 def read_label_map(root: str | Path) -> dict[str, int]:
@@ -224,8 +153,6 @@ def load_dataset(path: str | Path | None, progress: bool = False) -> Dataset:
     """
     synthetic = path is None
     if path is None:
-        from .phantom import phantom_dir  # the phantom writes with this module's helpers
-
         path = phantom_dir()
     root = Path(path).expanduser()
     files = _pair_files(root)

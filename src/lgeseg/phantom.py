@@ -20,9 +20,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from .data import write_mask
+from .png import write_image, write_mask
 
 #: Bump when the generator's output changes, so that caches of older phantoms are not reused.
 PHANTOM_VERSION = 1
@@ -166,7 +165,7 @@ def generate_phantom(out_dir: Path, n_patients: int = 20, seed: int = 0) -> Path
     rows = []
     for i, (patient, slice_index) in enumerate(zip(geometry["patient"], geometry["slice"])):
         name = f"Phantom_P{patient:03d}_slice{slice_index:03d}.png"
-        Image.fromarray(images[i]).save(out_dir / "images" / name)
+        write_image(out_dir / "images" / name, images[i])
         write_mask(out_dir / "masks" / name, masks[i], LABELS)
         rows.append({"file": name, "patient": f"Phantom_P{patient:03d}", "slice": int(slice_index),
                      "pathology": "infarct" if geometry["scar"][i] else "normal",

@@ -1,0 +1,127 @@
+"""PNG reading and writing in the study's export format: grayscale images and masks of pixel values.
+
+Both :mod:`lgeseg.data` (reading a dataset) and :mod:`lgeseg.phantom` (writing the synthetic one) use
+this module, so neither imports the other for it. Every unreadable or unsuitable file raises a one-line
+:class:`~lgeseg.errors.DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import DataError
+
+
+def _open_png(path: Path) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc).replace(f" {str(path)!r}", "")  # the path already starts the message
+        raise DataError(f"{path}: unreadable or truncated PNG ({reason})") from None
+    return img
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a grayscale PNG as float32 intensities in [0, 1].
+
+    8-bit images are divided by 255. 16-bit images are divided by their own maximum, because MRI exports
+    typically use only 12 of the 16 bits and a fixed /65535 would squash them into [0, 0.06]. Colour
+    PNGs whose three channels are equal (grayscale saved as RGB or palette) are accepted.
+
+    Args:
+        path: the PNG file.
+
+    Returns:
+        float32 array of shape (H, W), values in [0, 1] (unitless intensity).
+
+    Raises:
+        DataError: the file is missing, unreadable or truncated, in colour, of an unsupported mode, or a
+            16-bit image with negative values.
+    """
+    path = Path(path)
+    img = _open_png(path)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        if arr.min() < 0:
+            raise DataError(f"{path}: negative pixel values in a 16-bit image")
+        top = max(float(arr.max()), 1.0)
+    elif img.mode == "L":
+        arr = np.asarray(img, dtype=np.float64)
+        top = 255.0
+    elif img.mode in ("RGB", "RGBA", "LA", "P"):
+        rgb = np.asarray(img.convert("RGB"), dtype=np.float64)
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            raise DataError(f"{path}: colour image ({img.mode}); expected a grayscale PNG")
+        arr, top = rgb[..., 0], 255.0
+    else:
+        raise DataError(f"{path}: unsupported PNG mode {img.mode!r}; expected 8- or 16-bit grayscale")
+    return (arr / top).astype(np.float32)
+
+
+def read_mask(path: str | Path, labels: dict[str, int]) -> np.ndarray:
+    """Read a mask PNG and turn its pixel values into class indices in ``labels`` order.
+
+    Args:
+        path: the mask PNG (8/16-bit grayscale, 1-bit, or colour with three equal channels).
+        labels: ordered region name -> pixel value; the position of a name is its class index.
+
+    Returns:
+        uint8 array of shape (H, W) with values in ``0 .. len(labels) - 1``.
+
+    Raises:
+        DataError: the file is missing or unreadable, a colour mask, of an unsupported mode, or holds
+            pixel values outside the label map (listed with their pixel counts).
+    """
+    path = Path(path)
+    img = _open_png(path)
+    if img.mode in ("RGB", "RGBA", "P", "LA"):
+        rgb = np.asarray(img.convert("RGB"))
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            raise DataError(f"{path}: colour mask ({img.mode}); expected grayscale values "
+                            f"{sorted(labels.values())}")
+        arr = rgb[..., 0].astype(np.int64)
+    elif img.mode in ("L", "I", "I;16", "I;16B", "I;16L", "1"):
+        arr = np.asarray(img).astype(np.int64)
+        if img.mode == "1":
+            arr = arr * 255
+    else:
+        raise DataError(f"{path}: unsupported mask PNG mode {img.mode!r}")
+    lut = np.full(max(int(arr.max()), max(labels.values())) + 1, 255, dtype=np.uint8)
+    for index, value in enumerate(labels.values()):
+        lut[value] = index
+    out = lut[arr]
+    if (out == 255).any():
+        values, counts = np.unique(arr[out == 255], return_counts=True)
+        listed = ", ".join(f"{v} ({c} px)" for v, c in zip(values.tolist(), counts.tolist()))
+        raise DataError(f"{path}: mask values outside the label map {dict(labels)}: {listed}")
+    return out
+
+
+def write_mask(path: str | Path, indices: np.ndarray, labels: dict[str, int]) -> None:
+    """Write class indices as an 8-bit PNG in the dataset's pixel values (creating the folder).
+
+    Args:
+        path: the PNG file to write.
+        indices: integer array of shape (H, W), class indices in ``labels`` order.
+        labels: ordered region name -> pixel value 0-255.
+    """
+    values = np.asarray(list(labels.values()), dtype=np.uint8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(values[np.asarray(indices)], mode="L").save(path)
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Write an 8-bit grayscale image as PNG (creating the folder).
+
+    Args:
+        path: the PNG file to write.
+        image: uint8 array of shape (H, W).
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path)

@@ -3,6 +3,7 @@
 The figures, statistics and summary never touch Optuna or the file system themselves: they take the
 :class:`StudyRecord` built here, so they can be tested on hand-made records and so a study that is
 still running (trials without metrics, folders with only ``history.csv``) is handled in one place.
+The study itself is opened by :mod:`hpo.storage`, the one home of storage access.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from lgeseg.errors import UserError
+from hpo.storage import mask_url
 
 #: Data-set metrics of MATLAB ``evaluateSemanticSegmentation``, in its column order.
 DATASET_METRICS: tuple[str, ...] = ("GlobalAccuracy", "MeanAccuracy", "MeanIoU", "WeightedIoU", "MeanBFScore")
@@ -96,75 +96,6 @@ class StudyRecord:
     def by_number(self, number: int | None) -> TrialRecord | None:
         """The trial with Optuna number ``number``, if any."""
         return next((t for t in self.trials if t.number == number), None)
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``user:***@`` so it can be printed."""
-    return re.sub(r"//([^:/@]+):([^@/]*)@", r"//\1:***@", url)
-
-
-def default_storage(study_name: str) -> str:
-    """The storage a grid run of ``study_name`` writes: ``sqlite:///runs/<name>/study.db``."""
-    return f"sqlite:///runs/{study_name}/study.db"
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URL (None for other back ends or in-memory sqlite)."""
-    if not url.startswith("sqlite:///"):
-        return None
-    path = url[len("sqlite:///"):].split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
-
-
-def journal_path(url: str) -> Path | None:
-    """The log file of an Optuna journal storage: ``journal:///abs/file.log``, ``journal:rel.log`` or a
-    plain path ending in ``.log`` (as optuna-dashboard takes it); None for database URLs."""
-    if url.startswith("journal:"):
-        return Path(url[len("journal:"):].removeprefix("//"))
-    if "://" not in url and url.endswith(".log"):
-        return Path(url)
-    return None
-
-
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for a database URL (SQLite, PostgreSQL, MySQL, ...) or a journal file."""
-    journal = journal_path(url)
-    if journal is not None:
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
-    return optuna.storages.RDBStorage(url)
-
-
-def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
-    """Load the study named by the ``report`` options, raising :class:`UserError` when it is not there.
-
-    With only a name the storage is the grid run's default; with only a storage it must hold exactly
-    one study. A sqlite file that does not exist is an error (Optuna would silently create it).
-    """
-    if storage is None and study_name is None:
-        raise UserError("give --study-name NAME (storage defaults to sqlite:///runs/NAME/study.db) "
-                        "or --storage URL")
-    storage = storage or default_storage(str(study_name))
-    shown = mask_url(storage)
-    db = sqlite_path(storage) or journal_path(storage)
-    if db is not None and not db.is_file():
-        raise UserError(f"storage {shown}: file {db} not found")
-    try:
-        rdb = open_storage(storage)
-        names = optuna.get_all_study_names(rdb)
-    except Exception as exc:  # SQLAlchemy / driver errors differ per back end; all mean "cannot open"
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"storage {shown}: cannot open ({mask_url(first_line)})") from None
-    if study_name is None:
-        if len(names) != 1:
-            listed = ", ".join(sorted(names)) or "none"
-            raise UserError(f"storage {shown} holds {len(names)} studies ({listed}); give --study-name")
-        study_name = names[0]
-    if study_name not in names:
-        listed = ", ".join(sorted(names)) or "none"
-        raise UserError(f"no study {study_name!r} in {shown} (studies there: {listed})")
-    return optuna.load_study(study_name=study_name, storage=rdb)
 
 
 def _float(value: Any) -> float | None:

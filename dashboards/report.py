@@ -21,11 +21,12 @@ from pathlib import Path
 import optuna
 import plotly.graph_objects as go
 
+from hpo.storage import mask_url, open_study, sqlite_path, study_storage
 from lgeseg.errors import UserError
 from lgeseg.metrics import json_safe
 
 from .figures import TRIAL_COLUMNS, figure1, sensitivity, table, training_curves, trial_rows
-from .load import StudyRecord, default_storage, load_study, mask_url, open_study, sqlite_path
+from .load import StudyRecord, load_study
 from .masks import figure2
 from .stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, PairedComparison, Units, paired_comparisons,
                     study_units)
@@ -163,16 +164,15 @@ def export_static(figures: dict[str, go.Figure], folder: Path, fmt: str) -> list
     return paths
 
 
-def save_to_dashboard(study: optuna.Study, figures: dict[str, go.Figure]) -> None:
-    """Save the figures into ``study`` for optuna-dashboard's Plotly panel (id ``report-<key>``, overwritten)."""
+def save_figures(study: optuna.Study, figures: dict[str, go.Figure]) -> None:
+    """Save the figures into ``study`` for optuna-dashboard's Plotly panel (id ``report-<key>``, overwritten).
+
+    The study comes from :func:`hpo.storage.open_study`, so each write waits while the database is busy.
+    """
     from optuna_dashboard import save_plotly_graph_object
 
     for key, fig in figures.items():
         save_plotly_graph_object(study, fig, graph_object_id=f"report-{key}")
-
-
-#: :func:`build_report`'s ``save_to_dashboard`` flag shadows the function of that name inside it.
-_save_figures = save_to_dashboard
 
 
 def report_json(record: StudyRecord, analysis: Analysis) -> dict:
@@ -206,7 +206,7 @@ def build_report(storage: str | None, study_name: str | None, out_dir: Path | No
     if fmt != "html":
         _check_static_export(fmt)
     study = open_study(storage, study_name)
-    url = storage or default_storage(study.study_name)
+    url = study_storage(storage, study.study_name)
     record = load_study(study, url)
     db = sqlite_path(url)
     folder = out_dir or record.out_dir or (db.parent if db is not None else None)
@@ -223,5 +223,5 @@ def build_report(storage: str | None, study_name: str | None, out_dir: Path | No
     if fmt != "html":
         export_static(figures, folder / "figures", fmt)
     if save_to_dashboard:
-        _save_figures(study, figures)
+        save_figures(study, figures)
     return path

@@ -15,13 +15,13 @@ from typing import Any
 
 import yaml
 
-from dashboards.load import mask_url, open_storage
 from lgeseg.config import config_hash
 from lgeseg.data import load_dataset
 from lgeseg.errors import ConfigError, UserError
 
 from .config import point_config
 from .retune import RetuneRule
+from .storage import default_storage, default_study_dir, mask_url, resolve, start_study
 from .searcher import Attempt, adjustment_for, plan_attempts
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the recorder keeps the results
@@ -35,11 +35,6 @@ class GridResult:
     storage: str
     out_dir: Path
     rows: list[dict[str, Any]]
-    report: Path | None
-
-
-def default_storage(out_dir: Path) -> str:
-    return f"sqlite:///{out_dir / 'study.db'}"
 
 
 def describe_data(data: str | None) -> dict[str, Any]:
@@ -48,24 +43,6 @@ def describe_data(data: str | None) -> dict[str, Any]:
     dataset = load_dataset(data)
     return {"data_dir": str(Path(dataset.root).resolve()), "labels": dataset.labels,
             "synthetic": dataset.synthetic}
-
-
-def open_study(storage: str, name: str, resume: bool):
-    """The study to record into; an existing one without ``resume`` is an error."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        backend = open_storage(storage)
-        if name in optuna.get_all_study_names(backend) and not resume:
-            raise UserError(f"study '{name}' already exists in {mask_url(storage)}; use --resume to finish it "
-                            f"or --study-name to start another")
-        return optuna.create_study(storage=backend, study_name=name, direction="maximize",
-                                   load_if_exists=True)
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - storage drivers raise many kinds
-        raise UserError(f"cannot open Optuna storage {mask_url(storage)}: {exc}".splitlines()[0]) from None
 
 
 def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
@@ -137,17 +114,17 @@ def check_resources(resources: dict[str, float]) -> None:
 
 def run_grid(config: dict, storage: str | None = None, study_name: str | None = None,
              out_dir: str | Path | None = None, resume: bool = False, address: str | None = None,
-             num_cpus: int | None = None, report: bool = True, stream=None) -> GridResult:
+             num_cpus: int | None = None, stream=None) -> GridResult:
     """Run (or finish, with ``resume``) the grid study ``config``; see the module docstring."""
     stream = stream or sys.stdout
     name = study_name or config["name"]
     data = describe_data(config["data"])
     _start_ray(address, num_cpus)  # before anything is stored: a cluster that cannot run a trial is an error
     check_resources(config["resources"])
-    out = Path(out_dir or Path("runs") / name).resolve()
+    out = Path(out_dir or default_study_dir(name)).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    storage = storage or default_storage(out)
-    study = open_study(storage, name, resume)
+    storage = resolve(storage) if storage else default_storage(out)
+    study = start_study(storage, name, resume)
 
     stored = study.user_attrs.get("config")
     if stored is not None and stored != config:
@@ -173,16 +150,8 @@ def run_grid(config: dict, storage: str | None = None, study_name: str | None = 
         _tune(config, study, attempts, out, stream)
     rows = summary_rows(config, study)
     print(format_summary(rows), file=stream)
-
-    report_path = None
-    if report:
-        from dashboards.report import build_report
-
-        report_path = build_report(storage, name, out)
     print(f"storage: {mask_url(storage)}\ntrials:  {out / 'trials'}", file=stream)
-    if report_path:
-        print(f"report:  {report_path}", file=stream)
-    return GridResult(name, storage, out, rows, report_path)
+    return GridResult(name, storage, out, rows)
 
 
 def _close_waiting(study) -> None:

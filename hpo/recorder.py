@@ -21,6 +21,7 @@ from ray.tune import Callback
 from lgeseg.errors import UserError
 
 from .retune import RetuneRule
+from .storage import StorageBusyError
 
 #: Wide bounds so reruns and later searches over the same parameters fit one study.
 DISTRIBUTIONS = {
@@ -63,6 +64,9 @@ class OptunaRecorder(Callback):
         for attempt in range(self.retries):
             try:
                 return fn()
+            except StorageBusyError as exc:  # hpo.storage has already waited its whole wait: keep it now
+                error = exc
+                break
             except Exception as exc:  # noqa: BLE001 - any storage error is retried, then kept
                 error = exc
                 time.sleep(self.retry_wait * 2**attempt)

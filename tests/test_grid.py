@@ -14,6 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo.commands.grid import write_report
 from hpo.config import study_config
 from hpo.grid import run_grid
 from hpo.run import main
@@ -56,7 +57,8 @@ def load(out: Path, name: str = "tiny") -> optuna.Study:
 
 
 def test_one_complete_trial_per_l2_with_metrics(ray_cluster, data_dir, tmp_path, capsys):
-    result = run_grid(tiny(data_dir), out_dir=tmp_path / "study", report=True)
+    result = run_grid(tiny(data_dir), out_dir=tmp_path / "study")
+    report = write_report(result)
     study = load(tmp_path / "study")
     trials = study.get_trials()
     assert sorted(t.params["l2"] for t in trials) == [5e-5, 5e-3]
@@ -74,23 +76,23 @@ def test_one_complete_trial_per_l2_with_metrics(ray_cluster, data_dir, tmp_path,
     assert study.user_attrs["data_dir"] == str(data_dir.resolve())
     assert study.user_attrs["config"]["grid"]["l2"] == [5e-3, 5e-5]
     assert [r["status"] for r in result.rows] == ["complete", "complete"]
-    assert result.report is not None and result.report.is_file()
+    assert report is not None and report.is_file()
     out = capsys.readouterr().out
     assert "start   l2=0.005_seed=0_rerun=0" in out and "finish  l2=5e-05_seed=0_rerun=0" in out
     assert "test MeanIoU" in out and "report:" in out
     # The same study again without --resume is refused; with --resume nothing is redone.
     with pytest.raises(UserError, match="already exists.*--resume"):
-        run_grid(tiny(data_dir), out_dir=tmp_path / "study", report=False)
-    run_grid(tiny(data_dir), out_dir=tmp_path / "study", resume=True, report=False)
+        run_grid(tiny(data_dir), out_dir=tmp_path / "study")
+    run_grid(tiny(data_dir), out_dir=tmp_path / "study", resume=True)
     assert len(load(tmp_path / "study").get_trials()) == 2
     # Resuming with another config is refused, naming the key.
     with pytest.raises(UserError, match="train.epochs"):
-        run_grid(tiny(data_dir, train={"epochs": 3}), out_dir=tmp_path / "study", resume=True, report=False)
+        run_grid(tiny(data_dir, train={"epochs": 3}), out_dir=tmp_path / "study", resume=True)
 
 
 def test_retune_rule_fires_and_reruns_carry_adjustments(ray_cluster, data_dir, tmp_path):
     config = tiny(data_dir, grid={"l2": [5e-4]}, retune={"target_accuracy": 0.999})
-    result = run_grid(config, out_dir=tmp_path / "study", report=False)
+    result = run_grid(config, out_dir=tmp_path / "study")
     trials = sorted(load(tmp_path / "study").get_trials(), key=lambda t: t.number)
     assert [t.state for t in trials] == [TrialState.PRUNED] * 3
     assert [t.params["rerun"] for t in trials] == [0, 1, 2]
@@ -107,7 +109,7 @@ def test_retune_rule_fires_and_reruns_carry_adjustments(ray_cluster, data_dir, t
 def test_gpu_request_without_gpu_fails_at_once(ray_cluster, data_dir, tmp_path):
     config = tiny(data_dir, resources={"gpu": 1})
     with pytest.raises(UserError, match="resources.gpu.*cluster has 0"):  # raised, not left pending
-        run_grid(config, out_dir=tmp_path / "study", report=False)
+        run_grid(config, out_dir=tmp_path / "study")
     assert not (tmp_path / "study" / "study.db").exists()  # nothing stored, so a corrected rerun needs no --resume
 
 
@@ -178,8 +180,8 @@ def test_driver_killed_mid_run_then_resumed(data_dir, tmp_path):
 def test_journal_file_storage(ray_cluster, data_dir, tmp_path):
     log = tmp_path / "study.log"
     config = tiny(data_dir, grid={"l2": [5e-4]}, train={"epochs": 1})
-    run_grid(config, storage=f"journal:///{log}", out_dir=tmp_path / "study", report=False)
-    from dashboards.load import open_storage
+    run_grid(config, storage=f"journal:///{log}", out_dir=tmp_path / "study")
+    from hpo.storage import open_storage
 
     (trial,) = optuna.load_study(study_name="tiny", storage=open_storage(str(log))).get_trials()
     assert trial.state == TrialState.COMPLETE and trial.intermediate_values.keys() == {1}
@@ -204,3 +206,58 @@ def test_unreachable_address_fails_fast(data_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and f"127.0.0.1:{port}" in err and "no Ray cluster" in err
     assert not (tmp_path / "study" / "study.db").exists()
+
+
+def finished_study(data_dir: Path, tmp_path: Path) -> tuple[dict, Path, Path]:
+    """A one-point study whose point is already COMPLETE (so ``--resume`` trains nothing): config, its
+    YAML file and the study folder."""
+    import yaml
+
+    from hpo.recorder import DISTRIBUTIONS
+    from hpo.searcher import Attempt
+
+    config = tiny(data_dir, grid={"l2": [5e-4]})
+    out = tmp_path / "study"
+    out.mkdir()
+    study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name="tiny", direction="maximize")
+    study.set_user_attr("config", config)
+    attempt = Attempt(5e-4, 0)
+    params = {"l2": 5e-4, "learning_rate": 1e-3, "batch_size": 8, "epochs": 2, "seed": 0, "rerun": 0}
+    study.add_trial(optuna.trial.create_trial(
+        params=params, distributions={k: DISTRIBUTIONS[k] for k in params}, value=0.5,
+        user_attrs={"trial_name": attempt.name, "lineage": {"point": attempt.point, "rerun": 0},
+                    "epochs_run": 2, "best_val_accuracy": 0.9}))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return config, path, out
+
+
+def test_grid_waits_for_a_lock_shorter_than_the_wait(ray_cluster, data_dir, tmp_path, monkeypatch, caplog):
+    from test_storage import locked
+
+    config, _, out = finished_study(data_dir, tmp_path)
+    monkeypatch.setenv("LGESEG_STORAGE_WAIT_S", "30")
+    with locked(out / "study.db", 1.5):
+        result = run_grid(config, out_dir=out, resume=True)
+    assert [r["status"] for r in result.rows] == ["complete"] and "is busy" in caplog.text
+
+
+def test_grid_gives_up_on_a_longer_lock_in_one_line(ray_cluster, data_dir, tmp_path, monkeypatch, one_line_error):
+    from test_storage import locked
+
+    _, path, out = finished_study(data_dir, tmp_path)
+    before = load(out).trials
+    monkeypatch.setenv("LGESEG_STORAGE_WAIT_S", "0.5")
+    with locked(out / "study.db", 60):
+        line = one_line_error(["grid", "--config", str(path), "--out", str(out), "--resume", "--no-report"])
+    assert "stayed busy" in line and "--resume" in line and "max length" not in line
+    assert load(out).trials == before
+
+
+def test_unopenable_storage_is_one_line_for_grid(ray_cluster, data_dir, tmp_path, one_line_error):
+    from test_storage import BAD_STORAGES
+
+    _, path, out = finished_study(data_dir, tmp_path)
+    for url, expected in BAD_STORAGES:
+        line = one_line_error(["grid", "--config", str(path), "--out", str(out), "--storage", url, "--no-report"])
+        assert expected in line and "s3cret" not in line

@@ -21,12 +21,13 @@ import pytest
 from scipy import stats as sps
 
 from dashboards.figures import figure1, sensitivity, training_curves
-from dashboards.load import CLASS_METRICS, DATASET_METRICS, StudyRecord, load_study, mask_url, open_study
+from dashboards.load import CLASS_METRICS, DATASET_METRICS, StudyRecord, load_study
 from dashboards.masks import difference_map, figure2, select_images
 from dashboards.report import build_report
 from dashboards.stats import PAIRED_METRICS, UnitValues, compare, holm, paired_comparisons, study_units, wilcoxon_p
 from dashboards.summary import summary_lines
 from hpo.run import main as cli
+from hpo.storage import mask_url, open_study
 from report_fixture import L2_VALUES, SEEDS, StudyFixture, build_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import add_config_arguments
+
+if TYPE_CHECKING:
+    from hpo.grid import GridResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "and write the HTML report.")
     add_config_arguments(parser)
     parser.add_argument("--storage", metavar="URL",
-                        help="Optuna storage URL (default: sqlite:///<out>/study.db)")
+                        help="Optuna storage URL or database file path (default: <out>/study.db)")
     parser.add_argument("--study-name", metavar="NAME", help="Optuna study name (default: the config's name)")
     parser.add_argument("--out", metavar="DIR", help="study folder (default: runs/<study-name>)")
     parser.add_argument("--resume", action="store_true",
@@ -27,14 +32,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=main)
 
 
+def write_report(result: GridResult) -> Path:
+    """The study's HTML report (and its figures saved into the study), asked for by the command, so that
+    :mod:`hpo.grid` never imports :mod:`dashboards`."""
+    from dashboards.report import build_report
+
+    path = build_report(result.storage, result.study_name, result.out_dir)
+    print(f"report:  {path}")
+    return path
+
+
 def main(args: argparse.Namespace) -> int:
     from hpo.config import load_study_config
     from hpo.grid import run_grid
 
     config = load_study_config(args.config, args.overrides, args.data)
     result = run_grid(config, storage=args.storage, study_name=args.study_name, out_dir=args.out,
-                      resume=args.resume, address=args.address, num_cpus=args.num_cpus,
-                      report=not args.no_report)
+                      resume=args.resume, address=args.address, num_cpus=args.num_cpus)
+    if not args.no_report:
+        write_report(result)
     if any(r["status"] in ("interrupted", "pending") for r in result.rows):
         print("the study is unfinished: run the same command with --resume to finish it")
     return 1 if any(r["status"] in ("failed", "interrupted", "pending") for r in result.rows) else 0

@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write one self-contained report.html for a grid study (also for a study still running) "
                     "and save its figures into the study for optuna-dashboard.",
     )
-    parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/NAME/study.db)")
+    parser.add_argument("--storage", help="Optuna storage URL or database file path (default: runs/NAME/study.db)")
     parser.add_argument("--study-name", help="study name (default: the only study in --storage)")
     parser.add_argument("--out", type=Path, help="output folder (default: the study's folder)")
     parser.add_argument("--format", choices=("html", "png", "svg"), default="html",

@@ -1,0 +1,332 @@
+"""Optuna storage for every command: one resolver, one opener, one password mask, one busy-database wait.
+
+``grid``, ``report`` and ``dashboard`` (and :mod:`dashboards`) reach the storage only through this
+module, after the example of ``optuna.storages.get_storage``: one place turns what a user typed into a
+storage, and one place decides what a failure means.
+
+- :func:`resolve` accepts an Optuna URL as it is, a bare file path ending in ``.log`` as a journal file
+  and any other bare path (``runs/x/study.db``, as optuna-dashboard takes it) as a SQLite file.
+- :func:`open_storage` wraps the Optuna storage so that every call waits while another process (a
+  report, optuna-dashboard) holds the SQLite database locked: it says once that it is waiting, tries
+  again until :attr:`StorageWait.total_s` has passed, then raises :class:`StorageBusyError`, one line.
+  A missing database driver, an unreachable server or a bad URL is a :class:`StorageError`, one line with
+  the password masked, never a SQLAlchemy traceback or Optuna's "exceeding max length" guess.
+
+Optuna only: nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.storages import BaseStorage
+
+from lgeseg.errors import UserError
+
+_log = logging.getLogger(__name__)
+
+#: Folder of the study folders when neither ``--out`` nor ``--storage`` says otherwise.
+RUNS_DIR = Path("runs")
+#: Environment variable with the seconds every storage access waits for a busy database (default 60).
+WAIT_ENV = "LGESEG_STORAGE_WAIT_S"
+
+
+class StorageError(UserError):
+    """The storage cannot be opened or used: bad URL, missing driver, unreachable server, missing file."""
+
+
+class StorageBusyError(StorageError):
+    """Another process kept the database locked for longer than the wait allows; nothing was written."""
+
+
+@dataclass(frozen=True)
+class StorageWait:
+    """How long a storage access waits for a busy database.
+
+    Attributes:
+        total_s: seconds from the first "database is locked" until giving up (:class:`StorageBusyError`).
+        poll_s: seconds the SQLite driver itself blocks on the lock per try (its ``timeout``), and the
+            longest pause between tries.
+    """
+
+    total_s: float = 60.0
+    poll_s: float = 1.0
+
+    @classmethod
+    def from_env(cls) -> StorageWait:
+        """The wait of :data:`WAIT_ENV` (seconds), else the default; tests set it short."""
+        text = os.environ.get(WAIT_ENV)
+        if text is None:
+            return cls()
+        try:
+            total = float(text)
+        except ValueError:
+            total = -1.0
+        if not total >= 0:
+            raise StorageError(f"environment variable {WAIT_ENV}: expected seconds >= 0, got {text!r}")
+        return cls(total_s=total, poll_s=min(cls.poll_s, max(total / 4, 0.05)))
+
+
+# ------------------------------------------------------------------------------------------ names
+
+def mask_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``user:***@`` so it can be printed."""
+    return re.sub(r"//([^:/@]+):([^@/]*)@", r"//\1:***@", url)
+
+
+def resolve(storage: str | Path) -> str:
+    """The Optuna storage URL of a ``--storage`` value.
+
+    A value with ``://`` or starting ``journal:`` is a URL and kept as it is; a bare path ending in
+    ``.log`` becomes ``journal:<path>``; any other bare path becomes ``sqlite:///<path>`` (relative paths
+    stay relative to the working folder, as optuna-dashboard reads them).
+    """
+    text = str(storage)
+    if "://" in text or text.startswith("journal:"):
+        return text
+    return f"journal:{text}" if text.endswith(".log") else f"sqlite:///{text}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL (None for other back ends or in-memory SQLite)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def journal_path(url: str) -> Path | None:
+    """The log file of an Optuna journal storage (``journal:///abs/file.log``, ``journal:rel.log`` or a
+    bare path ending in ``.log``); None for database URLs."""
+    url = resolve(url)
+    return Path(url[len("journal:"):].removeprefix("//")) if url.startswith("journal:") else None
+
+
+def storage_file(url: str) -> Path | None:
+    """The file a SQLite or journal storage lives in, None for database servers."""
+    return sqlite_path(url) or journal_path(url)
+
+
+def default_study_dir(study_name: str) -> Path:
+    """The folder a grid run of ``study_name`` writes when ``--out`` is not given: ``runs/<name>``."""
+    return RUNS_DIR / study_name
+
+
+def default_storage(study_dir: str | Path) -> str:
+    """The storage a grid run keeps in its study folder: ``sqlite:///<study_dir>/study.db``."""
+    return f"sqlite:///{Path(study_dir) / 'study.db'}"
+
+
+def find_storage(runs: str | Path = RUNS_DIR) -> str:
+    """The storage of the only study folder under ``runs`` (``runs/*/study.db``); none or several is an error."""
+    found = sorted(Path(runs).glob("*/study.db"))
+    if len(found) != 1:
+        names = ", ".join(str(p) for p in found) or "none"
+        raise StorageError(f"--storage not given and {len(found)} study databases found under {runs}/ ({names}); "
+                           f"pass --storage PATH or URL")
+    return default_storage(found[0].parent.resolve())
+
+
+# ---------------------------------------------------------------------------------- busy database
+
+def _busy_reason(exc: BaseException) -> str | None:
+    """The "database is locked" message somewhere in ``exc``'s chain, or None for any other error."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(getattr(current, "orig", None) or current).splitlines()[0] if str(current) else ""
+        if re.search(r"database (table )?is (locked|busy)", text):
+            return text.strip()
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _root_message(exc: BaseException) -> str:
+    """The first line of the innermost cause: the driver's own words rather than a wrapper's."""
+    while exc.__cause__ is not None or getattr(exc, "orig", None) is not None:
+        exc = getattr(exc, "orig", None) or exc.__cause__  # type: ignore[assignment]
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_storage_failure(exc: BaseException) -> bool:
+    """Errors of the database layer (as opposed to Optuna's own answers such as a missing study)."""
+    if isinstance(exc, (optuna.exceptions.StorageInternalError, OSError)):
+        return True
+    try:
+        import sqlalchemy.exc
+    except ImportError:  # journal storages work without SQLAlchemy
+        return False
+    return isinstance(exc, sqlalchemy.exc.SQLAlchemyError)
+
+
+def call_with_wait(url: str, what: str, fn: Callable[[], Any], wait: StorageWait | None = None) -> Any:
+    """Run one storage access ``fn``, waiting while the database is locked by another process.
+
+    The first "database is locked" logs one warning that it is waiting; tries go on until
+    ``wait.total_s`` has passed since then. Any other failure of the database layer is turned into one
+    line naming the (masked) storage.
+
+    Raises:
+        StorageBusyError: the database stayed locked for the whole wait.
+        StorageError: the driver is missing, the server unreachable, the URL bad, or the database broken.
+    """
+    wait = wait or StorageWait.from_env()
+    deadline: float | None = None
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            reason = _busy_reason(exc)
+            if reason is None:
+                if isinstance(exc, ImportError):
+                    raise StorageError(f"storage {mask_url(url)}: its database driver is not installed "
+                                       f"({_root_message(exc)}); pip install it") from None
+                if _is_storage_failure(exc):
+                    raise StorageError(f"storage {mask_url(url)}: {what} failed "
+                                       f"({mask_url(_root_message(exc))})") from None
+                raise
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + wait.total_s
+                _log.warning("storage %s is busy (%s; another process such as optuna-dashboard or a report "
+                             "holds it): waiting up to %g s", mask_url(url), reason, wait.total_s)
+            if now >= deadline:
+                raise StorageBusyError(
+                    f"storage {mask_url(url)} stayed busy for {wait.total_s:g} s ({reason}) during {what}; "
+                    f"nothing stored was lost: close the other process (optuna-dashboard, a report) and run "
+                    f"the command again (grid: with --resume), or wait longer with {WAIT_ENV}=SECONDS") from None
+            time.sleep(min(wait.poll_s, deadline - now))
+
+
+class _WaitingStorage(BaseStorage):
+    """An Optuna storage whose every call goes through :func:`call_with_wait`."""
+
+    def __init__(self, inner: BaseStorage, url: str, wait: StorageWait) -> None:
+        self._inner = inner
+        self._url = url
+        self._wait = wait
+
+    @property
+    def url(self) -> str:
+        """The storage URL (unmasked: print it only through :func:`mask_url`)."""
+        return self._url
+
+
+def _waiting(name: str) -> Callable[..., Any]:
+    def method(self: _WaitingStorage, *args: Any, **kwargs: Any) -> Any:
+        return call_with_wait(self._url, name.replace("_", " "),
+                              lambda: getattr(self._inner, name)(*args, **kwargs), self._wait)
+
+    method.__name__ = name
+    method.__doc__ = getattr(BaseStorage, name).__doc__
+    return method
+
+
+#: Every public method of Optuna's storage API, each delegated with the wait.
+WaitingStorage = type("WaitingStorage", (_WaitingStorage,), {
+    name: _waiting(name) for name in dir(BaseStorage)
+    if not name.startswith("_") and callable(getattr(BaseStorage, name))})
+
+
+# ------------------------------------------------------------------------------------ open studies
+
+def open_storage(storage: str | Path, wait: StorageWait | None = None) -> BaseStorage:
+    """Open the storage of a ``--storage`` value (URL or bare path; see :func:`resolve`).
+
+    SQLite and journal files are created when missing (``grid`` starts a study so); check
+    :func:`storage_file` first where a missing file is an error.
+
+    Raises:
+        StorageError: bad URL, missing driver, unreachable server (one line, password masked);
+        StorageBusyError: the database stayed locked.
+    """
+    url = resolve(storage)
+    wait = wait or StorageWait.from_env()
+    journal = journal_path(url)
+
+    def connect() -> BaseStorage:
+        if journal is not None:
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite") and "timeout=" not in url:
+            kwargs["engine_kwargs"] = {"connect_args": {"timeout": wait.poll_s}}
+        return optuna.storages.get_storage(optuna.storages.RDBStorage(url, **kwargs))
+
+    try:
+        inner = call_with_wait(url, "opening it", connect, wait)
+    except StorageError:
+        raise
+    except Exception as exc:  # a URL SQLAlchemy cannot parse raises plain ValueError / ArgumentError
+        raise StorageError(f"storage {mask_url(url)}: opening it failed ({mask_url(_root_message(exc))})") from None
+    return WaitingStorage(inner, url, wait)
+
+
+def study_storage(storage: str | None, study_name: str | None) -> str:
+    """The storage URL of the ``--storage`` / ``--study-name`` options of ``report``: ``--storage``
+    resolved, else the grid run's default for the study name (``runs/<name>/study.db``)."""
+    if storage is not None:
+        return resolve(storage)
+    if study_name is None:
+        raise StorageError("give --study-name NAME (storage defaults to runs/NAME/study.db) or --storage URL")
+    return default_storage(default_study_dir(study_name))
+
+
+def _study_names(backend: BaseStorage) -> list[str]:
+    return [s.study_name for s in backend.get_all_studies()]
+
+
+def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
+    """Load an existing study for reading (``report``, ``dashboards``).
+
+    With only a name the storage is the grid run's default (``runs/<name>/study.db``); with only a
+    storage it must hold exactly one study. A SQLite or journal file that does not exist is an error
+    (Optuna would silently create it).
+
+    Raises:
+        StorageError: no storage or name given, the file is missing, the study is not there, or the
+            storage cannot be opened.
+    """
+    url = study_storage(storage, study_name)
+    shown = mask_url(url)
+    path = storage_file(url)
+    if path is not None and not path.is_file():
+        raise StorageError(f"storage {shown}: file {path} not found")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    backend = open_storage(url)
+    names = _study_names(backend)
+    if study_name is None:
+        if len(names) != 1:
+            listed = ", ".join(sorted(names)) or "none"
+            raise StorageError(f"storage {shown} holds {len(names)} studies ({listed}); give --study-name")
+        study_name = names[0]
+    if study_name not in names:
+        listed = ", ".join(sorted(names)) or "none"
+        raise StorageError(f"no study {study_name!r} in {shown} (studies there: {listed})")
+    return optuna.load_study(study_name=study_name, storage=backend)
+
+
+def start_study(storage: str, study_name: str, resume: bool) -> optuna.Study:
+    """The study a grid run records into, created when new (``grid``).
+
+    Raises:
+        UserError: the study exists and ``resume`` is False.
+        StorageError: the storage cannot be opened or stays busy.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = resolve(storage)
+    backend = open_storage(url)
+    if study_name in _study_names(backend) and not resume:
+        raise UserError(f"study '{study_name}' already exists in {mask_url(url)}; use --resume to finish it "
+                        f"or --study-name to start another")
+    return optuna.create_study(storage=backend, study_name=study_name, direction="maximize", load_if_exists=True)

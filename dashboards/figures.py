@@ -13,9 +13,16 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from .load import CLASS_METRICS, DATASET_METRICS, StudyRecord, TrialRecord
+from hpo.rule import RetuneRule
+from lgeseg import tables
+from lgeseg.metrics import CLASS_METRICS, DATASET_METRICS
+
+from .load import StudyRecord, TrialRecord
 from .stats import mean_over_seeds, metric_value, t_interval, trials_by_l2
 
+#: Per-class metrics of the paper's Figure 1: :data:`lgeseg.metrics.CLASS_METRICS` without Dice, which the
+#: paper does not show.
+FIGURE1_CLASS_METRICS: tuple[str, ...] = tuple(m for m in CLASS_METRICS if m != "Dice")
 #: Line style of each trial state in the training curves: retuned (PRUNED) attempts are dashed.
 STATE_DASH: dict[str, str] = {"COMPLETE": "solid", "RUNNING": "solid", "PRUNED": "dash", "FAIL": "dot"}
 
@@ -26,10 +33,8 @@ def l2_label(l2: float | None) -> str:
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
-    """A number for a table or bar label; ``n/a`` for missing / NaN."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
+    """A number for a table or bar label: :func:`lgeseg.tables.fmt` with 3 decimals by default."""
+    return tables.fmt(value, digits)
 
 
 def fmt_p(value: float | None) -> str:
@@ -69,7 +74,7 @@ def figure1(record: StudyRecord) -> go.Figure:
     if not record.complete:
         return empty_figure(title, "No finished trial yet.")
     classes, colors = record.classes, l2_colors(record)
-    panels = [(cls, list(CLASS_METRICS)) for cls in classes] + [(None, list(DATASET_METRICS))]
+    panels = [(cls, list(FIGURE1_CLASS_METRICS)) for cls in classes] + [(None, list(DATASET_METRICS))]
     cols = 2
     rows = math.ceil(len(panels) / cols)
     fig = make_subplots(rows=rows, cols=cols, vertical_spacing=0.12, horizontal_spacing=0.08,
@@ -136,19 +141,22 @@ def sensitivity(record: StudyRecord) -> go.Figure:
 
 
 def check_epochs(record: StudyRecord) -> list[int]:
-    """Epochs at which the retune rule checks validation accuracy: ceil(check_fraction * epochs)."""
-    fraction = (record.config.get("retune") or {}).get("check_fraction")
-    if fraction is None:
+    """Epochs at which the retune rule checks validation accuracy (:meth:`hpo.rule.RetuneRule.check_epoch`,
+    the stopper's own rule), one per distinct epoch count of the study's trials."""
+    retune = record.config.get("retune") or {}
+    if retune.get("check_fraction") is None:
         return []
+    rule = RetuneRule(float(retune["check_fraction"]), float(retune.get("target_accuracy", 0.0)))
     epochs = {t.epochs for t in record.trials if t.epochs} or {(record.config.get("train") or {}).get("epochs")}
-    return sorted({math.ceil(float(fraction) * e) for e in epochs if e})
+    return sorted({rule.check_epoch(int(e)) for e in epochs if e})
 
 
 def replacement_of(record: StudyRecord, trial: TrialRecord) -> TrialRecord | None:
-    """The rerun that replaced a retuned trial: its ``retune.replaced_by``, else the trial naming it ``rerun_of``."""
+    """The rerun that replaced a retuned trial: the trial named by its ``retune.replaced_by`` (the
+    recorder writes the rerun's trial name), else the trial naming it ``rerun_of``."""
     if not trial.retune:
         return None
-    named = record.by_number(trial.retune.get("replaced_by"))
+    named = record.by_name(trial.retune.get("replaced_by"))
     return named or next((t for t in record.trials if t.lineage.get("rerun_of") == trial.number), None)
 
 
@@ -216,11 +224,11 @@ def trial_rows(record: StudyRecord) -> list[list[str]]:
     for t in record.trials:
         val = t.val_metrics or {}
         rows.append([
-            str(t.number), t.state, "n/a" if t.l2 is None else f"{t.l2:g}", str(t.seed),
-            "n/a" if t.learning_rate is None else f"{t.learning_rate:g}", str(t.batch_size), str(t.rerun),
+            str(t.number), t.state, tables.MISSING if t.l2 is None else f"{t.l2:g}", str(t.seed),
+            tables.MISSING if t.learning_rate is None else f"{t.learning_rate:g}", str(t.batch_size), str(t.rerun),
             str(t.epochs_run if t.epochs_run is not None else len(t.curve)), fmt(t.best_val_accuracy),
             fmt(val.get("MeanIoU", t.value)),
-            *(fmt(metric_value(t, m)) if t.test_metrics else "n/a"
+            *(fmt(metric_value(t, m)) if t.test_metrics else tables.MISSING
               for m in ("GlobalAccuracy", "MeanIoU", "MeanBFScore")),
         ])
     return rows

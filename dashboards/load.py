@@ -19,11 +19,6 @@ import optuna
 
 from hpo.storage import mask_url
 
-#: Data-set metrics of MATLAB ``evaluateSemanticSegmentation``, in its column order.
-DATASET_METRICS: tuple[str, ...] = ("GlobalAccuracy", "MeanAccuracy", "MeanIoU", "WeightedIoU", "MeanBFScore")
-#: Per-class metrics shown in the paper's Figure 1.
-CLASS_METRICS: tuple[str, ...] = ("Accuracy", "IoU", "MeanBFScore")
-
 
 @dataclass
 class TrialRecord:
@@ -51,8 +46,8 @@ class TrialRecord:
     baseline: dict[str, Any] | None = None
 
     @property
-    def complete(self) -> bool:
-        """Whether the trial finished and so counts in the study's figures."""
+    def is_complete(self) -> bool:
+        """Whether the trial finished (Optuna state COMPLETE) and so counts in the study's figures."""
         return self.state == "COMPLETE"
 
     def prediction_path(self, file: str) -> Path | None:
@@ -81,7 +76,7 @@ class StudyRecord:
     @property
     def complete(self) -> list[TrialRecord]:
         """Finished trials that have test metrics: the ones Figure 1, 2 and the statistics use."""
-        return [t for t in self.trials if t.complete and t.test_metrics is not None and t.l2 is not None]
+        return [t for t in self.trials if t.is_complete and t.test_metrics is not None and t.l2 is not None]
 
     @property
     def l2_values(self) -> list[float]:
@@ -96,6 +91,10 @@ class StudyRecord:
     def by_number(self, number: int | None) -> TrialRecord | None:
         """The trial with Optuna number ``number``, if any."""
         return next((t for t in self.trials if t.number == number), None)
+
+    def by_name(self, name: str | None) -> TrialRecord | None:
+        """The trial whose ``trial_name`` (:attr:`hpo.attempts.Attempt.name`) is ``name``, if any."""
+        return next((t for t in self.trials if name is not None and t.name == name), None)
 
 
 def _float(value: Any) -> float | None:

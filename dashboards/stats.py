@@ -28,8 +28,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats as sps
 
+from lgeseg.metrics import DATASET_METRICS
+
 from .learning import learned
-from .load import DATASET_METRICS, StudyRecord, TrialRecord
+from .load import StudyRecord, TrialRecord
 from .manifest import read_manifest
 
 #: Per-image metrics compared between L2 values (every test image's row carries all five).

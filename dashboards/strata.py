@@ -16,9 +16,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lgeseg.errors import DataError
+from lgeseg.metrics import DATASET_METRICS
+from lgeseg.tables import MISSING
 
 from .figures import empty_figure, fmt, l2_colors, l2_label
-from .load import DATASET_METRICS, StudyRecord
+from .load import StudyRecord
 from .manifest import read_manifest
 from .stats import Interval, Units, nanmean, t_interval, trials_by_l2, unit_values
 
@@ -77,7 +79,7 @@ def strata_rows(rows: list[StratumRow]) -> list[list[str]]:
     """One display row of :data:`STRATA_COLUMNS` per (group, L2)."""
     def cell(iv: Interval) -> str:
         return fmt(iv.mean) if math.isnan(iv.sd) else f"{fmt(iv.mean)} ± {fmt(iv.sd)}"
-    return [[f"{r.column}={r.group}", f"{r.l2:g}", "n/a" if r.n_patients is None else str(r.n_patients),
+    return [[f"{r.column}={r.group}", f"{r.l2:g}", MISSING if r.n_patients is None else str(r.n_patients),
              str(r.n_slices), *(cell(r.metrics[m]) for m in STRATA_METRICS)] for r in rows]
 
 

@@ -12,9 +12,11 @@ import math
 from collections import Counter
 from dataclasses import dataclass, replace
 
+from lgeseg.metrics import DATASET_METRICS
+
 from .figures import fmt, fmt_p, l2_label
 from .learning import LEARN_MARGIN, baseline_of, learned
-from .load import DATASET_METRICS, StudyRecord
+from .load import StudyRecord
 from .stats import ALPHA, Interval, PairedComparison, Units, mean_over_seeds, rankable, trials_by_l2
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 
+from lgeseg.metrics import DATASET_METRICS
+from lgeseg.tables import MISSING
+
 from .figures import fmt, fmt_p
 from .learning import LEARN_MARGIN, baseline_of, learning_label, learning_margin
-from .load import DATASET_METRICS, StudyRecord
+from .load import StudyRecord
 from .stats import PairedComparison, metric_value, seed_intervals
 
 #: Columns of the paired-comparison table.
@@ -38,7 +41,7 @@ def paired_rows(comparisons: list[PairedComparison]) -> list[list[str]]:
     rows = []
     for c in comparisons:
         seed = c.seed_diff
-        seed_text = ("n/a" if seed.n == 0 else f"{fmt(seed.mean, 4)} (1 seed)" if seed.n < 2
+        seed_text = (MISSING if seed.n == 0 else f"{fmt(seed.mean, 4)} (1 seed)" if seed.n < 2
                      else f"{fmt(seed.mean, 4)} [{fmt(seed.low, 4)}, {fmt(seed.high, 4)}] ({seed.n} seeds)")
         rows.append([
             c.metric, f"{c.l2_a:g}", f"{c.l2_b:g}", c.unit, str(c.n), f"{c.n_slices} ({c.n_nan} NaN)",
@@ -58,7 +61,7 @@ def seed_rows(record: StudyRecord) -> list[list[str]]:
     rows = []
     for metric in DATASET_METRICS:
         for l2, iv in seed_intervals(record, metric).items():
-            interval = "n/a (one seed)" if iv.n < 2 else f"[{fmt(iv.low, 4)}, {fmt(iv.high, 4)}]"
+            interval = f"{MISSING} (one seed)" if iv.n < 2 else f"[{fmt(iv.low, 4)}, {fmt(iv.high, 4)}]"
             rows.append([metric, f"{l2:g}", str(iv.n), fmt(iv.mean, 4), fmt(iv.sd, 4), interval])
     return rows
 
@@ -76,7 +79,7 @@ def learning_rows(record: StudyRecord) -> list[list[str]]:
         base = baseline.get("MeanIoU")
         rows.append([str(t.number), t.name, f"{t.l2:g}", str(t.seed), fmt(metric_value(t, "MeanIoU"), 4),
                      fmt(math.nan if base is None else float(base), 4),
-                     str(baseline.get("majority_class", baseline.get("majority_class_index", "n/a"))),
+                     str(baseline.get("majority_class", baseline.get("majority_class_index", MISSING))),
                      fmt(learning_margin(t), 4), learning_label(t)])
     return rows
 

@@ -1,12 +1,13 @@
 """A grid study: one Ray Tune trial per (L2, seed), the retune rule with reruns, an Optuna record.
 
-:func:`run_grid` opens (or, with ``resume``, reopens) the Optuna study, works out from it what is still
-owed, starts or joins Ray, checks the cluster can hold a trial, runs the trials, and prints the summary.
+:func:`run_grid` holds only the study's flow: it reads the data once, starts or joins Ray and checks the
+cluster (:mod:`hpo.cluster`), opens (or, with ``resume``, reopens) the Optuna study (:mod:`hpo.storage`),
+works out from it what is still owed (:func:`hpo.attempts.plan_attempts`), runs the trials on Ray Tune
+and prints the summary (:mod:`hpo.summary`). The report is the ``grid`` command's business.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -17,12 +18,14 @@ import yaml
 
 from lgeseg.config import config_hash
 from lgeseg.data import load_dataset
-from lgeseg.errors import ConfigError, UserError
+from lgeseg.errors import ConfigError
 
+from .attempts import Attempt, adjustment_for, plan_attempts
+from .cluster import check_resources, start_ray
 from .config import point_config
-from .retune import RetuneRule
+from .rule import RetuneRule
 from .storage import default_storage, default_study_dir, mask_url, resolve, start_study
-from .searcher import Attempt, adjustment_for, plan_attempts
+from .summary import format_summary, summary_rows
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the recorder keeps the results
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -31,10 +34,12 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 
 @dataclass
 class GridResult:
-    study_name: str
-    storage: str
-    out_dir: Path
-    rows: list[dict[str, Any]]
+    """What a grid run leaves: where its record is and where each grid point stands."""
+
+    study_name: str  #: the Optuna study name
+    storage: str  #: its storage URL (unmasked: print it only through :func:`hpo.storage.mask_url`)
+    out_dir: Path  #: the study folder (``config.yaml``, ``trials/``, the SQLite file by default)
+    rows: list[dict[str, Any]]  #: one per grid point, see :func:`hpo.summary.summary_rows`
 
 
 def describe_data(data: str | None) -> dict[str, Any]:
@@ -59,67 +64,38 @@ def trial_config(config: dict, attempt: Attempt, out_dir: Path) -> dict[str, Any
     """What the Ray trial of ``attempt`` receives."""
     adjustment = adjustment_for(config["retune"], attempt.rerun)
     run = point_config(config, attempt.l2, attempt.seed, adjustment)
-    return {"attempt": {"l2": attempt.l2, "seed": attempt.seed, "rerun": attempt.rerun,
-                        "optuna_number": attempt.optuna_number},
+    return {"attempt": attempt.to_config(),
             "trial_name": attempt.name, "trial_dir": str(out_dir / "trials" / attempt.name),
             "run": run, "adjustment": adjustment, "config_hash": config_hash(run),
             "threads": max(1, int(config["resources"]["cpu"]))}
 
 
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail in seconds on a ``host:port`` nobody listens on; Ray itself retries for minutes."""
-    import socket
-
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or "://" in address:
-        return  # 'auto', ray:// client addresses: left to Ray
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise UserError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
-
-
-def _start_ray(address: str | None, num_cpus: int | None) -> None:
-    import ray
-
-    if address:
-        _check_reachable(address)
-    if ray.is_initialized():
-        return
-    options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR,
-                               "log_to_driver": False, "configure_logging": True}
-    if address:
-        try:
-            ray.init(address=address, **options)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise UserError(f"--address {address}: cannot join the Ray cluster ({str(exc).splitlines()[0]})") from None
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=256 * 1024**2, **options)
-
-
-def check_resources(resources: dict[str, float]) -> None:
-    """Fail at once where Ray would leave a trial pending forever."""
-    import ray
-
-    cluster = ray.cluster_resources()
-    gpus, cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 0.0)
-    if resources["gpu"] > gpus:
-        raise UserError(f"config key 'resources.gpu' asks for {resources['gpu']:g} GPU per trial but the Ray "
-                        f"cluster has {gpus:g}; use --set resources.gpu=0 to train on CPUs, or join a cluster "
-                        f"with GPUs (--address)")
-    if resources["cpu"] > cpus:
-        raise UserError(f"config key 'resources.cpu' asks for {resources['cpu']:g} CPUs per trial but the Ray "
-                        f"cluster has {cpus:g}; lower it with --set resources.cpu=N")
-
-
 def run_grid(config: dict, storage: str | None = None, study_name: str | None = None,
              out_dir: str | Path | None = None, resume: bool = False, address: str | None = None,
              num_cpus: int | None = None, stream=None) -> GridResult:
-    """Run (or finish, with ``resume``) the grid study ``config``; see the module docstring."""
+    """Run (or finish, with ``resume``) the grid study ``config``; see the module docstring.
+
+    Args:
+        config: a validated study config (:func:`hpo.config.load_study_config`).
+        storage: Optuna storage URL or bare file path; default ``<out_dir>/study.db``.
+        study_name: default the config's ``name``.
+        out_dir: study folder; default ``runs/<study_name>``.
+        resume: finish an existing study of that name (otherwise an existing one is an error).
+        address: a Ray cluster to join instead of starting a local Ray with ``num_cpus`` CPUs.
+        stream: where progress and the summary are printed (default stdout).
+
+    Returns:
+        the study's :class:`GridResult`, one row per grid point.
+
+    Raises:
+        UserError: bad data, a cluster that cannot hold a trial, a storage that cannot be opened or stays
+            busy, an existing study without ``resume``, or a config that differs from the stored one
+            (:class:`~lgeseg.errors.ConfigError`); each before any trial runs.
+    """
     stream = stream or sys.stdout
     name = study_name or config["name"]
     data = describe_data(config["data"])
-    _start_ray(address, num_cpus)  # before anything is stored: a cluster that cannot run a trial is an error
+    start_ray(address, num_cpus)  # before anything is stored: a cluster that cannot run a trial is an error
     check_resources(config["resources"])
     out = Path(out_dir or default_study_dir(name)).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -190,42 +166,3 @@ def _tune(config: dict, study, attempts: list[Attempt], out: Path, stream) -> No
         tuner.fit()
     finally:
         recorder.close()
-
-
-def summary_rows(config: dict, study) -> list[dict[str, Any]]:
-    """One row per grid point from the storage: its last attempt and the test metrics."""
-    from optuna.trial import TrialState
-
-    rows = []
-    for seed in config["seeds"]:
-        for l2 in config["grid"]["l2"]:
-            point = Attempt(l2, seed).point
-            attempts = sorted((t for t in study.get_trials(deepcopy=False)
-                               if t.user_attrs.get("lineage", {}).get("point") == point),
-                              key=lambda t: t.params.get("rerun", 0))
-            last = attempts[-1] if attempts else None
-            state = "pending" if last is None else {
-                TrialState.COMPLETE: "complete", TrialState.PRUNED: "not converged",
-                TrialState.FAIL: "failed", TrialState.RUNNING: "interrupted"}.get(last.state, last.state.name)
-            test = (last.user_attrs.get("test_metrics") or {}).get("dataset", {}) if last else {}
-            rows.append({"l2": l2, "seed": seed, "status": state,
-                         "reruns": sum(t.state == TrialState.PRUNED for t in attempts),
-                         "epochs": last.user_attrs.get("epochs_run") if last else None,
-                         "val_accuracy": last.user_attrs.get("best_val_accuracy") if last else None,
-                         "GlobalAccuracy": test.get("GlobalAccuracy"), "MeanIoU": test.get("MeanIoU"),
-                         "MeanBFScore": test.get("MeanBFScore"),
-                         "trial": last.number if last else None})
-    return rows
-
-
-def format_summary(rows: list[dict[str, Any]]) -> str:
-    def fmt(value: Any) -> str:
-        return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
-
-    header = ["L2", "seed", "status", "reruns", "epochs", "val acc", "test GlobalAcc", "test MeanIoU",
-              "test MeanBF"]
-    table = [header] + [[f"{r['l2']:g}", str(r["seed"]), r["status"], str(r["reruns"]), fmt(r["epochs"]),
-                         fmt(r["val_accuracy"]), fmt(r["GlobalAccuracy"]), fmt(r["MeanIoU"]),
-                         fmt(r["MeanBFScore"])] for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table)

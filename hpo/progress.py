@@ -12,8 +12,10 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from lgeseg.tables import MISSING, fmt, format_table
+
 from .recorder import error_message
-from .retune import RetuneRule
+from .rule import RetuneRule
 
 
 class ProgressPrinter(Callback):
@@ -53,14 +55,10 @@ class ProgressPrinter(Callback):
             self._table()
 
     def table_text(self) -> str:
-        rows = [("trial", "L2", "status", "epoch", "val acc", "best")]
-        for name, row in self._rows.items():
-            epoch = f"{row['epoch']}/{row['epochs']}" if row["epoch"] else "-"
-            rows.append((name, f"{row['l2']:g}", row["status"], epoch,
-                         f"{row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else "-",
-                         f"{row['best']:.4f}" if row["best"] is not None else "-"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows)
+        """The live table: one row per trial of this run (trial, L2, status, epoch, val acc, best)."""
+        return format_table(("trial", "L2", "status", "epoch", "val acc", "best"), [
+            (name, f"{row['l2']:g}", row["status"], f"{row['epoch']}/{row['epochs']}" if row["epoch"] else MISSING,
+             fmt(row["val_accuracy"]), fmt(row["best"])) for name, row in self._rows.items()])
 
     def _table(self) -> None:
         if not self._rows:
@@ -107,8 +105,8 @@ class ProgressPrinter(Callback):
         elif result.get("finished"):
             row["status"] = "done"
             test = result["test_metrics"]["dataset"]
-            self._line("finish", name, f"val acc {result['val_accuracy']:.4f}, val MeanIoU "
-                                       f"{_fmt(result['val_MeanIoU'])}, test MeanIoU {_fmt(test['MeanIoU'])}")
+            self._line("finish", name, f"val acc {fmt(result['val_accuracy'])}, val MeanIoU "
+                                       f"{fmt(result['val_MeanIoU'])}, test MeanIoU {fmt(test['MeanIoU'])}")
         else:
             row["status"] = "stopped"
 
@@ -119,7 +117,3 @@ class ProgressPrinter(Callback):
     def on_experiment_end(self, trials: list, **info) -> None:
         self._table()
         self._table_lines = 0
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"

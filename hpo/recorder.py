@@ -20,7 +20,8 @@ from ray.tune import Callback
 
 from lgeseg.errors import UserError
 
-from .retune import RetuneRule
+from .attempts import Attempt
+from .rule import RetuneRule
 from .storage import StorageBusyError
 
 #: Wide bounds so reruns and later searches over the same parameters fit one study.
@@ -97,10 +98,10 @@ class OptunaRecorder(Callback):
     # failed creation go through, in order, once the creation does.
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         config, tid = trial.config, trial.trial_id
-        attempt = config["attempt"]
-        if attempt["optuna_number"] is not None:
+        number = config["attempt"]["optuna_number"]
+        if number is not None:
             def reattach() -> None:
-                frozen = self.study.get_trials(deepcopy=False)[attempt["optuna_number"]]
+                frozen = self.study.get_trials(deepcopy=False)[number]
                 self._trials[tid] = optuna.Trial(self.study, frozen._trial_id)
                 self._reported[tid] = set(frozen.intermediate_values)
                 self._trials[tid].set_user_attr("ray_trial_id", tid)
@@ -108,13 +109,14 @@ class OptunaRecorder(Callback):
             self._write("reattach interrupted trial", reattach)
             return
         params = trial_params(config)
-        name = config["trial_name"]
-        previous = f"l2={params['l2']:g}_seed={params['seed']}_rerun={attempt['rerun'] - 1}"
+        attempt = Attempt.from_config(config["attempt"])
+        name = attempt.name
+        previous = attempt.previous()
         attrs = {
             "trial_name": name, "trial_dir": config["trial_dir"], "ray_trial_id": tid,
             "config_hash": config["config_hash"],
-            "lineage": {"point": f"l2={params['l2']:g},seed={params['seed']}", "rerun": attempt["rerun"],
-                        "rerun_of": self._numbers.get(previous) if attempt["rerun"] else None,
+            "lineage": {"point": attempt.point, "rerun": attempt.rerun,
+                        "rerun_of": self._numbers.get(previous.name) if previous is not None else None,
                         "adjustment": config["adjustment"]},
         }
 
@@ -142,11 +144,10 @@ class OptunaRecorder(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         result = trial.last_result or {}
         if self.rule.fails(result):
-            rerun = trial.config["attempt"]["rerun"]
-            name = trial.config["trial_name"].rsplit("_rerun=", 1)[0] + f"_rerun={rerun + 1}"
+            attempt = Attempt.from_config(trial.config["attempt"])
             retune = {"reason": self.rule.reason(result), "check_epoch": self.rule.check_epoch(result["epochs"]),
                       "best_val_accuracy": result["best_val_accuracy"],
-                      "replaced_by": name if rerun < self.max_reruns else None}
+                      "replaced_by": attempt.next().name if attempt.rerun < self.max_reruns else None}
             self._finish(trial.trial_id, TrialState.PRUNED, None,
                          {"retune": retune, "epochs_run": result["epoch"],
                           "best_val_accuracy": result["best_val_accuracy"]})
@@ -155,14 +156,14 @@ class OptunaRecorder(Callback):
                 "error": "validation MeanIoU is undefined (a class never occurs in the validation split)",
                 "test_metrics": result["test_metrics"]})
         elif result.get("finished"):
-            info_ = result["run_info"]
+            run_info = result["run_info"]
             self._finish(trial.trial_id, TrialState.COMPLETE, result["val_MeanIoU"], {
                 "test_metrics": result["test_metrics"], "val_metrics": result["val_metrics"],
-                "epochs_run": info_["epochs_run"], "best_val_accuracy": info_["best_val_accuracy"],
-                "selected_epoch": info_["selected_epoch"], "device": info_["device"],
-                "baseline": info_.get("baseline"),
-                "wall_time_s": info_["wall_time_s"], "split_hash": info_["split_hash"],
-                "versions": {**info_["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
+                "epochs_run": run_info["epochs_run"], "best_val_accuracy": run_info["best_val_accuracy"],
+                "selected_epoch": run_info["selected_epoch"], "device": run_info["device"],
+                "baseline": run_info.get("baseline"),
+                "wall_time_s": run_info["wall_time_s"], "split_hash": run_info["split_hash"],
+                "versions": {**run_info["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
             })
         # else: stopped with the experiment (driver interrupted); stays RUNNING for --resume
         self._reported.pop(trial.trial_id, None)

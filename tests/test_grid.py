@@ -103,7 +103,7 @@ def test_retune_rule_fires_and_reruns_carry_adjustments(ray_cluster, data_dir, t
     assert [t.user_attrs["retune"]["replaced_by"] for t in trials] == [
         "l2=0.0005_seed=0_rerun=1", "l2=0.0005_seed=0_rerun=2", None]
     assert all(t.user_attrs["epochs_run"] == 1 for t in trials)  # stopped at the check epoch
-    assert result.rows[0]["status"] == "not converged" and result.rows[0]["reruns"] == 3
+    assert result.rows[0]["status"] == "not converged" and result.rows[0]["reruns"] == 2  # the reruns that ran
 
 
 def test_gpu_request_without_gpu_fails_at_once(ray_cluster, data_dir, tmp_path):
@@ -214,7 +214,7 @@ def finished_study(data_dir: Path, tmp_path: Path) -> tuple[dict, Path, Path]:
     import yaml
 
     from hpo.recorder import DISTRIBUTIONS
-    from hpo.searcher import Attempt
+    from hpo.attempts import Attempt
 
     config = tiny(data_dir, grid={"l2": [5e-4]})
     out = tmp_path / "study"

@@ -11,8 +11,8 @@ from optuna.trial import TrialState
 from hpo.config import study_config
 from hpo.grid import trial_config
 from hpo.recorder import OptunaRecorder
-from hpo.retune import RetuneRule
-from hpo.searcher import Attempt
+from hpo.attempts import Attempt
+from hpo.rule import RetuneRule
 from lgeseg.errors import UserError
 
 CONFIG = study_config({"train": {"epochs": 4}, "grid": {"l2": [1e-3]},

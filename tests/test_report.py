@@ -20,14 +20,15 @@ import plotly.offline
 import pytest
 from scipy import stats as sps
 
-from dashboards.figures import figure1, sensitivity, training_curves
-from dashboards.load import CLASS_METRICS, DATASET_METRICS, StudyRecord, load_study
+from dashboards.figures import FIGURE1_CLASS_METRICS, figure1, sensitivity, training_curves
+from dashboards.load import StudyRecord, load_study
 from dashboards.masks import difference_map, figure2, select_images
 from dashboards.report import build_report
 from dashboards.stats import PAIRED_METRICS, UnitValues, compare, holm, paired_comparisons, study_units, wilcoxon_p
 from dashboards.summary import summary_lines
 from hpo.run import main as cli
 from hpo.storage import mask_url, open_study
+from lgeseg.metrics import DATASET_METRICS
 from report_fixture import L2_VALUES, SEEDS, StudyFixture, build_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -71,7 +72,7 @@ def test_figure1_bars_are_seed_means_of_stored_metrics(study: StudyFixture, reco
     assert "mean over 2 seeds" in fig.layout.title.text
     for bar in bars:
         region, l2 = bar.meta["region"], bar.meta["l2"]
-        metrics = DATASET_METRICS if region == "dataset" else CLASS_METRICS
+        metrics = DATASET_METRICS if region == "dataset" else FIGURE1_CLASS_METRICS
         assert list(bar.x) == list(metrics)
         for metric, height, text in zip(bar.x, bar.y, bar.text):
             values = stored_values(study, metric, None if region == "dataset" else region)[l2]

@@ -7,8 +7,10 @@ from optuna.trial import TrialState, create_trial
 from ray.tune.search import Searcher
 
 from hpo.config import study_config
-from hpo.searcher import Attempt, GridSearcher, plan_attempts
-from hpo.retune import RetuneRule, RetuneStopper
+from hpo.attempts import Attempt, PointStatus, plan_attempts
+from hpo.retune import RetuneStopper
+from hpo.rule import RetuneRule
+from hpo.searcher import GridSearcher
 
 
 def result(epoch: int, best: float, epochs: int = 180, **extra) -> dict:
@@ -81,7 +83,7 @@ def test_plan_attempts_from_storage_records():
     plan = plan_attempts(config, trials)
     assert plan["l2=0.01,seed=0"].status == "complete" and plan["l2=0.01,seed=0"].attempt is None
     assert plan["l2=0.001,seed=0"].attempt == Attempt(1e-3, 0, 1)
-    assert plan["l2=0.0001,seed=0"].status == "not_converged"
+    assert plan["l2=0.0001,seed=0"].status == PointStatus.NOT_CONVERGED
     assert plan["l2=1e-05,seed=0"].attempt == Attempt(1e-5, 0, 0, optuna_number=4)
     assert plan["l2=1e-06,seed=0"].attempt == Attempt(1e-6, 0, 0)
     assert plan["l2=1e-06,seed=0"].status == "pending"
@@ -98,4 +100,21 @@ def test_attempt_names():
     assert attempt.name == "l2=5e-05_seed=2_rerun=1"
     assert attempt.point == "l2=5e-05,seed=2"
     assert attempt.next() == Attempt(5e-5, 2, 2)
+
+
+def test_reruns_count_the_reruns_that_ran():
+    config = study_config({"grid": {"l2": [1e-3, 1e-4, 1e-5]},
+                           "retune": {"max_reruns": 1, "adjustments": [{"learning_rate": 1e-3}]}})
+    plan = plan_attempts(config, [_frozen(0, 1e-3, 0, 0, TrialState.PRUNED), _frozen(1, 1e-3, 0, 1, TrialState.PRUNED),
+                                  _frozen(2, 1e-4, 0, 0, TrialState.PRUNED), _frozen(3, 1e-4, 0, 1, TrialState.COMPLETE)])
+    assert plan["l2=0.001,seed=0"].status == PointStatus.NOT_CONVERGED and plan["l2=0.001,seed=0"].reruns == 1
+    assert plan["l2=0.0001,seed=0"].status == PointStatus.COMPLETE and plan["l2=0.0001,seed=0"].reruns == 1
+    assert plan["l2=1e-05,seed=0"].status == PointStatus.PENDING and plan["l2=1e-05,seed=0"].reruns == 0
+
+
+def test_attempt_names_link_reruns():
+    attempt = Attempt(5e-4, 0, 1)
+    assert attempt.next().name == "l2=0.0005_seed=0_rerun=2" and attempt.previous() == Attempt(5e-4, 0, 0)
+    assert Attempt(5e-4, 0).previous() is None
+    assert Attempt.from_config(Attempt(5e-4, 0, 1, 7).to_config()) == Attempt(5e-4, 0, 1, 7)
 

@@ -43,6 +43,7 @@ def write_report(result: GridResult) -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
+    from hpo.attempts import PointStatus
     from hpo.config import load_study_config
     from hpo.grid import run_grid
 
@@ -51,6 +52,6 @@ def main(args: argparse.Namespace) -> int:
                       resume=args.resume, address=args.address, num_cpus=args.num_cpus)
     if not args.no_report:
         write_report(result)
-    if any(r["status"] in ("interrupted", "pending") for r in result.rows):
+    if any(r["status"] in PointStatus.UNFINISHED for r in result.rows):
         print("the study is unfinished: run the same command with --resume to finish it")
-    return 1 if any(r["status"] in ("failed", "interrupted", "pending") for r in result.rows) else 0
+    return 1 if any(r["status"] in PointStatus.UNSUCCESSFUL for r in result.rows) else 0

@@ -171,13 +171,31 @@ def check_choices(config: dict) -> None:
             raise ConfigError(f"config key '{dotted}' must be one of {', '.join(allowed)}, got {node!r}")
 
 
-def check_split(split: dict, where: str = "split") -> None:
-    fractions = [split["train"], split["val"], split["test"]]
+def check_split_fractions(train: float, val: float, test: float, where: str = "split",
+                          allow_empty: bool = False) -> tuple[float, float, float]:
+    """The one rule for train / validation / test fractions; returns them as floats.
+
+    Each is a finite number in (0, 1), or in [0, 1] with ``allow_empty`` (a split of fraction 0 stays
+    empty), and together they sum to 1 (within 1e-6). A run's config needs all three splits (it trains,
+    selects on validation and reports test metrics); :func:`lgeseg.data.split_dataset` allows empty ones.
+
+    Raises:
+        ConfigError: naming the key ``<where>.<name>`` and the value.
+    """
+    fractions = (train, val, test)
     for name, value in zip(("train", "val", "test"), fractions):
-        if not 0 < value < 1:
-            raise ConfigError(f"config key '{where}.{name}' must be between 0 and 1, got {value!r}")
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+        if not (0 <= number <= 1 if allow_empty else 0 < number < 1):
+            bounds = "from 0 to 1" if allow_empty else "between 0 and 1"
+            raise ConfigError(f"config key '{where}.{name}' must be {bounds}, got {value!r}")
     if abs(sum(fractions) - 1.0) > 1e-6:
         raise ConfigError(f"config keys '{where}.train/val/test' must sum to 1, got {sum(fractions):g}")
+    return float(train), float(val), float(test)
+
+
+def check_split(split: dict, where: str = "split") -> None:
+    """A config's ``split`` section: every split non-empty (see :func:`check_split_fractions`)."""
+    check_split_fractions(split["train"], split["val"], split["test"], where)
 
 
 def check_model_train(config: dict) -> None:

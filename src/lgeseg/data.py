@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .errors import ConfigError, DataError
+from .config import check_split_fractions
+from .errors import DataError
 from .phantom import phantom_dir
 from .png import read_image, read_mask, write_mask
 
@@ -211,12 +212,10 @@ def split_dataset(dataset: Dataset, train: float = 0.6, val: float = 0.2, test: 
     sorting, so the split depends only on the seed and the file names. Each split with a positive
     fraction first gets one group; every further group goes to the split furthest below its target image
     count, so image counts end within one patient of the fractions. A split with fraction 0 stays empty;
-    one with a positive fraction that would come out empty is a :class:`DataError`.
+    one with a positive fraction that would come out empty is a :class:`DataError`. The fractions follow
+    :func:`lgeseg.config.check_split_fractions` (empty splits allowed).
     """
-    fractions = (float(train), float(val), float(test))
-    if any(not np.isfinite(f) or f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ConfigError(f"split fractions must be >= 0 and sum to 1, got train={train}, val={val}, "
-                          f"test={test}")
+    fractions = check_split_fractions(train, val, test, allow_empty=True)
     by = "image" if dataset.patients is None else "patient"
     keys = dataset.files if dataset.patients is None else dataset.patients
     members: dict[str, list[int]] = {}
@@ -226,7 +225,7 @@ def split_dataset(dataset: Dataset, train: float = 0.6, val: float = 0.2, test: 
     wanted = [k for k, f in enumerate(fractions) if f > 0]
     if len(groups) < len(wanted):
         raise DataError(f"{dataset.root}: {len(groups)} {by}(s) cannot fill {len(wanted)} non-empty splits "
-                        f"(fractions {train}/{val}/{test}); add data or set a fraction to 0")
+                        f"(fractions {train}/{val}/{test}); add data")
     order = np.random.default_rng(seed).permutation(len(groups))
     # Splits with fraction 0 get target -inf so that they never look furthest below target.
     targets = np.where(np.array(fractions) > 0, np.array(fractions) * len(keys), -np.inf)

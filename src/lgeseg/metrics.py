@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from .tables import fmt, format_table
+
 #: Matching tolerance of the BF score as a fraction of the image diagonal (MATLAB's default 0.75 %).
 BF_THETA_FRACTION = 0.0075
 
@@ -261,23 +263,9 @@ def write_json(result: dict[str, Any], path: str | Path) -> None:
     path.write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    """Text table: first column left-aligned, the rest right-aligned, columns padded to their widest cell."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for row in [header, *rows]:
-        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def _fmt(value: float | None) -> str:
-    return "NaN" if value is None or math.isnan(value) else f"{value:.4f}"
-
-
 def format_tables(result: dict[str, Any]) -> str:
     """The class table and the data-set table of an :func:`evaluate` result as aligned text."""
-    class_rows = [[name, *(_fmt(result["class"][name][m]) for m in CLASS_METRICS)] for name in result["classes"]]
-    dataset_row = [[f"{len(result['images'])} images", *(_fmt(result["dataset"][m]) for m in DATASET_METRICS)]]
-    return (_table(["Class", *CLASS_METRICS], class_rows) + "\n\n"
-            + _table(["Data set", *DATASET_METRICS], dataset_row))
+    class_rows = [[name, *(fmt(result["class"][name][m]) for m in CLASS_METRICS)] for name in result["classes"]]
+    dataset_row = [[f"{len(result['images'])} images", *(fmt(result["dataset"][m]) for m in DATASET_METRICS)]]
+    return (format_table(["Class", *CLASS_METRICS], class_rows) + "\n\n"
+            + format_table(["Data set", *DATASET_METRICS], dataset_row))

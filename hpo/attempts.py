@@ -1,0 +1,130 @@
+"""Grid points, their attempts and their names, and where each point stands: no Ray, only Optuna's record.
+
+A grid point is one (L2, seed); an :class:`Attempt` is one try at it (``rerun`` 0 is the protocol itself,
+rerun k carries the k-th retune adjustment). Every name of a point or a trial (the Optuna ``trial_name``
+attr, the trial folder, the lineage ``point``, ``replaced_by``) comes from :class:`Attempt`, and every
+status of a point from :func:`plan_attempts`, so the searcher, the recorder, the grid summary and the
+report say the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from optuna.trial import FrozenTrial, TrialState
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try at a grid point; ``rerun`` 0 is the protocol itself, k > 0 carries adjustment k."""
+
+    l2: float
+    seed: int
+    rerun: int = 0
+    optuna_number: int | None = None  #: an interrupted Optuna trial this attempt continues
+
+    @property
+    def point(self) -> str:
+        """The grid point's name, ``l2=<L2>,seed=<S>`` (the Optuna lineage ``point``)."""
+        return f"l2={self.l2:g},seed={self.seed}"
+
+    @property
+    def name(self) -> str:
+        """The attempt's name, ``l2=<L2>_seed=<S>_rerun=<k>`` (trial folder and Optuna ``trial_name``)."""
+        return f"l2={self.l2:g}_seed={self.seed}_rerun={self.rerun}"
+
+    def next(self) -> Attempt:
+        """The rerun that replaces this attempt when the retune rule stops it."""
+        return Attempt(self.l2, self.seed, self.rerun + 1)
+
+    def previous(self) -> Attempt | None:
+        """The attempt this rerun replaces (None for the protocol's own attempt)."""
+        return Attempt(self.l2, self.seed, self.rerun - 1) if self.rerun > 0 else None
+
+    def to_config(self) -> dict[str, Any]:
+        """The attempt as the plain dict a Ray trial config carries."""
+        return {"l2": self.l2, "seed": self.seed, "rerun": self.rerun, "optuna_number": self.optuna_number}
+
+    @classmethod
+    def from_config(cls, values: dict[str, Any]) -> Attempt:
+        """The attempt of a Ray trial config's ``attempt`` dict (see :meth:`to_config`)."""
+        return cls(values["l2"], values["seed"], values["rerun"], values.get("optuna_number"))
+
+
+def adjustment_for(retune: dict[str, Any], rerun: int) -> dict[str, Any] | None:
+    """The hyperparameter changes rerun ``rerun`` carries (None for the protocol's own attempt)."""
+    return dict(retune["adjustments"][rerun - 1]) if rerun > 0 else None
+
+
+class PointStatus:
+    """Where a grid point stands: the one vocabulary of the resume plan, the summary and the exit status."""
+
+    PENDING = "pending"                #: no attempt recorded yet, or a rerun is owed
+    INTERRUPTED = "interrupted"        #: the last attempt was RUNNING when its driver stopped
+    COMPLETE = "complete"              #: the last attempt finished
+    NOT_CONVERGED = "not converged"    #: every attempt was stopped by the retune rule, no reruns left
+    FAILED = "failed"                  #: the last attempt failed (recorded with its error, not retried)
+
+    #: Statuses that ``--resume`` still has work for.
+    UNFINISHED = (PENDING, INTERRUPTED)
+    #: Statuses that make ``grid`` exit with status 1.
+    UNSUCCESSFUL = (PENDING, INTERRUPTED, FAILED)
+
+
+@dataclass
+class PointOutcome:
+    """Where one grid point stands in the storage."""
+
+    attempt: Attempt | None  #: what still has to run, or None
+    status: str  #: a :class:`PointStatus` value
+    l2: float = 0.0
+    seed: int = 0
+    history: list[FrozenTrial] = field(default_factory=list)  #: its Optuna trials, by rerun
+
+    @property
+    def last(self) -> FrozenTrial | None:
+        """The point's latest attempt in the storage, if any."""
+        return self.history[-1] if self.history else None
+
+    @property
+    def reruns(self) -> int:
+        """Reruns that ran (started) for this point: the rerun number of its latest attempt."""
+        return int(self.last.params.get("rerun", 0)) if self.last is not None else 0
+
+
+def plan_attempts(config: dict, trials: Iterable[FrozenTrial]) -> dict[str, PointOutcome]:
+    """Work out, from an Optuna study's trials, what each grid point still needs, in (seed, L2) order.
+
+    No record: attempt 0. COMPLETE: done. PRUNED at rerun k: rerun k+1 unless ``max_reruns`` is spent
+    (then not converged). RUNNING: the driver died under it, so it is continued under the same Optuna
+    trial from its last checkpoint. FAIL: recorded with its error, not retried.
+    """
+    by_point: dict[str, list[FrozenTrial]] = {}
+    for trial in trials:
+        lineage = trial.user_attrs.get("lineage")
+        if lineage and trial.state != TrialState.WAITING:
+            by_point.setdefault(lineage["point"], []).append(trial)
+
+    outcomes: dict[str, PointOutcome] = {}
+    for seed in config["seeds"]:
+        for l2 in config["grid"]["l2"]:
+            first = Attempt(l2, seed)
+            history = sorted(by_point.get(first.point, []), key=lambda t: t.params.get("rerun", 0))
+            outcome = PointOutcome(first, PointStatus.PENDING, l2, seed, history)
+            outcomes[first.point] = outcome
+            if not history:
+                continue
+            last = history[-1]
+            rerun = int(last.params.get("rerun", 0))
+            if last.state == TrialState.COMPLETE:
+                outcome.attempt, outcome.status = None, PointStatus.COMPLETE
+            elif last.state == TrialState.RUNNING:
+                outcome.attempt, outcome.status = Attempt(l2, seed, rerun, last.number), PointStatus.INTERRUPTED
+            elif last.state == TrialState.PRUNED and rerun < config["retune"]["max_reruns"]:
+                outcome.attempt = Attempt(l2, seed, rerun + 1)
+            elif last.state == TrialState.PRUNED:
+                outcome.attempt, outcome.status = None, PointStatus.NOT_CONVERGED
+            else:
+                outcome.attempt, outcome.status = None, PointStatus.FAILED
+    return outcomes

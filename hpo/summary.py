@@ -1,0 +1,49 @@
+"""The grid's closing summary: one row per grid point, read back from the Optuna study.
+
+Each point's status and rerun count come from :func:`hpo.attempts.plan_attempts`, the same reading of
+the storage that decides what ``--resume`` still runs, so the table and the resume plan never disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from lgeseg.tables import fmt, format_table
+
+from .attempts import plan_attempts
+
+#: Columns of :func:`format_summary`, in order.
+SUMMARY_COLUMNS: tuple[str, ...] = ("L2", "seed", "status", "reruns", "epochs", "val acc", "test GlobalAcc",
+                                    "test MeanIoU", "test MeanBF")
+
+
+def summary_rows(config: dict, study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per grid point (seed-major, in config order): its status, the reruns that ran, and its
+    latest attempt's epochs, best validation accuracy and test metrics (None where there are none).
+
+    Returns:
+        dicts with keys ``l2``, ``seed``, ``status`` (a :class:`hpo.attempts.PointStatus` value),
+        ``reruns``, ``epochs``, ``val_accuracy``, ``GlobalAccuracy``, ``MeanIoU``, ``MeanBFScore`` and
+        ``trial`` (the latest attempt's Optuna number).
+    """
+    rows = []
+    for outcome in plan_attempts(config, study.get_trials(deepcopy=False)).values():
+        last = outcome.last
+        attrs = last.user_attrs if last is not None else {}
+        test = (attrs.get("test_metrics") or {}).get("dataset", {})
+        rows.append({"l2": outcome.l2, "seed": outcome.seed, "status": outcome.status,
+                     "reruns": outcome.reruns, "epochs": attrs.get("epochs_run"),
+                     "val_accuracy": attrs.get("best_val_accuracy"),
+                     "GlobalAccuracy": test.get("GlobalAccuracy"), "MeanIoU": test.get("MeanIoU"),
+                     "MeanBFScore": test.get("MeanBFScore"),
+                     "trial": last.number if last is not None else None})
+    return rows
+
+
+def format_summary(rows: list[dict[str, Any]]) -> str:
+    """The rows of :func:`summary_rows` as an aligned text table (:data:`SUMMARY_COLUMNS`)."""
+    return format_table(SUMMARY_COLUMNS, [
+        [f"{r['l2']:g}", str(r["seed"]), r["status"], str(r["reruns"]), fmt(r["epochs"]), fmt(r["val_accuracy"]),
+         fmt(r["GlobalAccuracy"]), fmt(r["MeanIoU"]), fmt(r["MeanBFScore"])] for r in rows])

@@ -3,7 +3,8 @@
 Six 16x16 test images with three nested-square regions; each (L2, seed) "network" is the manual mask
 with pixels flipped at a rate that grows with L2, so L2=5e-05 wins. Metrics come from
 :func:`lgeseg.metrics.evaluate` on those masks, so the storage, the trial folders and the PNGs agree.
-One grid point (L2=0.005, seed 1) is retuned: a PRUNED attempt replaced by a COMPLETE rerun.
+One grid point (L2=0.005, seed 1) is retuned: a PRUNED attempt replaced by a COMPLETE rerun. The Optuna
+record is written by the grid's real recorder, driven with the results Tune trials would report.
 """
 
 from __future__ import annotations
@@ -11,15 +12,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import optuna
-from optuna.distributions import FloatDistribution, IntDistribution
 from PIL import Image
 
-from lgeseg.png import write_mask
+from hpo.attempts import Attempt
+from hpo.config import study_config
+from hpo.grid import trial_config
+from hpo.recorder import OptunaRecorder
+from hpo.rule import RetuneRule
+from hpo.storage import start_study
 from lgeseg.metrics import evaluate, write_json
+from lgeseg.png import write_mask
 
 LABELS: dict[str, int] = {"region1": 255, "region2": 128, "region3": 0}
 L2_VALUES: tuple[float, ...] = (5e-05, 5e-04, 5e-03)
@@ -30,16 +36,6 @@ CHECK_FRACTION = 0.5
 TARGET_ACCURACY = 0.8
 SIZE = 16
 N_IMAGES = 6
-
-DISTRIBUTIONS = {
-    "l2": FloatDistribution(1e-6, 1e-1, log=True),
-    "learning_rate": FloatDistribution(1e-5, 1e-1, log=True),
-    "batch_size": IntDistribution(1, 64),
-    "epochs": IntDistribution(1, 1000),
-    "seed": IntDistribution(0, 1000),
-    "rerun": IntDistribution(0, 10),
-}
-
 
 @dataclass
 class StudyFixture:
@@ -98,7 +94,8 @@ def _predict(truth: dict[str, np.ndarray], l2: float, seed: int) -> dict[str, np
 
 
 def _curve(final: float, epochs: int) -> dict[int, float]:
-    return {e: round(final * (1 - 0.5 ** e), 6) for e in range(1, epochs + 1)}
+    """Validation accuracy rising to ``final``; a curve of a finished trial passes the check epoch."""
+    return {e: round(final * (1 - 0.5 ** (e + 1)), 6) for e in range(1, epochs + 1)}
 
 
 def _history(path: Path, curve: dict[int, float]) -> None:
@@ -123,74 +120,92 @@ def _trial_folder(fx: StudyFixture, name: str, preds: dict[str, np.ndarray] | No
     return folder, json.loads((folder / "metrics.json").read_text())
 
 
-def _params(l2: float, seed: int, rerun: int) -> dict[str, Any]:
-    return {"l2": l2, "learning_rate": 1e-3, "batch_size": 4, "epochs": EPOCHS, "seed": seed, "rerun": rerun}
+def _tune_trial(config: dict[str, Any], attempt: Attempt, out_dir: Path, trial_id: str) -> SimpleNamespace:
+    """A stand-in for a Ray Tune trial, as :class:`~hpo.recorder.OptunaRecorder` sees one."""
+    return SimpleNamespace(trial_id=trial_id, config=trial_config(config, attempt, out_dir), last_result={},
+                           get_error=lambda: None)
 
 
-def _add(study: optuna.Study, state: optuna.trial.TrialState, params: dict[str, Any], attrs: dict[str, Any],
-         curve: dict[int, float], value: float | None = None) -> int:
-    trial = optuna.trial.create_trial(state=state, value=value, params=params, distributions=DISTRIBUTIONS,
-                                      user_attrs=attrs, intermediate_values=curve)
-    study.add_trial(trial)
-    return study.trials[-1].number
+def _run(recorder: OptunaRecorder, trial: SimpleNamespace, curve: dict[int, float],
+         final: dict[str, Any] | None) -> None:
+    """Drive ``trial`` through the recorder as the trainable reports it: one result per epoch, then the
+    finished run's result (``final``), then Tune's completion; without ``final`` the trial stays RUNNING."""
+    recorder.on_trial_start(0, [], trial)
+    best = 0.0
+    for epoch, accuracy in curve.items():
+        best = max(best, accuracy)
+        result = {"epoch": epoch, "epochs": EPOCHS, "val_accuracy": accuracy, "best_val_accuracy": best}
+        recorder.on_trial_result(0, [], trial, result)
+        trial.last_result = result
+    if final is None and not recorder.rule.fails(trial.last_result):
+        return  # still running
+    if final is not None:
+        trial.last_result = {"epoch": EPOCHS, "epochs": EPOCHS, "finished": True, "val_accuracy": accuracy,
+                             "best_val_accuracy": best, **final}
+    recorder.on_trial_complete(0, [], trial)
+
+
+def _finished(metrics: dict[str, Any], best: float) -> dict[str, Any]:
+    """What the trainable's last report adds for a finished run (test metrics stand in for validation)."""
+    info = {"epochs_run": EPOCHS, "best_val_accuracy": best, "selected_epoch": EPOCHS, "device": "cpu",
+            "wall_time_s": 1.0, "split_hash": "fixture", "versions": {"lgeseg": "fixture"}}
+    return {"val_MeanIoU": metrics["dataset"]["MeanIoU"], "val_metrics": metrics["dataset"],
+            "test_metrics": metrics, "run_info": info}
+
+
+def _number(study: Any, trial_name: str) -> int:
+    """The Optuna number of the trial the recorder named ``trial_name``."""
+    return next(t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("trial_name") == trial_name)
 
 
 def build_study(tmp_path: Path, *, running: bool = False, finished: bool = True,
                 synthetic: bool = True, name: str = "l2demo") -> StudyFixture:
     """Create the study in ``tmp_path/runs/<name>/study.db`` and its folders; see the module docstring.
 
-    ``running`` adds a RUNNING trial with two epochs and only ``history.csv``; ``finished=False`` leaves
-    out every finished trial (a study that has just started).
+    Every trial is written by the grid's own :class:`~hpo.recorder.OptunaRecorder` from the results a
+    Tune trial would report, so the user attrs (``replaced_by``, ``lineage``, ...) are what real studies
+    hold. ``running`` adds a RUNNING trial with two epochs and only ``history.csv``; ``finished=False``
+    leaves out every finished trial (a study that has just started).
     """
     root = tmp_path / "runs" / name
     root.mkdir(parents=True)
     data_dir = tmp_path / "data"
     files, truth = make_dataset(data_dir)
     fx = StudyFixture(f"sqlite:///{root / 'study.db'}", name, root, data_dir, root, files, truth)
-    study = optuna.create_study(study_name=name, storage=fx.storage, direction="maximize")
-    config = {"name": name, "seeds": list(SEEDS), "train": {"epochs": EPOCHS}, "grid": {"l2": list(L2_VALUES)},
-              "retune": {"check_fraction": CHECK_FRACTION, "target_accuracy": TARGET_ACCURACY,
-                         "max_reruns": 2, "adjustments": [{"learning_rate": 0.5}]}}
+    config = study_config({"name": name, "seeds": list(SEEDS),
+                           "train": {"epochs": EPOCHS, "learning_rate": 1e-3, "batch_size": 4},
+                           "grid": {"l2": list(L2_VALUES)},
+                           "retune": {"check_fraction": CHECK_FRACTION, "target_accuracy": TARGET_ACCURACY,
+                                      "max_reruns": 2, "adjustments": [{"learning_rate": 5e-4},
+                                                                       {"learning_rate": 1e-4}]}})
+    study = start_study(fx.storage, name, resume=False)
     for key, value in {"config": config, "out_dir": str(root), "data_dir": str(data_dir), "labels": LABELS,
                        "synthetic": synthetic}.items():
         study.set_user_attr(key, value)
-    complete = optuna.trial.TrialState.COMPLETE
+    rule = RetuneRule.from_config(config["retune"])
+    recorder = OptunaRecorder(study, rule, config["retune"]["max_reruns"])
     for l2 in L2_VALUES if finished else ():
         for seed in SEEDS:
-            point = f"l2={l2:g},seed={seed}"
-            rerun_of = None
-            if (l2, seed) == (5e-03, 1):
-                name_p = f"l2={l2:g}_seed={seed}_rerun=0"
+            attempt = Attempt(l2, seed)
+            if (l2, seed) == (5e-03, 1):  # retuned: its first attempt stays below target at the check epoch
                 curve = _curve(0.5, 3)
-                folder, _ = _trial_folder(fx, name_p, None, curve)
-                rerun_of = fx.pruned_number = _add(study, optuna.trial.TrialState.PRUNED, _params(l2, seed, 0), {
-                    "trial_dir": str(folder), "trial_name": name_p, "epochs_run": 3, "best_val_accuracy": 0.5,
-                    "lineage": {"point": point, "rerun": 0, "rerun_of": None, "adjustment": None},
-                    "retune": {"reason": "val accuracy 0.5 < 0.8 at epoch 3", "check_epoch": 3,
-                               "best_val_accuracy": 0.5, "replaced_by": len(study.trials) + 1}}, curve)
-            rerun = 0 if rerun_of is None else 1
-            trial_name = f"l2={l2:g}_seed={seed}_rerun={rerun}"
+                _trial_folder(fx, attempt.name, None, curve)
+                _run(recorder, _tune_trial(config, attempt, root, attempt.name), curve, None)
+                fx.pruned_number = _number(study, attempt.name)
+                attempt = attempt.next()
             preds = _predict(truth, l2, seed)
             curve = _curve(1 - FLIP_RATE[l2] / 2, EPOCHS)
-            folder, metrics = _trial_folder(fx, trial_name, preds, curve)
+            _, metrics = _trial_folder(fx, attempt.name, preds, curve)
             assert metrics is not None
-            number = _add(study, complete, _params(l2, seed, rerun), {
-                "trial_dir": str(folder), "trial_name": trial_name, "test_metrics": metrics,
-                "val_metrics": metrics["dataset"], "epochs_run": EPOCHS, "best_val_accuracy": max(curve.values()),
-                "lineage": {"point": point, "rerun": rerun, "rerun_of": rerun_of,
-                            "adjustment": None if rerun_of is None else {"learning_rate": 5e-4}}},
-                curve, value=metrics["dataset"]["MeanIoU"])
+            _run(recorder, _tune_trial(config, attempt, root, attempt.name), curve,
+                 _finished(metrics, max(curve.values())))
             fx.preds[(l2, seed)], fx.metrics[(l2, seed)] = preds, metrics
-            if rerun_of is not None:
-                fx.replacement_number = number
+            if attempt.rerun:
+                fx.replacement_number = _number(study, attempt.name)
     if running:
-        study.enqueue_trial(_params(5e-05, 2, 0))
-        trial = study.ask(DISTRIBUTIONS)
-        trial_name = "l2=5e-05_seed=2_rerun=0"
+        attempt = Attempt(5e-05, 2)
         curve = _curve(0.9, 2)
-        folder, _ = _trial_folder(fx, trial_name, None, curve)
-        trial.set_user_attr("trial_dir", str(folder))
-        trial.set_user_attr("trial_name", trial_name)
-        for step, value in curve.items():
-            trial.report(value, step)
+        _trial_folder(fx, attempt.name, None, curve)
+        _run(recorder, _tune_trial(config, attempt, root, attempt.name), curve, None)
+    recorder.close()
     return fx

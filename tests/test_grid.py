@@ -261,3 +261,30 @@ def test_unopenable_storage_is_one_line_for_grid(ray_cluster, data_dir, tmp_path
     for url, expected in BAD_STORAGES:
         line = one_line_error(["grid", "--config", str(path), "--out", str(out), "--storage", url, "--no-report"])
         assert expected in line and "s3cret" not in line
+
+
+def test_grid_to_report_with_a_forced_retune(ray_cluster, data_dir, tmp_path, capsys):
+    """The grid command writes the report of its own study: the retuned attempt is linked to its rerun by
+    the name the recorder wrote, and the check epoch drawn is the one the stopper used."""
+    import yaml
+
+    from dashboards.figures import training_curves
+    from dashboards.load import load_study
+    from hpo.rule import RetuneRule
+    from hpo.storage import open_study
+
+    config = tiny(data_dir, grid={"l2": [5e-4]}, retune={"max_reruns": 1})
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "study"
+    assert main(["grid", "--config", str(path), "--out", str(out), "--set", "retune.target_accuracy=0.999"]) == 0
+    assert (out / "report.html").is_file() and "report:" in capsys.readouterr().out
+    storage = str(out / "study.db")  # a bare path, as optuna-dashboard takes it
+    record = load_study(open_study(storage, "tiny"), storage)
+    first, rerun = record.trials
+    assert (first.state, rerun.state) == ("PRUNED", "PRUNED") and first.retune["replaced_by"] == rerun.name
+    curves = {t.meta["number"]: t for t in training_curves(record).data}
+    assert f"→ #{rerun.number}" in curves[first.number].name and f"rerun of #{first.number}" in curves[rerun.number].text
+    check = RetuneRule(0.5, 0.999).check_epoch(config["train"]["epochs"])
+    assert first.retune["check_epoch"] == check
+    assert [s.x0 for s in training_curves(record).layout.shapes if s.x0 == s.x1] == [check]

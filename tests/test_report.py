@@ -20,7 +20,8 @@ import plotly.offline
 import pytest
 from scipy import stats as sps
 
-from dashboards.figures import FIGURE1_CLASS_METRICS, figure1, sensitivity, training_curves
+from dashboards.figures import (FIGURE1_CLASS_METRICS, check_epochs, figure1, replacement_of, sensitivity,
+                               training_curves)
 from dashboards.load import StudyRecord, load_study
 from dashboards.masks import difference_map, figure2, select_images
 from dashboards.report import build_report
@@ -119,6 +120,20 @@ def test_training_curves_dash_pruned_and_link_rerun(study: StudyFixture, record:
     shapes = fig.layout.shapes
     assert any(s.x0 == s.x1 == 3 for s in shapes)  # ceil(0.5 * 6)
     assert any(s.y0 == s.y1 == 0.8 for s in shapes)
+
+
+def test_replacing_trial_is_found_by_the_name_the_recorder_writes(study: StudyFixture, record: StudyRecord) -> None:
+    pruned = record.by_number(study.pruned_number)
+    assert pruned is not None and pruned.retune["replaced_by"] == record.by_number(study.replacement_number).name
+    unlinked = dataclasses.replace(record, trials=[dataclasses.replace(t, lineage={}) for t in record.trials])
+    found = replacement_of(unlinked, unlinked.by_number(study.pruned_number))
+    assert found is not None and found.number == study.replacement_number  # by replaced_by alone
+
+
+def test_check_epoch_line_is_the_rules_check_epoch(record: StudyRecord) -> None:
+    config = {**record.config, "retune": {**record.config["retune"], "check_fraction": 0.07}}
+    trials = [dataclasses.replace(t, epochs=100) for t in record.trials]
+    assert check_epochs(dataclasses.replace(record, config=config, trials=trials)) == [7]  # 0.07 * 100 = 7.000...01
 
 
 def test_figure2_selection_and_difference_counts(study: StudyFixture, record: StudyRecord) -> None:

@@ -99,7 +99,7 @@ def test_size_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     make_pairs(tmp_path)
     write_mask(tmp_path / "pred" / "case01.png", np.zeros((12, 20), np.uint8), DEFAULT_LABELS)
     line = run_error(capsys, args(tmp_path))
-    assert "case01.png" in line and "20x12" in line and "16x16" in line
+    assert "case01.png" in line and "12x20" in line and "16x16" in line  # H x W, as lgeseg.data prints sizes
 
 
 def test_values_outside_label_map(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

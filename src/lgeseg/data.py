@@ -22,8 +22,8 @@ from .errors import DataError
 from .phantom import phantom_dir
 from .png import read_image, read_mask, write_mask
 
-__all__ = ["DEFAULT_LABELS", "Dataset", "Split", "load_dataset", "parse_labels", "read_image", "read_label_map",
-           "read_mask", "split_dataset", "write_mask"]
+__all__ = ["DEFAULT_LABELS", "Dataset", "Split", "label_map_near", "load_dataset", "pair_mask_files", "parse_labels",
+           "read_image", "read_label_map", "read_mask", "read_mask_pairs", "split_dataset", "write_mask"]
 
 #: Label map used when a dataset has no ``dataset.json``: the study's white / grey / black regions.
 DEFAULT_LABELS: dict[str, int] = {"region1": 255, "region2": 128, "region3": 0}
@@ -176,7 +176,91 @@ def load_dataset(path: str | Path | None, progress: bool = False) -> Dataset:
 
 
 def _size(arr: np.ndarray) -> str:
+    """An array's size as printed in every message: ``H x W`` (rows first, as numpy and MATLAB)."""
     return "x".join(str(n) for n in arr.shape)
+
+
+# -------------------------------------------------------------------------------- mask folders (evaluate)
+
+#: :func:`read_mask_pairs` shows a progress bar only for at least this many pairs.
+PROGRESS_MIN_PAIRS = 50
+
+
+def label_map_near(truth_dir: str | Path) -> dict[str, int]:
+    """The label map of a folder of true masks: the ``dataset.json`` of its parent (the dataset layout,
+    ``<root>/masks``) or of the folder itself, else :data:`DEFAULT_LABELS`."""
+    truth_dir = Path(truth_dir)
+    for root in (truth_dir.parent, truth_dir):
+        if (root / "dataset.json").exists():
+            return read_label_map(root)
+    return dict(DEFAULT_LABELS)
+
+
+def _mask_names(folder: Path, side: str) -> set[str]:
+    """PNG file names in ``folder``; DataError if the folder is missing or holds none."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: {side} folder not found")
+    names = set(_png_names(folder))
+    if not names:
+        raise DataError(f"{folder}: {side} folder holds no .png masks")
+    return names
+
+
+def pair_mask_files(pred_dir: str | Path, truth_dir: str | Path) -> list[str]:
+    """Sorted file names present in both folders of masks.
+
+    Raises:
+        DataError: a folder is missing or holds no PNG, or a file of one side has no namesake on the
+            other (naming the first and how many more).
+    """
+    pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
+    pred_names = _mask_names(pred_dir, "prediction")
+    truth_names = _mask_names(truth_dir, "truth")
+    for names, other, side, other_side in ((pred_names, truth_names, "prediction", "truth"),
+                                           (truth_names, pred_names, "truth", "prediction")):
+        missing = sorted(names - other)
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            other_dir = truth_dir if other_side == "truth" else pred_dir
+            raise DataError(f"{other_dir / missing[0]}: {other_side} mask missing for {side} mask "
+                            f"{missing[0]}{more}")
+    return sorted(pred_names)
+
+
+def read_mask_pairs(pred_dir: str | Path, truth_dir: str | Path, labels: dict[str, int],
+                    progress: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read predicted and true masks of the same file names (:func:`pair_mask_files`) as class indices.
+
+    Args:
+        pred_dir: folder of predicted mask PNGs.
+        truth_dir: folder of true mask PNGs.
+        labels: ordered region name -> pixel value (:func:`lgeseg.png.read_mask`).
+        progress: show a tqdm bar while reading, when there are at least :data:`PROGRESS_MIN_PAIRS` pairs.
+
+    Returns:
+        ``(pred, truth, files)``: uint8 class indices, each of shape (N, H, W), and the N file names.
+
+    Raises:
+        DataError: unpaired or unreadable files, values outside the label map, a prediction whose size
+            differs from its truth, or masks of different sizes (sizes given as H x W).
+    """
+    pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
+    names = pair_mask_files(pred_dir, truth_dir)
+    preds: list[np.ndarray] = []
+    truths: list[np.ndarray] = []
+    show = progress and len(names) >= PROGRESS_MIN_PAIRS
+    for name in tqdm(names, desc="reading masks", unit="mask", disable=not show):
+        truth = read_mask(truth_dir / name, labels)
+        pred = read_mask(pred_dir / name, labels)
+        if pred.shape != truth.shape:
+            raise DataError(f"{pred_dir / name}: prediction size {_size(pred)} differs from truth size "
+                            f"{_size(truth)} ({truth_dir / name})")
+        if truths and truth.shape != truths[0].shape:
+            raise DataError(f"{truth_dir / name}: size {_size(truth)} differs from {_size(truths[0])} of "
+                            f"{truth_dir / names[0]}; all masks of a set must have one size")
+        preds.append(pred)
+        truths.append(truth)
+    return np.stack(preds), np.stack(truths), names
 
 
 # ----------------------------------------------------------------------------------------------- split

@@ -172,7 +172,23 @@ def evaluate(pred: np.ndarray, truth: np.ndarray, classes: list[str], files: lis
     Data set: GlobalAccuracy = trace / total; MeanAccuracy and MeanIoU are plain means of the class values (a
     class absent from the set makes them NaN); WeightedIoU weights class IoU by true pixel count, dropping NaN;
     MeanBFScore is the mean over images of each image's NaN-ignoring class mean. Each image gets the same five
-    data-set metrics computed from that image alone. Returns the JSON-ready dict (NaN as ``float('nan')``).
+    data-set metrics computed from that image alone.
+
+    Args:
+        pred: predicted class indices, integer array of shape (N, H, W), values in ``0 .. len(classes) - 1``.
+        truth: true class indices, same shape and values.
+        classes: region names in class-index order (C names).
+        files: the N image names, in stack order (they label the per-image rows).
+
+    Returns:
+        the JSON-ready dict (NaN as ``float('nan')``): ``classes``; ``confusion_matrix`` and
+        ``normalized_confusion_matrix`` (C x C, rows = true class, pixel counts / row fractions);
+        ``dataset`` (:data:`DATASET_METRICS`); ``class`` (name -> :data:`CLASS_METRICS`); ``images`` (one
+        dict per file with ``file`` and the :data:`DATASET_METRICS` of that image alone). All values are
+        unitless fractions in [0, 1]; the BF score's distance tolerance is :func:`bf_theta` pixels.
+
+    Raises:
+        ValueError: ``pred`` and ``truth`` differ in shape, are not (N, H, W), or ``files`` is not N long.
     """
     pred, truth = _check_pair(pred, truth)
     if pred.ndim != 3:

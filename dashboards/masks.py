@@ -74,7 +74,7 @@ def figure2(record: StudyRecord) -> go.Figure:
     networks = _representatives(record)
     labels, classes = record.labels, record.classes
     try:
-        rows = [_row(record.data_dir, file, networks, labels) for file, _ in chosen]
+        rows = [_read_figure2_row(record.data_dir, file, networks, labels) for file, _ in chosen]
     except UserError as exc:
         return empty_figure(title, f"Cannot read the images: {exc}")
     l2s = list(networks)
@@ -120,7 +120,7 @@ def figure2(record: StudyRecord) -> go.Figure:
     return fig
 
 
-def _row(data_dir: Path, file: str, networks: dict[float, TrialRecord],
+def _read_figure2_row(data_dir: Path, file: str, networks: dict[float, TrialRecord],
          labels: dict[str, int]) -> tuple[np.ndarray, dict[float, np.ndarray], np.ndarray]:
     """Image, predicted class indices per L2 and manual class indices of one test file."""
     image = read_image(data_dir / "images" / file)

@@ -35,7 +35,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402  (sets sys.path for lgeseg)
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -181,7 +180,7 @@ def hot_loop_extras(images, masks, device, batch, steps, augment, precision, rep
     for _ in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
-        for s in range(steps):
+        for _ in range(steps):
             idx = torch.randint(0, n, (batch,), generator=generator, device=device)
             lt.augment_batch(x_all[idx], y_all[idx], generator, augment["reflect"], augment["translate"])
         _sync(device)
@@ -189,7 +188,7 @@ def hot_loop_extras(images, masks, device, batch, steps, augment, precision, rep
         correct = torch.zeros((), device=device, dtype=torch.int64)
         counted = torch.zeros((), device=device, dtype=torch.int64)
         t0 = time.perf_counter()
-        for s in range(steps):
+        for _ in range(steps):
             correct += (lt._predicted_classes(logits.detach()) == y).sum()  # as fit's loop does
             counted += (y != IGNORE).sum()
         _sync(device)
@@ -300,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=_common.default_data(),
-                        help="dataset folder (default: ../shared/data/emidec-lge-128 if present, else the phantom; \"\" = phantom)")
+                        help="dataset folder (default: ../shared/data/emidec-lge-128 if present, else the phantom; "
+                             "\"\" = phantom)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--widths", default=None, help="comma list (default: 8,64 on CPU, 64 on CUDA)")
     parser.add_argument("--steps", type=int, default=None,

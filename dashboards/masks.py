@@ -15,8 +15,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lgeseg.png import read_image, read_mask
 from lgeseg.errors import UserError
+from lgeseg.png import read_image, read_mask
 
 from .figures import empty_figure, l2_label
 from .load import StudyRecord, TrialRecord
@@ -78,7 +78,8 @@ def figure2(record: StudyRecord) -> go.Figure:
     except UserError as exc:
         return empty_figure(title, f"Cannot read the images: {exc}")
     l2s = list(networks)
-    columns = ["Image"] + [f"Network {l2_label(l2)}" for l2 in l2s] + ["Manual"] + [f"Difference {l2_label(l2)}" for l2 in l2s]
+    columns = (["Image"] + [f"Network {l2_label(l2)}" for l2 in l2s] + ["Manual"]
+               + [f"Difference {l2_label(l2)}" for l2 in l2s])
     titles = []
     for r, (file, tag) in enumerate(chosen):
         titles += [f"{file} ({tag})"] + (columns[1:] if r == 0 else [""] * (len(columns) - 1))

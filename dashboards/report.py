@@ -158,7 +158,7 @@ def export_static(figures: dict[str, go.Figure], folder: Path, fmt: str) -> list
         path = folder / f"{key}.{fmt}"
         try:
             fig.write_image(path, format=fmt, width=1400, height=fig.layout.height or 600)
-        except Exception as exc:  # kaleido / browser failures come in many types; all mean "cannot export"
+        except Exception as exc:  # noqa: BLE001 - kaleido / browser failures come in many types; all mean "cannot export"
             raise UserError(f"static export of {key} to {path} failed: {str(exc).splitlines()[0]}") from None
         paths.append(path)
     return paths

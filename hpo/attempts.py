@@ -9,8 +9,9 @@ report say the same thing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 

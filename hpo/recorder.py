@@ -11,7 +11,8 @@ again at the next event and at the end, and :meth:`OptunaRecorder.close` raises 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import optuna
 from optuna.distributions import FloatDistribution, IntDistribution

@@ -9,7 +9,7 @@ not after the whole round. Which attempts are still owed is decided from the Opt
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from ray.tune.search import Searcher
 

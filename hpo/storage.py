@@ -21,9 +21,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
@@ -267,7 +268,7 @@ def open_storage(storage: str | Path, wait: StorageWait | None = None) -> BaseSt
         inner = call_with_wait(url, "opening it", connect, wait)
     except StorageError:
         raise
-    except Exception as exc:  # a URL SQLAlchemy cannot parse raises plain ValueError / ArgumentError
+    except Exception as exc:  # noqa: BLE001 - a URL SQLAlchemy cannot parse raises ValueError, ArgumentError, ...
         raise StorageError(f"storage {mask_url(url)}: opening it failed ({mask_url(_root_message(exc))})") from None
     return WaitingStorage(inner, url, wait)
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from lgeseg.data import DEFAULT_LABELS, Dataset, load_dataset, parse_labels, read_label_map, split_dataset
-from lgeseg.png import read_image, read_mask, write_mask
 from lgeseg.errors import ConfigError, DataError
+from lgeseg.png import read_image, read_mask, write_mask
 
 REAL_DATA = Path(os.environ.get("LGESEG_REAL_DATA")
                  or Path(__file__).resolve().parents[1].parent / "shared/data/emidec-lge-128")

@@ -12,8 +12,8 @@ from PIL import Image
 
 from hpo.run import main
 from lgeseg.data import DEFAULT_LABELS
-from lgeseg.png import write_mask
 from lgeseg.metrics import evaluate
+from lgeseg.png import write_mask
 
 
 def make_pairs(root: Path, n: int = 3, size: int = 16, labels: dict[str, int] = DEFAULT_LABELS,

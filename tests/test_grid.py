@@ -213,8 +213,8 @@ def finished_study(data_dir: Path, tmp_path: Path) -> tuple[dict, Path, Path]:
     YAML file and the study folder."""
     import yaml
 
-    from hpo.recorder import DISTRIBUTIONS
     from hpo.attempts import Attempt
+    from hpo.recorder import DISTRIBUTIONS
 
     config = tiny(data_dir, grid={"l2": [5e-4]})
     out = tmp_path / "study"
@@ -284,7 +284,8 @@ def test_grid_to_report_with_a_forced_retune(ray_cluster, data_dir, tmp_path, ca
     first, rerun = record.trials
     assert (first.state, rerun.state) == ("PRUNED", "PRUNED") and first.retune["replaced_by"] == rerun.name
     curves = {t.meta["number"]: t for t in training_curves(record).data}
-    assert f"→ #{rerun.number}" in curves[first.number].name and f"rerun of #{first.number}" in curves[rerun.number].text
+    assert f"→ #{rerun.number}" in curves[first.number].name
+    assert f"rerun of #{first.number}" in curves[rerun.number].text
     check = RetuneRule(0.5, 0.999).check_epoch(config["train"]["epochs"])
     assert first.retune["check_epoch"] == check
     assert [s.x0 for s in training_curves(record).layout.shapes if s.x0 == s.x1] == [check]

@@ -8,10 +8,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo.attempts import Attempt
 from hpo.config import study_config
 from hpo.grid import trial_config
 from hpo.recorder import OptunaRecorder
-from hpo.attempts import Attempt
 from hpo.rule import RetuneRule
 from lgeseg.errors import UserError
 

@@ -18,10 +18,17 @@ import numpy as np
 import optuna
 import plotly.offline
 import pytest
+from report_fixture import L2_VALUES, SEEDS, StudyFixture, build_study
 from scipy import stats as sps
 
-from dashboards.figures import (FIGURE1_CLASS_METRICS, check_epochs, figure1, replacement_of, sensitivity,
-                               training_curves)
+from dashboards.figures import (
+    FIGURE1_CLASS_METRICS,
+    check_epochs,
+    figure1,
+    replacement_of,
+    sensitivity,
+    training_curves,
+)
 from dashboards.load import StudyRecord, load_study
 from dashboards.masks import difference_map, figure2, select_images
 from dashboards.report import build_report
@@ -30,7 +37,6 @@ from dashboards.summary import summary_lines
 from hpo.run import main as cli
 from hpo.storage import mask_url, open_study
 from lgeseg.metrics import DATASET_METRICS
-from report_fixture import L2_VALUES, SEEDS, StudyFixture, build_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -168,8 +174,8 @@ def test_paired_comparisons_match_scipy(study: StudyFixture, record: StudyRecord
     comparisons = paired_comparisons(record)  # no manifest in the fixture: per-slice analysis
     assert len(comparisons) == len(PAIRED_METRICS) * 3  # three pairs of L2 values per metric
     for c in comparisons:
-        def per_image(l2: float) -> dict[str, float]:
-            rows = [{r["file"]: r[c.metric] for r in study.metrics[(l2, s)]["images"]} for s in SEEDS]
+        def per_image(l2: float, metric: str = c.metric) -> dict[str, float]:
+            rows = [{r["file"]: r[metric] for r in study.metrics[(l2, s)]["images"]} for s in SEEDS]
             return {f: float(np.mean([row[f] for row in rows])) for f in study.files}
         a, b = per_image(c.l2_a), per_image(c.l2_b)
         diffs = np.asarray([a[f] - b[f] for f in sorted(study.files)])

@@ -6,8 +6,8 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 from ray.tune.search import Searcher
 
-from hpo.config import study_config
 from hpo.attempts import Attempt, PointStatus, plan_attempts
+from hpo.config import study_config
 from hpo.retune import RetuneStopper
 from hpo.rule import RetuneRule
 from hpo.searcher import GridSearcher
@@ -106,7 +106,8 @@ def test_reruns_count_the_reruns_that_ran():
     config = study_config({"grid": {"l2": [1e-3, 1e-4, 1e-5]},
                            "retune": {"max_reruns": 1, "adjustments": [{"learning_rate": 1e-3}]}})
     plan = plan_attempts(config, [_frozen(0, 1e-3, 0, 0, TrialState.PRUNED), _frozen(1, 1e-3, 0, 1, TrialState.PRUNED),
-                                  _frozen(2, 1e-4, 0, 0, TrialState.PRUNED), _frozen(3, 1e-4, 0, 1, TrialState.COMPLETE)])
+                                  _frozen(2, 1e-4, 0, 0, TrialState.PRUNED),
+                                  _frozen(3, 1e-4, 0, 1, TrialState.COMPLETE)])
     assert plan["l2=0.001,seed=0"].status == PointStatus.NOT_CONVERGED and plan["l2=0.001,seed=0"].reruns == 1
     assert plan["l2=0.0001,seed=0"].status == PointStatus.COMPLETE and plan["l2=0.0001,seed=0"].reruns == 1
     assert plan["l2=1e-05,seed=0"].status == PointStatus.PENDING and plan["l2=1e-05,seed=0"].reruns == 0

@@ -10,8 +10,17 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo.storage import (WAIT_ENV, StorageError, default_storage, find_storage, journal_path, mask_url,
-                         open_storage, resolve, sqlite_path)
+from hpo.storage import (
+    WAIT_ENV,
+    StorageError,
+    default_storage,
+    find_storage,
+    journal_path,
+    mask_url,
+    open_storage,
+    resolve,
+    sqlite_path,
+)
 
 #: Storages that cannot be opened, and what their one line must name: a URL SQLAlchemy cannot read, an
 #: unknown back end, a driver that is not installed, a server nobody answers at (password masked in all).

@@ -16,9 +16,9 @@ from torch import nn
 import lgeseg.train as train_mod
 from lgeseg.config import config_hash, run_config
 from lgeseg.data import load_dataset, split_dataset
-from lgeseg.png import read_mask
 from lgeseg.errors import TrainingError
-from lgeseg.metrics import json_safe, evaluate
+from lgeseg.metrics import evaluate, json_safe
+from lgeseg.png import read_mask
 from lgeseg.train import IGNORE, augment_batch, build_optimizer, fit, load_model, predict, run
 from lgeseg.unet import UNet
 

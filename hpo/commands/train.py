@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
     parser.add_argument("--width", type=int, help="shortcut for --set model.width=W (64 = MATLAB's U-Net)")
     parser.add_argument("--seed", type=int, help="run seed (default: the config's first seed)")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<config name>-train/l2=<L2>_seed=<S>)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="output folder (default: runs/<config name>-train/l2=<L2>_seed=<S>)")
     parser.set_defaults(func=main)
 
 

@@ -20,6 +20,7 @@ import yaml
 
 from .errors import ConfigError
 
+
 class _Loader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that reads ``1e-4`` as a number (YAML 1.2), not as the string YAML 1.1 makes it."""
 

@@ -8,7 +8,8 @@ returns as NaN, stored as JSON null) or not there yet reads the same everywhere.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 #: How a missing or undefined value is written: MATLAB's spelling, as its metric tables print it.
 MISSING = "NaN"

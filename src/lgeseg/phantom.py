@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .png import write_image, write_mask
-
-_log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes, so that caches of older phantoms are not reused.
 PHANTOM_VERSION = 1
@@ -208,7 +206,8 @@ def phantom_dir() -> Path:
     target = cache / f"phantom-v{PHANTOM_VERSION}"
     if (target / "dataset.json").exists():
         return target
-    _log.warning("lgeseg: generating the SYNTHETIC phantom dataset (not real patient data) into %s", target)
+    print(f"lgeseg: generating the SYNTHETIC phantom dataset (not real patient data) into {target}",
+          file=sys.stderr)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache))
     try:

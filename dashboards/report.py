@@ -28,12 +28,10 @@ from lgeseg.metrics import json_safe
 from .figures import TRIAL_COLUMNS, figure1, sensitivity, table, training_curves, trial_rows
 from .load import StudyRecord, load_study
 from .masks import figure2
-from .stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, PairedComparison, Units, paired_comparisons,
-                    study_units)
+from .stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, PairedComparison, Units, paired_comparisons, study_units
 from .strata import STRATA_COLUMNS, StratumRow, strata, strata_figure, strata_rows
 from .summary import findings, summary_lines
-from .tables import (LEARNING_COLUMNS, PAIRED_COLUMNS, SEED_COLUMNS, learning_rows, paired_rows,
-                     seed_rows)
+from .tables import LEARNING_COLUMNS, PAIRED_COLUMNS, SEED_COLUMNS, learning_rows, paired_rows, seed_rows
 
 FORMATS: tuple[str, ...] = ("html", "png", "svg")
 #: Executables kaleido (>= 1.0) can drive for static export.

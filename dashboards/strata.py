@@ -52,7 +52,8 @@ def strata(record: StudyRecord, column: str, units: Units) -> list[StratumRow]:
         raise DataError(f"--by {column}: the study's data folder {record.data_dir} has no manifest.csv")
     value_of = manifest.column(column)
     groups = trials_by_l2(record)
-    test_files = {str(r["file"]) for g in groups.values() for t in g for r in (t.test_metrics or {}).get("images") or []}
+    test_files = {str(r["file"]) for g in groups.values() for t in g
+                  for r in (t.test_metrics or {}).get("images") or []}
     missing = sorted(test_files - set(value_of))
     if missing:
         raise DataError(f"--by {column}: {manifest.path} does not list test slice {missing[0]}")

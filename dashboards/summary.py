@@ -128,7 +128,8 @@ def finding_line(f: Finding) -> str:
     excluded = (f" (not ranked, networks did not learn: {', '.join(l2_label(v) for v in f.not_ranked)})"
                 if f.not_ranked else "")
     return (f"{f.metric}: best {l2_label(f.best)} with {fmt(f.best_mean)} vs {fmt(f.runner_up_mean)} for the "
-            f"runner-up {l2_label(f.runner_up)}{excluded}, a difference of {fmt(f.best_mean - f.runner_up_mean)} ({seed_text}). "
+            f"runner-up {l2_label(f.runner_up)}{excluded}, a difference of "
+            f"{fmt(f.best_mean - f.runner_up_mean)} ({seed_text}). "
             f"Per {unit} over {f.n_units} {f.unit}s: median difference {fmt(f.median_diff, 4)} (bootstrap 95% CI "
             f"[{fmt(f.ci_low, 4)}, {fmt(f.ci_high, 4)}]), Wilcoxon p {_p(f.p_value)}, Holm-adjusted p "
             f"{_p(f.p_holm)}. Survives patients as the unit: {_yes_no(f.survives_patients, 'not tested')}; "
@@ -152,7 +153,8 @@ def summary_lines(record: StudyRecord, comparisons: list[PairedComparison], unit
         return lines
     failed = [t for t in record.complete if learned(t) is False]
     if failed:
-        listed = "; ".join(f"#{t.number} {l2_label(t.l2)} seed {t.seed} ({fmt(t.test_metrics['dataset'].get('MeanIoU'))}"
+        listed = "; ".join(f"#{t.number} {l2_label(t.l2)} seed {t.seed} "
+                           f"({fmt(t.test_metrics['dataset'].get('MeanIoU'))}"
                            f" vs {fmt((baseline_of(t) or {}).get('MeanIoU'))})" for t in failed)
         lines.append(f"DID NOT LEARN: {len(failed)} of {len(record.complete)} finished trials have a test MeanIoU "
                      f"less than {LEARN_MARGIN:g} above the trivial baseline of predicting the majority class "

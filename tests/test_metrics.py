@@ -242,23 +242,28 @@ def test_write_json_null_for_nan(tmp_path) -> None:
     text = path.read_text()
     assert "NaN" not in text
     loaded = json.loads(text)  # strict enough: would parse NaN, hence the check above
-    assert loaded["class"]["c"] == {"Accuracy": None, "IoU": None, "MeanBFScore": None, "Dice": None}
+    assert loaded["class"]["c"] == {"Accuracy": None, "IoU": None, "MeanBFScore": None, "Dice": None,
+                                    "BFScoreImages": 0}
     assert loaded["dataset"]["MeanAccuracy"] is None
     assert loaded["dataset"]["GlobalAccuracy"] == 1.0
     assert list(loaded) == ["classes", "confusion_matrix", "normalized_confusion_matrix", "dataset", "class",
                             "images"]
     assert loaded["images"][0] == {"file": "m.png", "GlobalAccuracy": 1.0, "MeanAccuracy": None,
-                                   "MeanIoU": None, "WeightedIoU": 1.0, "MeanBFScore": 1.0}
+                                   "MeanIoU": None, "WeightedIoU": 1.0, "MeanBFScore": 1.0, "BFScoreClasses": 2}
+    assert loaded["dataset"]["BFScoreImages"] == 1
 
 
 def test_format_tables() -> None:
     truth = halves(0, 1)[None]
     text = format_tables(evaluate(truth.copy(), truth, ["a", "b", "c"], ["m.png"]))
     lines = text.splitlines()
-    assert lines[0].split() == ["Class", "Accuracy", "IoU", "MeanBFScore", "Dice"]
-    assert lines[1].split() == ["a", "1.0000", "1.0000", "1.0000", "1.0000"]
-    assert lines[3].split() == ["c", "NaN", "NaN", "NaN", "NaN"]
-    assert "GlobalAccuracy" in lines[5] and lines[6].split()[-5:] == ["1.0000", "NaN", "NaN", "1.0000", "1.0000"]
+    assert lines[0].split() == ["Class", "Accuracy", "IoU", "MeanBFScore", "Dice", "BF", "images"]
+    assert lines[1].split() == ["a", "1.0000", "1.0000", "1.0000", "1.0000", "1/1"]
+    assert lines[3].split() == ["c", "NaN", "NaN", "NaN", "NaN", "0/1"]
+    assert "GlobalAccuracy" in lines[5] and lines[6].split()[-6:] == ["1.0000", "NaN", "NaN", "1.0000", "1.0000",
+                                                                     "1/1"]
+    assert lines[8] == ("MeanBFScore skips images where a class has no boundary in the prediction or the truth "
+                        "(up to 1 of 1 images left out; see BF images)")
     # Aligned: every row of the class table has the same length as its header.
     assert len({len(line) for line in lines[:4]}) == 1
 

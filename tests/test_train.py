@@ -496,11 +496,13 @@ def _check_metrics_shape(metrics: dict, classes: list[str], n_images: int) -> No
     c = len(classes)
     assert np.array(metrics["confusion_matrix"]).shape == (c, c)
     assert np.array(metrics["normalized_confusion_matrix"], dtype=float).shape == (c, c)
-    assert list(metrics["dataset"]) == ["GlobalAccuracy", "MeanAccuracy", "MeanIoU", "WeightedIoU", "MeanBFScore"]
+    assert list(metrics["dataset"]) == ["GlobalAccuracy", "MeanAccuracy", "MeanIoU", "WeightedIoU", "MeanBFScore",
+                                        "BFScoreImages"]
     assert list(metrics["class"]) == classes
-    assert all(list(v) == ["Accuracy", "IoU", "MeanBFScore", "Dice"] for v in metrics["class"].values())
+    assert all(list(v) == ["Accuracy", "IoU", "MeanBFScore", "Dice", "BFScoreImages"]
+               for v in metrics["class"].values())
     assert len(metrics["images"]) == n_images
-    assert all(list(img) == ["file", *metrics["dataset"]] for img in metrics["images"])
+    assert all(list(img) == ["file", *metrics["dataset"]][:-1] + ["BFScoreClasses"] for img in metrics["images"])
 
 
 def test_run_metrics_equal_evaluate_on_written_predictions(finished_run):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +21,13 @@ from tqdm import tqdm
 from .config import check_split_fractions
 from .errors import DataError
 from .phantom import phantom_dir
-from .png import read_image, read_mask, write_mask
+from .png import IGNORE_INDEX, read_image, read_mask, write_mask
 
-__all__ = ["DEFAULT_LABELS", "Dataset", "Split", "label_map_near", "load_dataset", "pair_mask_files", "parse_labels",
-           "read_image", "read_label_map", "read_mask", "read_mask_pairs", "split_dataset", "write_mask"]
+__all__ = ["DEFAULT_LABELS", "IGNORE_INDEX", "Dataset", "Split", "check_ignore", "ignore_near", "label_map_near",
+           "load_dataset", "pair_mask_files", "parse_labels", "png_names", "read_ignore", "read_image",
+           "read_label_map", "read_mask", "read_mask_pairs", "split_dataset", "write_mask"]
+
+logger = logging.getLogger(__name__)
 
 #: Label map used when a dataset has no ``dataset.json``: the study's white / grey / black regions.
 DEFAULT_LABELS: dict[str, int] = {"region1": 255, "region2": 128, "region3": 0}
@@ -46,6 +50,35 @@ def read_label_map(root: str | Path) -> dict[str, int]:
         raise DataError(f"{meta}: 'labels' must map at least two names to distinct pixel values 0-255, "
                         f"got {labels!r}")
     return {str(k): int(v) for k, v in labels.items()}
+
+
+def read_ignore(root: str | Path, labels: dict[str, int]) -> int | None:
+    """The ``ignore`` pixel value of ``root/dataset.json`` (unlabelled pixels), or None.
+
+    Raises:
+        DataError: the value is not an integer 0-255, or it is also a label's value.
+    """
+    meta = Path(root) / "dataset.json"
+    if not meta.exists():
+        return None
+    try:
+        value = json.loads(meta.read_text()).get("ignore")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise DataError(f"{meta}: cannot read label map ({exc})") from None
+    return check_ignore(value, labels, f"{meta}: 'ignore'")
+
+
+def check_ignore(value: object, labels: dict[str, int], where: str) -> int | None:
+    """``value`` as an ignore pixel value: None, or an integer 0-255 that no label uses."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+        raise DataError(f"{where} must be a pixel value 0-255, got {value!r}")
+    taken = [name for name, v in labels.items() if v == value]
+    if taken:
+        raise DataError(f"{where} is {value}, which is also the value of label {taken[0]!r}; "
+                        f"the ignore value must differ from every label")
+    return value
 
 
 def parse_labels(text: str) -> dict[str, int]:
@@ -74,10 +107,30 @@ class Dataset:
     labels: dict[str, int]      #: ordered name -> mask pixel value; position = class index
     patients: list[str] | None  #: per file, from manifest.csv's ``patient`` column, else None
     synthetic: bool             #: True for the built-in phantom
+    ignore: int | None = None   #: mask pixel value of unlabelled pixels (``IGNORE_INDEX`` in ``masks``)
 
 
-def _png_names(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+def png_names(*folders: Path) -> list[list[str]]:
+    """Sorted ``*.png`` file names of each folder, skipping dot-files (``._x.png`` of macOS, ``.DS_Store``).
+
+    Copies made on a Mac carry AppleDouble ``._*`` files that are not PNGs; they are left out, and how
+    many were left out is said once, in one logged warning for all ``folders``.
+    """
+    found, hidden = [], []
+    for folder in folders:
+        names = []
+        for p in folder.iterdir():
+            if p.name.startswith("."):
+                if p.is_file():
+                    hidden.append(f"{folder.name}/{p.name}")
+            elif p.suffix.lower() == ".png" and p.is_file():
+                names.append(p.name)
+        found.append(sorted(names))
+    if hidden:
+        where = " and ".join(f"{f.name}/" for f in folders)
+        logger.warning("%s: skipped %d dot-file(s) in %s (%s)", folders[0].parent, len(hidden), where,
+                       _listed(sorted(hidden)))
+    return found
 
 
 def _listed(names: list[str], limit: int = 3) -> str:
@@ -94,7 +147,7 @@ def _pair_files(root: Path) -> list[str]:
     for folder in (image_dir, mask_dir):
         if not folder.is_dir():
             raise DataError(f"{folder}: folder not found; a dataset needs images/*.png and masks/*.png")
-    images, masks = _png_names(image_dir), _png_names(mask_dir)
+    images, masks = png_names(image_dir, mask_dir)
     if not images:
         raise DataError(f"{image_dir}: no PNG images")
     unmasked = sorted(set(images) - set(masks))
@@ -158,12 +211,13 @@ def load_dataset(path: str | Path | None, progress: bool = False) -> Dataset:
     root = Path(path).expanduser()
     files = _pair_files(root)
     labels = read_label_map(root)
+    ignore = read_ignore(root, labels)
     patients = _read_patients(root, files)
     images: list[np.ndarray] = []
     masks: list[np.ndarray] = []
     for name in tqdm(files, desc=f"reading {root.name}", unit="img", disable=not progress):
         image = read_image(root / "images" / name)
-        mask = read_mask(root / "masks" / name, labels)
+        mask = read_mask(root / "masks" / name, labels, ignore)
         if mask.shape != image.shape:
             raise DataError(f"{root / 'masks' / name}: mask is {_size(mask)} but its image is {_size(image)}")
         if images and image.shape != images[0].shape:
@@ -172,7 +226,7 @@ def load_dataset(path: str | Path | None, progress: bool = False) -> Dataset:
         images.append(image)
         masks.append(mask)
     return Dataset(root=root, files=files, images=np.stack(images), masks=np.stack(masks),
-                   labels=labels, patients=patients, synthetic=synthetic)
+                   labels=labels, patients=patients, synthetic=synthetic, ignore=ignore)
 
 
 def _size(arr: np.ndarray) -> str:
@@ -186,23 +240,38 @@ def _size(arr: np.ndarray) -> str:
 PROGRESS_MIN_PAIRS = 50
 
 
+def _meta_near(truth_dir: Path) -> Path | None:
+    """The folder whose ``dataset.json`` describes a folder of true masks: its parent (the dataset layout,
+    ``<root>/masks``) or the folder itself; None when neither has one."""
+    return next((root for root in (truth_dir.parent, truth_dir) if (root / "dataset.json").exists()), None)
+
+
 def label_map_near(truth_dir: str | Path) -> dict[str, int]:
     """The label map of a folder of true masks: the ``dataset.json`` of its parent (the dataset layout,
     ``<root>/masks``) or of the folder itself, else :data:`DEFAULT_LABELS`."""
-    truth_dir = Path(truth_dir)
-    for root in (truth_dir.parent, truth_dir):
-        if (root / "dataset.json").exists():
-            return read_label_map(root)
-    return dict(DEFAULT_LABELS)
+    meta = _meta_near(Path(truth_dir))
+    return read_label_map(meta) if meta is not None else dict(DEFAULT_LABELS)
 
 
-def _mask_names(folder: Path, side: str) -> set[str]:
-    """PNG file names in ``folder``; DataError if the folder is missing or holds none."""
-    if not folder.is_dir():
-        raise DataError(f"{folder}: {side} folder not found")
-    names = set(_png_names(folder))
-    if not names:
-        raise DataError(f"{folder}: {side} folder holds no .png masks")
+def ignore_near(truth_dir: str | Path, labels: dict[str, int]) -> int | None:
+    """The ``ignore`` value of the ``dataset.json`` next to a folder of true masks (as
+    :func:`label_map_near` finds it), checked against ``labels``; None without one."""
+    meta = _meta_near(Path(truth_dir))
+    return read_ignore(meta, labels) if meta is not None else None
+
+
+def _mask_names(pred_dir: Path, truth_dir: Path) -> tuple[set[str], set[str]]:
+    """PNG file names of both folders (dot-files skipped, counted once); DataError if a folder is missing
+    or holds none."""
+    for folder, side in ((pred_dir, "prediction"), (truth_dir, "truth")):
+        if not folder.is_dir():
+            raise DataError(f"{folder}: {side} folder not found")
+    same = pred_dir.resolve() == truth_dir.resolve()
+    found = png_names(pred_dir) if same else png_names(pred_dir, truth_dir)
+    names = (set(found[0]), set(found[-1]))
+    for folder, side, side_names in ((pred_dir, "prediction", names[0]), (truth_dir, "truth", names[1])):
+        if not side_names:
+            raise DataError(f"{folder}: {side} folder holds no .png masks")
     return names
 
 
@@ -214,8 +283,7 @@ def pair_mask_files(pred_dir: str | Path, truth_dir: str | Path) -> list[str]:
             other (naming the first and how many more).
     """
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
-    pred_names = _mask_names(pred_dir, "prediction")
-    truth_names = _mask_names(truth_dir, "truth")
+    pred_names, truth_names = _mask_names(pred_dir, truth_dir)
     for names, other, side, other_side in ((pred_names, truth_names, "prediction", "truth"),
                                            (truth_names, pred_names, "truth", "prediction")):
         missing = sorted(names - other)
@@ -228,7 +296,7 @@ def pair_mask_files(pred_dir: str | Path, truth_dir: str | Path) -> list[str]:
 
 
 def read_mask_pairs(pred_dir: str | Path, truth_dir: str | Path, labels: dict[str, int],
-                    progress: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                    progress: bool = False, ignore: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read predicted and true masks of the same file names (:func:`pair_mask_files`) as class indices.
 
     Args:
@@ -236,6 +304,8 @@ def read_mask_pairs(pred_dir: str | Path, truth_dir: str | Path, labels: dict[st
         truth_dir: folder of true mask PNGs.
         labels: ordered region name -> pixel value (:func:`lgeseg.png.read_mask`).
         progress: show a tqdm bar while reading, when there are at least :data:`PROGRESS_MIN_PAIRS` pairs.
+        ignore: the truth pixel value of unlabelled pixels (:data:`IGNORE_INDEX` in ``truth``); a
+            prediction never holds it, so there it is a value outside the label map.
 
     Returns:
         ``(pred, truth, files)``: uint8 class indices, each of shape (N, H, W), and the N file names.
@@ -250,7 +320,7 @@ def read_mask_pairs(pred_dir: str | Path, truth_dir: str | Path, labels: dict[st
     truths: list[np.ndarray] = []
     show = progress and len(names) >= PROGRESS_MIN_PAIRS
     for name in tqdm(names, desc="reading masks", unit="mask", disable=not show):
-        truth = read_mask(truth_dir / name, labels)
+        truth = read_mask(truth_dir / name, labels, ignore)
         pred = read_mask(pred_dir / name, labels)
         if pred.shape != truth.shape:
             raise DataError(f"{pred_dir / name}: prediction size {_size(pred)} differs from truth size "

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .png import IGNORE_INDEX
 from .tables import fmt, format_table
 
 #: Matching tolerance of the BF score as a fraction of the image diagonal (MATLAB's default 0.75 %).
@@ -59,18 +60,25 @@ def _check_pair(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _image_confusion(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
-    """Per-image confusion matrices, int64 ``(N, C, C)``, rows = truth, columns = prediction."""
+    """Per-image confusion matrices, int64 ``(N, C, C)``, rows = truth, columns = prediction.
+
+    Pixels whose truth is :data:`IGNORE_INDEX` are counted nowhere (MATLAB leaves out undefined
+    ground-truth pixels); a prediction is always a class index.
+    """
     n = pred.shape[0]
     pred2 = pred.reshape(n, -1)
     truth2 = truth.reshape(n, -1)
-    for name, arr in (("prediction", pred2), ("truth", truth2)):
+    ignored = truth2 == IGNORE_INDEX
+    for name, arr in (("prediction", pred2), ("truth", truth2[~ignored])):
         if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
             raise ValueError(f"{name} has class indices outside 0..{num_classes - 1}")
     # A small integer type keeps the code array small; bincount needs non-negative integers only.
-    code_type = np.int32 if n * num_classes * num_classes < 2**31 else np.int64
+    cells = n * num_classes * num_classes
+    code_type = np.int32 if cells < 2**31 - 1 else np.int64
     codes = truth2.astype(code_type) * num_classes + pred2.astype(code_type)
     codes += (np.arange(n, dtype=code_type) * (num_classes * num_classes))[:, None]
-    counts = np.bincount(codes.ravel(), minlength=n * num_classes * num_classes)
+    codes[ignored] = cells  # one extra bin, dropped below
+    counts = np.bincount(codes.ravel(), minlength=cells + 1)[:cells]
     return counts.astype(np.int64).reshape(n, num_classes, num_classes)
 
 
@@ -121,7 +129,10 @@ def _near(boundary: np.ndarray, theta: float) -> np.ndarray:
 
 
 def _bf_scores(pred: np.ndarray, truth: np.ndarray, theta: float) -> np.ndarray:
-    """BF score per image of bool (N, H, W) masks of one class: float (N,), NaN where a boundary is empty."""
+    """BF score per image of bool (N, H, W) masks of one class: float (N,), NaN where a boundary is empty.
+
+    Ignored pixels must already be False in both masks (see :func:`evaluate`).
+    """
     pred_edge = _boundaries(pred)
     truth_edge = _boundaries(truth)
     n_pred = pred_edge.sum(axis=(1, 2))
@@ -174,9 +185,20 @@ def evaluate(pred: np.ndarray, truth: np.ndarray, classes: list[str], files: lis
     MeanBFScore is the mean over images of each image's NaN-ignoring class mean. Each image gets the same five
     data-set metrics computed from that image alone.
 
+    The means that skip NaN say how many values they used: ``BFScoreImages`` per class (images whose class
+    BF score is defined) and for the data set (images with any defined BF score), ``BFScoreClasses`` per
+    image. So a class that a network misses on some slices shows a MeanBFScore over fewer images, not a
+    silently better one.
+
+    Truth pixels equal to :data:`IGNORE_INDEX` (unlabelled) are left out of everything, as MATLAB leaves
+    out undefined ground-truth pixels: they are in no confusion-matrix cell, and for the BF score they
+    belong to no class in either mask, so a prediction there neither adds nor misses a boundary point
+    (only labelled pixels carry boundary points; the class region of the prediction is cut at the edge of
+    the unlabelled area, exactly as the truth's is). A prediction never holds :data:`IGNORE_INDEX`.
+
     Args:
         pred: predicted class indices, integer array of shape (N, H, W), values in ``0 .. len(classes) - 1``.
-        truth: true class indices, same shape and values.
+        truth: true class indices, same shape and values, or :data:`IGNORE_INDEX` for unlabelled pixels.
         classes: region names in class-index order (C names).
         files: the N image names, in stack order (they label the per-image rows).
 
@@ -184,8 +206,9 @@ def evaluate(pred: np.ndarray, truth: np.ndarray, classes: list[str], files: lis
         the JSON-ready dict (NaN as ``float('nan')``): ``classes``; ``confusion_matrix`` and
         ``normalized_confusion_matrix`` (C x C, rows = true class, pixel counts / row fractions);
         ``dataset`` (:data:`DATASET_METRICS`); ``class`` (name -> :data:`CLASS_METRICS`); ``images`` (one
-        dict per file with ``file`` and the :data:`DATASET_METRICS` of that image alone). All values are
-        unitless fractions in [0, 1]; the BF score's distance tolerance is :func:`bf_theta` pixels.
+        dict per file with ``file``, the :data:`DATASET_METRICS` of that image alone and
+        ``BFScoreClasses``); ``dataset`` and each ``class`` also hold ``BFScoreImages``. All metric values
+        are unitless fractions in [0, 1]; the BF score's distance tolerance is :func:`bf_theta` pixels.
 
     Raises:
         ValueError: ``pred`` and ``truth`` differ in shape, are not (N, H, W), or ``files`` is not N long.
@@ -200,8 +223,11 @@ def evaluate(pred: np.ndarray, truth: np.ndarray, classes: list[str], files: lis
     confusion = per_image.sum(axis=0)
 
     theta = bf_theta(pred.shape[1], pred.shape[2])
-    bf = np.stack([_bf_scores(pred == c, truth == c, theta) for c in range(num_classes)], axis=1)  # (N, C)
+    labelled = truth != IGNORE_INDEX
+    bf = np.stack([_bf_scores((pred == c) & labelled, truth == c, theta) for c in range(num_classes)],
+                  axis=1)  # (N, C)
     image_bf = _nanmean(bf, axis=1)
+    bf_defined = ~np.isnan(bf)
 
     dataset = _summary(confusion, _nanmean(image_bf))
     images = _summary(per_image, image_bf)
@@ -219,10 +245,13 @@ def evaluate(pred: np.ndarray, truth: np.ndarray, classes: list[str], files: lis
         "classes": list(classes),
         "confusion_matrix": confusion.tolist(),
         "normalized_confusion_matrix": normalized_confusion_matrix(confusion).tolist(),
-        "dataset": {name: float(dataset[name]) for name in DATASET_METRICS},
-        "class": {name: {metric: float(class_values[metric][c]) for metric in CLASS_METRICS}
+        "dataset": {**{name: float(dataset[name]) for name in DATASET_METRICS},
+                    "BFScoreImages": int((~np.isnan(image_bf)).sum())},
+        "class": {name: {**{metric: float(class_values[metric][c]) for metric in CLASS_METRICS},
+                         "BFScoreImages": int(bf_defined[:, c].sum())}
                   for c, name in enumerate(classes)},
-        "images": [{"file": file, **{name: float(images[name][i]) for name in DATASET_METRICS}}
+        "images": [{"file": file, **{name: float(images[name][i]) for name in DATASET_METRICS},
+                    "BFScoreClasses": int(bf_defined[i].sum())}
                    for i, file in enumerate(files)],
     }
 
@@ -279,9 +308,26 @@ def write_json(result: dict[str, Any], path: str | Path) -> None:
     path.write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
 
 
+def _bf_images(counted: int | None, total: int) -> str:
+    """``used/total`` images of a NaN-skipping BF mean (``-`` for results written before the count)."""
+    return "-" if counted is None else f"{counted}/{total}"
+
+
 def format_tables(result: dict[str, Any]) -> str:
-    """The class table and the data-set table of an :func:`evaluate` result as aligned text."""
-    class_rows = [[name, *(fmt(result["class"][name][m]) for m in CLASS_METRICS)] for name in result["classes"]]
-    dataset_row = [[f"{len(result['images'])} images", *(fmt(result["dataset"][m]) for m in DATASET_METRICS)]]
-    return (format_table(["Class", *CLASS_METRICS], class_rows) + "\n\n"
-            + format_table(["Data set", *DATASET_METRICS], dataset_row))
+    """The class table and the data-set table of an :func:`evaluate` result as aligned text.
+
+    The ``BF images`` columns give how many images the NaN-skipping MeanBFScore means used.
+    """
+    total = len(result["images"])
+    class_rows = [[name, *(fmt(result["class"][name][m]) for m in CLASS_METRICS),
+                   _bf_images(result["class"][name].get("BFScoreImages"), total)] for name in result["classes"]]
+    dataset_row = [[f"{total} images", *(fmt(result["dataset"][m]) for m in DATASET_METRICS),
+                    _bf_images(result["dataset"].get("BFScoreImages"), total)]]
+    tables = (format_table(["Class", *CLASS_METRICS, "BF images"], class_rows) + "\n\n"
+              + format_table(["Data set", *DATASET_METRICS, "BF images"], dataset_row))
+    left_out = total - min([result["dataset"].get("BFScoreImages", total)]
+                           + [result["class"][n].get("BFScoreImages", total) for n in result["classes"]])
+    if left_out:
+        tables += (f"\n\nMeanBFScore skips images where a class has no boundary in the prediction or the truth "
+                   f"(up to {left_out} of {total} images left out; see BF images)")
+    return tables

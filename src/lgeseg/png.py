@@ -14,6 +14,10 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import DataError
 
+#: Class index of mask pixels without a label (the dataset's ``ignore`` value, pixels shifted in by the
+#: translation, padding): left out of the loss, the accuracy and every metric.
+IGNORE_INDEX = 255
+
 
 def _open_png(path: Path) -> Image.Image:
     try:
@@ -64,19 +68,21 @@ def read_image(path: str | Path) -> np.ndarray:
     return (arr / top).astype(np.float32)
 
 
-def read_mask(path: str | Path, labels: dict[str, int]) -> np.ndarray:
+def read_mask(path: str | Path, labels: dict[str, int], ignore: int | None = None) -> np.ndarray:
     """Read a mask PNG and turn its pixel values into class indices in ``labels`` order.
 
     Args:
         path: the mask PNG (8/16-bit grayscale, 1-bit, or colour with three equal channels).
         labels: ordered region name -> pixel value; the position of a name is its class index.
+        ignore: the pixel value of unlabelled pixels (the dataset's ``ignore``), or None for none.
 
     Returns:
-        uint8 array of shape (H, W) with values in ``0 .. len(labels) - 1``.
+        uint8 array of shape (H, W) with values in ``0 .. len(labels) - 1``, and :data:`IGNORE_INDEX`
+        where the pixel value is ``ignore``.
 
     Raises:
         DataError: the file is missing or unreadable, a colour mask, of an unsupported mode, or holds
-            pixel values outside the label map (listed with their pixel counts).
+            pixel values outside the label map and ``ignore`` (listed with their pixel counts).
     """
     path = Path(path)
     img = _open_png(path)
@@ -92,15 +98,18 @@ def read_mask(path: str | Path, labels: dict[str, int]) -> np.ndarray:
             arr = arr * 255
     else:
         raise DataError(f"{path}: unsupported mask PNG mode {img.mode!r}")
-    lut = np.full(max(int(arr.max()), max(labels.values())) + 1, 255, dtype=np.uint8)
+    lut = np.full(max(int(arr.max()), max(labels.values())) + 1, -1, dtype=np.int16)
     for index, value in enumerate(labels.values()):
         lut[value] = index
+    if ignore is not None and ignore < len(lut):
+        lut[ignore] = IGNORE_INDEX
     out = lut[arr]
-    if (out == 255).any():
-        values, counts = np.unique(arr[out == 255], return_counts=True)
+    if (out < 0).any():
+        values, counts = np.unique(arr[out < 0], return_counts=True)
         listed = ", ".join(f"{v} ({c} px)" for v, c in zip(values.tolist(), counts.tolist()))
-        raise DataError(f"{path}: mask values outside the label map {dict(labels)}: {listed}")
-    return out
+        allowed = f"{dict(labels)}" + ("" if ignore is None else f" and the ignore value {ignore}")
+        raise DataError(f"{path}: mask values outside the label map {allowed}: {listed}")
+    return out.astype(np.uint8)
 
 
 def write_mask(path: str | Path, indices: np.ndarray, labels: dict[str, int]) -> None:

@@ -45,7 +45,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "data": None,  # dataset folder; None = the built-in synthetic phantom
     "seed": 0,  # weights init, shuffling, augmentation, dropout
     "split": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0},
-    "model": {"width": 64, "depth": 4},
+    "model": {"width": 64, "depth": 4, "pad": False},  # pad: images up to multiples of 2**depth
     "train": {
         "epochs": 180,
         "batch_size": 16,

@@ -30,13 +30,15 @@ import yaml
 
 from . import __version__
 from .config import config_hash, run_config, safe_load
-from .data import Dataset, Split, load_dataset, split_dataset, write_mask
+from .data import IGNORE_INDEX, Dataset, Split, load_dataset, split_dataset, write_mask
 from .errors import TrainingError
+from .fingerprint import check_same, data_fingerprint, recorded_fingerprints
 from .metrics import evaluate, json_safe, majority_class, trivial_baseline, write_json
+from .padding import check_size, crop, pad_dataset
 from .unet import UNet
 
 #: Target value of pixels shifted in from outside the image: ignored by the loss and the accuracy.
-IGNORE = 255
+IGNORE = IGNORE_INDEX
 HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
@@ -187,10 +189,10 @@ def _validate(model: UNet, images: torch.Tensor, masks: torch.Tensor, precision:
         y = masks[start:start + batch_size].long()
         with _autocast(images.device, precision):
             logits = model(images[start:start + batch_size])
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (_predicted_classes(logits) == y).sum()
-    pixels = masks.numel()
-    return loss_sum.item() / pixels, correct.item() / pixels
+        loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE, reduction="sum")
+        correct += (_predicted_classes(logits) == y).sum()  # predictions are never IGNORE
+    # The loss is divided by all pixels (as in training), the accuracy counts labelled pixels only.
+    return loss_sum.item() / masks.numel(), correct.item() / max(1, int((masks != IGNORE).sum()))
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -224,8 +226,12 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[UNet, dict]:
 
 
 def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
-        on_epoch: Callable[[EpochStats], None] | None = None, progress: bool = False) -> FitResult:
+        on_epoch: Callable[[EpochStats], None] | None = None, progress: bool = False,
+        record: dict | None = None) -> FitResult:
     """Train one network; resumes from ``out_dir/last.pt`` when it exists.
+
+    ``record`` is stored in both checkpoints as is (:func:`run` puts the data and split fingerprints
+    there, so a run continued on changed data is refused).
 
     A resumed run ends with the same weights as an uninterrupted one: the checkpoint carries the model,
     the optimizer, the epoch, the history and every RNG state the loop draws from. On resume the epochs
@@ -283,7 +289,7 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
             best_state = torch.load(best_path, map_location=device, weights_only=True)["model"]
 
     def save_checkpoints(epoch: int) -> None:
-        meta = {"model_spec": spec, "labels": dataset.labels, "config_hash": chash}
+        meta = {"model_spec": spec, "labels": dataset.labels, "config_hash": chash, **(record or {})}
         _save_atomic({**meta, "model": best_state, "epoch": best_epoch, "val_accuracy": best_acc}, best_path)
         _save_atomic({
             **meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
@@ -381,6 +387,21 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
     """
     config = run_config(config)
     out = Path(out_dir)
+    started = time.time()
+    # Data and config meet here: every check comes before anything is written.
+    dataset = dataset if dataset is not None else load_dataset(config["data"])
+    height, width = dataset.images.shape[1:]
+    check_size(height, width, config["model"]["depth"], config["model"]["pad"])
+    s = config["split"]
+    split = split_dataset(dataset, s["train"], s["val"], s["test"], seed=s["seed"])
+    split_info = split.to_json(dataset)
+    written = out / "config.yaml"
+    if written.exists() and config_hash(safe_load(written.read_text())) != config_hash(config):
+        raise TrainingError(f"{out}: holds a run with another config; use a new output folder or delete it")
+    fingerprint = data_fingerprint(dataset)
+    what, stored_data, stored_split = recorded_fingerprints(out)
+    check_same(what, stored_data, stored_split, fingerprint, split_info, "use a new --out")
+
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / "run.json"
     if info_path.exists() and (out / "metrics.json").exists():
@@ -388,18 +409,12 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
         if info.get("finished") and info.get("config_hash") == config_hash(config):
             return _read_back(out, info)
 
-    written = out / "config.yaml"
-    if written.exists() and config_hash(safe_load(written.read_text())) != config_hash(config):
-        raise TrainingError(f"{out}: holds a run with another config; use a new output folder or delete it")
-    started = time.time()
-    dataset = dataset if dataset is not None else load_dataset(config["data"])
-    s = config["split"]
-    split = split_dataset(dataset, s["train"], s["val"], s["test"], seed=s["seed"])
-    split_info = split.to_json(dataset)
     (out / "split.json").write_text(json.dumps(split_info, indent=1))
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
-    result = fit(config, dataset, split, out, on_epoch=on_epoch, progress=progress)
+    trained_on = pad_dataset(dataset, config["model"]["depth"]) if config["model"]["pad"] else dataset
+    result = fit(config, trained_on, split, out, on_epoch=on_epoch, progress=progress,
+                 record={"data_fingerprint": fingerprint, "split": split_info})
     model = result.model
     selected_epoch = len(result.history)
     if config["train"]["select"] == "best_val":
@@ -411,8 +426,8 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
     outputs = {}
     for name in ("test", "val"):
         idx = getattr(split, name)
-        x = torch.from_numpy(dataset.images[idx]).unsqueeze(1).to(device)
-        pred = predict(model, x, config["train"]["precision"]).cpu().numpy()
+        x = torch.from_numpy(trained_on.images[idx]).unsqueeze(1).to(device)
+        pred = crop(predict(model, x, config["train"]["precision"]).cpu().numpy(), height, width)
         outputs[name] = (pred, evaluate(pred, dataset.masks[idx], classes, [dataset.files[i] for i in idx]))
     test_pred, test_metrics = outputs["test"]
     # The floor a network must clearly beat: the training split's majority class predicted everywhere.
@@ -426,7 +441,7 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
 
     info = {
         "finished": True, "seed": config["seed"], "l2": config["train"]["l2"],
-        "config_hash": config_hash(config), "split_hash": split_info["hash"],
+        "config_hash": config_hash(config), "split_hash": split_info["hash"], "data_fingerprint": fingerprint,
         "data_dir": str(dataset.root), "synthetic": dataset.synthetic, "labels": dataset.labels,
         "device": result.device, "epochs_run": len(result.history), "selected_epoch": selected_epoch,
         "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy, "baseline": baseline,

@@ -17,8 +17,10 @@ from typing import Any
 import yaml
 
 from lgeseg.config import config_hash
-from lgeseg.data import load_dataset
+from lgeseg.data import load_dataset, split_dataset
 from lgeseg.errors import ConfigError
+from lgeseg.fingerprint import check_same, data_fingerprint
+from lgeseg.padding import check_size
 
 from .attempts import Attempt, adjustment_for, plan_attempts
 from .cluster import check_resources, start_ray
@@ -42,12 +44,20 @@ class GridResult:
     rows: list[dict[str, Any]]  #: one per grid point, see :func:`hpo.summary.summary_rows`
 
 
-def describe_data(data: str | None) -> dict[str, Any]:
-    """Read the data set once in the driver, so a bad folder fails here with one clear line, not in every
-    trial; the synthetic phantom is generated here, once."""
-    dataset = load_dataset(data)
+def describe_data(config: dict) -> dict[str, Any]:
+    """Read the data set once in the driver, so a bad folder, or images the network cannot take, fail here
+    with one clear line, not in every trial; the synthetic phantom is generated here, once.
+
+    Returns the study attributes of the data: folder, labels, and the data and split fingerprints that
+    ``--resume`` compares (:mod:`lgeseg.fingerprint`).
+    """
+    dataset = load_dataset(config["data"])
+    check_size(*dataset.images.shape[1:], config["model"]["depth"], config["model"]["pad"])
+    s = config["split"]
+    split = split_dataset(dataset, s["train"], s["val"], s["test"], seed=s["seed"])
     return {"data_dir": str(Path(dataset.root).resolve()), "labels": dataset.labels,
-            "synthetic": dataset.synthetic}
+            "synthetic": dataset.synthetic, "data_fingerprint": data_fingerprint(dataset),
+            "split": split.to_json(dataset)}
 
 
 def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
@@ -88,13 +98,14 @@ def run_grid(config: dict, storage: str | None = None, study_name: str | None = 
         the study's :class:`GridResult`, one row per grid point.
 
     Raises:
-        UserError: bad data, a cluster that cannot hold a trial, a storage that cannot be opened or stays
+        UserError: bad data, images the network cannot take, data that changed since the study began, a
+            cluster that cannot hold a trial, a storage that cannot be opened or stays
             busy, an existing study without ``resume``, or a config that differs from the stored one
             (:class:`~lgeseg.errors.ConfigError`); each before any trial runs.
     """
     stream = stream or sys.stdout
     name = study_name or config["name"]
-    data = describe_data(config["data"])
+    data = describe_data(config)
     start_ray(address, num_cpus)  # before anything is stored: a cluster that cannot run a trial is an error
     check_resources(config["resources"])
     out = Path(out_dir or default_study_dir(name)).resolve()
@@ -107,10 +118,15 @@ def run_grid(config: dict, storage: str | None = None, study_name: str | None = 
         raise ConfigError(f"the config differs from the one study '{name}' was started with: "
                           f"{_first_difference(config, stored)}; resume with the same config or use a new "
                           f"--study-name")
+    check_same(f"study '{name}'", study.user_attrs.get("data_fingerprint"), study.user_attrs.get("split"),
+               data["data_fingerprint"], data["split"], "start a new study with --study-name NAME (and --out DIR)")
     if stored is None:
         for key, value in {"config": config, "out_dir": str(out), **data}.items():
             study.set_user_attr(key, value)
         (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    elif "data_fingerprint" not in study.user_attrs:  # a study started before fingerprints were recorded
+        for key in ("data_fingerprint", "split"):
+            study.set_user_attr(key, data[key])
     if data["synthetic"]:
         print(f"data: SYNTHETIC phantom at {data['data_dir']} (no --data given)", file=stream)
     else:

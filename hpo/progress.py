@@ -14,7 +14,7 @@ from ray.tune import Callback
 
 from lgeseg.tables import MISSING, fmt, format_table
 
-from .recorder import error_message
+from .failure import failure_message
 from .rule import RetuneRule
 
 
@@ -112,7 +112,7 @@ class ProgressPrinter(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._rows.get(trial.config["trial_name"], {})["status"] = "error"
-        self._line("error", trial.config["trial_name"], error_message(trial))
+        self._line("error", trial.config["trial_name"], failure_message(trial))
 
     def on_experiment_end(self, trials: list, **info) -> None:
         self._table()

@@ -22,6 +22,7 @@ from ray.tune import Callback
 from lgeseg.errors import UserError
 
 from .attempts import Attempt
+from .failure import failure_message
 from .rule import RetuneRule
 from .storage import StorageBusyError
 
@@ -170,7 +171,7 @@ class OptunaRecorder(Callback):
         self._reported.pop(trial.trial_id, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._finish(trial.trial_id, TrialState.FAIL, None, {"error": error_message(trial)})
+        self._finish(trial.trial_id, TrialState.FAIL, None, {"error": failure_message(trial)})
         self._reported.pop(trial.trial_id, None)
 
     def _finish(self, tid: str, state: TrialState, value: float | None, attrs: dict[str, Any]) -> None:
@@ -188,11 +189,3 @@ def _version(package: str) -> str:
     from importlib.metadata import version
 
     return version(package)
-
-
-def error_message(trial) -> str:
-    """The last line of a failed trial's error (the exception), else a generic note."""
-    error = trial.get_error()
-    text = str(error) if error is not None else ""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "trial failed (see the Ray logs under the study folder)"

@@ -12,7 +12,7 @@ import optuna
 
 from lgeseg.tables import fmt, format_table
 
-from .attempts import plan_attempts
+from .attempts import PointStatus, plan_attempts
 
 #: Columns of :func:`format_summary`, in order.
 SUMMARY_COLUMNS: tuple[str, ...] = ("L2", "seed", "status", "reruns", "epochs", "val acc", "test GlobalAcc",
@@ -25,8 +25,8 @@ def summary_rows(config: dict, study: optuna.Study) -> list[dict[str, Any]]:
 
     Returns:
         dicts with keys ``l2``, ``seed``, ``status`` (a :class:`hpo.attempts.PointStatus` value),
-        ``reruns``, ``epochs``, ``val_accuracy``, ``GlobalAccuracy``, ``MeanIoU``, ``MeanBFScore`` and
-        ``trial`` (the latest attempt's Optuna number).
+        ``reruns``, ``epochs``, ``val_accuracy``, ``GlobalAccuracy``, ``MeanIoU``, ``MeanBFScore``,
+        ``trial`` (the latest attempt's Optuna number) and ``error`` (a failed point's recorded error).
     """
     rows = []
     for outcome in plan_attempts(config, study.get_trials(deepcopy=False)).values():
@@ -38,12 +38,16 @@ def summary_rows(config: dict, study: optuna.Study) -> list[dict[str, Any]]:
                      "val_accuracy": attrs.get("best_val_accuracy"),
                      "GlobalAccuracy": test.get("GlobalAccuracy"), "MeanIoU": test.get("MeanIoU"),
                      "MeanBFScore": test.get("MeanBFScore"),
-                     "trial": last.number if last is not None else None})
+                     "trial": last.number if last is not None else None,
+                     "error": attrs.get("error") if outcome.status == PointStatus.FAILED else None})
     return rows
 
 
 def format_summary(rows: list[dict[str, Any]]) -> str:
-    """The rows of :func:`summary_rows` as an aligned text table (:data:`SUMMARY_COLUMNS`)."""
-    return format_table(SUMMARY_COLUMNS, [
+    """The rows of :func:`summary_rows` as an aligned text table (:data:`SUMMARY_COLUMNS`), then one line
+    per failed grid point with its error."""
+    table = format_table(SUMMARY_COLUMNS, [
         [f"{r['l2']:g}", str(r["seed"]), r["status"], str(r["reruns"]), fmt(r["epochs"]), fmt(r["val_accuracy"]),
          fmt(r["GlobalAccuracy"]), fmt(r["MeanIoU"]), fmt(r["MeanBFScore"])] for r in rows])
+    failures = [f"failed l2={r['l2']:g} seed={r['seed']}: {r['error']}" for r in rows if r.get("error")]
+    return "\n".join([table, *failures])

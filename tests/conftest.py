@@ -50,31 +50,34 @@ def _lgeseg_cache(tmp_path_factory):
         yield
 
 
-def synthetic_arrays(n: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_arrays(n: int, size: int | tuple[int, int] = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` learnable image/mask pairs: a bright disk (class 0) in a dark ring (class 2) on grey (class 1).
 
-    Returns float32 images (n, size, size) in [0, 1] and uint8 class indices (n, size, size) in
-    :data:`TEST_LABELS` order. Centres and radii vary per image; images carry mild noise.
+    ``size`` is the side of square images or ``(height, width)``. Returns float32 images (n, H, W) in
+    [0, 1] and uint8 class indices (n, H, W) in :data:`TEST_LABELS` order. Centres and radii vary per
+    image; images carry mild noise.
     """
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    images = np.empty((n, size, size), np.float32)
-    masks = np.empty((n, size, size), np.uint8)
+    height, width = (size, size) if isinstance(size, int) else size
+    side = min(height, width)
+    yy, xx = np.mgrid[:height, :width]
+    images = np.empty((n, height, width), np.float32)
+    masks = np.empty((n, height, width), np.uint8)
     for i in range(n):
-        cy, cx = rng.uniform(size * 0.35, size * 0.65, 2)
-        r_in = rng.uniform(size * 0.12, size * 0.2)
-        r_out = r_in + rng.uniform(size * 0.08, size * 0.15)
+        cy, cx = rng.uniform(0.35, 0.65, 2) * (height, width)
+        r_in = rng.uniform(side * 0.12, side * 0.2)
+        r_out = r_in + rng.uniform(side * 0.08, side * 0.15)
         d = np.hypot(yy - cy, xx - cx)
-        mask = np.full((size, size), 1, np.uint8)
+        mask = np.full((height, width), 1, np.uint8)
         mask[d < r_out] = 2
         mask[d < r_in] = 0
         level = np.array([0.85, 0.45, 0.1], np.float32)[mask]
-        images[i] = np.clip(level + rng.normal(0, 0.05, (size, size)), 0, 1)
+        images[i] = np.clip(level + rng.normal(0, 0.05, (height, width)), 0, 1)
         masks[i] = mask
     return images, masks
 
 
-def write_dataset_dir(root: Path, n_patients: int = 8, slices: int = 3, size: int = 16, seed: int = 0,
+def write_dataset_dir(root: Path, n_patients: int = 8, slices: int = 3, size: int | tuple[int, int] = 16, seed: int = 0,
                       labels: dict[str, int] | None = None, manifest: bool = True) -> Path:
     """Write a dataset folder with ``n_patients * slices`` PNG pairs named ``p<PP>_s<S>.png``.
 

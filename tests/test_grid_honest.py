@@ -1,0 +1,125 @@
+"""``grid`` under changed data, odd image sizes and failed trials (issue 10, items 1-3), on tiny U-Nets."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import write_dataset_dir
+from hpo.config import study_config
+from hpo.grid import format_summary, run_grid
+from lgeseg.errors import ConfigError, DataError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=1, include_dashboard=False, object_store_memory=80 * 1024**2, log_to_driver=False,
+             configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def tiny(data_dir: Path, **sections) -> dict:
+    values = {"name": "honest", "data": str(data_dir), "seeds": [0], "model": {"width": 4, "depth": 2},
+              "train": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "device": "cpu",
+                        "precision": "fp32", "channels_last": False},
+              "grid": {"l2": [5e-3]},
+              "retune": {"check_fraction": 1.0, "target_accuracy": 0.0, "max_reruns": 0, "adjustments": []},
+              "resources": {"gpu": 0, "cpu": 1}}
+    for key, value in sections.items():
+        values[key] = {**values[key], **value} if isinstance(value, dict) else value
+    return study_config(values)
+
+
+def test_nan_loss_error_reaches_record_progress_and_summary(ray_cluster, tmp_path):
+    """The trainable's own message, not "see the Ray logs", in the Optuna attr, the progress line, the summary."""
+    data = write_dataset_dir(tmp_path / "data")
+    stream = io.StringIO()
+    result = run_grid(tiny(data, train={"learning_rate": 1e6}), out_dir=tmp_path / "study", report=False,
+                      stream=stream)
+    expected = "loss became nan at epoch 1, batch 2/3; try a smaller train.learning_rate"
+    (trial,) = optuna.load_study(study_name="honest", storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}").trials
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["error"] == expected
+    assert f"error   l2=0.005_seed=0_rerun=0  {expected}" in stream.getvalue()
+    assert result.rows[0]["status"] == "failed" and result.rows[0]["error"] == expected
+    assert format_summary(result.rows).splitlines()[-1] == f"failed l2=0.005 seed=0: {expected}"
+
+
+def test_resume_on_changed_data_is_refused(ray_cluster, tmp_path):
+    """A finished study whose data lose a test patient, then change a mask, refuses --resume each time."""
+    data = write_dataset_dir(tmp_path / "data")
+    config = tiny(data, grid={"l2": [5e-3, 5e-5]})
+    run_grid(config, out_dir=tmp_path / "study", report=False, stream=io.StringIO())
+    study = optuna.load_study(study_name="honest", storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}")
+    split = study.user_attrs["split"]
+    assert study.user_attrs["data_fingerprint"]["entries"]["images/p00_s0.png"]
+    stored = {t.number: (t.state, dict(t.user_attrs)) for t in study.trials}
+
+    # Same data: resuming works and does nothing.
+    again = run_grid(config, out_dir=tmp_path / "study", resume=True, report=False, stream=io.StringIO())
+    assert [r["status"] for r in again.rows] == ["complete", "complete"]
+
+    # One test patient's slices and manifest rows deleted from the data folder.
+    backup = shutil.copytree(data, tmp_path / "backup")
+    patient = split["test"][0].split("_")[0]
+    for folder in ("images", "masks"):
+        for path in (data / folder).glob(f"{patient}_*.png"):
+            path.unlink()
+    manifest = data / "manifest.csv"
+    manifest.write_text("".join(line for line in manifest.read_text().splitlines(keepends=True)
+                                if not line.startswith(patient)))
+    with pytest.raises(DataError) as refused:
+        run_grid(config, out_dir=tmp_path / "study", resume=True, report=False, stream=io.StringIO())
+    message = str(refused.value)
+    assert f"images/{patient}_s0.png is gone" in message and "--study-name" in message
+    assert "\n" not in message
+    shutil.rmtree(data)
+    shutil.copytree(backup, data)
+
+    # Same file names, one mask rewritten with other content.
+    shutil.copy(data / "masks" / "p01_s1.png", data / "masks" / "p01_s2.png")
+    with pytest.raises(DataError, match=r"masks/p01_s2\.png changed"):
+        run_grid(config, out_dir=tmp_path / "study", resume=True, report=False, stream=io.StringIO())
+    after = optuna.load_study(study_name="honest", storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}")
+    assert {t.number: (t.state, dict(t.user_attrs)) for t in after.trials} == stored  # nothing lost or added
+
+
+def test_image_size_checked_before_ray_and_storage(tmp_path, monkeypatch):
+    """18x14 images with depth 2: one line before Ray starts or anything is stored."""
+    import hpo.grid
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(hpo.grid, "_start_ray", no_ray)
+    data = write_dataset_dir(tmp_path / "data", size=(18, 14))
+    with pytest.raises(ConfigError, match=r"images are 18x14 \(HxW\) but model.depth 2 needs H and W divisible "
+                                          r"by 2\*\*2 = 4; set model.pad: true \(pads to 20x16\)"):
+        run_grid(tiny(data), out_dir=tmp_path / "study", report=False, stream=io.StringIO())
+    assert not (tmp_path / "study").exists()
+
+
+def test_failure_message_unwraps_and_reads_text() -> None:
+    """Ray's wrapper is unwrapped to the trainable's error; a text copy gives its exception line."""
+    from ray.exceptions import RayTaskError
+
+    from hpo.failure import UNKNOWN, _text_message, exception_message
+
+    inner = DataError("data/masks/a.png: mask values outside the label map")
+    wrapped = RayTaskError("train", "Traceback ...", inner)
+    assert exception_message(wrapped) == "data/masks/a.png: mask values outside the label map"
+    assert exception_message(ValueError("bad\nsecond line")) == "ValueError: bad"
+    text = ("Failure # 1 (occurred at 2026-01-01)\nray::ImplicitFunc.train() (pid=1)\n  File \"x.py\", line 3\n"
+            "    raise TrainingError(msg)\nlgeseg.errors.TrainingError: loss became nan at epoch 1\n")
+    assert _text_message(text) == "loss became nan at epoch 1"
+    assert _text_message("") is None and UNKNOWN.startswith("trial failed")

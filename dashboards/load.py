@@ -44,6 +44,7 @@ class TrialRecord:
     retune: dict[str, Any] = field(default_factory=dict)
     #: the trivial baseline's metrics per split, ``{"val": {...}, "test": {...}}`` (None in old studies)
     baseline: dict[str, Any] | None = None
+    split_hash: str | None = None  #: hash of the train/val/test file lists the trial ran on
 
     @property
     def is_complete(self) -> bool:
@@ -67,6 +68,8 @@ class StudyRecord:
     labels: dict[str, int]
     synthetic: bool
     trials: list[TrialRecord]
+    #: The split compared when finished trials ran on different splits (see :func:`split_groups`).
+    compared_split: str | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -74,9 +77,20 @@ class StudyRecord:
         return list(self.labels)
 
     @property
-    def complete(self) -> list[TrialRecord]:
-        """Finished trials that have test metrics: the ones Figure 1, 2 and the statistics use."""
+    def finished(self) -> list[TrialRecord]:
+        """Finished trials that have test metrics, whatever split they ran on."""
         return [t for t in self.trials if t.is_complete and t.test_metrics is not None and t.l2 is not None]
+
+    @property
+    def complete(self) -> list[TrialRecord]:
+        """Finished trials that have test metrics on the compared split: the ones Figure 1, 2 and the
+        statistics use (a trial tested on other images is never ranked or paired with them)."""
+        return [t for t in self.finished if self.compared_split is None or t.split_hash == self.compared_split]
+
+    @property
+    def other_split(self) -> list[TrialRecord]:
+        """Finished trials left out of every comparison because they ran on another split."""
+        return [t for t in self.finished if self.compared_split is not None and t.split_hash != self.compared_split]
 
     @property
     def l2_values(self) -> list[float]:
@@ -163,7 +177,20 @@ def _trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         lineage=dict(attrs.get("lineage") or {}),
         retune=dict(attrs.get("retune") or {}),
         baseline=attrs.get("baseline"),
+        split_hash=attrs.get("split_hash"),
     )
+
+
+def split_groups(trials: list[TrialRecord]) -> dict[str | None, list[TrialRecord]]:
+    """Trials grouped by the split they ran on, the largest group first (ties: the earliest trial's).
+
+    Metrics of trials on different test images are not comparable, so figures and statistics use one
+    group only; None groups trials that recorded no split.
+    """
+    groups: dict[str | None, list[TrialRecord]] = {}
+    for trial in sorted(trials, key=lambda t: t.number):
+        groups.setdefault(trial.split_hash, []).append(trial)
+    return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0].number)))
 
 
 def load_study(study: optuna.Study, storage: str) -> StudyRecord:
@@ -174,7 +201,10 @@ def load_study(study: optuna.Study, storage: str) -> StudyRecord:
     if not labels:
         first = next((t.test_metrics for t in trials if t.test_metrics), None)
         labels = {name: index for index, name in enumerate(first["classes"])} if first else {}
+    finished = [t for t in trials if t.complete and t.test_metrics is not None and t.l2 is not None]
+    groups = split_groups(finished)
     return StudyRecord(
+        compared_split=next(iter(groups)) if len(groups) > 1 else None,
         name=study.study_name,
         storage=mask_url(storage),
         config=dict(attrs.get("config") or {}),

@@ -25,6 +25,7 @@ from hpo.storage import mask_url, open_study, sqlite_path, study_storage
 from lgeseg.errors import UserError
 from lgeseg.metrics import json_safe
 
+from .caveats import caveat_lines
 from .figures import TRIAL_COLUMNS, figure1, sensitivity, table, training_curves, trial_rows
 from .load import StudyRecord, load_study
 from .masks import figure2
@@ -111,7 +112,7 @@ def render_html(record: StudyRecord, figures: dict[str, go.Figure], analysis: An
              f"<p class='meta'>storage {html.escape(mask_url(record.storage))} · "
              f"generated {_dt.datetime.now().isoformat(timespec='seconds')} · regions "
              f"{html.escape(', '.join(f'{k}={v}' for k, v in record.labels.items()))}</p>"]
-    lines = summary_lines(record, analysis.comparisons, analysis.units)
+    lines = [*summary_lines(record, analysis.comparisons, analysis.units), *caveat_lines(record)]
     parts.append("<h2>Summary</h2><ul>" + "".join(
         f"<li class='synthetic'>{html.escape(s)}</li>" if s.startswith(("The data are SYNTHETIC", "DID NOT LEARN"))
         else f"<li>{html.escape(s)}</li>" for s in lines) + "</ul>")

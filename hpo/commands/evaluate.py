@@ -26,16 +26,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--labels", help="label map name=value,... (default: dataset.json next to or in "
                                          "the truth folder, else region1=255,region2=128,region3=0)")
     parser.add_argument("--json", type=Path, help="write the full result (per-image metrics too) here")
+    parser.add_argument("--ignore", type=int, metavar="VALUE",
+                        help="truth pixel value of unlabelled pixels, left out of every metric (default: the "
+                             "'ignore' of that dataset.json, else none)")
     parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     """Read the mask pairs, evaluate them, print the tables and write the JSON if asked."""
-    from lgeseg.data import label_map_near, parse_labels, read_mask_pairs
+    from lgeseg.data import check_ignore, ignore_near, label_map_near, parse_labels, read_mask_pairs
     from lgeseg.metrics import evaluate, format_tables, write_json
 
     labels = parse_labels(args.labels) if args.labels is not None else label_map_near(args.truth)
-    preds, truths, names = read_mask_pairs(args.pred, args.truth, labels, progress=sys.stderr.isatty())
+    ignore = (check_ignore(args.ignore, labels, "--ignore") if args.ignore is not None
+              else ignore_near(args.truth, labels))
+    preds, truths, names = read_mask_pairs(args.pred, args.truth, labels, progress=sys.stderr.isatty(),
+                                           ignore=ignore)
     result = evaluate(preds, truths, list(labels), names)
     print(format_tables(result))
     if args.json is not None:

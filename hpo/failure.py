@@ -45,7 +45,7 @@ def _text_message(text: str) -> str | None:
     """The exception line of a traceback text (its last line that is not a frame or a Ray banner)."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     for line in reversed(lines):
-        if line.startswith(("File ", "Failure #", "^", "ray::")) or line.startswith("Traceback"):
+        if line.startswith(("File ", "Failure #", "^", "ray::", "Traceback")):
             continue
         kind, sep, rest = line.partition(": ")
         if sep and kind.rsplit(".", 1)[-1] in ("TrainingError", "DataError", "ConfigError", "UserError"):
@@ -66,9 +66,11 @@ def failure_message(trial) -> str:
     if pickled and Path(pickled).is_file():
         try:
             with open(pickled, "rb") as handle:
-                return exception_message(cloudpickle.load(handle))
-        except Exception:  # noqa: BLE001 - an unpicklable error falls through to its text
-            pass
+                error = cloudpickle.load(handle)
+        except Exception:  # noqa: BLE001 - an error that does not unpickle falls through to its text
+            error = None
+        if isinstance(error, BaseException):
+            return exception_message(error)
     texts = []
     error_file = getattr(trial, "error_file", None)
     if error_file and Path(error_file).is_file():

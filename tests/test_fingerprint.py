@@ -11,10 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_dataset_dir
 from lgeseg.data import load_dataset
 from lgeseg.errors import DataError
-from lgeseg.fingerprint import check_same, data_difference, data_fingerprint, split_difference
+from lgeseg.fingerprint import (
+    check_same,
+    data_difference,
+    data_fingerprint,
+    split_difference,
+)
 from lgeseg.train import run
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import write_dataset_dir
 from optuna.trial import TrialState
 
-from conftest import write_dataset_dir
 from hpo.config import study_config
 from hpo.grid import format_summary, run_grid
 from lgeseg.errors import ConfigError, DataError

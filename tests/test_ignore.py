@@ -33,7 +33,7 @@ def test_metrics_leave_out_unlabelled_truth_pixels():
     # BF (theta < 1 px: exact matches; every pixel of a 2x4 image is on its edge, so all are boundary).
     # a: prediction {(0,0), (1,3)} ((1,1) is unlabelled), truth {(0,0), (0,1), (1,0)}: P 1/2, R 1/3.
     # b: prediction {(0,1), (0,3), (1,0), (1,2)} ((0,2) is unlabelled), truth {(0,3), (1,2), (1,3)}: P 2/4, R 2/3.
-    f1 = lambda p, r: 2 * p * r / (p + r)  # noqa: E731
+    f1 = lambda p, r: 2 * p * r / (p + r)
     assert c["a"]["MeanBFScore"] == pytest.approx(f1(1 / 2, 1 / 3))
     assert c["b"]["MeanBFScore"] == pytest.approx(f1(2 / 4, 2 / 3))
     assert d["MeanBFScore"] == pytest.approx((f1(1 / 2, 1 / 3) + f1(2 / 4, 2 / 3)) / 2)
@@ -61,8 +61,8 @@ def test_read_mask_maps_the_ignore_value(tmp_path):
 
 
 @pytest.mark.parametrize(("ignore", "message"), [
-    (128, "'ignore' is 128, which is also the value of label 'region2'; the ignore value must differ from "
-          "every label"),
+    (128, ("'ignore' is 128, which is also the value of label 'region2'; the ignore value must differ from "
+           "every label")),
     (300, "'ignore' must be a pixel value 0-255, got 300"),
     ("x", "'ignore' must be a pixel value 0-255, got 'x'"),
     (True, "'ignore' must be a pixel value 0-255, got True"),

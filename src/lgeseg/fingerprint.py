@@ -140,7 +140,7 @@ def split_difference(stored: dict[str, Any], now: dict[str, Any]) -> str | None:
     for part in ("test", "val", "train"):
         old, new = set(stored.get(part) or []), set(now.get(part) or [])
         if old != new:
-            moved = sorted(old ^ new)[0]
+            moved = min(old ^ new)
             where = "left" if moved in old else "joined"
             return f"{moved} {where} the {part} split"
     return "the split's hash differs"

@@ -1,4 +1,4 @@
-"""What is left out is said: dot-files skipped, images a NaN-skipping mean dropped, trials on another split."""
+"""What is left out is said: dot-files skipped, images a NaN-skipping BF mean dropped, trials on another split."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import optuna
 
-from dashboards.caveats import caveat_lines, dropped_note, split_note
+from dashboards.caveats import caveat_lines, split_note
 from dashboards.load import StudyRecord, TrialRecord, load_study, split_groups
 from dashboards.stats import paired_comparisons
 from lgeseg.data import load_dataset
@@ -87,20 +87,7 @@ def test_trials_on_another_split_are_never_ranked_or_paired():
     # One split: no note, nothing excluded.
     same = _record([t for t in trials if t.number != 2])
     assert same.compared_split is None and split_note(same) is None and len(same.complete) == 3
-
-
-def test_dropped_images_of_per_image_statistics_are_counted():
-    nan = math.nan
-    record = _record([_trial(0, 1e-3, 0, "s", {"a.png": 0.5, "b.png": nan, "c.png": 0.7}),
-                      _trial(1, 1e-4, 0, "s", {"a.png": 0.4, "b.png": 0.3, "c.png": nan}),
-                      _trial(2, 1e-4, 1, "s", {"a.png": 0.6, "b.png": 0.1, "c.png": nan})])
-    assert dropped_note(record, "MeanIoU") == (
-        "Per-image MeanIoU is undefined on some test images (NaN: a class absent from both masks, or no boundary "
-        "at all); paired comparisons drop them: L2=0.0001 1 of 3, L2=0.001 1 of 3.")
-    assert dropped_note(record, "MeanBFScore") is None
-    assert caveat_lines(record) == [dropped_note(record, "MeanIoU")]
-    (iou,) = [c for c in paired_comparisons(record) if c.metric == "MeanIoU"]
-    assert iou.n == 1
+    assert caveat_lines(same) == [] and caveat_lines(record) == [split_note(record)]
 
 
 def test_load_study_groups_by_recorded_split_hash():

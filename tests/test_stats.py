@@ -315,7 +315,7 @@ def test_one_epoch_networks_are_marked_did_not_learn(tiny_data_dir: Path, tmp_pa
                            "resources": {"gpu": 0, "cpu": 1}})
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="one-epoch", storage=storage, direction="maximize")
-    for key, value in {"config": config, "out_dir": str(tmp_path), **describe_data(config["data"])}.items():
+    for key, value in {"config": config, "out_dir": str(tmp_path), **describe_data(config)}.items():
         study.set_user_attr(key, value)
     recorder = OptunaRecorder(study, RetuneRule(1.0, 0.0), max_reruns=0)
     for index, l2 in enumerate(config["grid"]["l2"]):

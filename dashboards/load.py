@@ -201,7 +201,7 @@ def load_study(study: optuna.Study, storage: str) -> StudyRecord:
     if not labels:
         first = next((t.test_metrics for t in trials if t.test_metrics), None)
         labels = {name: index for index, name in enumerate(first["classes"])} if first else {}
-    finished = [t for t in trials if t.complete and t.test_metrics is not None and t.l2 is not None]
+    finished = [t for t in trials if t.is_complete and t.test_metrics is not None and t.l2 is not None]
     groups = split_groups(finished)
     return StudyRecord(
         compared_split=next(iter(groups)) if len(groups) > 1 else None,

@@ -50,7 +50,7 @@ CHANGES = {
 
 def _drop_manifest_row(root: Path, name: str) -> None:
     path = root / "manifest.csv"
-    path.write_text("".join(l for l in path.read_text().splitlines(keepends=True) if not l.startswith(name)))
+    path.write_text("".join(row for row in path.read_text().splitlines(keepends=True) if not row.startswith(name)))
 
 
 def _add_manifest_row(root: Path, row: str) -> None:

@@ -12,7 +12,8 @@ from conftest import write_dataset_dir
 from optuna.trial import TrialState
 
 from hpo.config import study_config
-from hpo.grid import format_summary, run_grid
+from hpo.grid import run_grid
+from hpo.summary import format_summary
 from lgeseg.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.slow
@@ -44,7 +45,7 @@ def test_nan_loss_error_reaches_record_progress_and_summary(ray_cluster, tmp_pat
     """The trainable's own message, not "see the Ray logs", in the Optuna attr, the progress line, the summary."""
     data = write_dataset_dir(tmp_path / "data")
     stream = io.StringIO()
-    result = run_grid(tiny(data, train={"learning_rate": 1e6}), out_dir=tmp_path / "study", report=False,
+    result = run_grid(tiny(data, train={"learning_rate": 1e6}), out_dir=tmp_path / "study",
                       stream=stream)
     expected = "loss became nan at epoch 1, batch 2/3; try a smaller train.learning_rate"
     (trial,) = optuna.load_study(study_name="honest", storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}").trials
@@ -59,14 +60,14 @@ def test_resume_on_changed_data_is_refused(ray_cluster, tmp_path):
     """A finished study whose data lose a test patient, then change a mask, refuses --resume each time."""
     data = write_dataset_dir(tmp_path / "data")
     config = tiny(data, grid={"l2": [5e-3, 5e-5]})
-    run_grid(config, out_dir=tmp_path / "study", report=False, stream=io.StringIO())
+    run_grid(config, out_dir=tmp_path / "study", stream=io.StringIO())
     study = optuna.load_study(study_name="honest", storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}")
     split = study.user_attrs["split"]
     assert len(study.user_attrs["data_fingerprint"]["entries"]["p00_s0.png"]) == 20  # image and mask hashes
     stored = {t.number: (t.state, dict(t.user_attrs)) for t in study.trials}
 
     # Same data: resuming works and does nothing.
-    again = run_grid(config, out_dir=tmp_path / "study", resume=True, report=False, stream=io.StringIO())
+    again = run_grid(config, out_dir=tmp_path / "study", resume=True, stream=io.StringIO())
     assert [r["status"] for r in again.rows] == ["complete", "complete"]
 
     # One test patient's slices and manifest rows deleted from the data folder.
@@ -79,7 +80,7 @@ def test_resume_on_changed_data_is_refused(ray_cluster, tmp_path):
     manifest.write_text("".join(line for line in manifest.read_text().splitlines(keepends=True)
                                 if not line.startswith(patient)))
     with pytest.raises(DataError) as refused:
-        run_grid(config, out_dir=tmp_path / "study", resume=True, report=False, stream=io.StringIO())
+        run_grid(config, out_dir=tmp_path / "study", resume=True, stream=io.StringIO())
     message = str(refused.value)
     assert f"images/{patient}_s0.png is gone" in message and "--study-name" in message
     assert "\n" not in message
@@ -89,7 +90,7 @@ def test_resume_on_changed_data_is_refused(ray_cluster, tmp_path):
     # Same file names, one mask rewritten with other content.
     shutil.copy(data / "masks" / "p01_s1.png", data / "masks" / "p01_s2.png")
     with pytest.raises(DataError, match=r"masks/p01_s2\.png changed"):
-        run_grid(config, out_dir=tmp_path / "study", resume=True, report=False, stream=io.StringIO())
+        run_grid(config, out_dir=tmp_path / "study", resume=True, stream=io.StringIO())
     after = optuna.load_study(study_name="honest", storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}")
     assert {t.number: (t.state, dict(t.user_attrs)) for t in after.trials} == stored  # nothing lost or added
 
@@ -101,11 +102,11 @@ def test_image_size_checked_before_ray_and_storage(tmp_path, monkeypatch):
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray was started")
 
-    monkeypatch.setattr(hpo.grid, "_start_ray", no_ray)
+    monkeypatch.setattr(hpo.grid, "start_ray", no_ray)
     data = write_dataset_dir(tmp_path / "data", size=(18, 14))
     with pytest.raises(ConfigError, match=r"images are 18x14 \(HxW\) but model.depth 2 needs H and W divisible "
                                           r"by 2\*\*2 = 4; set model.pad: true \(pads to 20x16\)"):
-        run_grid(tiny(data), out_dir=tmp_path / "study", report=False, stream=io.StringIO())
+        run_grid(tiny(data), out_dir=tmp_path / "study", stream=io.StringIO())
     assert not (tmp_path / "study").exists()
 
 

@@ -33,7 +33,9 @@ def test_metrics_leave_out_unlabelled_truth_pixels():
     # BF (theta < 1 px: exact matches; every pixel of a 2x4 image is on its edge, so all are boundary).
     # a: prediction {(0,0), (1,3)} ((1,1) is unlabelled), truth {(0,0), (0,1), (1,0)}: P 1/2, R 1/3.
     # b: prediction {(0,1), (0,3), (1,0), (1,2)} ((0,2) is unlabelled), truth {(0,3), (1,2), (1,3)}: P 2/4, R 2/3.
-    f1 = lambda p, r: 2 * p * r / (p + r)
+    def f1(p: float, r: float) -> float:
+        return 2 * p * r / (p + r)
+
     assert c["a"]["MeanBFScore"] == pytest.approx(f1(1 / 2, 1 / 3))
     assert c["b"]["MeanBFScore"] == pytest.approx(f1(2 / 4, 2 / 3))
     assert d["MeanBFScore"] == pytest.approx((f1(1 / 2, 1 / 3) + f1(2 / 4, 2 / 3)) / 2)

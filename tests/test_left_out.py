@@ -63,7 +63,7 @@ def _trial(number: int, l2: float, seed: int, split: str | None, images: dict[st
 
 
 def _record(trials: list[TrialRecord]) -> StudyRecord:
-    groups = split_groups([t for t in trials if t.complete])
+    groups = split_groups([t for t in trials if t.is_complete])
     return StudyRecord(name="s", storage="sqlite:///x.db", config={}, out_dir=None, data_dir=None,
                        labels={"a": 0, "b": 1}, synthetic=False, trials=trials,
                        compared_split=next(iter(groups)) if len(groups) > 1 else None)

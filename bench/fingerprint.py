@@ -43,8 +43,11 @@ def main() -> None:
         load.append(time.perf_counter() - started)
     files = 2 * len(dataset.files)
     print(f"{dataset.root}: {len(dataset.files)} images + masks ({files} files), median of {args.reps}")
-    for name, times in (("fingerprint, cold cache", cold), ("fingerprint, warm cache", warm),
-                        ("load_dataset (reading the PNGs)", load)):
+    for name, times in (
+        ("fingerprint, cold cache", cold),
+        ("fingerprint, warm cache", warm),
+        ("load_dataset (reading the PNGs)", load),
+    ):
         print(f"  {name:<33} {statistics.median(times) * 1000:8.1f} ms")
 
 

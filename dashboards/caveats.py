@@ -15,11 +15,15 @@ def split_note(record: StudyRecord) -> str | None:
     if not record.other_split:
         return None
     others = split_groups(record.other_split)
-    described = "; ".join(f"trial(s) {', '.join(str(t.number) for t in group)} on split {h or 'unrecorded'}"
-                          for h, group in others.items())
-    return (f"Finished trials ran on different train/val/test splits (the data changed under the study): "
-            f"{described}. Rankings, figures and paired comparisons use only the {len(record.complete)} "
-            f"trial(s) on split {record.compared_split}, never mixing test sets.")
+    described = "; ".join(
+        f"trial(s) {', '.join(str(t.number) for t in group)} on split {h or 'unrecorded'}"
+        for h, group in others.items()
+    )
+    return (
+        f"Finished trials ran on different train/val/test splits (the data changed under the study): "
+        f"{described}. Rankings, figures and paired comparisons use only the {len(record.complete)} "
+        f"trial(s) on split {record.compared_split}, never mixing test sets."
+    )
 
 
 def caveat_lines(record: StudyRecord) -> list[str]:

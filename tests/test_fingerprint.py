@@ -33,18 +33,39 @@ def _rewrite_png(path: Path, change) -> None:
 
 CHANGES = {
     "image pixels": (lambda r: _rewrite_png(r / "images/p02_s1.png", lambda a: 255 - a), "images/p02_s1.png changed"),
-    "mask pixels": (lambda r: _rewrite_png(r / "masks/p03_s0.png", lambda a: np.roll(a, 1, 0)),
-                    "masks/p03_s0.png changed"),
-    "pair removed": (lambda r: [(r / f / "p07_s2.png").unlink() for f in ("images", "masks")]
-                     and _drop_manifest_row(r, "p07_s2.png"), "images/p07_s2.png is gone"),
-    "pair added": (lambda r: [shutil.copy(r / f / "p07_s2.png", r / f / "p07_s3.png") for f in ("images", "masks")]
-                   and _add_manifest_row(r, "p07_s3.png,patient07"), "images/p07_s3.png is new"),
-    "label map": (lambda r: (r / "dataset.json").write_text(json.dumps(
-        {"labels": {"region1": 255, "region3": 0, "region2": 128}})), "the label map changed"),
-    "ignore value": (lambda r: (r / "dataset.json").write_text(json.dumps(
-        {"labels": {"region1": 255, "region2": 128, "region3": 0}, "ignore": 7})), "the label map changed"),
-    "manifest": (lambda r: _drop_manifest_row(r, "p00_s0.png") or _add_manifest_row(r, "p00_s0.png,patient99"),
-                 "manifest.csv changed"),
+    "mask pixels": (
+        lambda r: _rewrite_png(r / "masks/p03_s0.png", lambda a: np.roll(a, 1, 0)),
+        "masks/p03_s0.png changed",
+    ),
+    "pair removed": (
+        lambda r: (
+            [(r / f / "p07_s2.png").unlink() for f in ("images", "masks")] and _drop_manifest_row(r, "p07_s2.png")
+        ),
+        "images/p07_s2.png is gone",
+    ),
+    "pair added": (
+        lambda r: (
+            [shutil.copy(r / f / "p07_s2.png", r / f / "p07_s3.png") for f in ("images", "masks")]
+            and _add_manifest_row(r, "p07_s3.png,patient07")
+        ),
+        "images/p07_s3.png is new",
+    ),
+    "label map": (
+        lambda r: (r / "dataset.json").write_text(
+            json.dumps({"labels": {"region1": 255, "region3": 0, "region2": 128}})
+        ),
+        "the label map changed",
+    ),
+    "ignore value": (
+        lambda r: (r / "dataset.json").write_text(
+            json.dumps({"labels": {"region1": 255, "region2": 128, "region3": 0}, "ignore": 7})
+        ),
+        "the label map changed",
+    ),
+    "manifest": (
+        lambda r: _drop_manifest_row(r, "p00_s0.png") or _add_manifest_row(r, "p00_s0.png,patient99"),
+        "manifest.csv changed",
+    ),
 }
 
 
@@ -92,16 +113,22 @@ def test_in_memory_dataset_is_hashed_from_arrays(make_dataset):
 
 def test_split_difference_names_a_moved_file():
     stored = {"hash": "a", "train": ["x.png"], "val": ["y.png"], "test": ["z.png"]}
-    assert split_difference(stored, {**stored, "hash": "b", "test": [], "train": ["x.png", "z.png"]}) == \
-        "z.png left the test split"
+    assert (
+        split_difference(stored, {**stored, "hash": "b", "test": [], "train": ["x.png", "z.png"]})
+        == "z.png left the test split"
+    )
     assert split_difference(stored, dict(stored)) is None
-    with pytest.raises(DataError, match=r"^study 's' was made from other data \(z.png left the test split\); .*"
-                                        r"restore the data or use a new --study-name$"):
+    with pytest.raises(
+        DataError,
+        match=r"^study 's' was made from other data \(z.png left the test split\); .*"
+        r"restore the data or use a new --study-name$",
+    ):
         check_same("study 's'", None, stored, {}, {**stored, "hash": "b", "test": []}, "use a new --study-name")
 
 
-def test_train_refuses_to_continue_or_read_back_on_changed_data(make_dataset_dir, tiny_run_config, tmp_path,
-                                                               one_line_error):
+def test_train_refuses_to_continue_or_read_back_on_changed_data(
+    make_dataset_dir, tiny_run_config, tmp_path, one_line_error
+):
     """A finished run (run.json) and an interrupted one (last.pt only) are both refused; nothing is rewritten."""
     root = make_dataset_dir()
     config = tiny_run_config(data=str(root), train__epochs=1)
@@ -112,15 +139,42 @@ def test_train_refuses_to_continue_or_read_back_on_changed_data(make_dataset_dir
     with pytest.raises(DataError, match=r"run\.json was made from other data \(masks/p04_s2\.png changed\)"):
         run(config, out)
     (out / "run.json").unlink()  # as if interrupted after its last checkpoint
-    with pytest.raises(DataError, match=r"last\.pt was made from other data \(masks/p04_s2\.png changed\).*"
-                                        r"use a new --out"):
+    with pytest.raises(
+        DataError,
+        match=r"last\.pt was made from other data \(masks/p04_s2\.png changed\).*"
+        r"use a new --out",
+    ):
         run(config, out)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == {
-        k: v for k, v in kept.items() if k != "run.json"}
-    line = one_line_error(["train", "--data", str(root), "--out", str(out), "--set", "model.width=4",
-                           "--set", "model.depth=2", "--epochs", "1", "--set", "train.batch_size=4",
-                           "--set", "train.device=cpu", "--set", "train.precision=fp32",
-                           "--set", "train.channels_last=false", "--l2", "0.0005", "--seed", "0"])
+        k: v for k, v in kept.items() if k != "run.json"
+    }
+    line = one_line_error(
+        [
+            "train",
+            "--data",
+            str(root),
+            "--out",
+            str(out),
+            "--set",
+            "model.width=4",
+            "--set",
+            "model.depth=2",
+            "--epochs",
+            "1",
+            "--set",
+            "train.batch_size=4",
+            "--set",
+            "train.device=cpu",
+            "--set",
+            "train.precision=fp32",
+            "--set",
+            "train.channels_last=false",
+            "--l2",
+            "0.0005",
+            "--seed",
+            "0",
+        ]
+    )
     assert "last.pt was made from other data (masks/p04_s2.png changed)" in line, line
 
 

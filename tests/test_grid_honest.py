@@ -23,19 +23,35 @@ pytestmark = pytest.mark.slow
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False, object_store_memory=80 * 1024**2, log_to_driver=False,
-             configure_logging=False)
+    ray.init(
+        num_cpus=1,
+        include_dashboard=False,
+        object_store_memory=80 * 1024**2,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     yield
     ray.shutdown()
 
 
 def tiny(data_dir: Path, **sections) -> dict:
-    values = {"name": "honest", "data": str(data_dir), "seeds": [0], "model": {"width": 4, "depth": 2},
-              "train": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "device": "cpu",
-                        "precision": "fp32", "channels_last": False},
-              "grid": {"l2": [5e-3]},
-              "retune": {"check_fraction": 1.0, "target_accuracy": 0.0, "max_reruns": 0, "adjustments": []},
-              "resources": {"gpu": 0, "cpu": 1}}
+    values = {
+        "name": "honest",
+        "data": str(data_dir),
+        "seeds": [0],
+        "model": {"width": 4, "depth": 2},
+        "train": {
+            "epochs": 1,
+            "batch_size": 4,
+            "learning_rate": 1e-3,
+            "device": "cpu",
+            "precision": "fp32",
+            "channels_last": False,
+        },
+        "grid": {"l2": [5e-3]},
+        "retune": {"check_fraction": 1.0, "target_accuracy": 0.0, "max_reruns": 0, "adjustments": []},
+        "resources": {"gpu": 0, "cpu": 1},
+    }
     for key, value in sections.items():
         values[key] = {**values[key], **value} if isinstance(value, dict) else value
     return study_config(values)
@@ -45,8 +61,7 @@ def test_nan_loss_error_reaches_record_progress_and_summary(ray_cluster, tmp_pat
     """The trainable's own message, not "see the Ray logs", in the Optuna attr, the progress line, the summary."""
     data = write_dataset_dir(tmp_path / "data")
     stream = io.StringIO()
-    result = run_grid(tiny(data, train={"learning_rate": 1e6}), out_dir=tmp_path / "study",
-                      stream=stream)
+    result = run_grid(tiny(data, train={"learning_rate": 1e6}), out_dir=tmp_path / "study", stream=stream)
     expected = "loss became nan at epoch 1, batch 2/3; try a smaller train.learning_rate"
     (trial,) = optuna.load_study(study_name="honest", storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}").trials
     assert trial.state == TrialState.FAIL
@@ -77,8 +92,9 @@ def test_resume_on_changed_data_is_refused(ray_cluster, tmp_path):
         for path in (data / folder).glob(f"{patient}_*.png"):
             path.unlink()
     manifest = data / "manifest.csv"
-    manifest.write_text("".join(line for line in manifest.read_text().splitlines(keepends=True)
-                                if not line.startswith(patient)))
+    manifest.write_text(
+        "".join(line for line in manifest.read_text().splitlines(keepends=True) if not line.startswith(patient))
+    )
     with pytest.raises(DataError) as refused:
         run_grid(config, out_dir=tmp_path / "study", resume=True, stream=io.StringIO())
     message = str(refused.value)
@@ -104,8 +120,11 @@ def test_image_size_checked_before_ray_and_storage(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hpo.grid, "start_ray", no_ray)
     data = write_dataset_dir(tmp_path / "data", size=(18, 14))
-    with pytest.raises(ConfigError, match=r"images are 18x14 \(HxW\) but model.depth 2 needs H and W divisible "
-                                          r"by 2\*\*2 = 4; set model.pad: true \(pads to 20x16\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"images are 18x14 \(HxW\) but model.depth 2 needs H and W divisible "
+        r"by 2\*\*2 = 4; set model.pad: true \(pads to 20x16\)",
+    ):
         run_grid(tiny(data), out_dir=tmp_path / "study", stream=io.StringIO())
     assert not (tmp_path / "study").exists()
 
@@ -120,7 +139,9 @@ def test_failure_message_unwraps_and_reads_text() -> None:
     wrapped = RayTaskError("train", "Traceback ...", inner)
     assert exception_message(wrapped) == "data/masks/a.png: mask values outside the label map"
     assert exception_message(ValueError("bad\nsecond line")) == "ValueError: bad"
-    text = ("Failure # 1 (occurred at 2026-01-01)\nray::ImplicitFunc.train() (pid=1)\n  File \"x.py\", line 3\n"
-            "    raise TrainingError(msg)\nlgeseg.errors.TrainingError: loss became nan at epoch 1\n")
+    text = (
+        'Failure # 1 (occurred at 2026-01-01)\nray::ImplicitFunc.train() (pid=1)\n  File "x.py", line 3\n'
+        "    raise TrainingError(msg)\nlgeseg.errors.TrainingError: loss became nan at epoch 1\n"
+    )
     assert _text_message(text) == "loss became nan at epoch 1"
     assert _text_message("") is None and UNKNOWN.startswith("trial failed")

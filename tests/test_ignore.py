@@ -30,6 +30,7 @@ def test_metrics_leave_out_unlabelled_truth_pixels():
     assert c["a"]["IoU"] == pytest.approx(1 / 4) and c["b"]["IoU"] == pytest.approx(2 / 5)
     assert d["MeanIoU"] == pytest.approx(0.325) and d["WeightedIoU"] == pytest.approx((3 * 0.25 + 3 * 0.4) / 6)
     assert c["a"]["Dice"] == pytest.approx(2 / 5) and c["b"]["Dice"] == pytest.approx(4 / 7)
+
     # BF (theta < 1 px: exact matches; every pixel of a 2x4 image is on its edge, so all are boundary).
     # a: prediction {(0,0), (1,3)} ((1,1) is unlabelled), truth {(0,0), (0,1), (1,0)}: P 1/2, R 1/3.
     # b: prediction {(0,1), (0,3), (1,0), (1,2)} ((0,2) is unlabelled), truth {(0,3), (1,2), (1,3)}: P 2/4, R 2/3.
@@ -62,17 +63,26 @@ def test_read_mask_maps_the_ignore_value(tmp_path):
         read_mask(tmp_path / "m.png", labels)
 
 
-@pytest.mark.parametrize(("ignore", "message"), [
-    (128, ("'ignore' is 128, which is also the value of label 'region2'; the ignore value must differ from "
-           "every label")),
-    (300, "'ignore' must be a pixel value 0-255, got 300"),
-    ("x", "'ignore' must be a pixel value 0-255, got 'x'"),
-    (True, "'ignore' must be a pixel value 0-255, got True"),
-])
+@pytest.mark.parametrize(
+    ("ignore", "message"),
+    [
+        (
+            128,
+            (
+                "'ignore' is 128, which is also the value of label 'region2'; the ignore value must differ from "
+                "every label"
+            ),
+        ),
+        (300, "'ignore' must be a pixel value 0-255, got 300"),
+        ("x", "'ignore' must be a pixel value 0-255, got 'x'"),
+        (True, "'ignore' must be a pixel value 0-255, got True"),
+    ],
+)
 def test_bad_ignore_value_is_one_line(make_dataset_dir, ignore, message):
     root = make_dataset_dir()
-    (root / "dataset.json").write_text(json.dumps({"labels": {"region1": 255, "region2": 128, "region3": 0},
-                                                   "ignore": ignore}))
+    (root / "dataset.json").write_text(
+        json.dumps({"labels": {"region1": 255, "region2": 128, "region3": 0}, "ignore": ignore})
+    )
     with pytest.raises(DataError) as error:
         load_dataset(root)
     assert str(error.value) == f"{root / 'dataset.json'}: {message}"
@@ -80,8 +90,9 @@ def test_bad_ignore_value_is_one_line(make_dataset_dir, ignore, message):
 
 def _with_unlabelled(root, value=7):
     """Mark the top-left 3x3 corner of every mask unlabelled with ``value``."""
-    (root / "dataset.json").write_text(json.dumps({"labels": {"region1": 255, "region2": 128, "region3": 0},
-                                                   "ignore": value}))
+    (root / "dataset.json").write_text(
+        json.dumps({"labels": {"region1": 255, "region2": 128, "region3": 0}, "ignore": value})
+    )
     for path in (root / "masks").glob("*.png"):
         arr = np.asarray(Image.open(path)).copy()
         arr[:3, :3] = value
@@ -132,12 +143,22 @@ def test_evaluate_cli_ignore_option(tmp_path, capsys, one_line_error):
     truth = np.where(TRUTH[0] == U, 2, TRUTH[0])
     _write(tmp_path / "truth", "x.png", values[truth])
     _write(tmp_path / "pred", "x.png", values[PRED[0]])
-    argv = ["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"),
-            "--labels", "a=255,b=0", "--json", str(tmp_path / "m.json")]
+    argv = [
+        "evaluate",
+        "--pred",
+        str(tmp_path / "pred"),
+        "--truth",
+        str(tmp_path / "truth"),
+        "--labels",
+        "a=255,b=0",
+        "--json",
+        str(tmp_path / "m.json"),
+    ]
     assert "mask values outside the label map" in one_line_error(argv)
     assert main([*argv, "--ignore", "7"]) == 0
     assert json.loads((tmp_path / "m.json").read_text())["confusion_matrix"] == [[1, 2], [1, 2]]
-    assert one_line_error([*argv, "--ignore", "0"]) == ("error: --ignore is 0, which is also the value of label "
-                                                        "'b'; the ignore value must differ from every label")
+    assert one_line_error([*argv, "--ignore", "0"]) == (
+        "error: --ignore is 0, which is also the value of label 'b'; the ignore value must differ from every label"
+    )
     _write(tmp_path / "pred", "x.png", values[np.where(TRUTH[0] == U, 2, PRED[0])])
     assert "pred/x.png: mask values outside the label map" in one_line_error([*argv, "--ignore", "7"])

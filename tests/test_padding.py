@@ -13,22 +13,27 @@ from lgeseg.padding import check_size, crop, pad_dataset, padded_size
 from lgeseg.train import run
 
 
-@pytest.mark.parametrize(("height", "width", "depth", "lower"), [
-    (18, 14, 2, ", lower model.depth to 1"),
-    (120, 100, 4, ", lower model.depth to 2"),
-    (128, 100, 3, ", lower model.depth to 2"),
-    (17, 16, 2, ""),  # odd: no depth fits
-    (16, 24, 4, ", lower model.depth to 3"),
-])
+@pytest.mark.parametrize(
+    ("height", "width", "depth", "lower"),
+    [
+        (18, 14, 2, ", lower model.depth to 1"),
+        (120, 100, 4, ", lower model.depth to 2"),
+        (128, 100, 3, ", lower model.depth to 2"),
+        (17, 16, 2, ""),  # odd: no depth fits
+        (16, 24, 4, ", lower model.depth to 3"),
+    ],
+)
 def test_size_not_divisible_is_one_line_naming_size_depth_and_ways_out(height, width, depth, lower):
     ph, pw = padded_size(height, width, depth)
     m = 2**depth
     assert ph % m == 0 and pw % m == 0 and 0 <= ph - height < m and 0 <= pw - width < m
     with pytest.raises(ConfigError) as error:
         check_size(height, width, depth, pad=False)
-    assert str(error.value) == (f"images are {height}x{width} (HxW) but model.depth {depth} needs H and W divisible "
-                                f"by 2**{depth} = {m}; set model.pad: true (pads to {ph}x{pw}){lower} or resize "
-                                f"the images")
+    assert str(error.value) == (
+        f"images are {height}x{width} (HxW) but model.depth {depth} needs H and W divisible "
+        f"by 2**{depth} = {m}; set model.pad: true (pads to {ph}x{pw}){lower} or resize "
+        f"the images"
+    )
     check_size(height, width, depth, pad=True)  # padding accepts any size
     check_size(ph, pw, depth, pad=False)
 
@@ -50,8 +55,23 @@ def test_pad_dataset_pads_images_with_zero_and_masks_with_ignore(make_dataset):
 def test_train_cli_refuses_odd_size_before_writing(make_dataset_dir, tmp_path, one_line_error):
     data = make_dataset_dir(size=(18, 14))
     out = tmp_path / "out"
-    line = one_line_error(["train", "--data", str(data), "--out", str(out), "--width", "4", "--epochs", "1",
-                           "--set", "model.depth=2", "--set", "train.device=cpu"])
+    line = one_line_error(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--width",
+            "4",
+            "--epochs",
+            "1",
+            "--set",
+            "model.depth=2",
+            "--set",
+            "train.device=cpu",
+        ]
+    )
     assert "images are 18x14 (HxW) but model.depth 2 needs H and W divisible by 2**2 = 4" in line
     assert not out.exists()
 

@@ -98,8 +98,9 @@ def data_fingerprint(dataset: Dataset) -> dict[str, Any]:
     if (root / "images").is_dir():
         cache = _HashCache(root)
         for name in dataset.files:
-            entries[name] = "".join(cache.digest(root / folder / name, f"{folder}/{name}")
-                                    for folder in ("images", "masks"))
+            entries[name] = "".join(
+                cache.digest(root / folder / name, f"{folder}/{name}") for folder in ("images", "masks")
+            )
         manifest = root / "manifest.csv"
         entries[MANIFEST_ENTRY] = cache.digest(manifest, MANIFEST_ENTRY) if manifest.is_file() else "absent"
         cache.save()
@@ -173,8 +174,9 @@ def recorded_fingerprints(out: Path) -> tuple[str, dict | None, dict | None]:
     return str(out), None, None
 
 
-def check_same(what: str, stored_data: dict | None, stored_split: dict | None, data: dict, split: dict,
-               remedy: str) -> None:
+def check_same(
+    what: str, stored_data: dict | None, stored_split: dict | None, data: dict, split: dict, remedy: str
+) -> None:
     """Raise :class:`~lgeseg.errors.DataError` when the recorded data or split differ from the present ones.
 
     Args:
@@ -192,9 +194,17 @@ def check_same(what: str, stored_data: dict | None, stored_split: dict | None, d
     if difference is None and stored_split is not None:
         difference = split_difference(stored_split, split)
     if difference is not None:
-        raise DataError(f"{what} was made from other data ({difference}); its results would not be "
-                        f"comparable: restore the data or {remedy}")
+        raise DataError(
+            f"{what} was made from other data ({difference}); its results would not be "
+            f"comparable: restore the data or {remedy}"
+        )
 
 
-__all__ = ["cache_dir", "check_same", "data_difference", "data_fingerprint", "recorded_fingerprints",
-           "split_difference"]
+__all__ = [
+    "cache_dir",
+    "check_same",
+    "data_difference",
+    "data_fingerprint",
+    "recorded_fingerprints",
+    "split_difference",
+]

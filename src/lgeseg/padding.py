@@ -40,8 +40,10 @@ def check_size(height: int, width: int, depth: int, pad: bool) -> None:
     fits = [d for d in range(depth - 1, 0, -1) if height % 2**d == 0 and width % 2**d == 0]
     lower = f", lower model.depth to {fits[0]}" if fits else ""
     ph, pw = padded_size(height, width, depth)
-    raise ConfigError(f"images are {height}x{width} (HxW) but model.depth {depth} needs H and W divisible by "
-                      f"2**{depth} = {m}; set model.pad: true (pads to {ph}x{pw}){lower} or resize the images")
+    raise ConfigError(
+        f"images are {height}x{width} (HxW) but model.depth {depth} needs H and W divisible by "
+        f"2**{depth} = {m}; set model.pad: true (pads to {ph}x{pw}){lower} or resize the images"
+    )
 
 
 def pad_dataset(dataset: Dataset, depth: int) -> Dataset:
@@ -54,8 +56,11 @@ def pad_dataset(dataset: Dataset, depth: int) -> Dataset:
     if (ph, pw) == (height, width):
         return dataset
     spread = ((0, 0), (0, ph - height), (0, pw - width))
-    return dataclasses.replace(dataset, images=np.pad(dataset.images, spread, constant_values=0),
-                               masks=np.pad(dataset.masks, spread, constant_values=IGNORE_INDEX))
+    return dataclasses.replace(
+        dataset,
+        images=np.pad(dataset.images, spread, constant_values=0),
+        masks=np.pad(dataset.masks, spread, constant_values=IGNORE_INDEX),
+    )
 
 
 def crop(pred: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -382,8 +382,14 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
 
     Outputs: ``config.yaml``, ``split.json``, ``history.csv``, ``best.pt``, ``last.pt``, ``metrics.json``
     (test split), ``val_metrics.json``, ``predictions/<file>.png`` (test split, dataset pixel values) and
-    ``run.json`` (seed, hashes, device, wall time, versions). A run whose ``run.json`` says it finished is
-    read back, not redone.
+    ``run.json`` (seed, hashes, data fingerprint, device, wall time, versions). A run whose ``run.json``
+    says it finished is read back, not redone.
+
+    Before anything is written, images the network cannot take (``model.depth``, ``model.pad``; see
+    :mod:`lgeseg.padding`) raise :class:`~lgeseg.errors.ConfigError`, and a folder whose ``run.json`` or
+    ``last.pt`` was made from other data or another split raises :class:`~lgeseg.errors.DataError` naming
+    the first differing file (:mod:`lgeseg.fingerprint`). With ``model.pad`` the network trains on padded
+    images and predictions are cropped back, so metrics and predictions cover the original pixels only.
     """
     config = run_config(config)
     out = Path(out_dir)

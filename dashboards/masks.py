@@ -15,8 +15,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lgeseg.data import read_ignore
 from lgeseg.errors import UserError
-from lgeseg.png import read_image, read_mask
+from lgeseg.png import IGNORE_INDEX, read_image, read_mask
 
 from .figures import empty_figure, l2_label
 from .load import StudyRecord, TrialRecord
@@ -45,8 +46,10 @@ def select_images(record: StudyRecord) -> list[tuple[str, str]]:
 
 
 def difference_map(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """0 where ``pred == truth``, else the expected class index + 1 (uint8, same shape)."""
-    return np.where(pred == truth, 0, truth.astype(np.int64) + 1).astype(np.uint8)
+    """0 where ``pred == truth`` or the truth is unlabelled (:data:`~lgeseg.png.IGNORE_INDEX`: no class is
+    expected there), else the expected class index + 1 (uint8, same shape)."""
+    wrong = (pred != truth) & (truth != IGNORE_INDEX)
+    return np.where(wrong, truth.astype(np.int64) + 1, 0).astype(np.uint8)
 
 
 def _discrete_scale(colors: list[str]) -> list[list[object]]:
@@ -74,7 +77,8 @@ def figure2(record: StudyRecord) -> go.Figure:
     networks = _representatives(record)
     labels, classes = record.labels, record.classes
     try:
-        rows = [_read_figure2_row(record.data_dir, file, networks, labels) for file, _ in chosen]
+        ignore = read_ignore(record.data_dir, labels)
+        rows = [_read_figure2_row(record.data_dir, file, networks, labels, ignore) for file, _ in chosen]
     except UserError as exc:
         return empty_figure(title, f"Cannot read the images: {exc}")
     l2s = list(networks)
@@ -85,7 +89,10 @@ def figure2(record: StudyRecord) -> go.Figure:
         titles += [f"{file} ({tag})"] + (columns[1:] if r == 0 else [""] * (len(columns) - 1))
     fig = make_subplots(rows=len(chosen), cols=len(columns), subplot_titles=titles,
                         horizontal_spacing=0.01, vertical_spacing=0.06)
-    gray_values = np.asarray(list(labels.values()), dtype=np.uint8)
+    # Class index -> the dataset's pixel value; unlabelled manual pixels keep their own (ignore) value.
+    gray_values = np.zeros(IGNORE_INDEX + 1, dtype=np.uint8)
+    gray_values[: len(labels)] = list(labels.values())
+    gray_values[IGNORE_INDEX] = 0 if ignore is None else ignore
     diff_colors = ["#ffffff"] + [CLASS_PALETTE[i % len(CLASS_PALETTE)] for i in range(len(classes))]
     for r, ((file, _), (image, preds, truth)) in enumerate(zip(chosen, rows), start=1):
         fig.add_trace(go.Heatmap(z=image, colorscale="gray", zmin=0, zmax=1, showscale=False,
@@ -121,11 +128,12 @@ def figure2(record: StudyRecord) -> go.Figure:
     return fig
 
 
-def _read_figure2_row(data_dir: Path, file: str, networks: dict[float, TrialRecord],
-         labels: dict[str, int]) -> tuple[np.ndarray, dict[float, np.ndarray], np.ndarray]:
-    """Image, predicted class indices per L2 and manual class indices of one test file."""
+def _read_figure2_row(data_dir: Path, file: str, networks: dict[float, TrialRecord], labels: dict[str, int],
+                      ignore: int | None = None) -> tuple[np.ndarray, dict[float, np.ndarray], np.ndarray]:
+    """Image, predicted class indices per L2 and manual class indices of one test file (unlabelled manual
+    pixels, the dataset's ``ignore`` value, as :data:`~lgeseg.png.IGNORE_INDEX`)."""
     image = read_image(data_dir / "images" / file)
-    truth = read_mask(data_dir / "masks" / file, labels)
+    truth = read_mask(data_dir / "masks" / file, labels, ignore)
     preds = {}
     for l2, trial in networks.items():
         path = trial.prediction_path(file)

@@ -162,3 +162,60 @@ def test_evaluate_cli_ignore_option(tmp_path, capsys, one_line_error):
     )
     _write(tmp_path / "pred", "x.png", values[np.where(TRUTH[0] == U, 2, PRED[0])])
     assert "pred/x.png: mask values outside the label map" in one_line_error([*argv, "--ignore", "7"])
+
+
+def test_difference_map_and_figure2_show_unlabelled_pixels(make_dataset_dir, tmp_path):
+    """Unlabelled manual pixels are no error in Figure 2: shown with their own value, never as a difference."""
+    from dashboards.load import StudyRecord, TrialRecord
+    from dashboards.masks import difference_map, figure2
+
+    assert difference_map(PRED[0], TRUTH[0]).tolist() == [[0, 1, 0, 0], [1, 0, 0, 2]]
+    root = _with_unlabelled(make_dataset_dir())
+    preds = tmp_path / "trial" / "predictions"
+    preds.mkdir(parents=True)
+    files = ["p00_s0.png", "p01_s0.png", "p02_s0.png"]
+    for name in files:  # the network predicts class region3 (value 0) where the truth is unlabelled
+        arr = np.asarray(Image.open(root / "masks" / name)).copy()
+        arr[arr == 7] = 0
+        Image.fromarray(arr, mode="L").save(preds / name)
+    metrics = {
+        "dataset": {},
+        "class": {},
+        "images": [{"file": f, "MeanIoU": 0.5 + i / 10} for i, f in enumerate(files)],
+    }
+    trial = TrialRecord(
+        number=0,
+        state="COMPLETE",
+        name="t0",
+        l2=1e-3,
+        seed=0,
+        learning_rate=1e-3,
+        batch_size=4,
+        epochs=1,
+        rerun=0,
+        value=0.5,
+        curve={},
+        test_metrics=metrics,
+        val_metrics=None,
+        trial_dir=tmp_path / "trial",
+        epochs_run=1,
+        best_val_accuracy=0.5,
+    )
+    record = StudyRecord(
+        name="s",
+        storage="sqlite:///x.db",
+        config={},
+        out_dir=None,
+        data_dir=root,
+        labels={"region1": 255, "region2": 128, "region3": 0},
+        synthetic=False,
+        trials=[trial],
+    )
+    fig = figure2(record)
+    manual = [t for t in fig.data if (t.meta or {}).get("source") == "manual"]
+    differences = [t for t in fig.data if (t.meta or {}).get("kind") == "difference"]
+    assert len(manual) == 3 and len(differences) == 3
+    for trace in manual:
+        assert (np.asarray(trace.z)[:3, :3] == 7).all()
+    for trace in differences:
+        assert (np.asarray(trace.z) == 0).all()  # equal elsewhere, unlabelled corner not a difference

@@ -81,16 +81,16 @@ def check_ignore(value: object, labels: dict[str, int], where: str) -> int | Non
     return value
 
 
-def parse_labels(text: str) -> dict[str, int]:
-    """Parse ``name=value,name=value`` (the ``--labels`` option)."""
+def parse_labels(text: str, option: str = "--labels") -> dict[str, int]:
+    """Parse ``name=value,name=value`` (the ``--labels`` option; errors name ``option``)."""
     labels: dict[str, int] = {}
     for item in text.split(","):
         name, sep, value = item.partition("=")
         if not sep or not name.strip() or not value.strip().isdigit() or int(value) > 255:
-            raise DataError(f"--labels: expected name=value with value 0-255, got {item!r}")
+            raise DataError(f"{option}: expected name=value with value 0-255, got {item!r}")
         labels[name.strip()] = int(value)
     if len(labels) < 2 or len(set(labels.values())) != len(labels):
-        raise DataError(f"--labels: need at least two names with distinct values, got {text!r}")
+        raise DataError(f"{option}: need at least two names with distinct values, got {text!r}")
     return labels
 
 

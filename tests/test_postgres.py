@@ -1,0 +1,121 @@
+"""A grid study on a real PostgreSQL server: run, SIGKILL, ``--resume``, ``report`` and ``dashboard``.
+
+The server comes from ``$LGESEG_TEST_POSTGRES_URL`` (``.ci/run`` starts one with ``tests/pg_server.sh``;
+locally: ``eval "$(bash tests/pg_server.sh start /tmp/pg)"``); without it these tests skip and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+from test_dashboard_cli import _free_port
+from test_grid import _grid_command, tiny
+
+from hpo.run import main
+from lgeseg.phantom import generate_phantom
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+URL = os.environ.get("LGESEG_TEST_POSTGRES_URL")
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    if not URL:
+        pytest.skip("no PostgreSQL server: set LGESEG_TEST_POSTGRES_URL (tests/pg_server.sh starts one)")
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver is missing: pip install -e '.[postgres]'")
+    return URL
+
+
+def _password(url: str) -> str:
+    return url.split("//", 1)[1].split("@", 1)[0].partition(":")[2]
+
+
+def test_grid_killed_resumed_reported_and_served_from_postgres(postgres_url, tmp_path, capsys):
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    data_dir = generate_phantom(tmp_path / "phantom", n_patients=5, seed=3)
+    config = tiny(data_dir, train={"epochs": 3, "checkpoint_every": 1})
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "study"
+    args = ["--storage", postgres_url, "--study-name", name]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(_grid_command(config_path, out, *args), cwd=ROOT, env=env, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            assert driver.poll() is None, driver.stdout.read()
+            try:
+                trials = optuna.load_study(study_name=name, storage=postgres_url).get_trials()
+            except KeyError:  # the study is not created yet
+                continue
+            if any(len(t.intermediate_values) >= 2 for t in trials):
+                break
+        else:
+            pytest.fail("the grid never got two epochs into a trial")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    first_output = driver.stdout.read()
+    assert _password(postgres_url) not in first_output and "lgeseg:***@" in first_output
+    assert all(t.state == TrialState.RUNNING
+               for t in optuna.load_study(study_name=name, storage=postgres_url).get_trials())
+
+    resumed = subprocess.run(_grid_command(config_path, out, *args, "--resume"), cwd=ROOT, env=env, check=False,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "continuing an interrupted trial" in resumed.stdout
+    assert _password(postgres_url) not in resumed.stdout + resumed.stderr
+    after = optuna.load_study(study_name=name, storage=postgres_url).get_trials()
+    assert sorted(t.params["l2"] for t in after) == [5e-5, 5e-3]  # one trial per grid point, none duplicated
+    assert all(t.state == TrialState.COMPLETE and sorted(t.intermediate_values) == [1, 2, 3] for t in after)
+
+    assert main(["report", "--storage", postgres_url, "--study-name", name, "--out", str(tmp_path / "report")]) == 0
+    printed = capsys.readouterr().out
+    assert (tmp_path / "report" / "report.html").is_file() and _password(postgres_url) not in printed
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "hpo.run", "dashboard", "--storage", postgres_url,
+                               "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    body = response.read().decode()
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "dashboard did not start"
+                time.sleep(0.5)
+        (study_id,) = [s["study_id"] for s in json.loads(body)["study_summaries"] if s["study_name"] == name]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study_id}", timeout=10) as response:
+            detail = json.loads(response.read())
+        assert len(detail["trials"]) == 2
+        # The report saved its figures into the PostgreSQL study, and the dashboard serves them from there.
+        assert "report-figure1" in {g["id"] for g in detail["plotly_graph_objects"]}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert _password(postgres_url) not in server.stdout.read()
+
+
+def test_wrong_password_is_one_line_without_the_password(postgres_url, one_line_error):
+    wrong = postgres_url.replace(f":{_password(postgres_url)}@", ":not-the-password@")
+    line = one_line_error(["report", "--storage", wrong, "--study-name", "x"])
+    assert "cannot open" in line and "not-the-password" not in line and "lgeseg:***@" in line

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import threading
 from typing import Any
 
 from lgeseg.errors import UserError
@@ -27,6 +29,64 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         raise UserError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
 
 
+#: Seconds a join of ``--address`` may take before the driver gives up with one line (Ray retries forever);
+#: ``$LGESEG_RAY_JOIN_TIMEOUT_S`` overrides it.
+JOIN_TIMEOUT_S = 60.0
+
+
+def join_loopback_cluster(address: str) -> None:
+    """Make Ray connect to a loopback ``address`` as given when the cluster listens on loopback only.
+
+    Ray replaces a loopback host by the machine's own address before connecting (a cluster is assumed to
+    span machines), so a cluster started on 127.0.0.1 (``ray.cluster_utils.Cluster``, ``ray start --head
+    --node-ip-address=127.0.0.1``) is never reached and ``ray.init`` retries forever. Such a cluster can
+    only be on this machine, so when the rewritten address does not answer, the driver takes loopback as
+    its own node address, as Ray itself does where multi-node clusters are switched off.
+    """
+    import socket
+
+    from ray._private import ray_constants, services
+
+    _, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return
+
+    def answers(target: str) -> bool:
+        target_host, _, target_port = target.rpartition(":")
+        try:
+            socket.create_connection((target_host.strip("[]"), int(target_port)), timeout=5).close()
+            return True
+        except OSError:
+            return False
+
+    target = services.canonicalize_bootstrap_address(address)  # differs from address for loopback only
+    if target is not None and target != address and not answers(target):
+        ray_constants.ENABLE_RAY_CLUSTER = False  # read on every call of services.get_node_ip_address
+
+
+def join_deadline(address: str) -> threading.Timer:
+    """A started timer that ends the process with one ``error:`` line if the join is not cancelled in time.
+
+    ``ray.init`` blocks in Ray's C++ client, out of reach of exceptions and signals, so only ending the
+    process bounds it. Nothing has been stored when the join runs, so nothing is lost.
+    """
+    text = os.environ.get("LGESEG_RAY_JOIN_TIMEOUT_S", "")
+    try:
+        timeout = float(text) if text else JOIN_TIMEOUT_S
+    except ValueError:
+        raise UserError(f"LGESEG_RAY_JOIN_TIMEOUT_S must be a number of seconds, got {text!r}") from None
+
+    def give_up() -> None:
+        print(f"error: --address {address}: could not join the Ray cluster within {timeout:g} s (Ray's "
+              f"client got no answer from the cluster there)", file=sys.stderr, flush=True)
+        os._exit(2)
+
+    timer = threading.Timer(timeout, give_up)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def start_ray(address: str | None, num_cpus: int | None) -> None:
     """Join the cluster at ``address``, else start a local Ray with ``num_cpus`` CPUs (default: all);
     nothing when Ray is already initialised in this process."""
@@ -34,15 +94,19 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
 
     if address:
         check_reachable(address)
+        join_loopback_cluster(address)
     if ray.is_initialized():
         return
     options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR,
                                "log_to_driver": False, "configure_logging": True}
     if address:
+        deadline = join_deadline(address)
         try:
             ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserError(f"--address {address}: cannot join the Ray cluster ({str(exc).splitlines()[0]})") from None
+        finally:
+            deadline.cancel()
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=256 * 1024**2, **options)
 

@@ -56,6 +56,7 @@ class OptunaRecorder(Callback):
         self.retry_wait = retry_wait
         self._trials: dict[str, optuna.Trial] = {}  # Tune trial id -> Optuna trial
         self._reported: dict[str, set[int]] = {}  # Tune trial id -> epochs already stored
+        self._nodes: dict[str, str] = {}  # Tune trial id -> Ray node id last stored
         self._numbers = {t.user_attrs.get("trial_name"): t.number for t in study.get_trials(deepcopy=False)}
         self._unwritten: list[tuple[str, Callable[[], None]]] = []
 
@@ -135,6 +136,10 @@ class OptunaRecorder(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         tid = trial.trial_id
+        node = result.get("node_id")
+        if node and self._nodes.get(tid) != node:  # once per trial, again if it moved to another node
+            self._nodes[tid] = node
+            self._write("node id", lambda: self._trials[tid].set_user_attr("node_id", node))
         if result.get("finished") or "epoch" not in result:
             return
         reported = self._reported.setdefault(tid, set())
@@ -169,10 +174,12 @@ class OptunaRecorder(Callback):
             })
         # else: stopped with the experiment (driver interrupted); stays RUNNING for --resume
         self._reported.pop(trial.trial_id, None)
+        self._nodes.pop(trial.trial_id, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._finish(trial.trial_id, TrialState.FAIL, None, {"error": failure_message(trial)})
         self._reported.pop(trial.trial_id, None)
+        self._nodes.pop(trial.trial_id, None)
 
     def _finish(self, tid: str, state: TrialState, value: float | None, attrs: dict[str, Any]) -> None:
         def write() -> None:

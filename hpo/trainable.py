@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -25,7 +26,9 @@ def _epoch_report(stats: EpochStats) -> dict[str, Any]:
 def train_trial(config: dict[str, Any]) -> None:
     """Run one attempt; ``config`` is built by :func:`hpo.grid.trial_config`."""
     torch.set_num_threads(config["threads"])
-    result = run(config["run"], config["trial_dir"], on_epoch=lambda stats: tune.report(_epoch_report(stats)))
+    node_id = ray.get_runtime_context().get_node_id()  # recorded per trial: which cluster node ran it
+    result = run(config["run"], config["trial_dir"],
+                 on_epoch=lambda stats: tune.report({**_epoch_report(stats), "node_id": node_id}))
     history, info = result.history, result.info
     tune.report({
         "epoch": len(history), "epochs": config["run"]["train"]["epochs"], "finished": True,
@@ -33,4 +36,5 @@ def train_trial(config: dict[str, Any]) -> None:
         "best_val_accuracy": info["best_val_accuracy"],
         "val_MeanIoU": result.val_metrics["dataset"]["MeanIoU"],
         "val_metrics": result.val_metrics["dataset"], "test_metrics": result.test_metrics, "run_info": info,
+        "node_id": node_id,
     })

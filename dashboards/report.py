@@ -13,7 +13,6 @@ import html
 import importlib.util
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,7 @@ from .strata import STRATA_COLUMNS, StratumRow, strata, strata_figure, strata_ro
 from .summary import findings, summary_lines
 from .tables import LEARNING_COLUMNS, PAIRED_COLUMNS, SEED_COLUMNS, learning_rows, paired_rows, seed_rows
 
-FORMATS: tuple[str, ...] = ("html", "png", "svg")
-#: Executables kaleido (>= 1.0) can drive for static export.
-CHROME_NAMES: tuple[str, ...] = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+FORMATS: tuple[str, ...] = ("html", "png", "svg", "pdf")
 #: Section headings of the report, by figure key, in page order.
 SECTIONS: dict[str, str] = {
     "figure1": "1. Figure 1 — segmentation metrics per L2",
@@ -139,27 +136,34 @@ def render_html(record: StudyRecord, figures: dict[str, go.Figure], analysis: An
 
 
 def _check_static_export(fmt: str) -> None:
-    """Raise :class:`UserError` saying what to install when kaleido or a Chrome/Chromium is missing."""
-    missing = []
+    """Raise :class:`UserError` saying what to install when kaleido or a Chrome/Chromium is missing.
+
+    The browser is looked for as kaleido (>= 1) does, through choreographer: ``$BROWSER_PATH``, then
+    Chrome/Chromium/Edge/Brave on ``PATH`` or at their usual install paths.
+    """
     if importlib.util.find_spec("kaleido") is None:
-        missing.append("kaleido (pip install kaleido)")
-    if not os.environ.get("BROWSER_PATH") and not any(shutil.which(n) for n in CHROME_NAMES):
-        missing.append("a Chrome/Chromium browser (e.g. Debian: apt-get install chromium)")
-    if missing:
-        raise UserError(f"--format {fmt} needs {' and '.join(missing)}; or use --format html")
+        raise UserError(f"--format {fmt} needs kaleido (pip install kaleido); or use --format html")
+    from choreographer.browsers.chromium import Chromium
+
+    browser = Chromium.find_browser(skip_local=False)
+    if browser is None:
+        raise UserError(f"--format {fmt} needs a Chrome/Chromium browser for kaleido (e.g. Debian: apt-get "
+                        f"install chromium; or set BROWSER_PATH); or use --format html")
+    if not (os.path.isfile(browser) and os.access(browser, os.X_OK)):
+        raise UserError(f"--format {fmt}: browser {browser} (BROWSER_PATH) is not an executable file")
 
 
 def export_static(figures: dict[str, go.Figure], folder: Path, fmt: str) -> list[Path]:
-    """Write each figure as ``folder/<key>.<fmt>`` through kaleido."""
+    """Write each figure as ``folder/<key>.<fmt>`` (png, svg or pdf), 1400 px wide, in one kaleido session."""
+    import plotly.io as pio
+
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for key, fig in figures.items():
-        path = folder / f"{key}.{fmt}"
-        try:
-            fig.write_image(path, format=fmt, width=1400, height=fig.layout.height or 600)
-        except Exception as exc:  # noqa: BLE001 - kaleido / browser failures come in many types; all mean "cannot export"
-            raise UserError(f"static export of {key} to {path} failed: {str(exc).splitlines()[0]}") from None
-        paths.append(path)
+    paths = [folder / f"{key}.{fmt}" for key in figures]
+    try:
+        pio.write_images(list(figures.values()), paths, format=fmt, width=1400,
+                         height=[fig.layout.height or 600 for fig in figures.values()])
+    except Exception as exc:  # noqa: BLE001 - kaleido and browser failures all mean "cannot export"
+        raise UserError(f"static export to {folder} failed: {str(exc).splitlines()[0]}") from None
     return paths
 
 
@@ -193,7 +197,7 @@ def report_json(record: StudyRecord, analysis: Analysis) -> dict:
 
 def build_report(storage: str | None, study_name: str | None, out_dir: Path | None = None, fmt: str = "html",
                  save_to_dashboard: bool = True, by: Sequence[str] = ()) -> Path:
-    """Write ``report.html`` and ``report.json`` for a study (plus ``figures/*.png|svg`` for those formats).
+    """Write ``report.html`` and ``report.json`` for a study (plus ``figures/*.png|svg|pdf`` for those formats).
 
     Returns the path of ``report.html``. ``by`` names manifest columns to stratify the test metrics by.
 

@@ -19,8 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--storage", help="Optuna storage URL or database file path (default: runs/NAME/study.db)")
     parser.add_argument("--study-name", help="study name (default: the only study in --storage)")
     parser.add_argument("--out", type=Path, help="output folder (default: the study's folder)")
-    parser.add_argument("--format", choices=("html", "png", "svg"), default="html",
-                        help="html only, or also each figure as png/svg via kaleido + Chrome/Chromium")
+    parser.add_argument("--format", choices=("html", "png", "svg", "pdf"), default="html",
+                        help="html only, or also each figure as figures/<name>.png/svg/pdf (kaleido + Chrome/Chromium)")
     parser.add_argument("--by", action="append", default=[], metavar="COLUMN",
                         help="also show test metrics per group of this manifest.csv column (e.g. pathology); "
                              "repeatable")

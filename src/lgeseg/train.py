@@ -310,9 +310,9 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar  # a live bar on a terminal, one plain line per epoch in a log
 
-        bar = tqdm(total=epochs, initial=start_epoch, desc="train", unit="epoch", dynamic_ncols=True)
+        bar = progress_bar(total=epochs, initial=start_epoch, desc="train", unit="epoch")
     augment = tcfg["augment"]
     try:
         for epoch in range(start_epoch + 1, epochs + 1):

@@ -35,9 +35,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def two_nodes():
     """A head and a worker node of one CPU each on 127.0.0.1, in their own RAY_TMPDIR (short: socket paths)."""
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    cluster = subprocess.Popen([sys.executable, str(ROOT / "tests" / "two_node_cluster.py")], cwd=ROOT,
-                               env={**os.environ, "RAY_TMPDIR": ray_tmp}, stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True, start_new_session=True)
+    cluster = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "two_node_cluster.py")],
+        cwd=ROOT,
+        env={**os.environ, "RAY_TMPDIR": ray_tmp},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         line = cluster.stdout.readline()
         assert line, f"the cluster did not start (exit {cluster.poll()})"
@@ -57,10 +63,17 @@ def test_grid_joins_a_loopback_cluster_and_survives_a_node_killed_mid_trial(two_
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(tiny(data, train={"epochs": 30})))
     log = tmp_path / "study.log"
-    driver = subprocess.Popen(_grid_command(config_path, tmp_path / "study", "--address", two_nodes["address"],
-                                            "--storage", f"journal:///{log}"),
-                              cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    driver = subprocess.Popen(
+        _grid_command(
+            config_path, tmp_path / "study", "--address", two_nodes["address"], "--storage", f"journal:///{log}"
+        ),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         nodes: dict[float, str] = {}
@@ -98,15 +111,36 @@ def test_join_that_cannot_complete_ends_with_one_line(tiny_data_dir, tmp_path):
         server.listen()
         address = f"127.0.0.1:{server.getsockname()[1]}"
         started = time.monotonic()
-        result = subprocess.run([sys.executable, "-m", "hpo.run", "grid", "--data", str(tiny_data_dir),
-                                 "--out", str(tmp_path / "study"),
-                                 "--set", "resources.gpu=0", "--set", "resources.cpu=1", "--address", address],
-                                cwd=ROOT, env={**os.environ, "LGESEG_RAY_JOIN_TIMEOUT_S": "3"},
-                                capture_output=True, text=True, timeout=120, check=False)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hpo.run",
+                "grid",
+                "--data",
+                str(tiny_data_dir),
+                "--out",
+                str(tmp_path / "study"),
+                "--set",
+                "resources.gpu=0",
+                "--set",
+                "resources.cpu=1",
+                "--address",
+                address,
+            ],
+            cwd=ROOT,
+            env={**os.environ, "LGESEG_RAY_JOIN_TIMEOUT_S": "3"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    expected = (f"error: --address {address}: could not join the Ray cluster within 3 s (Ray's client got no "
-                "answer from the cluster there)")
+    expected = (
+        f"error: --address {address}: could not join the Ray cluster within 3 s (Ray's client got no "
+        "answer from the cluster there)"
+    )
     assert errors == [expected], result.stderr
     assert time.monotonic() - started < 100
     assert not (tmp_path / "study").exists()  # nothing stored

@@ -51,8 +51,16 @@ def _real_volumes(real: Path, root: Path, empty_slice: bool = True) -> dict[str,
     return files
 
 
-EMIDEC = ["--images", "*/Images/*.nii.gz", "--labels", "*/Contours/*.nii.gz", "--map", "0=128,1=255,2=0",
-          "--names", "blood_pool=255,background=128,myocardium=0"]
+EMIDEC = [
+    "--images",
+    "*/Images/*.nii.gz",
+    "--labels",
+    "*/Contours/*.nii.gz",
+    "--map",
+    "0=128,1=255,2=0",
+    "--names",
+    "blood_pool=255,background=128,myocardium=0",
+]
 
 
 @pytest.mark.realdata
@@ -72,16 +80,19 @@ def test_real_slices_round_trip_exactly(real_data_dir, tmp_path, capsys):
         manifest = list(csv.DictReader(fh))
     with (real_data_dir / "manifest.csv").open() as fh:
         original = {r["file"]: r for r in csv.DictReader(fh)}
-    assert [(r["patient"], r["slice"]) for r in manifest] == [(original[r["file"]]["patient"],
-                                                               original[r["file"]]["slice"]) for r in manifest]
+    assert [(r["patient"], r["slice"]) for r in manifest] == [
+        (original[r["file"]]["patient"], original[r["file"]]["slice"]) for r in manifest
+    ]
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["labels"] == json.loads((real_data_dir / "dataset.json").read_text())["labels"]
     dataset = load_dataset(out)  # the project reads it as any dataset folder
     assert dataset.patients is not None and set(dataset.patients) == set(PATIENTS)
 
     kept = tmp_path / "kept"
-    assert main(["import-nifti", str(tmp_path / "nifti"), "--out", str(kept), *EMIDEC, "--scale", "none",
-                 "--keep-empty"]) == 0
+    assert (
+        main(["import-nifti", str(tmp_path / "nifti"), "--out", str(kept), *EMIDEC, "--scale", "none", "--keep-empty"])
+        == 0
+    )
     empty = f"{PATIENTS[0]}_slice{len(files[PATIENTS[0]]):03d}.png"
     assert (np.asarray(Image.open(kept / "images" / empty)) == 7).all()
     assert (np.asarray(Image.open(kept / "masks" / empty)) == 128).all()
@@ -92,8 +103,22 @@ def test_real_crop_keeps_the_labelled_region_centred(real_data_dir, tmp_path):
     files = _real_volumes(real_data_dir, tmp_path / "nifti", empty_slice=False)
     out = tmp_path / "cropped"
     size = 96
-    assert main(["import-nifti", str(tmp_path / "nifti"), "--out", str(out), *EMIDEC, "--scale", "none",
-                 "--size", str(size)]) == 0
+    assert (
+        main(
+            [
+                "import-nifti",
+                str(tmp_path / "nifti"),
+                "--out",
+                str(out),
+                *EMIDEC,
+                "--scale",
+                "none",
+                "--size",
+                str(size),
+            ]
+        )
+        == 0
+    )
     for patient in PATIENTS:
         masks = np.stack([np.asarray(Image.open(real_data_dir / "masks" / n)) for n in files[patient]])
         rows, cols = np.nonzero((masks != 128).any(axis=0))
@@ -107,9 +132,11 @@ def test_real_crop_keeps_the_labelled_region_centred(real_data_dir, tmp_path):
             for sub in ("images", "masks"):
                 original = np.asarray(Image.open(real_data_dir / sub / name))
                 written = np.asarray(Image.open(out / sub / name))
-                assert np.array_equal(written, original[r0:r0 + size, c0:c0 + size]), (sub, name)
-        assert sum((np.asarray(Image.open(out / "masks" / n)) != 128).sum() for n in files[patient]) == \
-            (masks != 128).sum()  # no labelled pixel lost
+                assert np.array_equal(written, original[r0 : r0 + size, c0 : c0 + size]), (sub, name)
+        assert (
+            sum((np.asarray(Image.open(out / "masks" / n)) != 128).sum() for n in files[patient])
+            == (masks != 128).sum()
+        )  # no labelled pixel lost
 
 
 def test_percentile_scaling_on_hand_values():
@@ -153,8 +180,7 @@ def _volumes(root: Path, image: np.ndarray, labels: np.ndarray, case: str = "c1"
 
 
 def _import(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["import-nifti", str(root), "--out", str(out), "--images", "*_DE.nii.gz", "--labels", "*_gd.nii.gz",
-            *extra]
+    return ["import-nifti", str(root), "--out", str(out), "--images", "*_DE.nii.gz", "--labels", "*_gd.nii.gz", *extra]
 
 
 def test_percentile_import_and_16_bit_output(tmp_path):
@@ -170,17 +196,20 @@ def test_percentile_import_and_16_bit_output(tmp_path):
     assert json.loads((tmp_path / "out" / "dataset.json").read_text())["labels"] == {"label1": 1}
 
 
-@pytest.mark.parametrize("case, match", [
-    ("shape", r"c1_gd\.nii\.gz: label volume shape \(4, 4, 3\) differs from image volume shape \(4, 4, 2\)"),
-    ("4d", r"c1_DE\.nii\.gz: volume is 4-D with shape \(4, 4, 2, 2\); expected 3-D"),
-    ("outside", r"c1_gd\.nii\.gz: label values \[5\] outside --map 0=128,1=255"),
-    ("unpaired", r"c2_DE\.nii\.gz: no label volume for case 'c2'"),
-    # 9 labelled voxels, bounding box 3x3: the 2x2 window [0, 2) x [0, 2) keeps 2 + 1 of them
-    ("too big", r"c1_gd\.nii\.gz: the labelled region does not fit --size 2 \(6 labelled voxels would be cut"),
-    ("float none", r"c1_DE\.nii\.gz: --scale none needs integer intensities in 0-255, found 0\.5 to 0\.5"),
-    ("existing", r"images: already holds files"),
-    ("nothing", r"no file matches --images '\*_DE\.nii\.gz'"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("shape", r"c1_gd\.nii\.gz: label volume shape \(4, 4, 3\) differs from image volume shape \(4, 4, 2\)"),
+        ("4d", r"c1_DE\.nii\.gz: volume is 4-D with shape \(4, 4, 2, 2\); expected 3-D"),
+        ("outside", r"c1_gd\.nii\.gz: label values \[5\] outside --map 0=128,1=255"),
+        ("unpaired", r"c2_DE\.nii\.gz: no label volume for case 'c2'"),
+        # 9 labelled voxels, bounding box 3x3: the 2x2 window [0, 2) x [0, 2) keeps 2 + 1 of them
+        ("too big", r"c1_gd\.nii\.gz: the labelled region does not fit --size 2 \(6 labelled voxels would be cut"),
+        ("float none", r"c1_DE\.nii\.gz: --scale none needs integer intensities in 0-255, found 0\.5 to 0\.5"),
+        ("existing", r"images: already holds files"),
+        ("nothing", r"no file matches --images '\*_DE\.nii\.gz'"),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path, one_line_error, case, match):
     root, out = tmp_path / "v", tmp_path / "out"
     image = np.zeros((4, 4, 2), np.uint8)

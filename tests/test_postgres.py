@@ -52,8 +52,15 @@ def test_grid_killed_resumed_reported_and_served_from_postgres(postgres_url, tmp
     out = tmp_path / "study"
     args = ["--storage", postgres_url, "--study-name", name]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen(_grid_command(config_path, out, *args), cwd=ROOT, env=env, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(
+        _grid_command(config_path, out, *args),
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline:
@@ -72,11 +79,19 @@ def test_grid_killed_resumed_reported_and_served_from_postgres(postgres_url, tmp
         driver.wait()
     first_output = driver.stdout.read()
     assert _password(postgres_url) not in first_output and "lgeseg:***@" in first_output
-    assert all(t.state == TrialState.RUNNING
-               for t in optuna.load_study(study_name=name, storage=postgres_url).get_trials())
+    assert all(
+        t.state == TrialState.RUNNING for t in optuna.load_study(study_name=name, storage=postgres_url).get_trials()
+    )
 
-    resumed = subprocess.run(_grid_command(config_path, out, *args, "--resume"), cwd=ROOT, env=env, check=False,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        _grid_command(config_path, out, *args, "--resume"),
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "continuing an interrupted trial" in resumed.stdout
     assert _password(postgres_url) not in resumed.stdout + resumed.stderr
@@ -89,9 +104,13 @@ def test_grid_killed_resumed_reported_and_served_from_postgres(postgres_url, tmp
     assert (tmp_path / "report" / "report.html").is_file() and _password(postgres_url) not in printed
 
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "hpo.run", "dashboard", "--storage", postgres_url,
-                               "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hpo.run", "dashboard", "--storage", postgres_url, "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

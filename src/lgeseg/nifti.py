@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .errors import DataError
+from .png import write_image
 
 #: Lower and upper percentiles (of all voxels of one volume) mapped to the darkest and brightest value.
 DEFAULT_PERCENTILES: tuple[float, float] = (0.5, 99.5)
@@ -62,12 +62,13 @@ class ImportSummary:
 
     out: Path
     cases: int
-    slices: int                                   #: PNG pairs written
-    skipped_empty: int                            #: slices without a labelled voxel, left out
+    slices: int  #: PNG pairs written
+    skipped_empty: int  #: slices without a labelled voxel, left out
     labels: dict[str, int] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------ parsing
+
 
 def parse_value_map(text: str) -> dict[int, int]:
     """Parse ``--map 0=128,1=255,2=0``: label value -> mask pixel value (0-255)."""
@@ -75,8 +76,7 @@ def parse_value_map(text: str) -> dict[int, int]:
     for item in text.split(","):
         source, sep, target = (part.strip() for part in item.partition("="))
         if not sep or not source.isdigit() or not target.isdigit() or int(target) > 255:
-            raise DataError(f"--map: expected label=value with non-negative integers and value 0-255, "
-                            f"got {item!r}")
+            raise DataError(f"--map: expected label=value with non-negative integers and value 0-255, got {item!r}")
         if int(source) in mapping:
             raise DataError(f"--map: label {source} mapped twice")
         mapping[int(source)] = int(target)
@@ -94,8 +94,7 @@ def _by_case(root: Path, pattern: str, option: str) -> dict[str, Path]:
     """Files below ``root`` matching ``pattern``, keyed by the text of its first wildcard."""
     regex = _pattern_regex(pattern)
     if regex.groups == 0:
-        raise DataError(f"{option} {pattern!r}: the pattern needs a wildcard (* or ?); the first one is the "
-                        f"case id")
+        raise DataError(f"{option} {pattern!r}: the pattern needs a wildcard (* or ?); the first one is the case id")
     found: dict[str, Path] = {}
     for path in sorted(root.glob(pattern)):
         match = regex.match(path.relative_to(root).as_posix())
@@ -105,8 +104,10 @@ def _by_case(root: Path, pattern: str, option: str) -> dict[str, Path]:
         if not case_id:
             raise DataError(f"{path}: empty case id (the first wildcard of {option} {pattern!r} matched nothing)")
         if case_id in found:
-            raise DataError(f"{path}: case id {case_id!r} also matched by {found[case_id]} ({option} "
-                            f"{pattern!r}); make the first wildcard unique per case")
+            raise DataError(
+                f"{path}: case id {case_id!r} also matched by {found[case_id]} ({option} "
+                f"{pattern!r}); make the first wildcard unique per case"
+            )
         found[case_id] = path
     if not found:
         raise DataError(f"{root}: no file matches {option} {pattern!r}")
@@ -132,6 +133,7 @@ def find_cases(root: str | Path, images: str, labels: str) -> list[Case]:
 
 # ------------------------------------------------------------------------------------------ volumes
 
+
 def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """A 3-D volume and its voxel sizes (mm); trailing axes of length 1 are dropped."""
     import nibabel as nib
@@ -143,7 +145,8 @@ def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds for broken files
-        raise DataError(f"{path}: unreadable NIfTI ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: unreadable NIfTI ({reason})") from None
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -151,8 +154,9 @@ def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     return data, zooms[:3]
 
 
-def scale_intensities(volume: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
-                      bits: int = 8) -> np.ndarray:
+def scale_intensities(
+    volume: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES, bits: int = 8
+) -> np.ndarray:
     """Map the volume's ``percentiles`` (of all voxels) linearly to 0 and ``2**bits - 1``, clip, round.
 
     Args:
@@ -177,8 +181,10 @@ def _stored_integers(volume: np.ndarray, bits: int, path: Path) -> np.ndarray:
     top = 2**bits - 1
     values = np.asarray(volume)
     if not np.array_equal(values, np.round(values)) or values.min() < 0 or values.max() > top:
-        raise DataError(f"{path}: --scale none needs integer intensities in 0-{top}, found "
-                        f"{values.min():g} to {values.max():g}; use --scale percentile")
+        raise DataError(
+            f"{path}: --scale none needs integer intensities in 0-{top}, found "
+            f"{values.min():g} to {values.max():g}; use --scale percentile"
+        )
     return values.astype(np.uint8 if bits == 8 else np.uint16)
 
 
@@ -189,8 +195,9 @@ def _integer_labels(volume: np.ndarray, path: Path) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def resample_in_plane(image: np.ndarray, labels: np.ndarray, zooms: tuple[float, ...], axis: int,
-                      spacing: float) -> tuple[np.ndarray, np.ndarray]:
+def resample_in_plane(
+    image: np.ndarray, labels: np.ndarray, zooms: tuple[float, ...], axis: int, spacing: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Resample both in-plane axes to ``spacing`` mm: image linearly, labels by nearest neighbour.
 
     The slice axis is left as it is. Output sizes are ``round(n * zoom / spacing)``.
@@ -239,11 +246,8 @@ def _to_png(plane: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.flipud(plane.T))
 
 
-def _save(path: Path, pixels: np.ndarray) -> None:
-    Image.fromarray(pixels).save(path)  # uint8 -> mode L, uint16 -> mode I;16
-
-
 # -------------------------------------------------------------------------------------------- import
+
 
 def default_names(value_map: dict[int, int]) -> dict[str, int]:
     """``label<v>=<pixel>`` names for the distinct mask values of ``value_map``, in map order."""
@@ -254,11 +258,22 @@ def default_names(value_map: dict[int, int]) -> dict[str, int]:
     return names
 
 
-def import_nifti(root: str | Path, out: str | Path, images: str, labels: str, *, axis: int = 2,
-                 keep_empty: bool = False, value_map: dict[int, int] | None = None,
-                 names: dict[str, int] | None = None, scale: str = "percentile",
-                 percentiles: tuple[float, float] = DEFAULT_PERCENTILES, bits: int = 8,
-                 size: int | None = None, spacing: float | None = None) -> ImportSummary:
+def import_nifti(
+    root: str | Path,
+    out: str | Path,
+    images: str,
+    labels: str,
+    *,
+    axis: int = 2,
+    keep_empty: bool = False,
+    value_map: dict[int, int] | None = None,
+    names: dict[str, int] | None = None,
+    scale: str = "percentile",
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    bits: int = 8,
+    size: int | None = None,
+    spacing: float | None = None,
+) -> ImportSummary:
     """Convert NIfTI volume pairs below ``root`` into a dataset folder ``out`` (see the module docstring).
 
     Args:
@@ -308,8 +323,10 @@ def import_nifti(root: str | Path, out: str | Path, images: str, labels: str, *,
         image, zooms = read_volume(case.image)
         label, _ = read_volume(case.labels)
         if image.shape != label.shape:
-            raise DataError(f"{case.labels}: label volume shape {label.shape} differs from image volume shape "
-                            f"{image.shape} ({case.image})")
+            raise DataError(
+                f"{case.labels}: label volume shape {label.shape} differs from image volume shape "
+                f"{image.shape} ({case.image})"
+            )
         label = _integer_labels(label, case.labels)
         if value_map is not None:
             outside = sorted(set(np.unique(label).tolist()) - set(value_map))
@@ -327,11 +344,15 @@ def import_nifti(root: str | Path, out: str | Path, images: str, labels: str, *,
             cropped = crop_or_pad(label, axis, window)
             cut = int(np.count_nonzero(label)) - int(np.count_nonzero(cropped))
             if cut:
-                raise DataError(f"{case.labels}: the labelled region does not fit --size {size} ({cut} labelled "
-                                f"voxels would be cut off); use a larger --size or --spacing")
+                raise DataError(
+                    f"{case.labels}: the labelled region does not fit --size {size} ({cut} labelled "
+                    f"voxels would be cut off); use a larger --size or --spacing"
+                )
             if value_map is not None and 0 not in value_map and (cropped == 0).any():
-                raise DataError(f"{case.labels}: padding to --size {size} adds label 0, which --map "
-                                f"{_map_text(value_map)} does not map")
+                raise DataError(
+                    f"{case.labels}: padding to --size {size} adds label 0, which --map "
+                    f"{_map_text(value_map)} does not map"
+                )
             pixels, label = crop_or_pad(pixels, axis, window), cropped
         volumes.append((case, pixels, label))
 
@@ -342,8 +363,9 @@ def import_nifti(root: str | Path, out: str | Path, images: str, labels: str, *,
         value_map = {v: v for v in sorted(found_values | ({0} if size is not None else set()))}
     names = dict(names) if names is not None else default_names(value_map)
     if set(names.values()) != set(value_map.values()):
-        raise DataError(f"--labels {_map_text(names)} must name exactly the mask values of --map "
-                        f"{sorted(set(value_map.values()))}")
+        raise DataError(
+            f"--labels {_map_text(names)} must name exactly the mask values of --map {sorted(set(value_map.values()))}"
+        )
     lut = np.zeros(max(value_map) + 1, np.uint8)
     for source, pixel in value_map.items():
         lut[source] = pixel
@@ -359,23 +381,37 @@ def import_nifti(root: str | Path, out: str | Path, images: str, labels: str, *,
                 continue
             name = f"{case.case_id}_slice{k:03d}.png"
             image_png = _to_png(np.take(pixels, k, axis=axis))
-            _save(out / "images" / name, image_png)
-            _save(out / "masks" / name, _to_png(lut[plane_labels]))
+            write_image(out / "images" / name, image_png)
+            write_image(out / "masks" / name, _to_png(lut[plane_labels]))
             rows.append((name, case.case_id, k))
             shape = image_png.shape
     if not rows:
-        raise DataError(f"{root}: no slice with a labelled voxel in {len(cases)} case(s); use --keep-empty "
-                        f"to import them anyway")
+        raise DataError(
+            f"{root}: no slice with a labelled voxel in {len(cases)} case(s); use --keep-empty to import them anyway"
+        )
     with (out / "manifest.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(("file", "patient", "slice"))
         writer.writerows(rows)
-    meta = {"name": out.resolve().name, "labels": names, "num_images": len(rows),
-            "num_patients": len(cases), "image_size": list(shape),
-            "source": {"importer": "import-nifti", "images": images, "labels": labels, "axis": axis,
-                       "map": {str(k): v for k, v in value_map.items()}, "scale": scale,
-                       "percentiles": list(percentiles) if scale == "percentile" else None, "bits": bits,
-                       "size": size, "spacing_mm": spacing}}
+    meta = {
+        "name": out.resolve().name,
+        "labels": names,
+        "num_images": len(rows),
+        "num_patients": len(cases),
+        "image_size": list(shape),
+        "source": {
+            "importer": "import-nifti",
+            "images": images,
+            "labels": labels,
+            "axis": axis,
+            "map": {str(k): v for k, v in value_map.items()},
+            "scale": scale,
+            "percentiles": list(percentiles) if scale == "percentile" else None,
+            "bits": bits,
+            "size": size,
+            "spacing_mm": spacing,
+        },
+    }
     (out / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
     return ImportSummary(out, len(cases), len(rows), skipped, names)
 

@@ -126,11 +126,14 @@ def write_mask(path: str | Path, indices: np.ndarray, labels: dict[str, int]) ->
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
-    """Write an 8-bit grayscale image as PNG (creating the folder).
+    """Write a grayscale image as PNG (creating the folder): 16-bit for uint16, else 8-bit.
 
     Args:
         path: the PNG file to write.
-        image: uint8 array of shape (H, W).
+        image: uint16 array of shape (H, W), or any array of shape (H, W) cast to uint8.
     """
+    pixels = np.asarray(image)
+    if pixels.dtype != np.uint16:
+        pixels = pixels.astype(np.uint8)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path)
+    Image.fromarray(pixels).save(path)  # uint8 -> mode L, uint16 -> mode I;16

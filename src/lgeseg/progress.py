@@ -41,9 +41,16 @@ class LineProgress:
         clock: monotonic time source in seconds (injectable for tests).
     """
 
-    def __init__(self, total: int, initial: int = 0, desc: str = "", unit: str = "epoch",
-                 stream: TextIO | None = None, interval: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        total: int,
+        initial: int = 0,
+        desc: str = "",
+        unit: str = "epoch",
+        stream: TextIO | None = None,
+        interval: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.total, self.n, self.desc, self.unit = total, initial, desc, unit
         self.stream = stream or sys.stderr
         self.interval, self.clock = interval, clock

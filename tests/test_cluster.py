@@ -24,7 +24,7 @@ import yaml
 from optuna.trial import TrialState
 from test_grid import _grid_command, tiny
 
-from dashboards.load import open_storage
+from hpo.storage import open_storage
 from lgeseg.phantom import generate_phantom
 
 pytestmark = pytest.mark.slow

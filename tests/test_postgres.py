@@ -137,4 +137,4 @@ def test_grid_killed_resumed_reported_and_served_from_postgres(postgres_url, tmp
 def test_wrong_password_is_one_line_without_the_password(postgres_url, one_line_error):
     wrong = postgres_url.replace(f":{_password(postgres_url)}@", ":not-the-password@")
     line = one_line_error(["report", "--storage", wrong, "--study-name", "x"])
-    assert "cannot open" in line and "not-the-password" not in line and "lgeseg:***@" in line
+    assert "password authentication failed" in line and "not-the-password" not in line and "lgeseg:***@" in line

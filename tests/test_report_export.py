@@ -48,3 +48,14 @@ def test_missing_browser_is_one_line(tmp_path, monkeypatch, one_line_error):
     line = one_line_error(["report", "--storage", study.storage, "--format", "png", "--out", str(tmp_path / "r")])
     assert f"browser {tmp_path / 'no-such-browser'} (BROWSER_PATH) is not an executable file" in line
     assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+def test_no_browser_at_all_is_one_line(tmp_path, monkeypatch, one_line_error):
+    from choreographer.browsers.chromium import Chromium
+
+    study = build_study(tmp_path / "study")
+    # A machine without any Chrome/Chromium: choreographer's search (the one kaleido uses) finds nothing.
+    monkeypatch.setattr(Chromium, "find_browser", classmethod(lambda cls, **_: None))
+    line = one_line_error(["report", "--storage", study.storage, "--format", "svg", "--out", str(tmp_path / "r")])
+    assert "--format svg needs a Chrome/Chromium browser for kaleido (e.g. Debian: apt-get install chromium" in line
+    assert not (tmp_path / "r").exists()

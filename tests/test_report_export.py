@@ -43,19 +43,17 @@ def test_png_is_1400_px_wide_at_the_figure_height(browser, tmp_path):
 
 
 def test_missing_browser_is_one_line(tmp_path, monkeypatch, one_line_error):
-    study = build_study(tmp_path / "study")
-    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-browser"))  # kaleido would use it first
-    line = one_line_error(["report", "--storage", study.storage, "--format", "png", "--out", str(tmp_path / "r")])
-    assert f"browser {tmp_path / 'no-such-browser'} (BROWSER_PATH) is not an executable file" in line
-    assert not (tmp_path / "r").exists()  # refused before anything is written
-
-
-def test_no_browser_at_all_is_one_line(tmp_path, monkeypatch, one_line_error):
     from choreographer.browsers.chromium import Chromium
 
     study = build_study(tmp_path / "study")
+    out = tmp_path / "r"
+    command = ["report", "--storage", study.storage, "--out", str(out), "--format"]
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-browser"))  # kaleido would use it first
+    line = one_line_error([*command, "png"])
+    assert f"browser {tmp_path / 'no-such-browser'} (BROWSER_PATH) is not an executable file" in line
     # A machine without any Chrome/Chromium: choreographer's search (the one kaleido uses) finds nothing.
+    monkeypatch.delenv("BROWSER_PATH")
     monkeypatch.setattr(Chromium, "find_browser", classmethod(lambda cls, **_: None))
-    line = one_line_error(["report", "--storage", study.storage, "--format", "svg", "--out", str(tmp_path / "r")])
+    line = one_line_error([*command, "svg"])
     assert "--format svg needs a Chrome/Chromium browser for kaleido (e.g. Debian: apt-get install chromium" in line
-    assert not (tmp_path / "r").exists()
+    assert not out.exists()  # refused before anything is written

@@ -217,6 +217,10 @@ def build_report(storage: str | None, study_name: str | None, out_dir: Path | No
         raise UserError(f"study {record.name} has no out_dir attribute; give --out DIR")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if "search" in record.config:  # a search study has its own page: dashboards/search.py
+        from .search import build_search_report
+
+        return build_search_report(study, record, folder, fmt, save_to_dashboard)
     analysis = analyse(record, by)
     figures = build_figures(record, analysis)
     path = folder / "report.html"

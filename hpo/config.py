@@ -53,13 +53,14 @@ def check_study(config: dict) -> None:
         raise ConfigError(f"config key 'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"config key 'seeds' has repeated values: {seeds!r}")
-    l2 = config["grid"]["l2"]
-    if not l2 or not all(_is_number(v) and 0 < v <= 1 for v in l2):
-        raise ConfigError(f"config key 'grid.l2' must be a non-empty list of numbers in (0, 1] (recorded on a "
-                          f"log scale), got {l2!r}")
-    if len(set(l2)) != len(l2):
-        raise ConfigError(f"config key 'grid.l2' has repeated values: {l2!r}")
-    config["grid"]["l2"] = [float(v) for v in l2]
+    if "grid" in config:  # a search study (hpo.search_config) has a `search` section instead
+        l2 = config["grid"]["l2"]
+        if not l2 or not all(_is_number(v) and 0 < v <= 1 for v in l2):
+            raise ConfigError(f"config key 'grid.l2' must be a non-empty list of numbers in (0, 1] (recorded on a "
+                              f"log scale), got {l2!r}")
+        if len(set(l2)) != len(l2):
+            raise ConfigError(f"config key 'grid.l2' has repeated values: {l2!r}")
+        config["grid"]["l2"] = [float(v) for v in l2]
 
     retune = config["retune"]
     if not 0 < retune["check_fraction"] <= 1:
@@ -98,7 +99,12 @@ def check_study(config: dict) -> None:
 
 
 def study_config(values: dict | None = None) -> dict:
-    """A validated study config: STUDY_DEFAULTS overlaid with ``values``."""
+    """A validated study config: STUDY_DEFAULTS overlaid with ``values`` (a ``search:`` study: see
+    :func:`hpo.search_config.search_study_config`)."""
+    if isinstance(values, dict) and "search" in values:
+        from .search_config import search_study_config
+
+        return search_study_config(values)
     config = merge(STUDY_DEFAULTS, values)
     check_study(config)
     return config

@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -28,6 +28,9 @@ from .config import point_config
 from .rule import RetuneRule
 from .storage import default_storage, default_study_dir, mask_url, resolve, start_study
 from .summary import format_summary, summary_rows
+
+if TYPE_CHECKING:
+    import optuna
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the recorder keeps the results
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -80,6 +83,33 @@ def trial_config(config: dict, attempt: Attempt, out_dir: Path) -> dict[str, Any
             "threads": max(1, int(config["resources"]["cpu"]))}
 
 
+def prepare_study(config: dict, name: str, storage: str, out: Path, resume: bool, data: dict[str, Any],
+                  stream) -> optuna.Study:
+    """Open (or create) the study a run records into; store its config and data attributes when new, or
+    refuse a resume whose config differs from the stored one, naming the first differing key (grid and
+    search)."""
+    study = start_study(storage, name, resume)
+    stored = study.user_attrs.get("config")
+    if stored is not None and stored != config:
+        raise ConfigError(f"the config differs from the one study '{name}' was started with: "
+                          f"{_first_difference(config, stored)}; resume with the same config or use a new "
+                          f"--study-name")
+    check_same(f"study '{name}'", study.user_attrs.get("data_fingerprint"), study.user_attrs.get("split"),
+               data["data_fingerprint"], data["split"], "start a new study with --study-name NAME (and --out DIR)")
+    if stored is None:
+        for key, value in {"config": config, "out_dir": str(out), **data}.items():
+            study.set_user_attr(key, value)
+        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    elif "data_fingerprint" not in study.user_attrs:  # a study started before fingerprints were recorded
+        for key in ("data_fingerprint", "split"):
+            study.set_user_attr(key, data[key])
+    if data["synthetic"]:
+        print(f"data: SYNTHETIC phantom at {data['data_dir']} (no --data given)", file=stream)
+    else:
+        print(f"data: {data['data_dir']}", file=stream)
+    return study
+
+
 def run_grid(config: dict, storage: str | None = None, study_name: str | None = None,
              out_dir: str | Path | None = None, resume: bool = False, address: str | None = None,
              num_cpus: int | None = None, stream=None) -> GridResult:
@@ -111,27 +141,7 @@ def run_grid(config: dict, storage: str | None = None, study_name: str | None = 
     out = Path(out_dir or default_study_dir(name)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     storage = resolve(storage) if storage else default_storage(out)
-    study = start_study(storage, name, resume)
-
-    stored = study.user_attrs.get("config")
-    if stored is not None and stored != config:
-        raise ConfigError(f"the config differs from the one study '{name}' was started with: "
-                          f"{_first_difference(config, stored)}; resume with the same config or use a new "
-                          f"--study-name")
-    check_same(f"study '{name}'", study.user_attrs.get("data_fingerprint"), study.user_attrs.get("split"),
-               data["data_fingerprint"], data["split"], "start a new study with --study-name NAME (and --out DIR)")
-    if stored is None:
-        for key, value in {"config": config, "out_dir": str(out), **data}.items():
-            study.set_user_attr(key, value)
-        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    elif "data_fingerprint" not in study.user_attrs:  # a study started before fingerprints were recorded
-        for key in ("data_fingerprint", "split"):
-            study.set_user_attr(key, data[key])
-    if data["synthetic"]:
-        print(f"data: SYNTHETIC phantom at {data['data_dir']} (no --data given)", file=stream)
-    else:
-        print(f"data: {data['data_dir']}", file=stream)
-
+    study = prepare_study(config, name, storage, out, resume, data, stream)
     _close_waiting(study)
     plan = plan_attempts(config, study.get_trials(deepcopy=False))
     attempts = [o.attempt for o in plan.values() if o.attempt is not None]
@@ -146,36 +156,48 @@ def run_grid(config: dict, storage: str | None = None, study_name: str | None = 
     return GridResult(name, storage, out, rows)
 
 
+#: The ``error`` of a trial a driver enqueued but was killed before starting (see :func:`_close_waiting`).
+UNSTARTED = "left unstarted by an interrupted driver"
+
+
 def _close_waiting(study) -> None:
     """A WAITING trial can only be left by a driver killed between enqueue and ask: close it as FAIL."""
     from optuna.trial import TrialState
 
     for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         trial = study.ask()
-        trial.set_user_attr("error", "left unstarted by an interrupted driver")
+        trial.set_user_attr("error", UNSTARTED)
         study.tell(trial, state=TrialState.FAIL)
 
 
 def _tune(config: dict, study, attempts: list[Attempt], out: Path, stream) -> None:
-    from ray import tune
-
-    from .progress import ProgressPrinter
     from .recorder import OptunaRecorder
-    from .retune import RetuneStopper
     from .searcher import GridSearcher
-    from .trainable import train_trial
 
     rule = RetuneRule.from_config(config["retune"])
     max_reruns = config["retune"]["max_reruns"]
     searcher = GridSearcher(attempts, rule, max_reruns, lambda a: trial_config(config, a, out))
-    recorder = OptunaRecorder(study, rule, max_reruns)
+    fit(config, searcher, OptunaRecorder(study, rule, max_reruns), out, stream)
+
+
+def fit(config: dict, searcher, recorder, out: Path, stream, scheduler=None) -> None:
+    """Run Ray Tune until ``searcher`` finishes: one trainable per trial with the config's resources, the
+    retune stopper, ``recorder`` and the progress lines (grid and search; a search may add a trial
+    scheduler). The recorder's queued writes are flushed at the end."""
+    from ray import tune
+
+    from .progress import ProgressPrinter
+    from .retune import RetuneStopper
+    from .trainable import train_trial
+
+    rule = RetuneRule.from_config(config["retune"])
     resources = {"cpu": config["resources"]["cpu"], "gpu": config["resources"]["gpu"]}
     tuner = tune.Tuner(
         tune.with_resources(train_trial, resources),
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, reuse_actors=True),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1, reuse_actors=True),
         run_config=tune.RunConfig(
             name="tune", storage_path=str(out / "ray"), stop=RetuneStopper(rule),
-            callbacks=[recorder, ProgressPrinter(rule, max_reruns, stream)], verbose=0,
+            callbacks=[recorder, ProgressPrinter(rule, config["retune"]["max_reruns"], stream)], verbose=0,
             failure_config=tune.FailureConfig(max_failures=0)),
     )
     try:

@@ -60,6 +60,10 @@ class OptunaRecorder(Callback):
         self._numbers = {t.user_attrs.get("trial_name"): t.number for t in study.get_trials(deepcopy=False)}
         self._unwritten: list[tuple[str, Callable[[], None]]] = []
 
+    def trial_number(self, trial_name: str) -> int | None:
+        """The Optuna number of the trial recorded under ``trial_name`` (None before it started)."""
+        return self._numbers.get(trial_name)
+
     # -- writes -----------------------------------------------------------------------------------
     def _write(self, what: str, fn: Callable[[], Any]) -> Any:
         """Run one storage write, retrying with backoff; a write that keeps failing is queued."""
@@ -112,7 +116,7 @@ class OptunaRecorder(Callback):
             self._write("reattach interrupted trial", reattach)
             return
         params = trial_params(config)
-        attempt = Attempt.from_config(config["attempt"])
+        attempt = attempt_from_config(config["attempt"])
         name = attempt.name
         previous = attempt.previous()
         attrs = {
@@ -120,7 +124,7 @@ class OptunaRecorder(Callback):
             "config_hash": config["config_hash"],
             "lineage": {"point": attempt.point, "rerun": attempt.rerun,
                         "rerun_of": self._numbers.get(previous.name) if previous is not None else None,
-                        "adjustment": config["adjustment"]},
+                        "adjustment": config["adjustment"], **config.get("lineage", {})},
         }
 
         def create() -> None:
@@ -151,7 +155,7 @@ class OptunaRecorder(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         result = trial.last_result or {}
         if self.rule.fails(result):
-            attempt = Attempt.from_config(trial.config["attempt"])
+            attempt = attempt_from_config(trial.config["attempt"])
             retune = {"reason": self.rule.reason(result), "check_epoch": self.rule.check_epoch(result["epochs"]),
                       "best_val_accuracy": result["best_val_accuracy"],
                       "replaced_by": attempt.next().name if attempt.rerun < self.max_reruns else None}
@@ -172,6 +176,10 @@ class OptunaRecorder(Callback):
                 "wall_time_s": run_info["wall_time_s"], "split_hash": run_info["split_hash"],
                 "versions": {**run_info["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
             })
+        elif result.get("done"):  # stopped by the trial scheduler (a search's ASHA), not by the rule
+            self._finish(trial.trial_id, TrialState.PRUNED, None, {
+                "stopped_by_scheduler": {"epoch": result["epoch"], "val_accuracy": result["val_accuracy"]},
+                "epochs_run": result["epoch"], "best_val_accuracy": result["best_val_accuracy"]})
         # else: stopped with the experiment (driver interrupted); stays RUNNING for --resume
         self._reported.pop(trial.trial_id, None)
         self._nodes.pop(trial.trial_id, None)
@@ -190,6 +198,16 @@ class OptunaRecorder(Callback):
             del self._trials[tid]
 
         self._write(f"finish trial ({state.name})", write)
+
+
+def attempt_from_config(values: dict[str, Any]) -> Any:
+    """The attempt a Ray trial config carries: a grid's :class:`~hpo.attempts.Attempt`, or a search's
+    :class:`~hpo.optuna_searcher.SeedAttempt` (its config names its configuration). Both give the names."""
+    if "configuration" in values:
+        from .optuna_searcher import SeedAttempt
+
+        return SeedAttempt.from_config(values)
+    return Attempt.from_config(values)
 
 
 def _version(package: str) -> str:

@@ -291,7 +291,7 @@ def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
     """Load an existing study for reading (``report``, ``dashboards``).
 
     With only a name the storage is the grid run's default (``runs/<name>/study.db``); with only a
-    storage it must hold exactly one study. A SQLite or journal file that does not exist is an error
+    storage it must hold exactly one study (a search's ``<name>/sampler`` study does not count). A SQLite or journal file that does not exist is an error
     (Optuna would silently create it).
 
     Raises:
@@ -307,6 +307,8 @@ def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
     backend = open_storage(url)
     names = _study_names(backend)
     if study_name is None:
+        # a search's sampler study (user attr record_study) goes with its record: not a choice here
+        names = [s.study_name for s in backend.get_all_studies() if "record_study" not in s.user_attrs]
         if len(names) != 1:
             listed = ", ".join(sorted(names)) or "none"
             raise StorageError(f"storage {shown} holds {len(names)} studies ({listed}); give --study-name")

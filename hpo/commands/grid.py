@@ -18,6 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run one Ray Tune trial per (L2, seed) of the study config, re-run trials stopped by the "
                     "10%%/90%% retune rule with the next adjustment, record every trial in an Optuna study "
                     "and write the HTML report.")
+    add_study_arguments(parser)
+    parser.set_defaults(func=main)
+
+
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``grid`` and ``search`` share."""
     add_config_arguments(parser)
     parser.add_argument("--storage", metavar="URL",
                         help="Optuna storage URL or database file path (default: <out>/study.db)")
@@ -29,7 +35,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-cpus", type=int, metavar="N",
                         help="CPUs of the local Ray instance (default: all)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
-    parser.set_defaults(func=main)
 
 
 def write_report(result: GridResult) -> Path:
@@ -46,8 +51,12 @@ def main(args: argparse.Namespace) -> int:
     from hpo.attempts import PointStatus
     from hpo.config import load_study_config
     from hpo.grid import run_grid
+    from lgeseg.errors import ConfigError
 
     config = load_study_config(args.config, args.overrides, args.data)
+    if "search" in config:
+        raise ConfigError(f"{args.config}: this config has a 'search:' section; run it with "
+                          f"`python -m hpo.run search --config {args.config}`")
     result = run_grid(config, storage=args.storage, study_name=args.study_name, out_dir=args.out,
                       resume=args.resume, address=args.address, num_cpus=args.num_cpus)
     if not args.no_report:

@@ -12,7 +12,7 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``report`` subcommand to the ``hpo.run`` parser."""
     parser = subparsers.add_parser(
-        "report", help="write report.html for a grid study",
+        "report", help="write report.html for a grid or search study",
         description="Write one self-contained report.html for a grid study (also for a study still running) "
                     "and save its figures into the study for optuna-dashboard.",
     )

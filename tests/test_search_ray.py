@@ -1,0 +1,147 @@
+"""``search`` end to end on Ray Tune: tiny U-Nets on the tiny 16x16 data set of tests/conftest.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from hpo.config import study_config
+from hpo.optuna_searcher import sampler_study_name
+from hpo.search import run_search
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False,
+             configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def tiny(data_dir: Path, search: dict, **sections) -> dict:
+    values = {"name": "tiny", "data": str(data_dir), "model": {"width": 4, "depth": 2},
+              "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3},
+              "retune": {"check_fraction": 0.5, "target_accuracy": 0.0, "max_reruns": 1,
+                         "adjustments": [{"learning_rate": 3e-3, "batch_size": 4}]},
+              "resources": {"gpu": 0, "cpu": 1},
+              "search": {"sampler": "tpe", "space": {"train.l2": {"low": 1e-6, "high": 1e-1, "log": True}},
+                         **search}}
+    for key, value in sections.items():
+        values[key] = {**values[key], **value}
+    return study_config(values)
+
+
+def studies(out: Path, name: str = "tiny") -> tuple[optuna.Study, optuna.Study]:
+    url = f"sqlite:///{out / 'study.db'}"
+    return (optuna.load_study(study_name=name, storage=url),
+            optuna.load_study(study_name=sampler_study_name(name), storage=url))
+
+
+def configurations(record: optuna.Study) -> list:
+    return sorted((t for t in record.get_trials() if t.user_attrs.get("kind") == "configuration"),
+                  key=lambda t: t.user_attrs["configuration"])
+
+
+def test_tpe_search_records_configurations_with_seed_means(ray_cluster, tiny_data_dir, tmp_path, capsys):
+    config = tiny(tiny_data_dir, {"n_trials": 2, "seeds_per_trial": 2, "max_concurrent": 2})
+    result = run_search(config, out_dir=tmp_path / "study", report=True)
+    record, sampler = studies(tmp_path / "study")
+    found = configurations(record)
+    assert [t.state for t in found] == [TrialState.COMPLETE] * 2
+    assert all(t.distributions == {"train.l2": optuna.distributions.FloatDistribution(1e-6, 1e-1, log=True)}
+               for t in found)
+    attempts = [t for t in record.get_trials() if "lineage" in t.user_attrs]
+    assert len(attempts) == 4 and all(t.state == TrialState.COMPLETE for t in attempts)
+    for configuration in found:
+        mine = sorted((t for t in attempts if t.user_attrs["lineage"]["configuration"] == configuration.number),
+                      key=lambda t: t.params["seed"])
+        assert [t.params["seed"] for t in mine] == [0, 1]
+        assert all(t.params["l2"] == configuration.params["train.l2"] for t in mine)
+        assert configuration.value == pytest.approx((mine[0].value + mine[1].value) / 2)
+        assert configuration.user_attrs["value_std"] == pytest.approx(abs(mine[0].value - mine[1].value) / 2 ** 0.5)
+        assert sorted(mine[0].intermediate_values) == [1]
+    told = sampler.get_trials()
+    assert [t.value for t in told] == [t.value for t in found]  # the sampler saw configuration values only
+    assert [t.params for t in told] == [t.params for t in found]
+    assert result.report is not None and "Sensitivity to L2 (continuous)" in result.report.read_text()
+    out = capsys.readouterr().out
+    assert "sample  c000 (tpe, 1/2)" in out and "told    c001" in out
+    run_search(config, out_dir=tmp_path / "study", resume=True, report=False)  # nothing is owed: nothing runs
+    assert len(studies(tmp_path / "study")[0].get_trials()) == 6
+
+
+def test_rule_fires_inside_a_search(ray_cluster, tiny_data_dir, tmp_path):
+    config = tiny(tiny_data_dir, {"n_trials": 1}, retune={"target_accuracy": 0.999})
+    result = run_search(config, out_dir=tmp_path / "study", report=False)
+    record, sampler = studies(tmp_path / "study")
+    (configuration,) = configurations(record)
+    attempts = sorted((t for t in record.get_trials() if "lineage" in t.user_attrs), key=lambda t: t.number)
+    assert [t.state for t in attempts] == [TrialState.PRUNED, TrialState.PRUNED]
+    assert [(t.params["learning_rate"], t.params["batch_size"]) for t in attempts] == [(1e-3, 8), (3e-3, 4)]
+    assert attempts[1].user_attrs["lineage"]["rerun_of"] == attempts[0].number
+    # the configuration's outcome is its rerun's (not converged), and that is what the sampler was told
+    assert configuration.state == TrialState.PRUNED and sampler.get_trials()[0].state == TrialState.PRUNED
+    assert configuration.user_attrs["seeds"][0]["trial"] == attempts[1].number
+    assert configuration.user_attrs["seeds"][0]["status"] == "not_converged"
+    assert result.rows[0]["status"] == "not converged"
+
+
+def test_driver_killed_mid_search_then_resumed(tiny_data_dir, tmp_path):
+    """SIGKILL the driver's process group mid-attempt; --resume ends with exactly n configurations."""
+    config = tiny(tiny_data_dir, {"n_trials": 3, "max_concurrent": 1}, train={"epochs": 12})
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "study"
+    command = [sys.executable, "-m", "hpo.run", "search", "--config", str(path), "--out", str(out), "--no-report",
+               "--num-cpus", "2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            if not (out / "study.db").exists() or driver.poll() is not None:
+                continue
+            try:
+                record = studies(out)[0]
+            except Exception:  # noqa: BLE001 - the studies may not exist yet
+                continue
+            if any(t.user_attrs.get("trial_name") == "c001_seed=0_rerun=0" and len(t.intermediate_values) >= 2
+                   and t.state == TrialState.RUNNING for t in record.get_trials()):
+                break
+        else:
+            pytest.fail("the search never got two epochs into its second configuration")
+        assert driver.poll() is None, driver.stdout.read()
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    before = configurations(studies(out)[0])
+    assert [t.state for t in before] == [TrialState.COMPLETE, TrialState.RUNNING]
+
+    resumed = subprocess.run([*command, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "continuing an interrupted trial" in resumed.stdout
+    record, sampler = studies(out)
+    after = configurations(record)
+    assert len(after) == 3 and all(t.state == TrialState.COMPLETE for t in after)
+    assert len({t.params["train.l2"] for t in after}) == 3  # no configuration twice
+    assert [t.params for t in sampler.get_trials()] == [t.params for t in after]
+    assert [t.value for t in sampler.get_trials()] == [t.value for t in after]
+    attempts = [t for t in record.get_trials() if "lineage" in t.user_attrs]
+    assert sorted(t.user_attrs["trial_name"] for t in attempts) == [f"c00{i}_seed=0_rerun=0" for i in range(3)]
+    assert all(sorted(t.intermediate_values) == list(range(1, 13)) for t in attempts)

@@ -14,19 +14,23 @@ import dataclasses
 import html
 import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import optuna
 import plotly.graph_objects as go
-from optuna.importance import (BaseImportanceEvaluator, FanovaImportanceEvaluator, PedAnovaImportanceEvaluator,
-                               get_param_importances)
+from optuna.importance import (
+    BaseImportanceEvaluator,
+    FanovaImportanceEvaluator,
+    PedAnovaImportanceEvaluator,
+    get_param_importances,
+)
 from optuna.trial import TrialState
 
-from .figures import TRIAL_COLUMNS, empty_figure, fmt, table, training_curves, trial_rows
 from hpo.storage import mask_url
 
+from .figures import TRIAL_COLUMNS, empty_figure, fmt, table, training_curves, trial_rows
 from .load import StudyRecord
 
 #: The L2 values of Rukundo's study, marked on the sensitivity curve.

@@ -26,8 +26,8 @@ import statistics
 import sys
 import warnings
 from collections import deque
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import numpy as np

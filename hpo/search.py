@@ -19,8 +19,14 @@ from lgeseg.tables import fmt, format_table
 from .attempts import adjustment_for
 from .cluster import check_resources, start_ray
 from .grid import UNSTARTED, _close_waiting, describe_data, fit, prepare_study
-from .optuna_searcher import (OptunaSearcher, SeedAttempt, configuration_trials, plan_search, reconcile,
-                              sampler_study_name)
+from .optuna_searcher import (
+    OptunaSearcher,
+    SeedAttempt,
+    configuration_trials,
+    plan_search,
+    reconcile,
+    sampler_study_name,
+)
 from .rule import RetuneRule
 from .search_config import configuration_run_config, distributions, max_epochs
 from .storage import default_storage, default_study_dir, mask_url, open_storage, resolve

@@ -26,8 +26,7 @@ import copy
 import math
 from typing import Any
 
-from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
-                                  IntDistribution)
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from lgeseg.config import RUN_DEFAULTS, merge, run_config
 from lgeseg.errors import ConfigError

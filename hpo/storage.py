@@ -291,8 +291,8 @@ def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
     """Load an existing study for reading (``report``, ``dashboards``).
 
     With only a name the storage is the grid run's default (``runs/<name>/study.db``); with only a
-    storage it must hold exactly one study (a search's ``<name>/sampler`` study does not count). A SQLite or journal file that does not exist is an error
-    (Optuna would silently create it).
+    storage it must hold exactly one study (a search's ``<name>/sampler`` study does not count). A SQLite
+    or journal file that does not exist is an error (Optuna would silently create it).
 
     Raises:
         StorageError: no storage or name given, the file is missing, the study is not there, or the

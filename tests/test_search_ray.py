@@ -14,6 +14,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from hpo.commands.grid import write_report
 from hpo.config import study_config
 from hpo.optuna_searcher import sampler_study_name
 from hpo.search import run_search
@@ -58,7 +59,8 @@ def configurations(record: optuna.Study) -> list:
 
 def test_tpe_search_records_configurations_with_seed_means(ray_cluster, tiny_data_dir, tmp_path, capsys):
     config = tiny(tiny_data_dir, {"n_trials": 2, "seeds_per_trial": 2, "max_concurrent": 2})
-    result = run_search(config, out_dir=tmp_path / "study", report=True)
+    result = run_search(config, out_dir=tmp_path / "study")
+    report = write_report(result)
     record, sampler = studies(tmp_path / "study")
     found = configurations(record)
     assert [t.state for t in found] == [TrialState.COMPLETE] * 2
@@ -77,16 +79,16 @@ def test_tpe_search_records_configurations_with_seed_means(ray_cluster, tiny_dat
     told = sampler.get_trials()
     assert [t.value for t in told] == [t.value for t in found]  # the sampler saw configuration values only
     assert [t.params for t in told] == [t.params for t in found]
-    assert result.report is not None and "Sensitivity to L2 (continuous)" in result.report.read_text()
+    assert "Sensitivity to L2 (continuous)" in report.read_text()
     out = capsys.readouterr().out
     assert "sample  c000 (tpe, 1/2)" in out and "told    c001" in out
-    run_search(config, out_dir=tmp_path / "study", resume=True, report=False)  # nothing is owed: nothing runs
+    run_search(config, out_dir=tmp_path / "study", resume=True)  # nothing is owed: nothing runs
     assert len(studies(tmp_path / "study")[0].get_trials()) == 6
 
 
 def test_rule_fires_inside_a_search(ray_cluster, tiny_data_dir, tmp_path):
     config = tiny(tiny_data_dir, {"n_trials": 1}, retune={"target_accuracy": 0.999})
-    result = run_search(config, out_dir=tmp_path / "study", report=False)
+    result = run_search(config, out_dir=tmp_path / "study")
     record, sampler = studies(tmp_path / "study")
     (configuration,) = configurations(record)
     attempts = sorted((t for t in record.get_trials() if "lineage" in t.user_attrs), key=lambda t: t.number)

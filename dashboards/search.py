@@ -49,8 +49,16 @@ SECTIONS: dict[str, str] = {
     "importance": "Hyperparameter importance",
     "curves": "Training curves of every attempt",
 }
-CONFIGURATION_COLUMNS: tuple[str, ...] = ("config", "#", "state", "seeds", "reruns", "val MeanIoU", "sd",
-                                          "test MeanIoU")
+CONFIGURATION_COLUMNS: tuple[str, ...] = (
+    "config",
+    "#",
+    "state",
+    "seeds",
+    "reruns",
+    "val MeanIoU",
+    "sd",
+    "test MeanIoU",
+)
 
 
 def is_search(record: StudyRecord) -> bool:
@@ -65,8 +73,11 @@ def searched(record: StudyRecord) -> list[str]:
 
 def configuration_trials(study: optuna.Study, state: TrialState | None = None) -> list[optuna.trial.FrozenTrial]:
     """The record's configuration trials in configuration order (optionally of one state)."""
-    found = [t for t in study.get_trials(deepcopy=False)
-             if t.user_attrs.get("kind") == "configuration" and (state is None or t.state == state)]
+    found = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get("kind") == "configuration" and (state is None or t.state == state)
+    ]
     return sorted(found, key=lambda t: t.user_attrs["configuration"])
 
 
@@ -82,17 +93,25 @@ def importance_figure(study: optuna.Study, params: list[str]) -> go.Figure:
         return empty_figure(title, "Importance needs at least two finished configurations.")
     fig = go.Figure()
     for name, make in EVALUATORS.items():
-        drawn = optuna.visualization.plot_param_importances(study, evaluator=make(), params=params,
-                                                            target_name=OBJECTIVE)
+        drawn = optuna.visualization.plot_param_importances(
+            study, evaluator=make(), params=params, target_name=OBJECTIVE
+        )
         for trace in drawn.data:
             trace.update(name=name, showlegend=True, meta={"evaluator": name}, marker=None)
             fig.add_trace(trace)
     note = " (one searched hyperparameter: its importance is 1 by definition)" if len(params) == 1 else ""
     if len(params) > 1 and len(configuration_trials(study, TrialState.COMPLETE)) < 20:
-        note += ("<br><sup>PED-ANOVA compares the top 10% of configurations with all of them: below 20 finished "
-                 "configurations it rests on one or two and its bars say little</sup>")
-    fig.update_layout(title=title + note, barmode="group", xaxis_title="importance", height=200 + 60 * len(params),
-                      template="plotly_white")
+        note += (
+            "<br><sup>PED-ANOVA compares the top 10% of configurations with all of them: below 20 finished "
+            "configurations it rests on one or two and its bars say little</sup>"
+        )
+    fig.update_layout(
+        title=title + note,
+        barmode="group",
+        xaxis_title="importance",
+        height=200 + 60 * len(params),
+        template="plotly_white",
+    )
     return fig
 
 
@@ -150,34 +169,63 @@ def sensitivity_figure(study: optuna.Study) -> go.Figure:
         return empty_figure(title, "No finished configuration yet.")
     l2 = np.array([t.params["train.l2"] for t in trials])
     series = {
-        "validation MeanIoU": (np.array([t.value for t in trials]),
-                               [t.user_attrs.get("value_std") or 0.0 for t in trials], "#1f77b4"),
-        "test MeanIoU": (np.array([t.user_attrs.get("test_MeanIoU_mean") for t in trials], dtype=float), None,
-                         "#ff7f0e"),
+        "validation MeanIoU": (
+            np.array([t.value for t in trials]),
+            [t.user_attrs.get("value_std") or 0.0 for t in trials],
+            "#1f77b4",
+        ),
+        "test MeanIoU": (
+            np.array([t.user_attrs.get("test_MeanIoU_mean") for t in trials], dtype=float),
+            None,
+            "#ff7f0e",
+        ),
     }
     fig = go.Figure()
     for label, (y, sd, color) in series.items():
         keep = np.isfinite(y)
         if not keep.any():
             continue
-        fig.add_trace(go.Scatter(
-            x=l2[keep], y=y[keep], mode="markers", name=f"{label} per configuration", marker={"color": color},
-            error_y=None if sd is None else {"type": "data", "array": list(np.array(sd)[keep]), "visible": True},
-            text=[f"c{t.user_attrs['configuration']:03d} (trial #{t.number})" for t, k in zip(trials, keep) if k],
-            meta={"kind": "points", "series": label},
-            hovertemplate="L2=%{x:.3g}: %{y:.4f}<br>%{text}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=l2[keep],
+                y=y[keep],
+                mode="markers",
+                name=f"{label} per configuration",
+                marker={"color": color},
+                error_y=None if sd is None else {"type": "data", "array": list(np.array(sd)[keep]), "visible": True},
+                text=[f"c{t.user_attrs['configuration']:03d} (trial #{t.number})" for t, k in zip(trials, keep) if k],
+                meta={"kind": "points", "series": label},
+                hovertemplate="L2=%{x:.3g}: %{y:.4f}<br>%{text}<extra></extra>",
+            )
+        )
         grid, curve, how = _curve(np.log10(l2[keep]), y[keep])
-        fig.add_trace(go.Scatter(x=10 ** grid, y=curve, mode="lines", name=f"{label}, {how}",
-                                 line={"color": color}, meta={"kind": "curve", "series": label},
-                                 hovertemplate="L2=%{x:.3g}: %{y:.4f}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=10**grid,
+                y=curve,
+                mode="lines",
+                name=f"{label}, {how}",
+                line={"color": color},
+                meta={"kind": "curve", "series": label},
+                hovertemplate="L2=%{x:.3g}: %{y:.4f}<extra></extra>",
+            )
+        )
         inside = [v for v in PAPER_L2 if grid[0] <= math.log10(v) <= grid[-1]]
         if inside:
             at = np.interp(np.log10(inside), grid, curve)
-            fig.add_trace(go.Scatter(
-                x=inside, y=at, mode="markers+text", name=f"{label} at the paper's L2 values",
-                marker={"symbol": "diamond-open", "size": 13, "color": color, "line": {"width": 2}},
-                text=[f"{v:g}" for v in inside], textposition="top center", meta={"kind": "paper", "series": label},
-                hovertemplate="paper's L2=%{x:g}: curve %{y:.4f}<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=inside,
+                    y=at,
+                    mode="markers+text",
+                    name=f"{label} at the paper's L2 values",
+                    marker={"symbol": "diamond-open", "size": 13, "color": color, "line": {"width": 2}},
+                    text=[f"{v:g}" for v in inside],
+                    textposition="top center",
+                    meta={"kind": "paper", "series": label},
+                    hovertemplate="paper's L2=%{x:g}: curve %{y:.4f}<extra></extra>",
+                )
+            )
     for value in PAPER_L2:
         fig.add_vline(x=value, line={"dash": "dot", "color": "#999"})
     fig.update_xaxes(type="log", title="L2 (log scale; dotted: the paper's 5e-3, 5e-4, 5e-5)")
@@ -190,12 +238,22 @@ def configuration_rows(study: optuna.Study, params: list[str]) -> list[list[str]
     rows = []
     for t in configuration_trials(study):
         attrs = t.user_attrs
-        values = [f"{t.params[p]:.4g}" if isinstance(t.params.get(p), float) else str(t.params.get(p, "n/a"))
-                  for p in params]
-        rows.append([f"c{attrs['configuration']:03d}", str(t.number), t.state.name, *values,
-                     str(attrs.get("n_seeds", "n/a")), str(attrs.get("reruns", "n/a")),
-                     fmt(t.value if t.state == TrialState.COMPLETE else None, 4), fmt(attrs.get("value_std"), 4),
-                     fmt(attrs.get("test_MeanIoU_mean"), 4)])
+        values = [
+            f"{t.params[p]:.4g}" if isinstance(t.params.get(p), float) else str(t.params.get(p, "n/a")) for p in params
+        ]
+        rows.append(
+            [
+                f"c{attrs['configuration']:03d}",
+                str(t.number),
+                t.state.name,
+                *values,
+                str(attrs.get("n_seeds", "n/a")),
+                str(attrs.get("reruns", "n/a")),
+                fmt(t.value if t.state == TrialState.COMPLETE else None, 4),
+                fmt(attrs.get("value_std"), 4),
+                fmt(attrs.get("test_MeanIoU_mean"), 4),
+            ]
+        )
     return rows
 
 
@@ -210,14 +268,16 @@ def build_figures(study: optuna.Study, record: StudyRecord) -> dict[str, go.Figu
     attempts = attempts_only(record)
     columns = CONFIGURATION_COLUMNS[:3] + tuple(params) + CONFIGURATION_COLUMNS[3:]
     figures = {"sensitivity": sensitivity_figure(study)} if "train.l2" in params else {}
-    figures.update({
-        "slices": slice_figure(study, params),
-        "contours": contour_figure(study, params),
-        "importance": importance_figure(study, params),
-        "curves": training_curves(attempts),
-        "configurations": table("Configurations", columns, configuration_rows(study, params)),
-        "trials": table("All attempts", TRIAL_COLUMNS, trial_rows(attempts)),
-    })
+    figures.update(
+        {
+            "slices": slice_figure(study, params),
+            "contours": contour_figure(study, params),
+            "importance": importance_figure(study, params),
+            "curves": training_curves(attempts),
+            "configurations": table("Configurations", columns, configuration_rows(study, params)),
+            "trials": table("All attempts", TRIAL_COLUMNS, trial_rows(attempts)),
+        }
+    )
     return figures
 
 
@@ -228,20 +288,27 @@ def summary_lines(study: optuna.Study, record: StudyRecord) -> list[str]:
     lines = []
     if record.synthetic:
         lines.append("The data are SYNTHETIC (the built-in phantom): these numbers say nothing about patients.")
-    lines.append(f"{len(configuration_trials(study))} of {search['n_trials']} configurations sampled by Optuna's "
-                 f"{search['sampler']} sampler, {len(done)} finished; each trains {search['seeds_per_trial']} "
-                 f"seed(s) and the sampler sees their mean validation MeanIoU.")
+    lines.append(
+        f"{len(configuration_trials(study))} of {search['n_trials']} configurations sampled by Optuna's "
+        f"{search['sampler']} sampler, {len(done)} finished; each trains {search['seeds_per_trial']} "
+        f"seed(s) and the sampler sees their mean validation MeanIoU."
+    )
     if done:
         best = max(done, key=lambda t: t.value)
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
         spread = best.user_attrs.get("value_std")
-        lines.append(f"Best configuration c{best.user_attrs['configuration']:03d}: {shown}; validation MeanIoU "
-                     f"{best.value:.4f}" + (f" (sd {spread:.4f} over seeds)" if spread is not None else "") +
-                     f", test MeanIoU {fmt(best.user_attrs.get('test_MeanIoU_mean'), 4)}.")
+        lines.append(
+            f"Best configuration c{best.user_attrs['configuration']:03d}: {shown}; validation MeanIoU "
+            f"{best.value:.4f}"
+            + (f" (sd {spread:.4f} over seeds)" if spread is not None else "")
+            + f", test MeanIoU {fmt(best.user_attrs.get('test_MeanIoU_mean'), 4)}."
+        )
         values = [t.value for t in done]
         if len(values) > 1:
-            lines.append(f"Across configurations the objective ranges {min(values):.4f}-{max(values):.4f} "
-                         f"(median {statistics.median(values):.4f}).")
+            lines.append(
+                f"Across configurations the objective ranges {min(values):.4f}-{max(values):.4f} "
+                f"(median {statistics.median(values):.4f})."
+            )
     if len(done) >= 2 and len(searched(record)) > 1:
         for name, found in importances(study, searched(record)).items():
             ranked = ", ".join(f"{k} {v:.2f}" for k, v in sorted(found.items(), key=lambda kv: -kv[1]))
@@ -249,36 +316,54 @@ def summary_lines(study: optuna.Study, record: StudyRecord) -> list[str]:
     return lines
 
 
-def render_html(study: optuna.Study, record: StudyRecord, figures: dict[str, go.Figure], css: str,
-                html_table: Callable[[tuple[str, ...], list[list[str]]], str]) -> str:
+def render_html(
+    study: optuna.Study,
+    record: StudyRecord,
+    figures: dict[str, go.Figure],
+    css: str,
+    html_table: Callable[[tuple[str, ...], list[list[str]]], str],
+) -> str:
     """The whole search report page; plotly.js is inlined with the first figure only."""
     import datetime as _dt
 
     params = searched(record)
-    parts = [f"<h1>HPO report: search study {html.escape(record.name)}</h1>",
-             f"<p class='meta'>storage {html.escape(mask_url(record.storage))} · "
-             f"generated {_dt.datetime.now().isoformat(timespec='seconds')} · searched "
-             f"{html.escape(', '.join(params))}</p>",
-             "<h2>Summary</h2><ul>" + "".join(
-                 f"<li class='synthetic'>{html.escape(s)}</li>" if s.startswith("The data are SYNTHETIC")
-                 else f"<li>{html.escape(s)}</li>" for s in summary_lines(study, record)) + "</ul>"]
+    parts = [
+        f"<h1>HPO report: search study {html.escape(record.name)}</h1>",
+        f"<p class='meta'>storage {html.escape(mask_url(record.storage))} · "
+        f"generated {_dt.datetime.now().isoformat(timespec='seconds')} · searched "
+        f"{html.escape(', '.join(params))}</p>",
+        "<h2>Summary</h2><ul>"
+        + "".join(
+            f"<li class='synthetic'>{html.escape(s)}</li>"
+            if s.startswith("The data are SYNTHETIC")
+            else f"<li>{html.escape(s)}</li>"
+            for s in summary_lines(study, record)
+        )
+        + "</ul>",
+    ]
     config = {"displaylogo": False, "responsive": True}
     keys = [k for k in SECTIONS if k in figures]
     for index, key in enumerate(keys):
-        div = figures[key].to_html(full_html=False, include_plotlyjs=index == 0, div_id=f"fig-{key}",
-                                   config=config, default_width="100%")
+        div = figures[key].to_html(
+            full_html=False, include_plotlyjs=index == 0, div_id=f"fig-{key}", config=config, default_width="100%"
+        )
         parts.append(f"<h2>{index + 1}. {html.escape(SECTIONS[key])}</h2>{div}")
     columns = CONFIGURATION_COLUMNS[:3] + tuple(params) + CONFIGURATION_COLUMNS[3:]
-    parts.append(f"<h2>{len(keys) + 1}. Tables</h2><h3>Configurations (value: mean over seeds of each seed's "
-                 f"final attempt; sd over seeds)</h3>" + html_table(columns, configuration_rows(study, params)))
+    parts.append(
+        f"<h2>{len(keys) + 1}. Tables</h2><h3>Configurations (value: mean over seeds of each seed's "
+        f"final attempt; sd over seeds)</h3>" + html_table(columns, configuration_rows(study, params))
+    )
     parts.append("<h3>All attempts</h3>" + html_table(TRIAL_COLUMNS, trial_rows(attempts_only(record))))
     body = "\n".join(parts)
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>HPO report {html.escape(record.name)}"
-            f"</title><style>{css}</style></head><body>\n{body}\n</body></html>\n")
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>HPO report {html.escape(record.name)}"
+        f"</title><style>{css}</style></head><body>\n{body}\n</body></html>\n"
+    )
 
 
-def build_search_report(study: optuna.Study, record: StudyRecord, folder: Path, fmt: str,
-                        save_to_dashboard: bool) -> Path:
+def build_search_report(
+    study: optuna.Study, record: StudyRecord, folder: Path, fmt: str, save_to_dashboard: bool
+) -> Path:
     """:func:`dashboards.report.build_report` for a search study: write ``report.html`` (plus static images
     for png/svg) into ``folder``, save the figures into the study for optuna-dashboard; return the path."""
     from .report import _CSS, _html_table, export_static, save_figures
@@ -293,6 +378,17 @@ def build_search_report(study: optuna.Study, record: StudyRecord, folder: Path, 
     return path
 
 
-__all__ = ["EVALUATORS", "PAPER_L2", "build_figures", "build_search_report", "configuration_trials",
-           "contour_figure", "importance_figure", "importances", "is_search", "sensitivity_figure",
-           "slice_figure", "summary_lines"]
+__all__ = [
+    "EVALUATORS",
+    "PAPER_L2",
+    "build_figures",
+    "build_search_report",
+    "configuration_trials",
+    "contour_figure",
+    "importance_figure",
+    "importances",
+    "is_search",
+    "sensitivity_figure",
+    "slice_figure",
+    "summary_lines",
+]

@@ -79,8 +79,9 @@ def _sampler(search: dict, dists: dict[str, BaseDistribution], index: int) -> op
     if kind == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, scramble=True)
     if kind == "grid":
-        return optuna.samplers.GridSampler({k: list(d.choices) for k, d in dists.items()
-                                            if isinstance(d, CategoricalDistribution)}, seed=seed)
+        return optuna.samplers.GridSampler(
+            {k: list(d.choices) for k, d in dists.items() if isinstance(d, CategoricalDistribution)}, seed=seed
+        )
     raise ValueError(f"unknown sampler {kind!r}")
 
 
@@ -117,14 +118,27 @@ class SeedAttempt:
 
     def to_config(self, l2: float) -> dict[str, Any]:
         """The attempt as the plain dict a Ray trial config carries (``l2``: the run's, for the progress table)."""
-        return {"configuration": self.configuration, "record_number": self.record_number, "params": self.params,
-                "seed": self.seed, "rerun": self.rerun, "optuna_number": self.optuna_number, "l2": l2}
+        return {
+            "configuration": self.configuration,
+            "record_number": self.record_number,
+            "params": self.params,
+            "seed": self.seed,
+            "rerun": self.rerun,
+            "optuna_number": self.optuna_number,
+            "l2": l2,
+        }
 
     @classmethod
     def from_config(cls, values: dict[str, Any]) -> SeedAttempt:
         """The attempt of a Ray trial config's ``attempt`` dict (see :meth:`to_config`)."""
-        return cls(values["configuration"], values["record_number"], dict(values["params"]), values["seed"],
-                   values["rerun"], values.get("optuna_number"))
+        return cls(
+            values["configuration"],
+            values["record_number"],
+            dict(values["params"]),
+            values["seed"],
+            values["rerun"],
+            values.get("optuna_number"),
+        )
 
 
 @dataclass(frozen=True)
@@ -157,20 +171,36 @@ def configuration_outcome(outcomes: dict[int, SeedOutcome]) -> tuple[TrialState,
     COMPLETE with the mean validation MeanIoU when every seed completed; else PRUNED (a seed not converged
     or stopped by the scheduler), or FAIL (a seed failed). The attrs hold every seed's result and the spread.
     """
-    seeds = [{"seed": seed, "status": o.status, "value": o.value, "test_MeanIoU": o.test_MeanIoU,
-              "trial": o.trial, "rerun": o.rerun} for seed, o in sorted(outcomes.items())]
+    seeds = [
+        {
+            "seed": seed,
+            "status": o.status,
+            "value": o.value,
+            "test_MeanIoU": o.test_MeanIoU,
+            "trial": o.trial,
+            "rerun": o.rerun,
+        }
+        for seed, o in sorted(outcomes.items())
+    ]
     values = [o.value for o in outcomes.values() if o.status == "complete" and o.value is not None]
     tests = [o.test_MeanIoU for o in outcomes.values() if o.status == "complete" and o.test_MeanIoU is not None]
-    attrs: dict[str, Any] = {"seeds": seeds, "n_seeds": len(outcomes),
-                             "reruns": sum(o.rerun for o in outcomes.values())}
+    attrs: dict[str, Any] = {
+        "seeds": seeds,
+        "n_seeds": len(outcomes),
+        "reruns": sum(o.rerun for o in outcomes.values()),
+    }
     statuses = {o.status for o in outcomes.values()}
     if "failed" in statuses:
         return TrialState.FAIL, None, {**attrs, "error": "a seed failed (see its attempt trial)"}
     if statuses != {"complete"}:
         return TrialState.PRUNED, None, attrs
-    attrs.update(value_mean=statistics.fmean(values), value_std=statistics.stdev(values) if len(values) > 1 else None,
-                 value_min=min(values), value_max=max(values),
-                 test_MeanIoU_mean=statistics.fmean(tests) if len(tests) == len(values) else None)
+    attrs.update(
+        value_mean=statistics.fmean(values),
+        value_std=statistics.stdev(values) if len(values) > 1 else None,
+        value_min=min(values),
+        value_max=max(values),
+        test_MeanIoU_mean=statistics.fmean(tests) if len(tests) == len(values) else None,
+    )
     return TrialState.COMPLETE, statistics.fmean(values), attrs
 
 
@@ -200,11 +230,17 @@ def _stored_outcome(last: FrozenTrial, max_reruns: int) -> SeedOutcome | None:
     if last.state == TrialState.FAIL:
         return SeedOutcome("failed", last.number, rerun)
     if last.state == TrialState.PRUNED and "stopped_by_scheduler" in attrs:
-        return SeedOutcome("pruned", last.number, rerun, epoch=attrs.get("epochs_run"),
-                           val_accuracy=attrs.get("best_val_accuracy"))
+        return SeedOutcome(
+            "pruned", last.number, rerun, epoch=attrs.get("epochs_run"), val_accuracy=attrs.get("best_val_accuracy")
+        )
     if last.state == TrialState.PRUNED and rerun >= max_reruns:
-        return SeedOutcome("not_converged", last.number, rerun, epoch=attrs.get("epochs_run"),
-                           val_accuracy=attrs.get("best_val_accuracy"))
+        return SeedOutcome(
+            "not_converged",
+            last.number,
+            rerun,
+            epoch=attrs.get("epochs_run"),
+            val_accuracy=attrs.get("best_val_accuracy"),
+        )
     return None
 
 
@@ -263,8 +299,9 @@ def plan_search(config: dict, record_trials: list[FrozenTrial], unstarted: str) 
     return plan
 
 
-def reconcile(config: dict, record: optuna.Study, sampler_study: optuna.Study,
-              dists: dict[str, BaseDistribution]) -> None:
+def reconcile(
+    config: dict, record: optuna.Study, sampler_study: optuna.Study, dists: dict[str, BaseDistribution]
+) -> None:
     """Bring the two studies into agreement after a driver was killed between their writes.
 
     A sampler trial without a configuration record is adopted (recorded) when its sampling finished and fewer
@@ -284,20 +321,31 @@ def reconcile(config: dict, record: optuna.Study, sampler_study: optuna.Study,
             _tell_sampler(sampler_study, trial.number, mine.state, mine.value, None)
 
 
-def add_configuration(record: optuna.Study, index: int, sampled: FrozenTrial | optuna.Trial,
-                      dists: dict[str, BaseDistribution]) -> FrozenTrial:
+def add_configuration(
+    record: optuna.Study, index: int, sampled: FrozenTrial | optuna.Trial, dists: dict[str, BaseDistribution]
+) -> FrozenTrial:
     """Record configuration ``index`` (sampled as sampler trial ``sampled``) as a RUNNING record trial."""
-    record.add_trial(create_trial(
-        state=TrialState.RUNNING, params=dict(sampled.params), distributions=dict(dists),
-        user_attrs={"kind": CONFIGURATION, "configuration": index, "sampler_trial": sampled.number,
-                    "trial_name": f"c{index:03d}"}))
+    record.add_trial(
+        create_trial(
+            state=TrialState.RUNNING,
+            params=dict(sampled.params),
+            distributions=dict(dists),
+            user_attrs={
+                "kind": CONFIGURATION,
+                "configuration": index,
+                "sampler_trial": sampled.number,
+                "trial_name": f"c{index:03d}",
+            },
+        )
+    )
     created = record.get_trials(deepcopy=False)[-1]  # the driver is the only writer
     assert created.user_attrs.get("sampler_trial") == sampled.number
     return created
 
 
-def _tell_sampler(sampler_study: optuna.Study, number: int, state: TrialState, value: float | None,
-                  report: tuple[int, float] | None) -> None:
+def _tell_sampler(
+    sampler_study: optuna.Study, number: int, state: TrialState, value: float | None, report: tuple[int, float] | None
+) -> None:
     trial = sampler_study.get_trials(deepcopy=False)[number]
     if trial.state.is_finished():
         return
@@ -313,10 +361,18 @@ class OptunaSearcher(Searcher):
     new configuration (while fewer than ``max_concurrent`` are open and fewer than ``n_trials`` exist).
     """
 
-    def __init__(self, config: dict, dists: dict[str, BaseDistribution], record: optuna.Study,
-                 sampler_study: optuna.Study, plan: SearchPlan, rule: RetuneRule,
-                 make_config: Callable[[SeedAttempt], dict], trial_number: Callable[[str], int | None],
-                 stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        config: dict,
+        dists: dict[str, BaseDistribution],
+        record: optuna.Study,
+        sampler_study: optuna.Study,
+        plan: SearchPlan,
+        rule: RetuneRule,
+        make_config: Callable[[SeedAttempt], dict],
+        trial_number: Callable[[str], int | None],
+        stream: TextIO | None = None,
+    ) -> None:
         super().__init__(metric="val_accuracy", mode="max")
         self._search = config["search"]
         self._seeds = list(range(self._search["seeds_per_trial"]))
@@ -345,8 +401,11 @@ class OptunaSearcher(Searcher):
 
     # -- Tune events ------------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | str | None:
-        if (not self._queue and self._created < self._search["n_trials"]
-                and len(self._open) < self._search["max_concurrent"]):
+        if (
+            not self._queue
+            and self._created < self._search["n_trials"]
+            and len(self._open) < self._search["max_concurrent"]
+        ):
             self._sample()
         if self._queue:
             attempt = self._queue.popleft()
@@ -368,16 +427,19 @@ class OptunaSearcher(Searcher):
             self._queue.appendleft(attempt.next())
             return
         elif self._rule.fails(result):
-            outcome = SeedOutcome("not_converged", number, attempt.rerun, epoch=result["epoch"],
-                                  val_accuracy=result["best_val_accuracy"])
+            outcome = SeedOutcome(
+                "not_converged", number, attempt.rerun, epoch=result["epoch"], val_accuracy=result["best_val_accuracy"]
+            )
         elif result.get("finished") and result.get("val_MeanIoU") is None:
             outcome = SeedOutcome("failed", number, attempt.rerun)
         elif result.get("finished"):
-            outcome = SeedOutcome("complete", number, attempt.rerun, result["val_MeanIoU"],
-                                  result.get("test_metrics/dataset/MeanIoU"))  # Tune flattens the result
+            outcome = SeedOutcome(
+                "complete", number, attempt.rerun, result["val_MeanIoU"], result.get("test_metrics/dataset/MeanIoU")
+            )  # Tune flattens the result
         elif result.get("done"):
-            outcome = SeedOutcome("pruned", number, attempt.rerun, epoch=result["epoch"],
-                                  val_accuracy=result["best_val_accuracy"])
+            outcome = SeedOutcome(
+                "pruned", number, attempt.rerun, epoch=result["epoch"], val_accuracy=result["best_val_accuracy"]
+            )
             self._line(f"asha    {attempt.name} stopped by ASHA at epoch {result['epoch']}")
         else:
             return  # stopped with the experiment (driver interrupted): continued on --resume
@@ -405,8 +467,9 @@ class OptunaSearcher(Searcher):
         for key, val in attrs.items():
             handle.set_user_attr(key, val)
         self._record.tell(configuration.record_number, value, state=state, skip_if_finished=True)
-        _tell_sampler(self._sampler_study, configuration.sampler_number, state, value,
-                      _pruned_report(configuration.outcomes))
+        _tell_sampler(
+            self._sampler_study, configuration.sampler_number, state, value, _pruned_report(configuration.outcomes)
+        )
         del self._open[configuration.index]
         if state == TrialState.COMPLETE:
             spread = f" ± {attrs['value_std']:.4f} (sd)" if attrs["value_std"] is not None else ""
@@ -424,6 +487,19 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-__all__ = ["CONFIGURATION", "SAMPLER_SUFFIX", "OpenConfiguration", "OptunaSearcher", "SearchPlan", "SeedAttempt",
-           "SeedOutcome", "add_configuration", "configuration_outcome", "configuration_trials", "make_sampler",
-           "plan_search", "reconcile", "sampler_study_name"]
+__all__ = [
+    "CONFIGURATION",
+    "SAMPLER_SUFFIX",
+    "OpenConfiguration",
+    "OptunaSearcher",
+    "SearchPlan",
+    "SeedAttempt",
+    "SeedOutcome",
+    "add_configuration",
+    "configuration_outcome",
+    "configuration_trials",
+    "make_sampler",
+    "plan_search",
+    "reconcile",
+    "sampler_study_name",
+]

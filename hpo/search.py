@@ -46,16 +46,28 @@ def search_trial_config(config: dict, attempt: SeedAttempt, out: Path) -> dict[s
     """What the Ray trial of ``attempt`` receives (the shape :func:`hpo.grid.trial_config` gives a grid's)."""
     adjustment = adjustment_for(config["retune"], attempt.rerun)
     run = configuration_run_config(config, attempt.params, attempt.seed, adjustment)
-    return {"attempt": attempt.to_config(run["train"]["l2"]),
-            "lineage": {"configuration": attempt.record_number, "configuration_index": attempt.configuration},
-            "trial_name": attempt.name, "trial_dir": str(out / "trials" / attempt.name),
-            "run": run, "adjustment": adjustment, "config_hash": config_hash(run),
-            "threads": max(1, int(config["resources"]["cpu"]))}
+    return {
+        "attempt": attempt.to_config(run["train"]["l2"]),
+        "lineage": {"configuration": attempt.record_number, "configuration_index": attempt.configuration},
+        "trial_name": attempt.name,
+        "trial_dir": str(out / "trials" / attempt.name),
+        "run": run,
+        "adjustment": adjustment,
+        "config_hash": config_hash(run),
+        "threads": max(1, int(config["resources"]["cpu"])),
+    }
 
 
-def run_search(config: dict, storage: str | None = None, study_name: str | None = None,
-               out_dir: str | Path | None = None, resume: bool = False, address: str | None = None,
-               num_cpus: int | None = None, stream=None) -> SearchResult:
+def run_search(
+    config: dict,
+    storage: str | None = None,
+    study_name: str | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    stream=None,
+) -> SearchResult:
     """Run (or finish, with ``resume``) the search study ``config``; see the module docstring.
 
     Args:
@@ -84,8 +96,9 @@ def run_search(config: dict, storage: str | None = None, study_name: str | None 
     out.mkdir(parents=True, exist_ok=True)
     storage = resolve(storage) if storage else default_storage(out)
     record = prepare_study(config, name, storage, out, resume, data, stream)
-    sampler_study = optuna.create_study(storage=open_storage(storage), study_name=sampler_study_name(name),
-                                        direction="maximize", load_if_exists=True)
+    sampler_study = optuna.create_study(
+        storage=open_storage(storage), study_name=sampler_study_name(name), direction="maximize", load_if_exists=True
+    )
     sampler_study.set_user_attr("record_study", name)
     dists = distributions(config)
 
@@ -94,16 +107,20 @@ def run_search(config: dict, storage: str | None = None, study_name: str | None 
     plan = plan_search(config, record.get_trials(deepcopy=False), UNSTARTED)
     search = config["search"]
     to_sample = search["n_trials"] - plan.configurations
-    print(f"study '{name}' in {mask_url(storage)}: {search['n_trials']} configurations "
-          f"({search['sampler']} sampler, {search['seeds_per_trial']} seed(s) each), "
-          f"{plan.configurations - len(plan.open)} finished, {len(plan.open)} in progress, {to_sample} to sample",
-          file=stream)
+    print(
+        f"study '{name}' in {mask_url(storage)}: {search['n_trials']} configurations "
+        f"({search['sampler']} sampler, {search['seeds_per_trial']} seed(s) each), "
+        f"{plan.configurations - len(plan.open)} finished, {len(plan.open)} in progress, {to_sample} to sample",
+        file=stream,
+    )
     if plan.open or to_sample:
         _tune(config, dists, record, sampler_study, plan, out, stream)
     rows = configuration_rows(record)
     print(format_configurations(rows), file=stream)
-    print(f"storage: {mask_url(storage)} (studies '{name}' and '{sampler_study_name(name)}')\n"
-          f"trials:  {out / 'trials'}", file=stream)
+    print(
+        f"storage: {mask_url(storage)} (studies '{name}' and '{sampler_study_name(name)}')\ntrials:  {out / 'trials'}",
+        file=stream,
+    )
     return SearchResult(name, storage, out, rows)
 
 
@@ -112,8 +129,17 @@ def _tune(config: dict, dists, record, sampler_study, plan, out: Path, stream) -
 
     rule = RetuneRule.from_config(config["retune"])
     recorder = OptunaRecorder(record, rule, config["retune"]["max_reruns"])
-    searcher = OptunaSearcher(config, dists, record, sampler_study, plan, rule,
-                              lambda a: search_trial_config(config, a, out), recorder.trial_number, stream)
+    searcher = OptunaSearcher(
+        config,
+        dists,
+        record,
+        sampler_study,
+        plan,
+        rule,
+        lambda a: search_trial_config(config, a, out),
+        recorder.trial_number,
+        stream,
+    )
     scheduler = None
     if config["search"]["scheduler"] == "asha":
         from ray.tune.schedulers import ASHAScheduler
@@ -131,16 +157,26 @@ def configuration_rows(record) -> list[dict[str, Any]]:
     rows = []
     for trial in configuration_trials(record.get_trials(deepcopy=False)):
         attrs = trial.user_attrs
-        rows.append({"configuration": attrs["configuration"], "trial": trial.number, "params": dict(trial.params),
-                     "status": STATUS.get(trial.state.name, trial.state.name), "value": trial.value,
-                     "value_std": attrs.get("value_std"), "n_seeds": attrs.get("n_seeds"),
-                     "reruns": attrs.get("reruns"), "test_MeanIoU": attrs.get("test_MeanIoU_mean"),
-                     "seeds": attrs.get("seeds", [])})
+        rows.append(
+            {
+                "configuration": attrs["configuration"],
+                "trial": trial.number,
+                "params": dict(trial.params),
+                "status": STATUS.get(trial.state.name, trial.state.name),
+                "value": trial.value,
+                "value_std": attrs.get("value_std"),
+                "n_seeds": attrs.get("n_seeds"),
+                "reruns": attrs.get("reruns"),
+                "test_MeanIoU": attrs.get("test_MeanIoU_mean"),
+                "seeds": attrs.get("seeds", []),
+            }
+        )
     return rows
 
 
 def format_configurations(rows: list[dict[str, Any]]) -> str:
     """The summary table printed at the end of a search; the best configuration is marked with '*'."""
+
     def cell(value: Any) -> str:
         return f"{value:.4g}" if isinstance(value, float) else fmt(value)
 
@@ -148,11 +184,22 @@ def format_configurations(rows: list[dict[str, Any]]) -> str:
     values = [r["value"] for r in rows if r["value"] is not None]
     best = max(values) if values else None
     header = ["config", *keys, "status", "seeds", "reruns", "val MeanIoU", "sd", "test MeanIoU"]
-    return format_table(header, [[f"c{r['configuration']:03d}" + ("*" if best is not None and r["value"] == best
-                                                                  else ""),
-                                  *(cell(r["params"].get(k)) for k in keys), r["status"], fmt(r["n_seeds"]),
-                                  fmt(r["reruns"]), fmt(r["value"]), fmt(r["value_std"]), fmt(r["test_MeanIoU"])]
-                                 for r in rows])
+    return format_table(
+        header,
+        [
+            [
+                f"c{r['configuration']:03d}" + ("*" if best is not None and r["value"] == best else ""),
+                *(cell(r["params"].get(k)) for k in keys),
+                r["status"],
+                fmt(r["n_seeds"]),
+                fmt(r["reruns"]),
+                fmt(r["value"]),
+                fmt(r["value_std"]),
+                fmt(r["test_MeanIoU"]),
+            ]
+            for r in rows
+        ],
+    )
 
 
 __all__ = ["SearchResult", "configuration_rows", "format_configurations", "run_search", "search_trial_config"]

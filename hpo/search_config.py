@@ -76,8 +76,7 @@ def _set_dotted(sections: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def configuration_run_config(study: dict, params: dict[str, Any], seed: int,
-                             adjustment: dict | None = None) -> dict:
+def configuration_run_config(study: dict, params: dict[str, Any], seed: int, adjustment: dict | None = None) -> dict:
     """The run config of one seed of one configuration.
 
     Args:
@@ -124,8 +123,9 @@ def _check_value(study: dict, key: str, value: Any, what: str) -> None:
 def _distribution(study: dict, key: str, spec: Any, default: Any) -> BaseDistribution:
     where = f"search.space.{key}"
     if not isinstance(spec, dict):
-        raise ConfigError(f"config key '{where}' must be a mapping {{low, high, log}} or {{choices: [...]}}, "
-                          f"got {spec!r}")
+        raise ConfigError(
+            f"config key '{where}' must be a mapping {{low, high, log}} or {{choices: [...]}}, got {spec!r}"
+        )
     unknown = sorted(set(spec) - {"low", "high", "log", "choices"})
     if unknown:
         raise ConfigError(f"unknown config key '{where}.{unknown[0]}' (known here: choices, high, log, low)")
@@ -137,8 +137,9 @@ def _distribution(study: dict, key: str, spec: Any, default: Any) -> BaseDistrib
             raise ConfigError(f"config key '{where}.choices' must be a non-empty list, got {choices!r}")
         for choice in choices:
             if not _type_ok(choice, default):
-                raise ConfigError(f"config key '{where}.choices' holds {choice!r}, but '{key}' must be "
-                                  f"{_type_name(default)}")
+                raise ConfigError(
+                    f"config key '{where}.choices' holds {choice!r}, but '{key}' must be {_type_name(default)}"
+                )
             _check_value(study, key, choice, "choice")
         values = [float(c) if isinstance(default, float) else c for c in choices]
         if len(set(values)) != len(values):
@@ -181,11 +182,13 @@ def check_search(config: dict) -> None:
     """Check the ``search`` section of a merged study config; raise a one-line ConfigError naming the key."""
     search = config["search"]
     if search["sampler"] not in SAMPLERS:
-        raise ConfigError(f"config key 'search.sampler' must be one of {', '.join(SAMPLERS)}, "
-                          f"got {search['sampler']!r}")
+        raise ConfigError(
+            f"config key 'search.sampler' must be one of {', '.join(SAMPLERS)}, got {search['sampler']!r}"
+        )
     if search["scheduler"] is not None and search["scheduler"] not in SCHEDULERS:
-        raise ConfigError(f"config key 'search.scheduler' must be null or one of {', '.join(SCHEDULERS)}, "
-                          f"got {search['scheduler']!r}")
+        raise ConfigError(
+            f"config key 'search.scheduler' must be null or one of {', '.join(SCHEDULERS)}, got {search['scheduler']!r}"
+        )
     for key in ("n_trials", "max_concurrent", "seeds_per_trial"):
         if search[key] < 1:
             raise ConfigError(f"config key 'search.{key}' must be >= 1, got {search[key]!r}")
@@ -200,20 +203,27 @@ def check_search(config: dict) -> None:
     keys = searchable_keys()
     for key in space:
         if key not in keys:
-            raise ConfigError(f"config key 'search.space.{key}': '{key}' is not a searchable run-config key "
-                              f"(searchable: {', '.join(keys)})")
+            raise ConfigError(
+                f"config key 'search.space.{key}': '{key}' is not a searchable run-config key "
+                f"(searchable: {', '.join(keys)})"
+            )
     dists = distributions(config)
     ranges = [k for k, d in dists.items() if not isinstance(d, CategoricalDistribution)]
     if search["sampler"] == "grid":
         if ranges:
-            raise ConfigError(f"config key 'search.space.{ranges[0]}': the grid sampler needs {{choices: [...]}} "
-                              f"for every key")
+            raise ConfigError(
+                f"config key 'search.space.{ranges[0]}': the grid sampler needs {{choices: [...]}} for every key"
+            )
         if search["n_trials"] > grid_size(dists):
-            raise ConfigError(f"config key 'search.n_trials' is {search['n_trials']} but the grid sampler's space "
-                              f"has {grid_size(dists)} points")
+            raise ConfigError(
+                f"config key 'search.n_trials' is {search['n_trials']} but the grid sampler's space "
+                f"has {grid_size(dists)} points"
+            )
     if search["sampler"] == "cmaes" and len(ranges) < 2:
-        raise ConfigError("config key 'search.sampler': cmaes needs at least two {low, high} keys in "
-                          "search.space (Optuna's CMA-ES samples one-dimensional spaces at random)")
+        raise ConfigError(
+            "config key 'search.sampler': cmaes needs at least two {low, high} keys in "
+            "search.space (Optuna's CMA-ES samples one-dimensional spaces at random)"
+        )
 
 
 def search_study_config(values: dict) -> dict:
@@ -224,16 +234,20 @@ def search_study_config(values: dict) -> dict:
     if "grid" in values:
         raise ConfigError("config keys 'grid' and 'search' are both given: a study is a grid or a search")
     if "seeds" in values:
-        raise ConfigError("config key 'seeds' is for grids: a search trains run seeds 0..k-1 of every "
-                          "configuration (search.seeds_per_trial: k)")
+        raise ConfigError(
+            "config key 'seeds' is for grids: a search trains run seeds 0..k-1 of every "
+            "configuration (search.seeds_per_trial: k)"
+        )
     defaults = {k: v for k, v in STUDY_DEFAULTS.items() if k != "grid"}
     defaults.update(train=RUN_DEFAULTS["train"], search=SEARCH_DEFAULTS)
     config = merge(defaults, values)
     check_study(config)
     del config["seeds"]
     check_search(config)
-    config["search"]["space"] = {key: _canonical(spec, dist) for (key, spec), dist
-                                 in zip(config["search"]["space"].items(), distributions(config).values())}
+    config["search"]["space"] = {
+        key: _canonical(spec, dist)
+        for (key, spec), dist in zip(config["search"]["space"].items(), distributions(config).values())
+    }
     return config
 
 
@@ -259,6 +273,17 @@ def max_epochs(config: dict) -> int:
     return int(max(epochs))
 
 
-__all__ = ["NOT_SEARCHABLE", "SAMPLERS", "SCHEDULERS", "SEARCH_DEFAULTS", "check_search",
-           "configuration_run_config", "distributions", "grid_size", "max_epochs", "search_study_config",
-           "searchable_keys", "seeds"]
+__all__ = [
+    "NOT_SEARCHABLE",
+    "SAMPLERS",
+    "SCHEDULERS",
+    "SEARCH_DEFAULTS",
+    "check_search",
+    "configuration_run_config",
+    "distributions",
+    "grid_size",
+    "max_epochs",
+    "search_study_config",
+    "searchable_keys",
+    "seeds",
+]

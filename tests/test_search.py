@@ -26,11 +26,20 @@ SPACE = {"train.l2": {"low": 1e-6, "high": 1e-1, "log": True}, "model.width": {"
 
 
 def search_config(**search) -> dict:
-    return study_config({
-        "name": "s", "model": {"width": 4, "depth": 2}, "train": {"epochs": 2},
-        "retune": {"check_fraction": 0.5, "target_accuracy": 0.9, "max_reruns": 1,
-                   "adjustments": [{"learning_rate": 1e-3}]},
-        "search": {"sampler": "tpe", "n_trials": 2, "space": SPACE, **search}})
+    return study_config(
+        {
+            "name": "s",
+            "model": {"width": 4, "depth": 2},
+            "train": {"epochs": 2},
+            "retune": {
+                "check_fraction": 0.5,
+                "target_accuracy": 0.9,
+                "max_reruns": 1,
+                "adjustments": [{"learning_rate": 1e-3}],
+            },
+            "search": {"sampler": "tpe", "n_trials": 2, "space": SPACE, **search},
+        }
+    )
 
 
 class Driver:
@@ -42,17 +51,27 @@ class Driver:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.config, self.tmp_path = config, tmp_path
         self.storage = storage or optuna.storages.InMemoryStorage()
-        self.record = optuna.create_study(storage=self.storage, study_name="s", direction="maximize",
-                                          load_if_exists=True)
-        self.sampler = optuna.create_study(storage=self.storage, study_name=sampler_study_name("s"),
-                                           direction="maximize", load_if_exists=True)
+        self.record = optuna.create_study(
+            storage=self.storage, study_name="s", direction="maximize", load_if_exists=True
+        )
+        self.sampler = optuna.create_study(
+            storage=self.storage, study_name=sampler_study_name("s"), direction="maximize", load_if_exists=True
+        )
         self.dists = distributions(config)
         reconcile(config, self.record, self.sampler, self.dists)
         rule = RetuneRule.from_config(config["retune"])
         self.recorder = OptunaRecorder(self.record, rule, config["retune"]["max_reruns"])
         plan = plan_search(config, self.record.get_trials(), UNSTARTED)
-        self.searcher = OptunaSearcher(config, self.dists, self.record, self.sampler, plan, rule,
-                                       lambda a: search_trial_config(config, a, tmp_path), self.recorder.trial_number)
+        self.searcher = OptunaSearcher(
+            config,
+            self.dists,
+            self.record,
+            self.sampler,
+            plan,
+            rule,
+            lambda a: search_trial_config(config, a, tmp_path),
+            self.recorder.trial_number,
+        )
         self.count = 0
 
     def start(self):
@@ -73,8 +92,14 @@ class Driver:
         self.recorder.on_trial_complete(0, [], trial)
 
     def configurations(self, state=None) -> list:
-        return sorted((t for t in self.record.get_trials() if t.user_attrs.get("kind") == "configuration"
-                       and (state is None or t.state == state)), key=lambda t: t.user_attrs["configuration"])
+        return sorted(
+            (
+                t
+                for t in self.record.get_trials()
+                if t.user_attrs.get("kind") == "configuration" and (state is None or t.state == state)
+            ),
+            key=lambda t: t.user_attrs["configuration"],
+        )
 
 
 def epoch(e: int, acc: float) -> dict:
@@ -82,11 +107,26 @@ def epoch(e: int, acc: float) -> dict:
 
 
 def finished(val_miou: float, test_miou: float = 0.5) -> dict:
-    info = {"epochs_run": 2, "best_val_accuracy": 0.95, "selected_epoch": 2, "device": "cpu", "wall_time_s": 1.0,
-            "split_hash": "abc", "versions": {"torch": "x"}}
-    return {"epoch": 2, "epochs": 2, "finished": True, "val_accuracy": 0.95, "best_val_accuracy": 0.95,
-            "val_MeanIoU": val_miou, "val_metrics": {"MeanIoU": val_miou},
-            "test_metrics": {"dataset": {"MeanIoU": test_miou}}, "run_info": info}
+    info = {
+        "epochs_run": 2,
+        "best_val_accuracy": 0.95,
+        "selected_epoch": 2,
+        "device": "cpu",
+        "wall_time_s": 1.0,
+        "split_hash": "abc",
+        "versions": {"torch": "x"},
+    }
+    return {
+        "epoch": 2,
+        "epochs": 2,
+        "finished": True,
+        "val_accuracy": 0.95,
+        "best_val_accuracy": 0.95,
+        "val_MeanIoU": val_miou,
+        "val_metrics": {"MeanIoU": val_miou},
+        "test_metrics": {"dataset": {"MeanIoU": test_miou}},
+        "run_info": info,
+    }
 
 
 PASS = [epoch(1, 0.95), epoch(2, 0.96)]
@@ -110,8 +150,16 @@ def test_rule_fires_inside_a_search_and_the_sampler_learns_the_reruns_value(tmp_
     assert configuration.params == told.params
     attempts = {t.user_attrs["trial_name"]: t for t in drive.record.get_trials() if "lineage" in t.user_attrs}
     assert attempts["c000_seed=0_rerun=0"].state == TrialState.PRUNED
-    assert configuration.user_attrs["seeds"] == [{"seed": 0, "status": "complete", "value": 0.42, "test_MeanIoU": 0.40,
-                                                  "trial": attempts["c000_seed=0_rerun=1"].number, "rerun": 1}]
+    assert configuration.user_attrs["seeds"] == [
+        {
+            "seed": 0,
+            "status": "complete",
+            "value": 0.42,
+            "test_MeanIoU": 0.40,
+            "trial": attempts["c000_seed=0_rerun=1"].number,
+            "rerun": 1,
+        }
+    ]
     assert attempts["c000_seed=0_rerun=1"].user_attrs["lineage"]["rerun_of"] == attempts["c000_seed=0_rerun=0"].number
     assert attempts["c000_seed=0_rerun=1"].user_attrs["lineage"]["configuration"] == configuration.number
 
@@ -147,8 +195,11 @@ def test_seeds_are_aggregated_before_the_sampler_sees_them(tmp_path):
 
 @pytest.mark.parametrize("sampler", ["tpe", "random", "gp", "cmaes", "qmc", "grid"])
 def test_every_sampler_records_n_complete_configurations_with_their_distributions(tmp_path, sampler):
-    space = ({"model.width": {"choices": [4, 8]}, "train.batch_size": {"choices": [2, 4]}} if sampler == "grid" else
-             {"train.l2": {"low": 1e-6, "high": 1e-1, "log": True}, "model.depth": {"low": 1, "high": 3}})
+    space = (
+        {"model.width": {"choices": [4, 8]}, "train.batch_size": {"choices": [2, 4]}}
+        if sampler == "grid"
+        else {"train.l2": {"low": 1e-6, "high": 1e-1, "log": True}, "model.depth": {"low": 1, "high": 3}}
+    )
     drive = Driver(search_config(sampler=sampler, n_trials=3, space=space, startup_trials=2), tmp_path)
     for value in (0.3, 0.5, 0.4):
         drive.run(drive.start(), [*PASS, finished(value)])
@@ -169,16 +220,22 @@ def test_resume_rebuilds_the_search_from_storage(tmp_path):
     config = search_config(n_trials=3, seeds_per_trial=2, max_concurrent=2)
     drive = Driver(config, tmp_path)
     a, b, c = drive.start(), drive.start(), drive.start()
-    assert [t.config["trial_name"] for t in (a, b, c)] == ["c000_seed=0_rerun=0", "c000_seed=1_rerun=0",
-                                                           "c001_seed=0_rerun=0"]  # c starts, then the driver dies
+    assert [t.config["trial_name"] for t in (a, b, c)] == [
+        "c000_seed=0_rerun=0",
+        "c000_seed=1_rerun=0",
+        "c001_seed=0_rerun=0",
+    ]  # c starts, then the driver dies
     drive.run(a, [*PASS, finished(0.5)])
     drive.recorder.on_trial_result(0, [], b, epoch(1, 0.95))  # b is mid-training when the driver dies
     b_number = drive.recorder.trial_number(b.config["trial_name"])
 
     again = Driver(config, tmp_path, drive.storage)  # c000 owes seed 1 (continued), c001 owes seeds 0 (restarted) and 1
     names = [again.start() for _ in range(3)]
-    assert [t.config["trial_name"] for t in names] == ["c000_seed=1_rerun=0", "c001_seed=0_rerun=0",
-                                                       "c001_seed=1_rerun=0"]
+    assert [t.config["trial_name"] for t in names] == [
+        "c000_seed=1_rerun=0",
+        "c001_seed=0_rerun=0",
+        "c001_seed=1_rerun=0",
+    ]
     assert names[0].config["attempt"]["optuna_number"] == b_number  # continued under its Optuna trial
     for trial in names:
         again.run(trial, [*PASS, finished(0.6)])
@@ -212,21 +269,24 @@ def test_config_kinds_and_round_trip(tmp_path):
     assert study_config(yaml.safe_load(yaml.safe_dump(config))) == config  # a stored config reloads as itself
 
 
-@pytest.mark.parametrize("space, message", [
-    ({"train.l2": {"low": 1e-2, "high": 1e-3}}, "'search.space.train.l2': low (0.01) must be below high"),
-    ({"train.l2": {"low": 0.0, "high": 1e-1, "log": True}}, "'search.space.train.l2': a log scale needs low > 0"),
-    ({"model.width": {"choices": []}}, "'search.space.model.width.choices' must be a non-empty list"),
-    ({"model.width": {"choices": [8, "16"]}}, "holds '16', but 'model.width' must be an integer"),
-    ({"train.l2_mode": {"choices": ["coupled", "adamw"]}}, "choice 'adamw' is not a valid value"),
-    ({"train.learning_rate": {"low": 0.0, "high": 1.0}}, "'search.space.train.learning_rate': low 0.0 is not"),
-    ({"train.l2_mode": {"low": 1, "high": 2}}, "is a string, so it takes {choices"),
-    ({"train.lr": {"low": 1e-4, "high": 1e-2}}, "'train.lr' is not a searchable run-config key"),
-    ({"seed": {"choices": [0, 1]}}, "'seed' is not a searchable run-config key"),
-    ({"train.device": {"choices": ["cpu"]}}, "'train.device' is not a searchable"),
-    ({"train.l2": {"low": 1e-6, "high": 1e-1, "step": 2}}, "unknown config key 'search.space.train.l2.step'"),
-    ({"model.depth": {"low": 1, "high": 3.5}}, "'search.space.model.depth.high' must be an integer"),
-    ({}, "'search.space' is empty"),
-])
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({"train.l2": {"low": 1e-2, "high": 1e-3}}, "'search.space.train.l2': low (0.01) must be below high"),
+        ({"train.l2": {"low": 0.0, "high": 1e-1, "log": True}}, "'search.space.train.l2': a log scale needs low > 0"),
+        ({"model.width": {"choices": []}}, "'search.space.model.width.choices' must be a non-empty list"),
+        ({"model.width": {"choices": [8, "16"]}}, "holds '16', but 'model.width' must be an integer"),
+        ({"train.l2_mode": {"choices": ["coupled", "adamw"]}}, "choice 'adamw' is not a valid value"),
+        ({"train.learning_rate": {"low": 0.0, "high": 1.0}}, "'search.space.train.learning_rate': low 0.0 is not"),
+        ({"train.l2_mode": {"low": 1, "high": 2}}, "is a string, so it takes {choices"),
+        ({"train.lr": {"low": 1e-4, "high": 1e-2}}, "'train.lr' is not a searchable run-config key"),
+        ({"seed": {"choices": [0, 1]}}, "'seed' is not a searchable run-config key"),
+        ({"train.device": {"choices": ["cpu"]}}, "'train.device' is not a searchable"),
+        ({"train.l2": {"low": 1e-6, "high": 1e-1, "step": 2}}, "unknown config key 'search.space.train.l2.step'"),
+        ({"model.depth": {"low": 1, "high": 3.5}}, "'search.space.model.depth.high' must be an integer"),
+        ({}, "'search.space' is empty"),
+    ],
+)
 def test_space_errors_are_one_line_naming_the_key(one_line_error, tmp_path, space, message):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"search": {"space": space}}))
@@ -234,19 +294,24 @@ def test_space_errors_are_one_line_naming_the_key(one_line_error, tmp_path, spac
     assert str(path) in line and message in line
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"grid": {"l2": [1e-3]}}, "'grid' and 'search' are both given"),
-    ({"seeds": [0, 1]}, "'seeds' is for grids"),
-    ({"search": {"sampler": "bayes"}}, "'search.sampler' must be one of tpe, random, gp, cmaes, qmc, grid"),
-    ({"search": {"sampler": "grid"}}, "the grid sampler needs {choices: [...]}"),
-    ({"search": {"sampler": "grid", "n_trials": 3, "space": {"model.width": {"choices": [4, 8]}}}},
-     "'search.n_trials' is 3 but the grid sampler's space has 2 points"),
-    ({"search": {"sampler": "cmaes"}}, "cmaes needs at least two {low, high} keys"),
-    ({"search": {"scheduler": "hyperband"}}, "'search.scheduler' must be null or one of asha"),
-    ({"search": {"seeds_per_trial": 0}}, "'search.seeds_per_trial' must be >= 1"),
-    ({"search": {"max_concurrent": 0}}, "'search.max_concurrent' must be >= 1"),
-    ({"search": {"n_trails": 3}}, "unknown config key 'search.n_trails'"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"grid": {"l2": [1e-3]}}, "'grid' and 'search' are both given"),
+        ({"seeds": [0, 1]}, "'seeds' is for grids"),
+        ({"search": {"sampler": "bayes"}}, "'search.sampler' must be one of tpe, random, gp, cmaes, qmc, grid"),
+        ({"search": {"sampler": "grid"}}, "the grid sampler needs {choices: [...]}"),
+        (
+            {"search": {"sampler": "grid", "n_trials": 3, "space": {"model.width": {"choices": [4, 8]}}}},
+            "'search.n_trials' is 3 but the grid sampler's space has 2 points",
+        ),
+        ({"search": {"sampler": "cmaes"}}, "cmaes needs at least two {low, high} keys"),
+        ({"search": {"scheduler": "hyperband"}}, "'search.scheduler' must be null or one of asha"),
+        ({"search": {"seeds_per_trial": 0}}, "'search.seeds_per_trial' must be >= 1"),
+        ({"search": {"max_concurrent": 0}}, "'search.max_concurrent' must be >= 1"),
+        ({"search": {"n_trails": 3}}, "unknown config key 'search.n_trails'"),
+    ],
+)
 def test_search_section_errors_are_one_line(one_line_error, tmp_path, values, message):
     base = {"search": {"space": {"train.l2": {"low": 1e-6, "high": 1e-1, "log": True}}}}
     merged = {**base, **values, "search": {**base["search"], **values.get("search", {})}}
@@ -259,7 +324,8 @@ def test_grid_and_search_commands_refuse_the_other_kind(one_line_error, tmp_path
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump({"search": {"space": SPACE}}))
     assert "has a 'search:' section; run it with `python -m hpo.run search" in one_line_error(
-        ["grid", "--config", str(path)])
+        ["grid", "--config", str(path)]
+    )
     assert "no 'search:' section (a grid study)" in one_line_error(["search", "--config", "study_configs/quick.yaml"])
 
 

@@ -27,20 +27,32 @@ ROOT = Path(__file__).resolve().parents[1]
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False,
-             configure_logging=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=100 * 1024**2,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     yield
     ray.shutdown()
 
 
 def tiny(data_dir: Path, search: dict, **sections) -> dict:
-    values = {"name": "tiny", "data": str(data_dir), "model": {"width": 4, "depth": 2},
-              "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3},
-              "retune": {"check_fraction": 0.5, "target_accuracy": 0.0, "max_reruns": 1,
-                         "adjustments": [{"learning_rate": 3e-3, "batch_size": 4}]},
-              "resources": {"gpu": 0, "cpu": 1},
-              "search": {"sampler": "tpe", "space": {"train.l2": {"low": 1e-6, "high": 1e-1, "log": True}},
-                         **search}}
+    values = {
+        "name": "tiny",
+        "data": str(data_dir),
+        "model": {"width": 4, "depth": 2},
+        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3},
+        "retune": {
+            "check_fraction": 0.5,
+            "target_accuracy": 0.0,
+            "max_reruns": 1,
+            "adjustments": [{"learning_rate": 3e-3, "batch_size": 4}],
+        },
+        "resources": {"gpu": 0, "cpu": 1},
+        "search": {"sampler": "tpe", "space": {"train.l2": {"low": 1e-6, "high": 1e-1, "log": True}}, **search},
+    }
     for key, value in sections.items():
         values[key] = {**values[key], **value}
     return study_config(values)
@@ -48,13 +60,17 @@ def tiny(data_dir: Path, search: dict, **sections) -> dict:
 
 def studies(out: Path, name: str = "tiny") -> tuple[optuna.Study, optuna.Study]:
     url = f"sqlite:///{out / 'study.db'}"
-    return (optuna.load_study(study_name=name, storage=url),
-            optuna.load_study(study_name=sampler_study_name(name), storage=url))
+    return (
+        optuna.load_study(study_name=name, storage=url),
+        optuna.load_study(study_name=sampler_study_name(name), storage=url),
+    )
 
 
 def configurations(record: optuna.Study) -> list:
-    return sorted((t for t in record.get_trials() if t.user_attrs.get("kind") == "configuration"),
-                  key=lambda t: t.user_attrs["configuration"])
+    return sorted(
+        (t for t in record.get_trials() if t.user_attrs.get("kind") == "configuration"),
+        key=lambda t: t.user_attrs["configuration"],
+    )
 
 
 def test_tpe_search_records_configurations_with_seed_means(ray_cluster, tiny_data_dir, tmp_path, capsys):
@@ -64,17 +80,20 @@ def test_tpe_search_records_configurations_with_seed_means(ray_cluster, tiny_dat
     record, sampler = studies(tmp_path / "study")
     found = configurations(record)
     assert [t.state for t in found] == [TrialState.COMPLETE] * 2
-    assert all(t.distributions == {"train.l2": optuna.distributions.FloatDistribution(1e-6, 1e-1, log=True)}
-               for t in found)
+    assert all(
+        t.distributions == {"train.l2": optuna.distributions.FloatDistribution(1e-6, 1e-1, log=True)} for t in found
+    )
     attempts = [t for t in record.get_trials() if "lineage" in t.user_attrs]
     assert len(attempts) == 4 and all(t.state == TrialState.COMPLETE for t in attempts)
     for configuration in found:
-        mine = sorted((t for t in attempts if t.user_attrs["lineage"]["configuration"] == configuration.number),
-                      key=lambda t: t.params["seed"])
+        mine = sorted(
+            (t for t in attempts if t.user_attrs["lineage"]["configuration"] == configuration.number),
+            key=lambda t: t.params["seed"],
+        )
         assert [t.params["seed"] for t in mine] == [0, 1]
         assert all(t.params["l2"] == configuration.params["train.l2"] for t in mine)
         assert configuration.value == pytest.approx((mine[0].value + mine[1].value) / 2)
-        assert configuration.user_attrs["value_std"] == pytest.approx(abs(mine[0].value - mine[1].value) / 2 ** 0.5)
+        assert configuration.user_attrs["value_std"] == pytest.approx(abs(mine[0].value - mine[1].value) / 2**0.5)
         assert sorted(mine[0].intermediate_values) == [1]
     told = sampler.get_trials()
     assert [t.value for t in told] == [t.value for t in found]  # the sampler saw configuration values only
@@ -108,11 +127,23 @@ def test_driver_killed_mid_search_then_resumed(tiny_data_dir, tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "study"
-    command = [sys.executable, "-m", "hpo.run", "search", "--config", str(path), "--out", str(out), "--no-report",
-               "--num-cpus", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "hpo.run",
+        "search",
+        "--config",
+        str(path),
+        "--out",
+        str(out),
+        "--no-report",
+        "--num-cpus",
+        "2",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(
+        command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
@@ -123,8 +154,12 @@ def test_driver_killed_mid_search_then_resumed(tiny_data_dir, tmp_path):
                 record = studies(out)[0]
             except Exception:  # noqa: BLE001 - the studies may not exist yet
                 continue
-            if any(t.user_attrs.get("trial_name") == "c001_seed=0_rerun=0" and len(t.intermediate_values) >= 2
-                   and t.state == TrialState.RUNNING for t in record.get_trials()):
+            if any(
+                t.user_attrs.get("trial_name") == "c001_seed=0_rerun=0"
+                and len(t.intermediate_values) >= 2
+                and t.state == TrialState.RUNNING
+                for t in record.get_trials()
+            ):
                 break
         else:
             pytest.fail("the search never got two epochs into its second configuration")

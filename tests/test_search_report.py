@@ -14,12 +14,16 @@ from optuna.trial import create_trial
 from dashboards.report import build_report
 from dashboards.search import PAPER_L2, importance_figure, sensitivity_figure, slice_figure
 
-SPACE = {"train.l2": {"low": 1e-6, "high": 1e-1, "log": True}, "train.learning_rate": {"low": 1e-5, "high": 1e-2,
-                                                                                        "log": True},
-         "model.width": {"choices": [4, 8]}}
-DISTS = {"train.l2": FloatDistribution(1e-6, 1e-1, log=True),
-         "train.learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
-         "model.width": CategoricalDistribution([4, 8])}
+SPACE = {
+    "train.l2": {"low": 1e-6, "high": 1e-1, "log": True},
+    "train.learning_rate": {"low": 1e-5, "high": 1e-2, "log": True},
+    "model.width": {"choices": [4, 8]},
+}
+DISTS = {
+    "train.l2": FloatDistribution(1e-6, 1e-1, log=True),
+    "train.learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
+    "model.width": CategoricalDistribution([4, 8]),
+}
 
 
 @pytest.fixture()
@@ -27,31 +31,68 @@ def study(tmp_path):
     """A search record: 12 configurations whose value depends mostly on L2, plus one attempt trial each."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), study_name="s", direction="maximize")
-    study.set_user_attr("config", {"name": "s", "search": {"sampler": "tpe", "n_trials": 12, "seeds_per_trial": 1,
-                                                           "space": SPACE}, "retune": {}})
+    study.set_user_attr(
+        "config",
+        {"name": "s", "search": {"sampler": "tpe", "n_trials": 12, "seeds_per_trial": 1, "space": SPACE}, "retune": {}},
+    )
     study.set_user_attr("out_dir", str(tmp_path))
     rng = np.random.default_rng(0)
     for index in range(12):
         l2 = float(10 ** rng.uniform(-6, -1))
-        params = {"train.l2": l2, "train.learning_rate": float(10 ** rng.uniform(-5, -2)),
-                  "model.width": int(rng.choice([4, 8]))}
+        params = {
+            "train.l2": l2,
+            "train.learning_rate": float(10 ** rng.uniform(-5, -2)),
+            "model.width": int(rng.choice([4, 8])),
+        }
         value = 0.8 - 0.03 * (math.log10(l2) + 3.5) ** 2 + rng.normal(0, 0.005)
-        study.add_trial(create_trial(params=params, distributions=DISTS, value=value, user_attrs={
-            "kind": "configuration", "configuration": index, "sampler_trial": index, "n_seeds": 1,
-            "value_std": None, "test_MeanIoU_mean": value - 0.02, "reruns": 0}))
-        study.add_trial(create_trial(
-            params={"l2": l2, "learning_rate": params["train.learning_rate"], "batch_size": 16, "epochs": 2,
-                    "seed": 0, "rerun": 0},
-            distributions={"l2": FloatDistribution(1e-12, 1.0, log=True),
-                           "learning_rate": FloatDistribution(1e-10, 10.0, log=True),
-                           "batch_size": optuna.distributions.IntDistribution(1, 65536),
-                           "epochs": optuna.distributions.IntDistribution(1, 1_000_000),
-                           "seed": optuna.distributions.IntDistribution(0, 2**31 - 1),
-                           "rerun": optuna.distributions.IntDistribution(0, 1000)},
-            value=value + 0.3, intermediate_values={1: 0.9, 2: 0.95},  # attempts must not leak into the figures
-            user_attrs={"trial_name": f"c{index:03d}_seed=0_rerun=0",
-                        "lineage": {"point": f"c{index:03d},seed=0", "rerun": 0, "rerun_of": None,
-                                    "adjustment": None, "configuration": 2 * index}}))
+        study.add_trial(
+            create_trial(
+                params=params,
+                distributions=DISTS,
+                value=value,
+                user_attrs={
+                    "kind": "configuration",
+                    "configuration": index,
+                    "sampler_trial": index,
+                    "n_seeds": 1,
+                    "value_std": None,
+                    "test_MeanIoU_mean": value - 0.02,
+                    "reruns": 0,
+                },
+            )
+        )
+        study.add_trial(
+            create_trial(
+                params={
+                    "l2": l2,
+                    "learning_rate": params["train.learning_rate"],
+                    "batch_size": 16,
+                    "epochs": 2,
+                    "seed": 0,
+                    "rerun": 0,
+                },
+                distributions={
+                    "l2": FloatDistribution(1e-12, 1.0, log=True),
+                    "learning_rate": FloatDistribution(1e-10, 10.0, log=True),
+                    "batch_size": optuna.distributions.IntDistribution(1, 65536),
+                    "epochs": optuna.distributions.IntDistribution(1, 1_000_000),
+                    "seed": optuna.distributions.IntDistribution(0, 2**31 - 1),
+                    "rerun": optuna.distributions.IntDistribution(0, 1000),
+                },
+                value=value + 0.3,
+                intermediate_values={1: 0.9, 2: 0.95},  # attempts must not leak into the figures
+                user_attrs={
+                    "trial_name": f"c{index:03d}_seed=0_rerun=0",
+                    "lineage": {
+                        "point": f"c{index:03d},seed=0",
+                        "rerun": 0,
+                        "rerun_of": None,
+                        "adjustment": None,
+                        "configuration": 2 * index,
+                    },
+                },
+            )
+        )
     return study
 
 
@@ -92,7 +133,7 @@ def test_sensitivity_curve_marks_the_papers_l2_values(study):
         assert y == pytest.approx(np.interp(math.log10(x), np.log10(curve.x), curve.y))
     # the spline follows the quadratic the data were drawn from (peak near L2 = 10^-3.5)
     best = curve.x[int(np.argmax(curve.y))]
-    assert 10 ** -4.5 < best < 10 ** -2.5
+    assert 10**-4.5 < best < 10**-2.5
 
 
 def test_report_of_a_search_study(study, tmp_path):
@@ -103,8 +144,13 @@ def test_report_of_a_search_study(study, tmp_path):
     sampler.set_user_attr("record_study", "s")
     path = build_report(url, None, tmp_path)  # the sampler study is not a second study to choose from
     page = path.read_text()
-    for heading in ("Sensitivity to L2 (continuous)", "Objective against each searched hyperparameter",
-                    "Pairs of hyperparameters", "Hyperparameter importance", "Configurations"):
+    for heading in (
+        "Sensitivity to L2 (continuous)",
+        "Objective against each searched hyperparameter",
+        "Pairs of hyperparameters",
+        "Hyperparameter importance",
+        "Configurations",
+    ):
         assert heading in page
     assert "fANOVA importance: train.l2" in page  # the summary ranks L2 first
     from optuna_dashboard._custom_plot_data import get_plotly_graph_objects

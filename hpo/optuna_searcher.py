@@ -475,7 +475,7 @@ class OptunaSearcher(Searcher):
             spread = f" ± {attrs['value_std']:.4f} (sd)" if attrs["value_std"] is not None else ""
             told = f"val MeanIoU {value:.4f}{spread} over {attrs['n_seeds']} seed(s)"
         else:
-            told = {TrialState.PRUNED: "not converged / stopped", TrialState.FAIL: "failed"}[state]
+            told = {TrialState.PRUNED: "pruned (not converged, or stopped by ASHA)", TrialState.FAIL: "failed"}[state]
         self._line(f"told    c{configuration.index:03d}: {told}")
 
     def _line(self, text: str) -> None:

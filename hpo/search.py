@@ -144,12 +144,20 @@ def _tune(config: dict, dists, record, sampler_study, plan, out: Path, stream) -
     if config["search"]["scheduler"] == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        scheduler = ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=max_epochs(config))
+        # ASHA stops every trial that reaches max_t; one past the last epoch lets a trial that survives the
+        # rungs send its final report (the evaluated network) instead of being cut at its last epoch.
+        scheduler = ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=max_epochs(config) + 1)
     fit(config, searcher, recorder, out, stream, scheduler=scheduler)
 
 
-#: Summary status of a configuration trial's state.
+#: Summary status of a configuration trial's state (a PRUNED one whose seed ASHA stopped: "stopped by ASHA").
 STATUS = {"COMPLETE": "complete", "PRUNED": "not converged", "FAIL": "failed", "RUNNING": "interrupted"}
+
+
+def _status(trial) -> str:
+    if any(seed["status"] == "pruned" for seed in trial.user_attrs.get("seeds", [])):
+        return "stopped by ASHA"
+    return STATUS.get(trial.state.name, trial.state.name)
 
 
 def configuration_rows(record) -> list[dict[str, Any]]:
@@ -162,7 +170,7 @@ def configuration_rows(record) -> list[dict[str, Any]]:
                 "configuration": attrs["configuration"],
                 "trial": trial.number,
                 "params": dict(trial.params),
-                "status": STATUS.get(trial.state.name, trial.state.name),
+                "status": _status(trial),
                 "value": trial.value,
                 "value_std": attrs.get("value_std"),
                 "n_seeds": attrs.get("n_seeds"),

@@ -290,7 +290,9 @@ def summary_lines(study: optuna.Study, record: StudyRecord) -> list[str]:
         lines.append("The data are SYNTHETIC (the built-in phantom): these numbers say nothing about patients.")
     lines.append(
         f"{len(configuration_trials(study))} of {search['n_trials']} configurations sampled by Optuna's "
-        f"{search['sampler']} sampler, {len(done)} finished; each trains {search['seeds_per_trial']} "
+        f"{search['sampler']} sampler: {len(done)} complete, "
+        f"{len(configuration_trials(study, TrialState.PRUNED))} pruned (not converged or stopped by ASHA), "
+        f"{len(configuration_trials(study, TrialState.FAIL))} failed; each trains {search['seeds_per_trial']} "
         f"seed(s) and the sampler sees their mean validation MeanIoU."
     )
     if done:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -148,7 +149,9 @@ def test_driver_killed_mid_search_then_resumed(tiny_data_dir, tmp_path):
     try:
         while time.monotonic() < deadline:
             time.sleep(0.2)
-            if not (out / "study.db").exists() or driver.poll() is not None:
+            if driver.poll() is not None:
+                pytest.fail(f"the driver ended before it was killed:\n{driver.stdout.read()}")
+            if not (out / "study.db").exists():
                 continue
             try:
                 record = studies(out)[0]
@@ -165,7 +168,8 @@ def test_driver_killed_mid_search_then_resumed(tiny_data_dir, tmp_path):
             pytest.fail("the search never got two epochs into its second configuration")
         assert driver.poll() is None, driver.stdout.read()
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # already gone when the test failed above
+            os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     before = configurations(studies(out)[0])
     assert [t.state for t in before] == [TrialState.COMPLETE, TrialState.RUNNING]

@@ -5,7 +5,7 @@ both) with the same study config and the same ``--set`` overrides:
 
 * **grid**: ``python -m hpo.run grid --config <quick> --out <tmp> --no-report --set ...``
 * **sequential**: a child process that, for each seed and L2 of the grid, calls
-  ``lgeseg.train.run(hpo.config.point_config(study, l2, seed), <tmp>/<trial>)`` one after the other, with
+  ``lgeseg.run.run(hpo.config.point_config(study, l2, seed), <tmp>/<trial>)`` one after the other, with
   ``torch.set_num_threads(resources.cpu)`` as the Ray trainable does, and on the same device.
 
 Overhead = (grid wall - sequential wall) / grid wall. Modes (each a grid configuration, compared to the
@@ -110,7 +110,7 @@ def sequential_child(args) -> int:
     import torch
 
     from hpo.config import load_study_config, point_config
-    from lgeseg.train import run
+    from lgeseg.run import run
 
     study = load_study_config(args.config, args.overrides, args.data)
     torch.set_num_threads(max(1, int(study["resources"]["cpu"])))

@@ -5,7 +5,7 @@ after one warm-up epoch of each, so that machine noise hits both sides:
 
 * **ours**: ``lgeseg.train.fit`` itself, one call of ``warmup + reps`` epochs on a subset of the training
   split of ``steps * batch`` images (and a validation subset in the split's own train:val ratio), with the
-  config's precision / channels_last (``auto``: fp32 + NCHW on CPU, bf16 + channels_last on CUDA). The
+  config's precision / channels_last (``auto``: bf16 where native, channels_last on CUDA). The
   reference's epochs run inside fit's ``on_epoch`` callback, outside fit's epoch clock. Ours' training-
   loop time is read from inside each epoch (start of epoch to the start of validation), so the
   epoch-level work after it (validation, best-state copy, checkpoints, history) is timed separately.
@@ -43,7 +43,7 @@ from lgeseg.config import run_config  # noqa: E402
 from lgeseg.data import Split, load_dataset, split_dataset  # noqa: E402
 from lgeseg.unet import UNet  # noqa: E402
 
-IGNORE = lt.IGNORE
+IGNORE_INDEX = lt.IGNORE_INDEX
 
 
 # --------------------------------------------------------------------------------------------- reference
@@ -67,7 +67,7 @@ class ReferenceDataset(torch.utils.data.Dataset):
             dy, dx = self.rng.integers(-self.translate, self.translate + 1, size=2)
             h, w = image.shape
             shifted_image = np.zeros_like(image)
-            shifted_mask = np.full_like(mask, IGNORE)
+            shifted_mask = np.full_like(mask, IGNORE_INDEX)
             ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
             xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
             shifted_image[yd, xd] = image[ys, xs]
@@ -83,9 +83,9 @@ class Reference:
         torch.manual_seed(seed)
         self.device = device
         self.model = UNet(width=width, depth=depth, image_size=tuple(images.shape[1:])).to(device)
-        self.model.set_mean_image(torch.from_numpy(images.mean(0)).to(device))
+        self.model.normalize.fit(torch.from_numpy(images).unsqueeze(1).to(device))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=l2)
-        self.criterion = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
+        self.criterion = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
         data = ReferenceDataset(images, masks, augment["reflect"], augment["translate"], seed)
         self.loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=True,
                                                   num_workers=workers, persistent_workers=workers > 0)
@@ -190,7 +190,7 @@ def hot_loop_extras(images, masks, device, batch, steps, augment, precision, rep
         t0 = time.perf_counter()
         for _ in range(steps):
             correct += (lt._predicted_classes(logits.detach()) == y).sum()  # as fit's loop does
-            counted += (y != IGNORE).sum()
+            counted += (y != IGNORE_INDEX).sum()
         _sync(device)
         best_acc = min(best_acc, (time.perf_counter() - t0) / steps)
     return {"augment_per_step": best_aug, "metric_per_step": best_acc}
@@ -232,14 +232,14 @@ def bench_width(args, dataset, split, device, width: int) -> dict:
                   "device": str(device), "precision": args.precision, "channels_last": args.channels_last,
                   "augment": {"reflect": True, "translate": 10}},
     })
-    tcfg = config["train"]
-    precision = "bf16" if tcfg["precision"] == "bf16" or (tcfg["precision"] == "auto" and device.type == "cuda") \
-        else "fp32"
-    channels_last = tcfg["channels_last"] is True or (tcfg["channels_last"] == "auto" and device.type == "cuda")
+    options = config["train"]
+    auto_bf16 = options["precision"] == "auto" and lt.native_bf16(device)
+    precision = "bf16" if options["precision"] == "bf16" or auto_bf16 else "fp32"
+    channels_last = options["channels_last"] is True or (options["channels_last"] == "auto" and device.type == "cuda")
     timed = subset_split(split, steps * batch)
     config["train"]["epochs"] = args.warmup_epochs + args.reps
     reference = Reference(dataset.images[timed.train], dataset.masks[timed.train], width, args.depth, device,
-                          batch, args.lr, args.l2, tcfg["augment"], args.ref_workers)
+                          batch, args.lr, args.l2, options["augment"], args.ref_workers)
     ref_all: list[dict] = []
 
     def reference_epoch(epoch: int) -> None:
@@ -262,7 +262,7 @@ def bench_width(args, dataset, split, device, width: int) -> dict:
 
     # Epoch-level overheads, projected to a full epoch of the whole split (fixed costs stay fixed).
     extras = hot_loop_extras(dataset.images[timed.train], dataset.masks[timed.train], device, batch,
-                             min(steps, 10), tcfg["augment"], precision)
+                             min(steps, 10), options["augment"], precision)
     full_steps = len(split.train) // batch
     per_step = ours_s / steps
     val_per_image = statistics.median(r["validate"] for r in ours_runs) / len(timed.val)

@@ -107,6 +107,8 @@ class ProgressPrinter(Callback):
             test = result["test_metrics"]["dataset"]
             self._line("finish", name, f"val acc {fmt(result['val_accuracy'])}, val MeanIoU "
                                        f"{fmt(result['val_MeanIoU'])}, test MeanIoU {fmt(test['MeanIoU'])}")
+            for warning in result.get("run_info", {}).get("warnings", []):  # lgeseg.diagnostics
+                self._line("warning", name, warning)
         else:
             row["status"] = "stopped"
 

@@ -8,6 +8,7 @@ no traceback; each subcommand lives in ``hpo/commands/<name>.py`` and imports it
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from lgeseg.errors import UserError
@@ -26,8 +27,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A StreamHandler writing to whatever ``sys.stderr`` is at each record (tests redirect it)."""
+
+    @property
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _library_warnings() -> logging.Handler:
+    """The ``lgeseg`` loggers' warnings (e.g. a run that is not learning) as ``warning: ...`` lines on stderr."""
+    handler = _StderrHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handler = _library_warnings()
+    library = logging.getLogger("lgeseg")
+    library.addHandler(handler)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
@@ -36,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        library.removeHandler(handler)
 
 
 if __name__ == "__main__":

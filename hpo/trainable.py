@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: one :func:`lgeseg.train.run` per trial, reported epoch by epoch.
+"""The Ray Tune function trainable: one :func:`lgeseg.run.run` per trial, reported epoch by epoch.
 
 Every epoch goes to Tune with ``tune.report`` (the retune stopper and the Optuna recorder read it); the
 last report carries the finished run's metrics, so the driver never has to read a worker's files. The
@@ -13,7 +13,8 @@ import ray
 import torch
 from ray import tune
 
-from lgeseg.train import EpochStats, run
+from lgeseg.run import run
+from lgeseg.train import EpochStats
 
 
 def _epoch_report(stats: EpochStats) -> dict[str, Any]:

@@ -19,7 +19,7 @@ def no_training(monkeypatch):
     """Make any attempt to train fail fast: config errors must stop the CLI before run()."""
     def refuse(*args, **kwargs):
         raise AssertionError("run() reached although the config is invalid")
-    monkeypatch.setattr("lgeseg.train.run", refuse)
+    monkeypatch.setattr("lgeseg.run.run", refuse)
 
 
 def cli_error(one_line_error, *args: str, data=None, out=None) -> str:
@@ -40,7 +40,9 @@ def test_paper_yaml_is_the_study_protocol():
     assert study["train"]["select"] == "final"
     assert study["train"]["augment"] == {"reflect": True, "translate": 10}
     assert study["grid"]["l2"] == [5e-3, 5e-4, 5e-5]
-    assert study["model"] == {"width": 64, "depth": 4, "pad": False}
+    assert study["model"] == {"width": 64, "depth": 4, "pad": False, "normalization": "zerocenter",
+                              "normalization_dimension": "channel"}
+    assert study["train"]["shuffle"] == "once" and study["train"]["lr_schedule"] == "none"
     assert study["split"] == {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0}
     assert study["retune"]["check_fraction"] == 0.1
     assert study["retune"]["target_accuracy"] == 0.9
@@ -56,12 +58,28 @@ def test_paper_yaml_equals_the_built_in_defaults():
     assert config_hash(point_config(paper, 5e-4, 0)) == config_hash(run_config({"train": {"l2": 5e-4}}))
 
 
+def test_quick_yaml_keeps_the_protocols_shape():
+    """quick.yaml may change width, epochs, learning rate, normalisation, schedule, selection, speed and the rule's
+    target, but not what the study is about."""
+    paper = load_study_config(DEFAULT_CONFIG)
+    quick = load_study_config(DEFAULT_CONFIG.parent / "quick.yaml")
+    assert quick["grid"] == paper["grid"] and quick["split"] == paper["split"] and quick["seeds"] == paper["seeds"]
+    for key in ("batch_size", "l2_mode", "augment", "shuffle"):
+        assert quick["train"][key] == paper["train"][key], key
+    assert quick["model"]["depth"] == paper["model"]["depth"]
+    assert quick["retune"]["target_accuracy"] > 0 and quick["retune"]["max_reruns"] > 0  # the rule is on
+
+
 def test_run_defaults_are_matlab_r2020b():
     t = RUN_DEFAULTS["train"]
     assert (t["epochs"], t["batch_size"], t["learning_rate"], t["l2"]) == (180, 16, 1e-4, 5e-4)
     assert t["l2_mode"] == "coupled" and t["select"] == "final"
     assert t["augment"] == {"reflect": True, "translate": 10}
-    assert RUN_DEFAULTS["model"] == {"width": 64, "depth": 4, "pad": False}
+    # imageInputLayer: Normalization 'zerocenter', NormalizationDimension 'auto' (= channel at training time)
+    assert RUN_DEFAULTS["model"] == {"width": 64, "depth": 4, "pad": False, "normalization": "zerocenter",
+                                     "normalization_dimension": "channel"}
+    # trainingOptions: Shuffle 'once', LearnRateSchedule 'none', LearnRateDropFactor 0.1, LearnRateDropPeriod 10
+    assert (t["shuffle"], t["lr_schedule"], t["lr_drop_factor"], t["lr_drop_period"]) == ("once", "none", 0.1, 10)
     assert "l2" not in STUDY_DEFAULTS["train"]  # L2 comes from the grid only
 
 
@@ -98,6 +116,9 @@ def test_merge_accepts_int_for_float_and_converts():
     ("train.l2", -1.0), ("train.l2", math.nan), ("train.l2", math.inf), ("train.learning_rate", 0.0),
     ("train.epochs", 0), ("train.batch_size", -4), ("model.width", 0), ("train.augment.translate", -1),
     ("train.l2_mode", "adamw"), ("train.select", "best"), ("train.precision", "fp16"),
+    ("train.shuffle", "never"), ("train.lr_schedule", "cosine"), ("train.lr_drop_factor", 1.5),
+    ("train.lr_drop_factor", -0.1), ("train.lr_drop_period", 0), ("model.normalization", "zcore"),
+    ("model.normalization_dimension", "pixel"),
 ])
 def test_run_config_range_checks_name_the_key(key, value):
     values: dict = {}

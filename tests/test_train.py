@@ -1,25 +1,30 @@
-"""The training protocol: augmentation, optimizer, loss, the fit loop (resume included) and a whole run."""
+"""The training loop: augmentation, optimizer, loss and fit (resume included)."""
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 import lgeseg.train as train_mod
-from lgeseg.config import config_hash, run_config
-from lgeseg.data import load_dataset, split_dataset
+from lgeseg.config import config_hash
+from lgeseg.data import split_dataset
 from lgeseg.errors import TrainingError
-from lgeseg.metrics import evaluate, json_safe
-from lgeseg.png import read_mask
-from lgeseg.train import IGNORE, augment_batch, build_optimizer, fit, load_model, predict, run
+from lgeseg.train import (
+    IGNORE_INDEX,
+    augment_batch,
+    build_optimizer,
+    draw_augmentation,
+    fit,
+    load_model,
+    predict,
+    warp_batch,
+)
 from lgeseg.unet import UNet
 
 HISTORY_HEADER = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
@@ -60,35 +65,76 @@ def _offsets(images, h, w):
     return result
 
 
-def test_augment_same_transform_for_image_and_mask():
+def test_warp_integer_shifts_move_image_and_mask_together():
+    """At whole-pixel shifts the warp moves every pixel rigidly; image and mask get the same transform."""
     h, w = 12, 10
     images, masks = _coded(64, h, w)
     gen = torch.Generator().manual_seed(0)
-    out_img, out_mask = augment_batch(images, masks, gen, reflect=True, translate=3)
+    flip = torch.rand(64, generator=gen) < 0.5
+    shift = torch.randint(-3, 4, (64, 2), generator=gen).float()
+    out_img, out_mask = warp_batch(images, masks, flip, shift)
     assert out_img.shape == images.shape and out_mask.shape == masks.shape
     assert out_mask.dtype == masks.dtype
     src = _decode(out_img, h, w)
     inside = src >= 0
     assert torch.equal(out_mask[inside], (src[inside] % 3).to(out_mask.dtype))
-    # shifted-in pixels: 0 in the image, IGNORE in the mask, and nowhere else
-    assert torch.equal(out_mask == IGNORE, ~inside)
-    assert torch.all(out_img[:, 0][~inside] == 0)
-    _offsets(out_img, h, w)  # rigid shift (+ reflection) per image
+    # shifted-in pixels: 0 in the image, IGNORE_INDEX in the mask, and nowhere else
+    assert torch.equal(out_mask == IGNORE_INDEX, ~inside)
+    assert torch.all(out_img[:, 0][~inside].abs() < 1e-5)
+    for k, (flipped, dy, dx) in enumerate(_offsets(out_img, h, w)):
+        assert (flipped, dy, dx) == (bool(flip[k]), int(shift[k, 1]), int(shift[k, 0]))
+        assert int((out_mask[k] == IGNORE_INDEX).sum()) == h * w - (h - abs(dy)) * (w - abs(dx))
 
 
-def test_augment_translation_bounds_and_range():
-    h, w, t = 12, 10, 3
-    images, masks = _coded(400, h, w)
-    gen = torch.Generator().manual_seed(1)
-    out_img, out_mask = augment_batch(images, masks, gen, reflect=False, translate=t)
-    offsets = _offsets(out_img, h, w)
-    dys = [dy for _, dy, _ in offsets]
-    dxs = [dx for _, _, dx in offsets]
-    assert not any(f for f, _, _ in offsets)
-    assert set(dys) == set(range(-t, t + 1))  # integers, bounds inclusive, all reached
-    assert set(dxs) == set(range(-t, t + 1))
-    for k, (_, dy, dx) in enumerate(offsets):
-        assert int((out_mask[k] == IGNORE).sum()) == h * w - (h - abs(dy)) * (w - abs(dx))
+def test_warp_subpixel_shift_is_bilinear_image_and_nearest_label():
+    """dx = 0.75, dy = -1.25 on v(r, c) = 10 (r + 1) + (c + 1), 4 x 5; values worked out by hand.
+
+    The output at (r, c) samples the input at (r + 1.25, c - 0.75); outside the image the input is 0.
+    """
+    h, w = 4, 5
+    r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    image = (10 * (r + 1) + (c + 1)).float()[None, None]
+    mask = ((r * w + c) % 3).to(torch.uint8)[None]
+    out_img, out_mask = warp_batch(image, mask, torch.tensor([False]), torch.tensor([[0.75, -1.25]]))
+    out = out_img[0, 0]
+    assert out[0, 2].item() == pytest.approx(10 * 2.25 + 2.25)  # inside: bilinear of a plane is the plane
+    assert out[1, 3].item() == pytest.approx(10 * 3.25 + 3.25)
+    # column -0.75 (weights 0.75 on the zero fill, 0.25 on column 0); rows 1 and 2 (0.75, 0.25)
+    assert out[0, 0].item() == pytest.approx(0.25 * (0.75 * 21 + 0.25 * 31))  # 5.875
+    # row 3.25: rows 3 (0.75) and 4 (outside); columns 1 (0.75) and 2 (0.25)
+    assert out[2, 2].item() == pytest.approx(0.75 * (0.75 * 42 + 0.25 * 43))  # 31.6875
+    assert torch.all(out[3] == 0)  # rows 4.25: wholly outside
+    # labels: nearest source (round(r + 1.25), round(c - 0.75)) = (r + 1, c - 1); outside -> IGNORE_INDEX
+    expected = torch.full((h, w), IGNORE_INDEX, dtype=torch.uint8)
+    expected[:3, 1:] = mask[0, 1:, :4]
+    assert torch.equal(out_mask[0], expected)
+
+
+def test_draw_augmentation_shifts_are_continuous_uniform_in_range():
+    n, t = 4000, 10
+    flip, shift = draw_augmentation(n, torch.Generator().manual_seed(1), reflect=True, translate=t)
+    assert shift.shape == (n, 2) and flip.shape == (n,) and flip.dtype == torch.bool
+    assert shift.min() >= -t and shift.max() <= t
+    assert shift.min() < -t + 0.1 and shift.max() > t - 0.1  # the whole range is reached
+    assert (shift != shift.round()).float().mean() > 0.99  # continuous, not whole pixels
+    assert shift.mean(0).abs().max() < 0.3  # uniform on [-10, 10]: mean 0, sd 20 / sqrt(12) = 5.77
+    assert torch.allclose(shift.std(0), torch.full((2,), 20 / 12 ** 0.5), atol=0.2)
+    assert 0.45 < flip.float().mean().item() < 0.55
+    flip, shift = draw_augmentation(8, torch.Generator().manual_seed(1), reflect=False, translate=0)
+    assert not flip.any() and not shift.any()
+
+
+def test_augment_is_draw_then_warp_and_ignores_shifted_in_labels():
+    """augment_batch = draw_augmentation + warp_batch; a label is ignored where its nearest source is outside."""
+    h, w = 12, 10
+    images, masks = _coded(200, h, w)
+    out_img, out_mask = augment_batch(images, masks, torch.Generator().manual_seed(1), reflect=True, translate=3)
+    flip, shift = draw_augmentation(200, torch.Generator().manual_seed(1), reflect=True, translate=3)
+    ref_img, ref_mask = warp_batch(images, masks, flip, shift)
+    assert torch.equal(out_img, ref_img) and torch.equal(out_mask, ref_mask)
+    dx, dy = shift.round().abs().long().unbind(1)
+    ignored = (out_mask == IGNORE_INDEX).flatten(1).sum(1)
+    assert torch.equal(ignored, h * w - (h - dy) * (w - dx))
 
 
 def test_augment_reflect_only_flips_about_half():
@@ -102,7 +148,7 @@ def test_augment_reflect_only_flips_about_half():
     assert 0.45 < flipped.float().mean().item() < 0.55
     assert torch.equal(out_mask[flipped], masks[flipped].flip(-1))
     assert torch.equal(out_mask[~flipped], masks[~flipped])
-    assert not (out_mask == IGNORE).any()
+    assert not (out_mask == IGNORE_INDEX).any()
 
 
 def test_augment_identity_when_off():
@@ -212,7 +258,23 @@ def test_optimizer_decays_weights_only():
     assert len(by_decay) == len(names)  # every parameter is optimised, once
     for name, p in names.items():
         assert by_decay[id(p)] == (5e-4 if name.endswith("weight") else 0.0), name
-    assert all(g["lr"] == 1e-4 and g["betas"] == (0.9, 0.999) and g["eps"] == 1e-8 for g in opt.param_groups)
+    by_lr = {id(p): group["lr"] for group in opt.param_groups for p in group["params"]}
+    for name, p in names.items():  # unetLayers: the transposed convolutions' biases learn at 2x the rate
+        assert by_lr[id(p)] == (2e-4 if name.startswith("upconvs.") and name.endswith("bias") else 1e-4), name
+    assert all(g["betas"] == (0.9, 0.999) and g["eps"] == 1e-8 for g in opt.param_groups)
+
+
+def test_upconv_bias_first_adam_step_is_twice_as_long():
+    """Adam's first step moves each parameter by lr * g / (|g| + eps) ~ lr; the upconv biases by 2 lr."""
+    model = UNet(width=4, depth=2, image_size=(16, 16))
+    opt = build_optimizer(model, 1e-3, 0.0, "coupled")
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    opt.step()
+    for name, p in model.named_parameters():
+        factor = 2.0 if name.startswith("upconvs.") and name.endswith("bias") else 1.0
+        assert torch.allclose(before[name] - p.detach(), torch.full_like(p, factor * 1e-3), rtol=0, atol=1e-6), name
 
 
 def test_optimizer_zero_gradient_only_l2_moves_weights():
@@ -263,9 +325,9 @@ def test_training_loss_is_matlab_spatial_cross_entropy(monkeypatch, make_dataset
     assert len(batches) == 1 and len(logits_seen) == 1
     y = batches[0].long()
     logits = logits_seen[0].double()
-    ignored = y == IGNORE
+    ignored = y == IGNORE_INDEX
     assert ignored.any(), "translation should have shifted pixels in"
-    ce_sum = F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="sum").item()
+    ce_sum = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum").item()
     matlab = ce_sum / y.numel()
     mean_of_labelled = ce_sum / (~ignored).sum().item()
     assert abs(matlab - mean_of_labelled) > 1e-3 * matlab  # the two conventions are distinguishable here
@@ -307,16 +369,20 @@ def test_fit_history_and_files(fit_data, tiny_run_config, tmp_path):
     assert (tmp_path / "last.pt").exists() and (tmp_path / "best.pt").exists()
     assert result.resumed_from_epoch == 0 and result.device == "cpu"
     # the model's mean image is the training split's mean (in 0-255 units)
-    expected_mean = torch.from_numpy(dataset.images[split.train]).mean(0) * 255
-    assert torch.allclose(result.model.mean_image[0, 0], expected_mean, atol=1e-3)
+    # the input layer's statistic is the training split's mean pixel (in 0-255 units)
+    expected_mean = dataset.images[split.train].astype(np.float64).mean() * 255
+    assert result.model.normalize.mean.item() == pytest.approx(expected_mean, rel=1e-6)
 
 
-def test_fit_drops_last_partial_batch_and_uses_train_split_only(fit_data, tiny_run_config, tmp_path, monkeypatch):
+@pytest.mark.parametrize("shuffle", ["once", "every-epoch"])
+def test_fit_drops_last_partial_batch_and_shuffles(fit_data, tiny_run_config, tmp_path, monkeypatch, shuffle):
+    """Each epoch is a permutation of the training split minus the last partial batch; shuffle 'once'
+    (MATLAB's default) repeats the first epoch's order, so the same images are left out every epoch."""
     dataset, split = fit_data
     n_train = len(split.train)
     batch = 4
     assert n_train % batch != 0, "fixture must leave a partial batch"
-    config = tiny_run_config(train__epochs=2, train__batch_size=batch,
+    config = tiny_run_config(train__epochs=3, train__batch_size=batch, train__shuffle=shuffle,
                              train__augment={"reflect": False, "translate": 0})
     calls = []
     real_augment = train_mod.augment_batch
@@ -328,11 +394,12 @@ def test_fit_drops_last_partial_batch_and_uses_train_split_only(fit_data, tiny_r
     monkeypatch.setattr(train_mod, "augment_batch", spy)
     fit(config, dataset, split, tmp_path)
     steps = n_train // batch
-    assert len(calls) == 2 * steps
+    assert len(calls) == 3 * steps
     assert all(len(c) == batch for c in calls)
     all_images = torch.from_numpy(dataset.images)
     train_set = set(split.train)
-    for epoch in range(2):
+    orders = []
+    for epoch in range(3):
         used = []
         for c in calls[epoch * steps:(epoch + 1) * steps]:
             for img in c[:, 0]:
@@ -341,6 +408,39 @@ def test_fit_drops_last_partial_batch_and_uses_train_split_only(fit_data, tiny_r
                 used.append(idx[0])
         assert len(set(used)) == len(used) == steps * batch  # a permutation, no repeats
         assert set(used) <= train_set  # nothing from validation or test
+        orders.append(used)
+    if shuffle == "once":
+        assert orders[0] == orders[1] == orders[2]
+    else:
+        assert orders[0] != orders[1] and orders[1] != orders[2]
+
+
+def test_piecewise_schedule_drops_every_period(fit_data, tiny_run_config, tmp_path, monkeypatch):
+    """trainingOptions' piecewise schedule: epoch e trains at lr * factor ** ((e - 1) // period), upconv
+    biases at twice that."""
+    dataset, split = fit_data
+    config = tiny_run_config(train__epochs=5, train__learning_rate=1e-3, train__lr_schedule="piecewise",
+                             train__lr_drop_factor=0.5, train__lr_drop_period=2)
+    optimizers, seen = [], []
+    real_build, real_augment = train_mod.build_optimizer, train_mod.augment_batch
+
+    def build_spy(*args, **kwargs):
+        optimizers.append(real_build(*args, **kwargs))
+        return optimizers[-1]
+
+    def augment_spy(*args, **kwargs):
+        seen.append(sorted({g["lr"] for g in optimizers[0].param_groups}))
+        return real_augment(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "build_optimizer", build_spy)
+    monkeypatch.setattr(train_mod, "augment_batch", augment_spy)
+    fit(config, dataset, split, tmp_path)
+    steps = len(split.train) // 4
+    per_epoch = [seen[e * steps] for e in range(5)]
+    assert all(seen[e * steps:(e + 1) * steps] == [per_epoch[e]] * steps for e in range(5))
+    expected = [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4]
+    for lrs, lr in zip(per_epoch, expected):
+        assert lrs == pytest.approx([lr, 2 * lr])
 
 
 def test_fit_batch_larger_than_train_split(fit_data, tiny_run_config, tmp_path):
@@ -382,11 +482,12 @@ def _states_equal(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("every,kill_after", [(1, 2), (2, 3)])
-def test_fit_resume_equals_uninterrupted(fit_data, tiny_run_config, tmp_path, every, kill_after):
+@pytest.mark.parametrize("every,kill_after,train", [
+    (1, 2, {}), (2, 3, {}), (1, 3, {"shuffle": "every-epoch", "lr_schedule": "piecewise", "lr_drop_period": 2})])
+def test_fit_resume_equals_uninterrupted(fit_data, tiny_run_config, tmp_path, every, kill_after, train):
     """A run killed after a checkpoint and resumed ends bit-identical to an uninterrupted one."""
     dataset, split = fit_data
-    config = tiny_run_config(train__epochs=4, train__checkpoint_every=every)
+    config = tiny_run_config({"train": {"epochs": 4, "checkpoint_every": every, **train}})
     a = fit(config, dataset, split, tmp_path / "A")
 
     def killer(stats):
@@ -462,191 +563,14 @@ def test_fit_is_deterministic_for_a_seed_and_varies_with_it(fit_data, tiny_run_c
     assert not torch.equal(a.model.head.weight, c.model.head.weight)
 
 
-# -------------------------------------------------------------------------------------------- run
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """run() on the session's tiny dataset folder, 3 epochs, select=final; and its inputs."""
-    from conftest import tiny_config, write_dataset_dir
-
-    root = tmp_path_factory.mktemp("run")
-    data = write_dataset_dir(root / "data", n_patients=8, slices=3, size=16)
-    config = tiny_config(data=str(data), train__epochs=3, train__learning_rate=3e-3)
-    out = root / "out"
-    result = run(config, out)
-    return config, out, result
-
-
-def test_run_writes_all_outputs(finished_run):
-    config, out, result = finished_run
-    for name in ("metrics.json", "val_metrics.json", "history.csv", "split.json", "config.yaml", "run.json",
-                 "best.pt", "last.pt"):
-        assert (out / name).is_file(), name
-    assert (out / "predictions").is_dir()
-    with (out / "history.csv").open() as f:
-        rows = list(csv.reader(f))
-    assert rows[0] == HISTORY_HEADER and [int(r[0]) for r in rows[1:]] == [1, 2, 3]
-    assert yaml.safe_load((out / "config.yaml").read_text()) == run_config(config)
-
-
-def _check_metrics_shape(metrics: dict, classes: list[str], n_images: int) -> None:
-    assert set(metrics) == {"classes", "confusion_matrix", "normalized_confusion_matrix", "dataset", "class",
-                            "images"}
-    assert metrics["classes"] == classes
-    c = len(classes)
-    assert np.array(metrics["confusion_matrix"]).shape == (c, c)
-    assert np.array(metrics["normalized_confusion_matrix"], dtype=float).shape == (c, c)
-    assert list(metrics["dataset"]) == ["GlobalAccuracy", "MeanAccuracy", "MeanIoU", "WeightedIoU", "MeanBFScore",
-                                        "BFScoreImages"]
-    assert list(metrics["class"]) == classes
-    assert all(list(v) == ["Accuracy", "IoU", "MeanBFScore", "Dice", "BFScoreImages"]
-               for v in metrics["class"].values())
-    assert len(metrics["images"]) == n_images
-    assert all(list(img) == ["file", *metrics["dataset"]][:-1] + ["BFScoreClasses"] for img in metrics["images"])
-
-
-def test_run_metrics_equal_evaluate_on_written_predictions(finished_run):
-    config, out, result = finished_run
-    dataset = load_dataset(config["data"])
-    split = json.loads((out / "split.json").read_text())
-    metrics = json.loads((out / "metrics.json").read_text())
-    classes = list(dataset.labels)
-    _check_metrics_shape(metrics, classes, len(split["test"]))
-    assert metrics == result.test_metrics
-    files = sorted(p.name for p in (out / "predictions").iterdir())
-    assert files == sorted(split["test"])
-    values = set()
-    preds = []
-    for name in split["test"]:
-        from PIL import Image
-
-        arr = np.asarray(Image.open(out / "predictions" / name))
-        assert arr.dtype == np.uint8 and arr.shape == dataset.images.shape[1:]
-        values |= set(np.unique(arr).tolist())
-        preds.append(read_mask(out / "predictions" / name, dataset.labels))
-    assert values <= set(dataset.labels.values())
-    truth = np.stack([dataset.masks[dataset.files.index(f)] for f in split["test"]])
-    expected = json_safe(evaluate(np.stack(preds), truth, classes, split["test"]))
-    assert metrics["confusion_matrix"] == expected["confusion_matrix"]
-    _approx_equal(metrics, expected)
-    # validation metrics: shape and file list
-    val = json.loads((out / "val_metrics.json").read_text())
-    _check_metrics_shape(val, classes, len(split["val"]))
-    assert [img["file"] for img in val["images"]] == split["val"]
-
-
-def _approx_equal(a, b, rel=1e-9) -> bool:
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        return all(_approx_equal(a[k], b[k], rel) for k in a)
-    if isinstance(a, list):
-        assert len(a) == len(b)
-        return all(_approx_equal(x, y, rel) for x, y in zip(a, b))
-    if isinstance(a, float) and isinstance(b, float):
-        assert a == pytest.approx(b, rel=rel, abs=1e-12)
-        return True
-    assert a == b
-    return True
-
-
-def test_run_split_is_patient_wise(finished_run):
-    config, out, _ = finished_run
-    dataset = load_dataset(config["data"])
-    split = json.loads((out / "split.json").read_text())
-    patient = dict(zip(dataset.files, dataset.patients))
-    sets = [{patient[f] for f in split[k]} for k in ("train", "val", "test")]
-    assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
-    assert sorted(split["train"] + split["val"] + split["test"]) == dataset.files
-    assert split["by"] == "patient"
-
-
-def test_run_json(finished_run):
-    config, out, result = finished_run
-    info = json.loads((out / "run.json").read_text())
-    split = json.loads((out / "split.json").read_text())
-    assert info["finished"] is True
-    assert info["seed"] == config["seed"]
-    assert info["config_hash"] == config_hash(run_config(config))
-    assert info["split_hash"] == split["hash"]
-    assert info["device"] == "cpu"
-    assert {"lgeseg", "torch", "numpy", "python"} <= set(info["versions"])
-    assert info["versions"]["torch"] == torch.__version__
-    assert info["epochs_run"] == 3 and info["selected_epoch"] == 3  # select=final
-    assert info["l2"] == config["train"]["l2"]
-    assert result.info == info
-
-
-def _test_metrics_of(checkpoint, out, dataset) -> dict:
-    """The metrics JSON of the network in ``checkpoint`` on the test split recorded in ``out/split.json``."""
-    model, _ = load_model(checkpoint)
-    test = [dataset.files.index(f) for f in json.loads((out / "split.json").read_text())["test"]]
-    pred = predict(model, torch.from_numpy(dataset.images[test]).unsqueeze(1), "fp32").numpy()
-    return json_safe(evaluate(pred, dataset.masks[test], list(dataset.labels), [dataset.files[i] for i in test]))
-
-
-def test_run_final_selects_last_network(finished_run):
-    config, out, result = finished_run
-    _approx_equal(result.test_metrics, _test_metrics_of(out / "last.pt", out, load_dataset(config["data"])))
-
-
-def test_run_best_val_selects_best_network(tmp_path, tiny_data_dir, tiny_run_config):
-    config = tiny_run_config(data=str(tiny_data_dir), train__epochs=4, train__learning_rate=3e-3,
-                             train__select="best_val")
-    result = run(config, tmp_path)
-    best = torch.load(tmp_path / "best.pt", weights_only=True)
-    assert result.info["selected_epoch"] == result.info["best_epoch"] == best["epoch"]
-    dataset = load_dataset(tiny_data_dir)
-    _approx_equal(result.test_metrics, _test_metrics_of(tmp_path / "best.pt", tmp_path, dataset))
-    model, _ = load_model(tmp_path / "best.pt")
-    val = [dataset.files.index(f) for f in json.loads((tmp_path / "split.json").read_text())["val"]]
-    val_pred = predict(model, torch.from_numpy(dataset.images[val]).unsqueeze(1), "fp32").numpy()
-    assert result.val_metrics["dataset"]["GlobalAccuracy"] == pytest.approx(result.info["best_val_accuracy"])
-    assert (val_pred == dataset.masks[val]).mean() == pytest.approx(result.info["best_val_accuracy"])
-
-
-def test_run_into_finished_folder_does_not_retrain(finished_run, monkeypatch):
-    config, out, result = finished_run
-    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
-
-    def no_fit(*args, **kwargs):
-        raise AssertionError("a finished run must not be trained again")
-
-    monkeypatch.setattr(train_mod, "fit", no_fit)
-    again = run(config, out)
-    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == stamps
-    assert again.test_metrics == result.test_metrics and again.history == result.history
-    assert again.info == result.info
-
-
-def test_refused_rerun_leaves_folder_consistent(tmp_path, tiny_data_dir, tiny_run_config):
-    """Rerunning a folder with another config is refused and must not rewrite the folder's config/split."""
-    config = tiny_run_config(data=str(tiny_data_dir), train__epochs=1)
-    run(config, tmp_path)
-    before = {name: (tmp_path / name).read_text() for name in ("config.yaml", "split.json", "run.json")}
-    other = tiny_run_config(data=str(tiny_data_dir), train__epochs=1, train__l2=5e-3,
-                            split={"train": 0.5, "val": 0.25, "test": 0.25, "seed": 3})
-    with pytest.raises(TrainingError, match="another config"):
-        run(other, tmp_path)
-    after = {name: (tmp_path / name).read_text() for name in before}
-    assert after == before
-
-
-@pytest.mark.realdata
-def test_run_on_real_data_smoke(real_data_dir, tmp_path, tiny_run_config):
-    """One epoch of a tiny U-Net on a patient subset of the real EMIDEC export, through run()."""
-    dataset = load_dataset(real_data_dir)
-    keep_patients = sorted(set(dataset.patients))[:12]
-    keep = [i for i, p in enumerate(dataset.patients) if p in keep_patients]
-    from lgeseg.data import Dataset
-
-    subset = Dataset(root=dataset.root, files=[dataset.files[i] for i in keep], images=dataset.images[keep],
-                     masks=dataset.masks[keep], labels=dataset.labels,
-                     patients=[dataset.patients[i] for i in keep], synthetic=False)
-    config = tiny_run_config(data=str(real_data_dir), train__epochs=1, train__batch_size=8,
-                             train__learning_rate=1e-3)
-    result = run(config, tmp_path, dataset=subset)
-    split = json.loads((tmp_path / "split.json").read_text())
-    assert len(result.history) == 1 and math.isfinite(result.history[0]["train_loss"])
-    assert list(result.test_metrics["classes"]) == list(dataset.labels)
-    assert len(list((tmp_path / "predictions").iterdir())) == len(split["test"])
-    assert result.info["data_dir"] == str(dataset.root) and result.info["synthetic"] is False
+def test_auto_precision_is_bf16_only_where_native(monkeypatch):
+    """``auto``: bf16 autocast on a CPU with AVX-512 BF16 or AMX, none where bf16 would be emulated."""
+    cpu = torch.device("cpu")
+    for avx512_bf16, amx, native in [(True, False, True), (False, True, True), (False, False, False)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert train_mod.native_bf16(cpu) is native
+        with train_mod._autocast(cpu, "auto"):
+            assert torch.is_autocast_enabled("cpu") is native
+        with train_mod._autocast(cpu, "fp32"):
+            assert not torch.is_autocast_enabled("cpu")

@@ -27,7 +27,8 @@ def test_train_cli_writes_everything_and_resumes(capsys, tiny_data_dir, tmp_path
     assert sorted(p.name for p in (out / "predictions").iterdir()) == sorted(split["test"])
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["train"]["l2"] == 0.0005
-    assert config["model"] == {"width": 4, "depth": 2, "pad": False}
+    assert config["model"] == {"width": 4, "depth": 2, "pad": False, "normalization": "zerocenter",
+                               "normalization_dimension": "channel"}
     assert config["train"]["epochs"] == 2 and config["train"]["batch_size"] == 4
     # the rest is the study protocol of paper.yaml
     assert config["train"]["learning_rate"] == 1e-4 and config["train"]["l2_mode"] == "coupled"
@@ -72,7 +73,7 @@ def test_train_cli_default_l2_is_first_grid_value(capsys, tiny_data_dir, tmp_pat
         seen["config"], seen["out"] = config, out
         raise SystemExit(0)
 
-    monkeypatch.setattr("lgeseg.train.run", fake_run)
+    monkeypatch.setattr("lgeseg.run.run", fake_run)
     with pytest.raises(SystemExit):
         hpo.run.main(["train", "--data", str(tiny_data_dir), *TINY])
     assert seen["config"]["train"]["l2"] == 5e-3

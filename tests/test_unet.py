@@ -145,40 +145,27 @@ def _first_conv_input(model: UNet, x: torch.Tensor) -> torch.Tensor:
     return captured[0]
 
 
-def test_mean_image_buffer_starts_at_zero_and_is_saved():
+def test_input_layer_is_zerocenter_channel_in_0_255_scale():
+    """MATLAB R2020b default: the first conv sees ``255 * x - mean`` with one mean over the training pixels."""
     model = tiny()
-    assert "mean_image" in model.state_dict()
-    assert model.mean_image.shape == (1, 1, 16, 16)
-    assert torch.count_nonzero(model.mean_image) == 0
-    assert "mean_image" not in dict(model.named_parameters())
-
-
-def test_zerocenter_in_0_255_scale():
-    """The first conv sees ``255 * x - 255 * mean`` (MATLAB feeds uint8 images and subtracts their mean)."""
-    model = tiny()
+    assert model.normalize.mode == "zerocenter" and model.normalize.dimension == "channel"
+    assert "normalize.mean" in model.state_dict() and model.normalize.mean.shape == (1, 1, 1, 1)
+    assert not any(name.startswith("normalize") for name, _ in model.named_parameters())
     x = torch.rand(3, 1, 16, 16)
-    mean = torch.rand(1, 16, 16)
-    assert torch.allclose(_first_conv_input(model, x), 255 * x)
-    model.set_mean_image(mean)
-    assert torch.allclose(model.mean_image, 255 * mean.reshape(1, 1, 16, 16))
-    assert torch.allclose(_first_conv_input(model, x), 255 * x - 255 * mean, atol=1e-4)
-    # Setting the mean image to the input makes the first conv see zeros.
-    model.set_mean_image(x[0])
-    assert torch.count_nonzero(_first_conv_input(model, x[:1])) == 0
+    assert torch.allclose(_first_conv_input(model, x), 255 * x)  # statistics start at 0
+    model.normalize.fit(x)
+    assert model.normalize.mean.item() == pytest.approx(255 * x.double().mean().item(), rel=1e-5)
+    assert torch.allclose(_first_conv_input(model, x), 255 * x - 255 * x.mean(), atol=1e-3)
 
 
-def test_zerocenter_is_a_shift_of_the_input():
-    """Forward of x with mean m equals forward of (x - m) with mean 0, and input_scale=1 on 255x."""
-    model = tiny()
-    x = torch.rand(2, 1, 16, 16)
-    mean = torch.rand(16, 16) * 0.5
-    model.eval()
-    with torch.no_grad():
-        plain = model(x - mean)
-        model.set_mean_image(mean)
-        centred = model(x)
-        assert torch.allclose(plain, centred, rtol=1e-4, atol=1e-3)
-        unscaled = UNet(width=4, depth=2, image_size=(16, 16), input_scale=1.0)
-        unscaled.load_state_dict(model.state_dict())  # mean_image is stored in network units (x 255)
-        unscaled.eval()
-        assert torch.allclose(unscaled(255 * x), centred, rtol=1e-4, atol=1e-3)
+def test_normalization_options_reach_the_input_layer():
+    model = tiny(normalization="zscore", normalization_dimension="element")
+    assert model.normalize.mode == "zscore" and model.normalize.std.shape == (1, 1, 16, 16)
+
+
+def test_upconv_biases_learn_at_twice_the_rate(full_unet):
+    """unetLayers' transposed convolutions: BiasLearnRateFactor 2 (their weights and all else: 1)."""
+    factors = full_unet.learn_rate_factors()
+    upconv_biases = {f"upconvs.{i}.bias" for i in range(4)}
+    assert factors == dict.fromkeys(upconv_biases, 2.0)
+    assert upconv_biases <= dict(full_unet.named_parameters()).keys()

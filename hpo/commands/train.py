@@ -30,7 +30,7 @@ def main(args: argparse.Namespace) -> int:
     from hpo.config import load_study_config, point_config
     from lgeseg.data import load_dataset
     from lgeseg.metrics import format_tables
-    from lgeseg.train import run
+    from lgeseg.run import run
 
     overrides = list(args.overrides)
     if args.epochs is not None:

@@ -45,25 +45,44 @@ RUN_DEFAULTS: dict[str, Any] = {
     "data": None,  # dataset folder; None = the built-in synthetic phantom
     "seed": 0,  # weights init, shuffling, augmentation, dropout
     "split": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0},
-    "model": {"width": 64, "depth": 4, "pad": False},  # pad: images up to multiples of 2**depth
+    "model": {
+        "width": 64,
+        "depth": 4,
+        "pad": False,  # pad images up to multiples of 2**depth
+        "normalization": "zerocenter",  # imageInputLayer's Normalization (lgeseg.normalization)
+        "normalization_dimension": "channel",  # its NormalizationDimension ('auto' at training time = channel)
+    },
     "train": {
         "epochs": 180,
         "batch_size": 16,
         "learning_rate": 1.0e-4,
+        "lr_schedule": "none",  # trainingOptions' LearnRateSchedule: none | piecewise
+        "lr_drop_factor": 0.1,  # LearnRateDropFactor: piecewise multiplies the learning rate by this ...
+        "lr_drop_period": 10,  # ... every LearnRateDropPeriod epochs
+        "shuffle": "once",  # trainingOptions' Shuffle: once (MATLAB's default) | every-epoch
         "l2": 5.0e-4,
         "l2_mode": "coupled",  # coupled = MATLAB (L2 added to the gradient); decoupled = AdamW
         "select": "final",  # final = the last network, as MATLAB R2020b returns; best_val
         "augment": {"reflect": True, "translate": 10},
         "device": "auto",  # auto | cpu | cuda | cuda:N
-        "precision": "auto",  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+        "precision": "auto",  # auto (bf16 where native: CUDA, CPUs with AVX-512 BF16 or AMX; else fp32) | fp32 | bf16
         "channels_last": "auto",  # auto (on CUDA) | true | false
         "checkpoint_every": 1,  # epochs between resumable checkpoints (last.pt, best.pt)
     },
 }
 
+#: imageInputLayer's Normalization values (:mod:`lgeseg.normalization` applies them).
+NORMALIZATIONS = ("zerocenter", "zscore", "rescale-symmetric", "rescale-zero-one", "none")
+#: Its NormalizationDimension values; MATLAB's 'auto' with statistics computed at training time is 'channel'.
+NORMALIZATION_DIMENSIONS = ("channel", "element", "all")
+
 #: Keys whose value may be null besides their default's type.
 NULLABLE = {"data"}
 CHOICES = {
+    "model.normalization": NORMALIZATIONS,
+    "model.normalization_dimension": NORMALIZATION_DIMENSIONS,
+    "train.lr_schedule": ("none", "piecewise"),
+    "train.shuffle": ("once", "every-epoch"),
     "train.l2_mode": ("coupled", "decoupled"),
     "train.select": ("final", "best_val"),
     "train.precision": ("auto", "fp32", "bf16"),
@@ -204,8 +223,11 @@ def check_model_train(config: dict) -> None:
     check_choices(config)
     check_split(config["split"])
     for key in ("model.width", "model.depth", "train.epochs", "train.batch_size", "train.learning_rate",
-                "train.checkpoint_every"):
+                "train.checkpoint_every", "train.lr_drop_period"):
         _positive(config, key)
+    factor = config["train"]["lr_drop_factor"]
+    if not 0 <= factor <= 1:  # trainingOptions: a scalar from 0 to 1
+        raise ConfigError(f"config key 'train.lr_drop_factor' must be between 0 and 1, got {factor!r}")
     _positive(config, "train.l2", allow_zero=True)
     _positive(config, "split.seed", allow_zero=True)
     if "seed" in config:

@@ -1,10 +1,9 @@
-"""Training one U-Net with the study's protocol, and the whole run around it.
+"""The training loop: one U-Net trained with the study's protocol.
 
-:func:`fit` is the training loop: Adam with MATLAB's coupled L2, the study's augmentation, per-epoch
-validation, resumable checkpoints. :func:`run` is one complete run: load data, split, fit, pick the
-network, evaluate it on the test split and write every output next to the config, split and versions
-that produced it. Both report each finished epoch through an ``on_epoch`` callback, which is how the HPO
-layer follows a run without this package knowing about it.
+:func:`fit` trains one network: Adam with MATLAB's coupled L2, the study's augmentation, per-epoch
+validation and resumable checkpoints. It reports each finished epoch through an ``on_epoch`` callback,
+which is how :mod:`lgeseg.run` and the HPO layer follow a run without this module knowing about them.
+The run around the loop (data, split, evaluation, outputs) is :func:`lgeseg.run.run`.
 
 The hot loop keeps the whole data set on the device and augments a batch at a time there, so no Python
 runs per sample; host synchronisation happens once per epoch.
@@ -13,38 +12,40 @@ runs per sample; host synchronisation happens once per epoch.
 from __future__ import annotations
 
 import csv
-import json
 import os
-import platform
-import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
-from . import __version__
-from .config import config_hash, run_config, safe_load
-from .data import IGNORE_INDEX, Dataset, Split, load_dataset, split_dataset, write_mask
+from .config import config_hash
+from .data import IGNORE_INDEX, Dataset, Split
 from .errors import TrainingError
-from .fingerprint import check_same, data_fingerprint, recorded_fingerprints
-from .metrics import evaluate, json_safe, majority_class, trivial_baseline, write_json
-from .padding import check_size, crop, pad_dataset
 from .unet import UNet
 
-#: Target value of pixels shifted in from outside the image: ignored by the loss and the accuracy.
-IGNORE = IGNORE_INDEX
+#: Columns of ``history.csv`` and keys of each :attr:`FitResult.history` row.
 HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
 @dataclass
 class EpochStats:
-    """What one finished epoch reports; ``val_accuracy`` is the study's 'validation accuracy'."""
+    """What one finished epoch reports; ``val_accuracy`` is the study's 'validation accuracy'.
+
+    Attributes:
+        epoch: the epoch just finished, 1-based.
+        epochs: the run's total number of epochs.
+        train_loss: mean over the epoch's steps of MATLAB's pixel cross-entropy (nats per pixel).
+        train_accuracy: fraction of the epoch's labelled (not shifted-in) training pixels classified right.
+        val_loss: mean pixel cross-entropy on the unaugmented validation split (nats per pixel).
+        val_accuracy: global pixel accuracy on the validation split, in [0, 1].
+        best_val_accuracy: the highest ``val_accuracy`` so far.
+        seconds: wall time of the epoch, training and validation (0 for a replayed epoch).
+        replayed: an epoch done before a resume, reported again so that observers see every epoch.
+    """
 
     epoch: int
     epochs: int
@@ -54,11 +55,23 @@ class EpochStats:
     val_accuracy: float
     best_val_accuracy: float
     seconds: float
-    replayed: bool = False  # an epoch done before a resume, reported again so observers see every epoch
+    replayed: bool = False
 
 
 @dataclass
 class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        model: the network after the last epoch (in train mode's weights; call ``eval()`` to infer).
+        history: one dict per epoch with the keys of :data:`HISTORY_FIELDS`.
+        best_state: ``state_dict`` of the network with the highest validation accuracy (first such epoch).
+        best_epoch: that epoch, 1-based (0 if no epoch ran).
+        best_val_accuracy: its validation accuracy, in [0, 1].
+        device: the device trained on, e.g. ``"cpu"`` or ``"cuda:0"``.
+        resumed_from_epoch: the epoch the checkpoint it resumed from had reached (0 = a fresh run).
+    """
+
     model: UNet
     history: list[dict]
     best_state: dict[str, torch.Tensor]
@@ -66,15 +79,6 @@ class FitResult:
     best_val_accuracy: float
     device: str
     resumed_from_epoch: int = 0
-
-
-@dataclass
-class RunResult:
-    out_dir: Path
-    test_metrics: dict
-    val_metrics: dict
-    history: list[dict]
-    info: dict = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,39 +94,88 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def versions() -> dict[str, str]:
-    """Versions that decide the numbers of a run."""
-    import scipy
+def draw_augmentation(batch: int, generator: torch.Generator, reflect: bool, translate: float,
+                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Random draws of ``imageDataAugmenter('RandXReflection', reflect, 'RandX/YTranslation', [-t t])``.
 
-    return {"lgeseg": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "scipy": scipy.__version__, "platform": platform.platform(),
-            "cuda": torch.version.cuda or "none"}
+    Args:
+        batch: number of images N.
+        generator: the random source, on ``device``.
+        reflect: reflect left-right with probability 0.5.
+        translate: largest shift t in pixels (0 = no translation).
+        device: where the draws are made.
+
+    Returns:
+        ``flip``, (N,) bool, and ``shift``, (N, 2) float32 (x, y) shifts in pixels, each uniform in [-t, t]
+        (continuous, as MATLAB draws them; zeros when ``translate`` is 0).
+    """
+    flip = torch.rand(batch, generator=generator, device=device) < 0.5 if reflect else \
+        torch.zeros(batch, dtype=torch.bool, device=device)
+    shift = torch.zeros(batch, 2, device=device)
+    if translate > 0:
+        shift = (torch.rand(batch, 2, generator=generator, device=device) * 2 - 1) * translate
+    return flip, shift
+
+
+def warp_batch(images: torch.Tensor, masks: torch.Tensor, flip: torch.Tensor,
+               shift: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reflect, then translate, each image and its mask, as MATLAB's augmenter does with ``imwarp``.
+
+    The output pixel at column x, row y takes the reflected input at (x - dx, y - dy): bilinear for the
+    image with 0 outside it, nearest neighbour for the mask with :data:`IGNORE_INDEX` where the nearest
+    source pixel lies outside (MATLAB's undefined label). Batched on the images' device with
+    ``affine_grid`` / ``grid_sample`` (pixel centres at ``align_corners=False``).
+
+    Args:
+        images: (N, 1, H, W) float images.
+        masks: (N, H, W) integer class indices (:data:`~lgeseg.data.IGNORE_INDEX` for unlabelled pixels).
+        flip: (N,) bool, reflect left-right first.
+        shift: (N, 2) float (dx, dy) shifts in pixels (positive = right, down); None = no translation.
+
+    Returns:
+        The warped (N, 1, H, W) images and (N, H, W) masks, of the input dtypes.
+    """
+    # No data-dependent branches: the loop never waits for the device.
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    masks = torch.where(flip[:, None, None], masks.flip(-1), masks)
+    if shift is None:
+        return images, masks
+    batch, _, height, width = images.shape
+    theta = torch.zeros(batch, 2, 3, device=images.device, dtype=torch.float32)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    # Normalised coordinates span 2 over W (H) pixels: the source of output x is x - dx.
+    theta[:, 0, 2] = -2.0 * shift[:, 0] / width
+    theta[:, 1, 2] = -2.0 * shift[:, 1] / height
+    grid = F.affine_grid(theta, [batch, 1, height, width], align_corners=False)
+    warped = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # Labels + 1, so that the zero padding marks pixels whose nearest source is outside the image.
+    labels = F.grid_sample(masks.unsqueeze(1).float() + 1, grid, mode="nearest", padding_mode="zeros",
+                           align_corners=False)[:, 0]
+    masks = torch.where(labels > 0, labels - 1, torch.full_like(labels, IGNORE_INDEX)).to(masks.dtype)
+    return warped.to(images.dtype), masks
 
 
 def augment_batch(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
-                  reflect: bool, translate: int) -> tuple[torch.Tensor, torch.Tensor]:
+                  reflect: bool, translate: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The study's augmentation for a batch at once, on the batch's device.
 
-    Left-right reflection with p=0.5 and an integer x, y shift uniform in [-translate, translate],
-    identical for image and mask. Pixels shifted in from outside are 0 in the image and IGNORE in the mask.
+    Left-right reflection with p=0.5, then an x and a y shift each uniform in [-translate, translate]
+    pixels, drawn per image and identical for image and mask (:func:`draw_augmentation`,
+    :func:`warp_batch`).
+
+    Args:
+        images: (N, 1, H, W) float images.
+        masks: (N, H, W) integer class indices.
+        generator: the random source, on the batch's device.
+        reflect: reflect left-right with probability 0.5.
+        translate: largest shift in pixels (0 = no translation).
+
+    Returns:
+        The augmented (N, 1, H, W) images and (N, H, W) masks, of the input dtypes. Image pixels shifted in
+        from outside are 0 (bilinear at the border), mask pixels :data:`IGNORE_INDEX`.
     """
-    batch, _, height, width = images.shape
-    device = images.device
-    if reflect:
-        flip = torch.rand(batch, generator=generator, device=device) < 0.5
-        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-        masks = torch.where(flip[:, None, None], masks.flip(-1), masks)
-    if translate > 0:
-        shift = torch.randint(-translate, translate + 1, (2, batch), generator=generator, device=device)
-        rows = torch.arange(height, device=device)[None, :] - shift[0][:, None]
-        cols = torch.arange(width, device=device)[None, :] - shift[1][:, None]
-        inside = (((rows >= 0) & (rows < height))[:, :, None]) & (((cols >= 0) & (cols < width))[:, None, :])
-        r = rows.clamp(0, height - 1)[:, :, None]
-        c = cols.clamp(0, width - 1)[:, None, :]
-        b = torch.arange(batch, device=device)[:, None, None]
-        images = (images[b, 0, r, c] * inside).unsqueeze(1)
-        masks = torch.where(inside, masks[b, r, c], torch.full_like(masks[:, :1, :1], IGNORE))
-    return images, masks
+    flip, shift = draw_augmentation(len(images), generator, reflect, translate, images.device)
+    return warp_batch(images, masks, flip, shift if translate > 0 else None)
 
 
 def _predicted_classes(logits: torch.Tensor) -> torch.Tensor:
@@ -145,19 +198,63 @@ def _predicted_classes(logits: torch.Tensor) -> torch.Tensor:
 
 
 def build_optimizer(model: torch.nn.Module, learning_rate: float, l2: float, mode: str) -> torch.optim.Optimizer:
-    """Adam with L2 on convolution weights only (biases excluded), as MATLAB applies L2Regularization.
+    """Adam with L2 on weights only (biases excluded), as MATLAB applies L2Regularization.
 
     ``coupled`` adds ``l2 * w`` to the gradient before the Adam step (MATLAB); ``decoupled`` is AdamW.
+    Parameters named in the model's ``learn_rate_factors()`` (if it has one; the U-Net's transposed
+    convolution biases: 2) get their own group at ``learning_rate`` times the factor, as MATLAB's
+    ``WeightLearnRateFactor`` / ``BiasLearnRateFactor``.
+
+    Args:
+        model: the network.
+        learning_rate: the global learning rate.
+        l2: the L2 factor of weights (biases get 0, MATLAB's ``BiasL2Factor`` 0).
+        mode: ``coupled`` or ``decoupled``.
+
+    Returns:
+        The optimizer, one parameter group per (weight or bias, learning-rate factor).
     """
-    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
-    biases = [p for name, p in model.named_parameters() if not name.endswith("weight")]
-    groups = [{"params": weights, "weight_decay": l2}, {"params": biases, "weight_decay": 0.0}]
+    factors = model.learn_rate_factors() if hasattr(model, "learn_rate_factors") else {}
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        groups.setdefault((name.endswith("weight"), factors.get(name, 1.0)), []).append(param)
+    param_groups = [{"params": params, "weight_decay": l2 if is_weight else 0.0, "lr": learning_rate * factor}
+                    for (is_weight, factor), params in groups.items()]
     optimizer_class = torch.optim.Adam if mode == "coupled" else torch.optim.AdamW
-    return optimizer_class(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8)
+    return optimizer_class(param_groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, options: dict) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """trainingOptions' ``LearnRateSchedule``, stepped once per epoch; None for ``none``.
+
+    ``piecewise`` multiplies every group's learning rate by ``lr_drop_factor`` every ``lr_drop_period``
+    epochs: epoch e (1-based) trains at ``learning_rate * factor ** ((e - 1) // period)``.
+
+    Args:
+        optimizer: from :func:`build_optimizer`.
+        options: the ``train`` section of a run config.
+
+    Returns:
+        A ``StepLR``, or None.
+    """
+    if options["lr_schedule"] == "none":
+        return None
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=options["lr_drop_period"],
+                                           gamma=options["lr_drop_factor"])
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: CUDA, or a CPU with AVX-512 BF16 or AMX (oneDNN's bf16
+    kernels). Elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return True
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu has no public check
+    return device.type == "cpu" and any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def _autocast(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    """bf16 autocast for ``bf16``, and for ``auto`` where the device computes bf16 natively; else nothing."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
 
@@ -189,10 +286,10 @@ def _validate(model: UNet, images: torch.Tensor, masks: torch.Tensor, precision:
         y = masks[start:start + batch_size].long()
         with _autocast(images.device, precision):
             logits = model(images[start:start + batch_size])
-        loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE, reduction="sum")
-        correct += (_predicted_classes(logits) == y).sum()  # predictions are never IGNORE
+        loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
+        correct += (_predicted_classes(logits) == y).sum()  # predictions are never IGNORE_INDEX
     # The loss is divided by all pixels (as in training), the accuracy counts labelled pixels only.
-    return loss_sum.item() / masks.numel(), correct.item() / max(1, int((masks != IGNORE).sum()))
+    return loss_sum.item() / masks.numel(), correct.item() / max(1, int((masks != IGNORE_INDEX).sum()))
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -210,9 +307,12 @@ def _write_history(history: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _model_spec(config: dict, dataset: Dataset) -> dict:
-    return {"in_channels": 1, "num_classes": len(dataset.labels), "width": config["model"]["width"],
-            "depth": config["model"]["depth"], "image_size": list(dataset.images.shape[1:])}
+def model_spec(config: dict, dataset: Dataset) -> dict:
+    """The keyword arguments of the run's :class:`~lgeseg.unet.UNet`, as stored in its checkpoints."""
+    model = config["model"]
+    return {"in_channels": 1, "num_classes": len(dataset.labels), "width": model["width"],
+            "depth": model["depth"], "image_size": list(dataset.images.shape[1:]),
+            "normalization": model["normalization"], "normalization_dimension": model["normalization_dimension"]}
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[UNet, dict]:
@@ -230,21 +330,37 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
         record: dict | None = None) -> FitResult:
     """Train one network; resumes from ``out_dir/last.pt`` when it exists.
 
-    ``record`` is stored in both checkpoints as is (:func:`run` puts the data and split fingerprints
-    there, so a run continued on changed data is refused).
-
     A resumed run ends with the same weights as an uninterrupted one: the checkpoint carries the model,
     the optimizer, the epoch, the history and every RNG state the loop draws from. On resume the epochs
     already done are first passed to ``on_epoch`` again (``replayed=True``), so an observer that missed
     them (a driver that died) sees the whole run in order.
+
+    Args:
+        config: a validated run config (:func:`lgeseg.config.run_config`); ``seed``, ``model`` and ``train``
+            are read.
+        dataset: the data set; images (N, H, W) in [0, 1], masks (N, H, W) class indices.
+        split: indices into ``dataset`` of the training and validation images (the test split is not read).
+        out_dir: folder for ``last.pt``, ``best.pt`` and ``history.csv``; created if missing.
+        on_epoch: called with the :class:`EpochStats` of every finished (or replayed) epoch.
+        progress: show a progress bar (epochs, loss, validation accuracy; :mod:`lgeseg.progress`).
+        record: stored in both checkpoints as is (:func:`lgeseg.run.run` puts the data and split
+            fingerprints there, so a run continued on changed data is refused).
+
+    Returns:
+        The :class:`FitResult`.
+
+    Raises:
+        TrainingError: the batch is larger than the training split, ``train.device`` is unusable,
+            ``last.pt`` was made with another config, or the loss became NaN or infinite (naming the epoch
+            and batch).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tcfg = config["train"]
-    epochs, batch_size = tcfg["epochs"], tcfg["batch_size"]
-    device = resolve_device(tcfg["device"])
-    precision = tcfg["precision"]
-    channels_last = tcfg["channels_last"] is True or (tcfg["channels_last"] == "auto" and device.type == "cuda")
+    options = config["train"]  # MATLAB's trainingOptions
+    epochs, batch_size = options["epochs"], options["batch_size"]
+    device = resolve_device(options["device"])
+    precision = options["precision"]
+    channels_last = options["channels_last"] is True or (options["channels_last"] == "auto" and device.type == "cuda")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     torch.manual_seed(config["seed"])
@@ -260,13 +376,18 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
         raise TrainingError(f"train.batch_size {batch_size} is larger than the training split "
                             f"({len(split.train)} images)")
 
-    spec = _model_spec(config, dataset)
+    spec = model_spec(config, dataset)
     model = UNet(**{**spec, "image_size": tuple(spec["image_size"])}).to(device)
-    model.set_mean_image(x_train.mean(0))
+    model.normalize.fit(x_train)  # imageInputLayer's statistics, from the training split
     model = model.to(memory_format=memory_format)
-    optimizer = build_optimizer(model, tcfg["learning_rate"], tcfg["l2"], tcfg["l2_mode"])
+    optimizer = build_optimizer(model, options["learning_rate"], options["l2"], options["l2_mode"])
+    scheduler = build_scheduler(optimizer, options)
+    # Shuffle 'once' (MATLAB's default): one order for every epoch, drawn before the first; with the last
+    # partial mini-batch dropped, the same images are then left out of every epoch, as in MATLAB.
+    fixed_order = torch.randperm(len(split.train), generator=generator, device=device) \
+        if options["shuffle"] == "once" else None
 
-    chash = config_hash(config)
+    config_digest = config_hash(config)
     history: list[dict] = []
     best_epoch, best_acc = 0, -1.0
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -274,11 +395,13 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
     last_path, best_path = out / "last.pt", out / "best.pt"
     if last_path.exists():
         ckpt = torch.load(last_path, map_location=device, weights_only=True)
-        if ckpt.get("config_hash") != chash:
+        if ckpt.get("config_hash") != config_digest:
             raise TrainingError(f"{last_path}: checkpoint was made with another config; "
                                 f"use a new output folder or delete it")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng_cpu"])
         if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
@@ -289,10 +412,11 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
             best_state = torch.load(best_path, map_location=device, weights_only=True)["model"]
 
     def save_checkpoints(epoch: int) -> None:
-        meta = {"model_spec": spec, "labels": dataset.labels, "config_hash": chash, **(record or {})}
+        meta = {"model_spec": spec, "labels": dataset.labels, "config_hash": config_digest, **(record or {})}
         _save_atomic({**meta, "model": best_state, "epoch": best_epoch, "val_accuracy": best_acc}, best_path)
         _save_atomic({
-            **meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+            **meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None, "epoch": epoch,
             "history": history, "best_epoch": best_epoch, "best_val_accuracy": best_acc,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
@@ -313,12 +437,13 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
         from .progress import progress_bar  # a live bar on a terminal, one plain line per epoch in a log
 
         bar = progress_bar(total=epochs, initial=start_epoch, desc="train", unit="epoch")
-    augment = tcfg["augment"]
+    augment = options["augment"]
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
             started = time.perf_counter()
             model.train()
-            order = torch.randperm(len(split.train), generator=generator, device=device)
+            order = fixed_order if fixed_order is not None else \
+                torch.randperm(len(split.train), generator=generator, device=device)
             losses = torch.zeros(steps, device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
             counted = torch.zeros((), device=device, dtype=torch.int64)
@@ -331,19 +456,21 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
                     logits = model(x.contiguous(memory_format=memory_format))
                 # MATLAB's pixel classification layer: summed cross-entropy over the labelled pixels divided
                 # by all pixels of the batch (N*H*W), so pixels shifted in from outside count as zeros.
-                loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE, reduction="sum") / y.numel()
+                loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum") / y.numel()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 losses[step] = loss.detach()
-                # Predictions are class indices < num_classes, never IGNORE, so no mask is needed here.
+                # Predictions are class indices < num_classes, never IGNORE_INDEX, so no mask is needed here.
                 correct += (_predicted_classes(logits.detach()) == y).sum()
-                counted += (y != IGNORE).sum()
+                counted += (y != IGNORE_INDEX).sum()
             finite = torch.isfinite(losses)
             if not bool(finite.all()):
                 bad = int((~finite).nonzero()[0])
                 raise TrainingError(f"loss became {losses[bad].item()} at epoch {epoch}, batch {bad + 1}/{steps}; "
                                     f"try a smaller train.learning_rate")
+            if scheduler is not None:
+                scheduler.step()
             val_loss, val_acc = _validate(model, x_val, y_val, precision)
             if val_acc > best_acc:
                 best_epoch, best_acc = epoch, val_acc
@@ -352,7 +479,7 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
                    "train_accuracy": correct.item() / max(1, counted.item()),
                    "val_loss": val_loss, "val_accuracy": val_acc}
             history.append(row)
-            if epoch % tcfg["checkpoint_every"] == 0 or epoch == epochs:
+            if epoch % options["checkpoint_every"] == 0 or epoch == epochs:
                 save_checkpoints(epoch)
             _write_history(history, out / "history.csv")
             stats = EpochStats(epoch=epoch, epochs=epochs, train_loss=row["train_loss"],
@@ -370,101 +497,6 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
                      best_val_accuracy=best_acc, device=str(device), resumed_from_epoch=start_epoch)
 
 
-def _write_predictions(folder: Path, pred: np.ndarray, files: list[str], labels: dict[str, int]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for mask, name in zip(pred, files):
-        write_mask(folder / name, mask, labels)
-
-
-def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None] | None = None,
-        progress: bool = False, dataset: Dataset | None = None) -> RunResult:
-    """One complete run: split, train (or resume), select, evaluate, and write all outputs to ``out_dir``.
-
-    Outputs: ``config.yaml``, ``split.json``, ``history.csv``, ``best.pt``, ``last.pt``, ``metrics.json``
-    (test split), ``val_metrics.json``, ``predictions/<file>.png`` (test split, dataset pixel values) and
-    ``run.json`` (seed, hashes, data fingerprint, device, wall time, versions). A run whose ``run.json``
-    says it finished is read back, not redone.
-
-    Before anything is written, images the network cannot take (``model.depth``, ``model.pad``; see
-    :mod:`lgeseg.padding`) raise :class:`~lgeseg.errors.ConfigError`, and a folder whose ``run.json`` or
-    ``last.pt`` was made from other data or another split raises :class:`~lgeseg.errors.DataError` naming
-    the first differing file (:mod:`lgeseg.fingerprint`). With ``model.pad`` the network trains on padded
-    images and predictions are cropped back, so metrics and predictions cover the original pixels only.
-    """
-    config = run_config(config)
-    out = Path(out_dir)
-    started = time.time()
-    # Data and config meet here: every check comes before anything is written.
-    dataset = dataset if dataset is not None else load_dataset(config["data"])
-    height, width = dataset.images.shape[1:]
-    check_size(height, width, config["model"]["depth"], config["model"]["pad"])
-    s = config["split"]
-    split = split_dataset(dataset, s["train"], s["val"], s["test"], seed=s["seed"])
-    split_info = split.to_json(dataset)
-    written = out / "config.yaml"
-    if written.exists() and config_hash(safe_load(written.read_text())) != config_hash(config):
-        raise TrainingError(f"{out}: holds a run with another config; use a new output folder or delete it")
-    fingerprint = data_fingerprint(dataset)
-    what, stored_data, stored_split = recorded_fingerprints(out)
-    check_same(what, stored_data, stored_split, fingerprint, split_info, "use a new --out")
-
-    out.mkdir(parents=True, exist_ok=True)
-    info_path = out / "run.json"
-    if info_path.exists() and (out / "metrics.json").exists():
-        info = json.loads(info_path.read_text())
-        if info.get("finished") and info.get("config_hash") == config_hash(config):
-            return _read_back(out, info)
-
-    (out / "split.json").write_text(json.dumps(split_info, indent=1))
-    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-
-    trained_on = pad_dataset(dataset, config["model"]["depth"]) if config["model"]["pad"] else dataset
-    result = fit(config, trained_on, split, out, on_epoch=on_epoch, progress=progress,
-                 record={"data_fingerprint": fingerprint, "split": split_info})
-    model = result.model
-    selected_epoch = len(result.history)
-    if config["train"]["select"] == "best_val":
-        model.load_state_dict(result.best_state)
-        selected_epoch = result.best_epoch
-
-    device = next(model.parameters()).device
-    classes = list(dataset.labels)
-    outputs = {}
-    for name in ("test", "val"):
-        idx = getattr(split, name)
-        x = torch.from_numpy(trained_on.images[idx]).unsqueeze(1).to(device)
-        pred = crop(predict(model, x, config["train"]["precision"]).cpu().numpy(), height, width)
-        outputs[name] = (pred, evaluate(pred, dataset.masks[idx], classes, [dataset.files[i] for i in idx]))
-    test_pred, test_metrics = outputs["test"]
-    # The floor a network must clearly beat: the training split's majority class predicted everywhere.
-    majority = majority_class(dataset.masks[split.train], len(classes))
-    baseline = {name: trivial_baseline(dataset.masks[getattr(split, name)], classes, majority)
-                for name in ("val", "test")}
-    val_metrics = outputs["val"][1]
-    _write_predictions(out / "predictions", test_pred, [dataset.files[i] for i in split.test], dataset.labels)
-    write_json(val_metrics, out / "val_metrics.json")
-    write_json(test_metrics, out / "metrics.json")
-
-    info = {
-        "finished": True, "seed": config["seed"], "l2": config["train"]["l2"],
-        "config_hash": config_hash(config), "split_hash": split_info["hash"], "data_fingerprint": fingerprint,
-        "data_dir": str(dataset.root), "synthetic": dataset.synthetic, "labels": dataset.labels,
-        "device": result.device, "epochs_run": len(result.history), "selected_epoch": selected_epoch,
-        "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy, "baseline": baseline,
-        "resumed_from_epoch": result.resumed_from_epoch, "wall_time_s": round(time.time() - started, 3),
-        "versions": versions(), "command": sys.argv,
-    }
-    info_path.write_text(json.dumps(json_safe(info), indent=1, allow_nan=False))
-    return _read_back(out, info)
-
-
-def _read_back(out: Path, info: dict) -> RunResult:
-    """A finished run's outputs as written (metrics with NaN as None, as in the JSON files)."""
-    with (out / "history.csv").open() as f:
-        history = [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-    return RunResult(out, json.loads((out / "metrics.json").read_text()),
-                     json.loads((out / "val_metrics.json").read_text()), history, info)
-
-
-__all__ = ["EpochStats", "FitResult", "RunResult", "augment_batch", "build_optimizer", "fit", "load_model",
-           "predict", "resolve_device", "run", "versions"]
+__all__ = ["HISTORY_FIELDS", "EpochStats", "FitResult", "augment_batch", "build_optimizer",
+           "build_scheduler", "draw_augmentation", "fit", "load_model", "model_spec", "predict", "resolve_device",
+           "warp_batch"]

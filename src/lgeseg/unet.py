@@ -3,16 +3,18 @@
 Encoder stage: conv3x3-ReLU-conv3x3-ReLU (same padding), then 2x2 max pool, stride 2; dropout 0.5 closes
 the last encoder stage and the bridge. Decoder stage: 2x2 stride-2 transposed conv + ReLU, concatenate
 the skip, conv-ReLU-conv-ReLU. A 1x1 conv gives the class scores. No batch norm; He-normal weights and
-zero biases. Input normalisation is MATLAB's ``imageInputLayer`` default, 'zerocenter': the training
-split's mean image is subtracted, and it is stored in the model (``mean_image`` buffer). Images arrive in
-[0, 1] and are first brought back to the 0-255 range of the uint8 images MATLAB feeds the network
-(``input_scale``); with He-initialised weights that range decides how fast the first layers learn.
+zero biases; the transposed convolutions' biases learn at twice the learning rate
+(``BiasLearnRateFactor`` 2, see :meth:`UNet.learn_rate_factors`). The input layer is ``imageInputLayer``'s
+normalisation (:class:`~lgeseg.normalization.InputNormalization`; 'zerocenter' by default), whose training
+statistics are stored in the model (``normalize.*`` buffers).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .normalization import InputNormalization
 
 
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -29,13 +31,25 @@ class UNet(nn.Module):
 
     With the defaults (width 64, depth 4, 1 input channel, 3 classes) it has 31,030,723 parameters,
     exactly as MATLAB's ``unetLayers([128 128 1], 3)``.
+
+    Args:
+        in_channels: image channels C.
+        num_classes: classes of the output scores.
+        width: filters of the first encoder stage (doubling per stage; 64 = MATLAB).
+        depth: encoder stages (4 = MATLAB).
+        image_size: (H, W) of the images, needed by element-wise normalisation statistics.
+        input_scale: factor taking the [0, 1] input to MATLAB's uint8 range (255) before normalising.
+        normalization: ``imageInputLayer``'s ``Normalization`` (see :mod:`lgeseg.normalization`).
+        normalization_dimension: its ``NormalizationDimension``: ``channel``, ``element`` or ``all``.
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 3, width: int = 64, depth: int = 4,
-                 image_size: tuple[int, int] = (128, 128), input_scale: float = 255.0) -> None:
+                 image_size: tuple[int, int] = (128, 128), input_scale: float = 255.0,
+                 normalization: str = "zerocenter", normalization_dimension: str = "channel") -> None:
         super().__init__()
         self.depth = depth
-        self.input_scale = input_scale
+        self.normalize = InputNormalization(normalization, normalization_dimension, in_channels, image_size,
+                                            input_scale)
         widths = [width * 2**i for i in range(depth + 1)]
         self.encoders = nn.ModuleList(
             _double_conv(c_in, c_out) for c_in, c_out in zip([in_channels] + widths[:-2], widths[:-1])
@@ -46,7 +60,6 @@ class UNet(nn.Module):
         self.upconvs = nn.ModuleList(nn.ConvTranspose2d(c, c // 2, 2, stride=2) for c in widths[:0:-1])
         self.decoders = nn.ModuleList(_double_conv(c, c // 2) for c in widths[:0:-1])
         self.head = nn.Conv2d(widths[0], num_classes, 1)
-        self.register_buffer("mean_image", torch.zeros(1, in_channels, *image_size))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -56,12 +69,26 @@ class UNet(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
 
-    def set_mean_image(self, mean_image: torch.Tensor) -> None:
-        """Store the training split's mean image, given in [0, 1] (the 'zerocenter' normalisation)."""
-        self.mean_image.copy_(mean_image.reshape(self.mean_image.shape) * self.input_scale)
+    def learn_rate_factors(self) -> dict[str, float]:
+        """Per-parameter learning-rate factors other than 1, by parameter name.
+
+        ``unetLayers`` gives each transposed convolution ``BiasLearnRateFactor`` 2: its bias learns at
+        twice the global learning rate. :func:`lgeseg.train.build_optimizer` reads this.
+        """
+        return {f"upconvs.{i}.bias": 2.0 for i in range(len(self.upconvs))}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self.input_scale - self.mean_image
+        """Class scores of a batch of images.
+
+        Args:
+            x: (N, in_channels, H, W) images in [0, 1] (MATLAB's uint8 range divided by 255), H and W
+                divisible by ``2**depth``.
+
+        Returns:
+            (N, num_classes, H, W) unnormalised class scores (logits; MATLAB's softmax layer is left to
+            the loss).
+        """
+        x = self.normalize(x)
         skips = []
         for i, encoder in enumerate(self.encoders):
             x = encoder(x)

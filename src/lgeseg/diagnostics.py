@@ -1,0 +1,81 @@
+"""Signs that a run is not learning, as one-line warnings that name the likely fixes.
+
+Two signs, both cheap to read off a finished run:
+
+- the final network's validation MeanIoU is not clearly above the trivial baseline (the training split's
+  majority class predicted everywhere, :func:`lgeseg.metrics.trivial_baseline`): it has not learned to
+  segment; "clearly" means by at least :data:`MARGIN` of the headroom ``1 - baseline``;
+- the training loss stalls at the start: over the :data:`STALL_EPOCHS` epochs after the first it never
+  falls below ``1 - STALL_FALL`` of epoch 2's value (epoch 1 is skipped: its mean holds the first, steep
+  descent from the random start to "background everywhere", where slow runs then sit).
+
+:func:`lgeseg.run.run` records them in ``run.json`` (``warnings``) and logs them; the CLI shows them.
+"""
+
+from __future__ import annotations
+
+import math
+
+#: Fraction of the headroom above the baseline's MeanIoU that a network must reach to count as learning.
+MARGIN = 0.1
+#: Epochs after the first over which a stalled training loss is looked for.
+STALL_EPOCHS = 5
+#: Relative fall of the training loss below which those epochs count as stalled.
+STALL_FALL = 0.02
+
+FIXES = ("more train.epochs, another train.learning_rate (e.g. 1.0e-3 for a thin U-Net), "
+         "or model.normalization: zscore")
+
+
+def below_baseline(val_miou: float | None, baseline_miou: float | None) -> str | None:
+    """A warning if the validation MeanIoU is not clearly above the baseline's, else None.
+
+    Args:
+        val_miou: the selected network's validation MeanIoU, in [0, 1] (None or NaN: undefined).
+        baseline_miou: the majority-class baseline's validation MeanIoU, in [0, 1] (None or NaN: no check).
+
+    Returns:
+        One line naming both values and the likely fixes, or None.
+    """
+    if baseline_miou is None or math.isnan(baseline_miou):
+        return None
+    if val_miou is not None and not math.isnan(val_miou) and \
+            val_miou - baseline_miou >= MARGIN * (1.0 - baseline_miou):
+        return None
+    shown = "undefined" if val_miou is None or math.isnan(val_miou) else f"{val_miou:.3f}"
+    return (f"not learning: validation MeanIoU {shown} is not clearly above the majority-class baseline "
+            f"{baseline_miou:.3f}; try {FIXES}")
+
+
+def stalled_loss(train_losses: list[float]) -> str | None:
+    """A warning if the training loss stopped falling at the start of the run, else None.
+
+    Args:
+        train_losses: the mean training loss of each epoch, in order (nats per pixel).
+
+    Returns:
+        One line naming the epochs and losses and the likely fixes, or None (also for runs shorter than
+        ``STALL_EPOCHS + 1`` epochs).
+    """
+    if len(train_losses) < STALL_EPOCHS + 1:
+        return None
+    start, window = train_losses[1], train_losses[2:STALL_EPOCHS + 1]
+    if min(window) < (1.0 - STALL_FALL) * start:
+        return None
+    return (f"training loss stalled at the start: {start:.4f} at epoch 2, lowest {min(window):.4f} over epochs "
+            f"3-{STALL_EPOCHS + 1} (less than {STALL_FALL:.0%} lower); try {FIXES}")
+
+
+def learning_warnings(history: list[dict], val_miou: float | None, baseline_miou: float | None) -> list[str]:
+    """Every warning a finished run deserves.
+
+    Args:
+        history: one dict per epoch with at least ``train_loss``.
+        val_miou: the selected network's validation MeanIoU.
+        baseline_miou: the majority-class baseline's validation MeanIoU.
+
+    Returns:
+        The warnings, possibly none.
+    """
+    found = [stalled_loss([row["train_loss"] for row in history]), below_baseline(val_miou, baseline_miou)]
+    return [line for line in found if line is not None]

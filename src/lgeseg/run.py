@@ -1,0 +1,185 @@
+"""One complete training run and everything it writes.
+
+:func:`run` is the run around the training loop of :mod:`lgeseg.train`: load the data, split it, fit (or
+resume), pick the network, evaluate it on the validation and test splits and write every output next to the
+config, split and package versions that produced it. A finished run is read back, not redone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from . import __version__
+from .config import config_hash, run_config, safe_load
+from .data import Dataset, load_dataset, split_dataset, write_mask
+from .diagnostics import learning_warnings
+from .errors import TrainingError
+from .fingerprint import check_same, data_fingerprint, recorded_fingerprints
+from .metrics import evaluate, json_safe, majority_class, trivial_baseline, write_json
+from .padding import check_size, crop, pad_dataset
+from .train import EpochStats, fit, predict
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """A finished run's outputs, as written to its folder.
+
+    Attributes:
+        out_dir: the run folder.
+        test_metrics: the metrics JSON (see :func:`lgeseg.metrics.evaluate`) of the selected network on the
+            test split, NaN as ``None``.
+        val_metrics: the same on the validation split.
+        history: one dict per epoch with the keys of :data:`lgeseg.train.HISTORY_FIELDS`.
+        info: the content of ``run.json`` (seed, hashes, device, epochs, wall time in s, versions, baseline).
+    """
+
+    out_dir: Path
+    test_metrics: dict
+    val_metrics: dict
+    history: list[dict]
+    info: dict = field(default_factory=dict)
+
+
+def versions() -> dict[str, str]:
+    """Versions that decide the numbers of a run."""
+    import scipy
+
+    return {"lgeseg": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "scipy": scipy.__version__, "platform": platform.platform(),
+            "cuda": torch.version.cuda or "none"}
+
+
+def _write_predictions(folder: Path, pred: np.ndarray, files: list[str], labels: dict[str, int]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for mask, name in zip(pred, files):
+        write_mask(folder / name, mask, labels)
+
+
+def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None] | None = None,
+        progress: bool = False, dataset: Dataset | None = None) -> RunResult:
+    """One complete run: split, train (or resume), select, evaluate, and write all outputs to ``out_dir``.
+
+    Outputs: ``config.yaml``, ``split.json``, ``history.csv``, ``best.pt``, ``last.pt``, ``metrics.json``
+    (test split), ``val_metrics.json``, ``predictions/<file>.png`` (test split, dataset pixel values) and
+    ``run.json`` (seed, hashes, data fingerprint, device, wall time, versions, the majority-class
+    ``baseline`` and the not-learning ``warnings`` of :mod:`lgeseg.diagnostics`, each also logged as a
+    warning). A run whose ``run.json`` says it finished with the same config is read back, not redone.
+
+    Before anything is written, images the network cannot take (``model.depth``, ``model.pad``; see
+    :mod:`lgeseg.padding`) raise :class:`~lgeseg.errors.ConfigError`, and a folder whose ``run.json`` or
+    ``last.pt`` was made from other data or another split raises :class:`~lgeseg.errors.DataError` naming
+    the first differing file (:mod:`lgeseg.fingerprint`). With ``model.pad`` the network trains on padded
+    images and predictions are cropped back, so metrics and predictions cover the original pixels only.
+
+    Args:
+        config: a run config (validated here with :func:`lgeseg.config.run_config`).
+        out_dir: the run folder; created if missing. A folder holding ``last.pt`` of the same config resumes.
+        on_epoch: called after every epoch with its :class:`~lgeseg.train.EpochStats` (see :func:`fit`).
+        progress: show a tqdm progress bar.
+        dataset: the data set, if already loaded; else ``config["data"]`` is loaded (None = the phantom).
+
+    Returns:
+        The :class:`RunResult` as read back from the folder.
+
+    Raises:
+        ConfigError: ``config`` has an unknown key or a bad value, or the images do not fit the network.
+        DataError: the data set cannot be read or split, or ``out_dir`` holds a run of other data.
+        TrainingError: ``out_dir`` holds a run of another config, or training fails (see :func:`fit`).
+    """
+    config = run_config(config)
+    out = Path(out_dir)
+    started = time.time()
+    # Data and config meet here: every check comes before anything is written.
+    dataset = dataset if dataset is not None else load_dataset(config["data"])
+    height, width = dataset.images.shape[1:]
+    check_size(height, width, config["model"]["depth"], config["model"]["pad"])
+    s = config["split"]
+    split = split_dataset(dataset, s["train"], s["val"], s["test"], seed=s["seed"])
+    split_info = split.to_json(dataset)
+    written = out / "config.yaml"
+    if written.exists() and config_hash(safe_load(written.read_text())) != config_hash(config):
+        raise TrainingError(f"{out}: holds a run with another config; use a new output folder or delete it")
+    fingerprint = data_fingerprint(dataset)
+    what, stored_data, stored_split = recorded_fingerprints(out)
+    check_same(what, stored_data, stored_split, fingerprint, split_info, "use a new --out")
+
+    out.mkdir(parents=True, exist_ok=True)
+    info_path = out / "run.json"
+    if info_path.exists() and (out / "metrics.json").exists():
+        info = json.loads(info_path.read_text())
+        if info.get("finished") and info.get("config_hash") == config_hash(config):
+            return _read_back(out, info)
+
+    (out / "split.json").write_text(json.dumps(split_info, indent=1))
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    trained_on = pad_dataset(dataset, config["model"]["depth"]) if config["model"]["pad"] else dataset
+    result = fit(config, trained_on, split, out, on_epoch=on_epoch, progress=progress,
+                 record={"data_fingerprint": fingerprint, "split": split_info})
+    model = result.model
+    selected_epoch = len(result.history)
+    if config["train"]["select"] == "best_val":
+        model.load_state_dict(result.best_state)
+        selected_epoch = result.best_epoch
+
+    device = next(model.parameters()).device
+    classes = list(dataset.labels)
+    outputs = {}
+    for name in ("test", "val"):
+        idx = getattr(split, name)
+        x = torch.from_numpy(trained_on.images[idx]).unsqueeze(1).to(device)
+        pred = crop(predict(model, x, config["train"]["precision"]).cpu().numpy(), height, width)
+        outputs[name] = (pred, evaluate(pred, dataset.masks[idx], classes, [dataset.files[i] for i in idx]))
+    test_pred, test_metrics = outputs["test"]
+    # The floor a network must clearly beat: the training split's majority class predicted everywhere.
+    majority = majority_class(dataset.masks[split.train], len(classes))
+    baseline = {name: trivial_baseline(dataset.masks[getattr(split, name)], classes, majority)
+                for name in ("val", "test")}
+    val_metrics = outputs["val"][1]
+    warnings = learning_warnings(result.history, val_metrics["dataset"]["MeanIoU"], baseline["val"]["MeanIoU"])
+    _write_predictions(out / "predictions", test_pred, [dataset.files[i] for i in split.test], dataset.labels)
+    write_json(val_metrics, out / "val_metrics.json")
+    write_json(test_metrics, out / "metrics.json")
+
+    info = {
+        "finished": True, "seed": config["seed"], "l2": config["train"]["l2"],
+        "config_hash": config_hash(config), "split_hash": split_info["hash"], "data_fingerprint": fingerprint,
+        "data_dir": str(dataset.root), "synthetic": dataset.synthetic, "labels": dataset.labels,
+        "device": result.device, "epochs_run": len(result.history), "selected_epoch": selected_epoch,
+        "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy, "baseline": baseline,
+        "warnings": warnings,
+        "resumed_from_epoch": result.resumed_from_epoch, "wall_time_s": round(time.time() - started, 3),
+        "versions": versions(), "command": sys.argv,
+    }
+    info_path.write_text(json.dumps(json_safe(info), indent=1, allow_nan=False))
+    return _read_back(out, info)
+
+
+def _read_back(out: Path, info: dict) -> RunResult:
+    """A finished run's outputs as written (metrics with NaN as None, as in the JSON files).
+
+    The run's not-learning warnings (:mod:`lgeseg.diagnostics`) go to this module's logger each time.
+    """
+    for line in info.get("warnings", []):
+        logger.warning("%s: %s", out, line)
+    with (out / "history.csv").open() as f:
+        history = [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+    return RunResult(out, json.loads((out / "metrics.json").read_text()),
+                     json.loads((out / "val_metrics.json").read_text()), history, info)
+
+
+__all__ = ["RunResult", "run", "versions"]

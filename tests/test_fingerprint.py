@@ -19,7 +19,7 @@ from lgeseg.fingerprint import (
     data_fingerprint,
     split_difference,
 )
-from lgeseg.train import run
+from lgeseg.run import run
 
 
 def fingerprint(root: Path) -> dict:

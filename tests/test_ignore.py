@@ -101,7 +101,7 @@ def _with_unlabelled(root, value=7):
 
 
 def test_training_and_metrics_leave_out_unlabelled_pixels(make_dataset_dir, tiny_run_config, tmp_path):
-    from lgeseg.train import run
+    from lgeseg.run import run
 
     root = _with_unlabelled(make_dataset_dir())
     dataset = load_dataset(root)

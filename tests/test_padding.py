@@ -10,7 +10,7 @@ from PIL import Image
 
 from lgeseg.errors import ConfigError
 from lgeseg.padding import check_size, crop, pad_dataset, padded_size
-from lgeseg.train import run
+from lgeseg.run import run
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from lgeseg.errors import ConfigError
 from lgeseg.progress import LineProgress, progress_bar
-from lgeseg.train import run
+from lgeseg.run import run
 
 
 class FakeClock:

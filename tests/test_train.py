@@ -13,10 +13,9 @@ from torch import nn
 
 import lgeseg.train as train_mod
 from lgeseg.config import config_hash
-from lgeseg.data import split_dataset
+from lgeseg.data import IGNORE_INDEX, split_dataset
 from lgeseg.errors import TrainingError
 from lgeseg.train import (
-    IGNORE_INDEX,
     augment_batch,
     build_optimizer,
     draw_augmentation,

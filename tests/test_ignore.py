@@ -129,7 +129,7 @@ def test_validation_loss_and_accuracy_skip_ignored_pixels(make_dataset):
     torch.manual_seed(0)
     model = UNet(width=4, depth=2, image_size=(16, 16))
     loss, accuracy = _validate(model, images, masks, "fp32")
-    pred = predict(model, images)
+    pred = predict(model, images, "fp32")  # as _validate above (auto may be bf16 on this CPU)
     labelled = masks != U
     assert accuracy == pytest.approx((pred == masks)[labelled].double().mean().item())
     expected = F.cross_entropy(model(images), masks.long(), ignore_index=U, reduction="sum") / masks.numel()

@@ -40,7 +40,7 @@ def test_paper_yaml_is_the_study_protocol():
     assert study["train"]["select"] == "final"
     assert study["train"]["augment"] == {"reflect": True, "translate": 10}
     assert study["grid"]["l2"] == [5e-3, 5e-4, 5e-5]
-    assert study["model"] == {"width": 64, "depth": 4, "pad": False}
+    assert {k: study["model"][k] for k in ("architecture", "width", "depth", "pad")} == {"architecture": "matlab-unet", "width": 64, "depth": 4, "pad": False}
     assert study["split"] == {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0}
     assert study["retune"]["check_fraction"] == 0.1
     assert study["retune"]["target_accuracy"] == 0.9
@@ -59,9 +59,10 @@ def test_paper_yaml_equals_the_built_in_defaults():
 def test_run_defaults_are_matlab_r2020b():
     t = RUN_DEFAULTS["train"]
     assert (t["epochs"], t["batch_size"], t["learning_rate"], t["l2"]) == (180, 16, 1e-4, 5e-4)
-    assert t["l2_mode"] == "coupled" and t["select"] == "final"
+    assert t["l2_mode"] == "coupled" and t["select"] == "final" and t["loss"] == "cross-entropy"
     assert t["augment"] == {"reflect": True, "translate": 10}
-    assert RUN_DEFAULTS["model"] == {"width": 64, "depth": 4, "pad": False}
+    m = RUN_DEFAULTS["model"]
+    assert (m["architecture"], m["normalization"], m["width"], m["depth"], m["pad"]) == ("matlab-unet", "zerocenter", 64, 4, False)
     assert "l2" not in STUDY_DEFAULTS["train"]  # L2 comes from the grid only
 
 

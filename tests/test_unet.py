@@ -147,10 +147,10 @@ def _first_conv_input(model: UNet, x: torch.Tensor) -> torch.Tensor:
 
 def test_mean_image_buffer_starts_at_zero_and_is_saved():
     model = tiny()
-    assert "mean_image" in model.state_dict()
+    assert "normalization.mean" in model.state_dict()
     assert model.mean_image.shape == (1, 1, 16, 16)
     assert torch.count_nonzero(model.mean_image) == 0
-    assert "mean_image" not in dict(model.named_parameters())
+    assert not any(name.startswith("normalization") for name, _ in model.named_parameters())
 
 
 def test_zerocenter_in_0_255_scale():

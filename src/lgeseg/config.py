@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .losses import LOSSES
+from .models import MODEL_DEFAULTS, check_model
 
 
 class _Loader(yaml.SafeLoader):
@@ -45,12 +47,13 @@ RUN_DEFAULTS: dict[str, Any] = {
     "data": None,  # dataset folder; None = the built-in synthetic phantom
     "seed": 0,  # weights init, shuffling, augmentation, dropout
     "split": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0},
-    "model": {"width": 64, "depth": 4, "pad": False},  # pad: images up to multiples of 2**depth
+    "model": MODEL_DEFAULTS,  # architecture, normalization and each architecture's options (lgeseg.models)
     "train": {
         "epochs": 180,
         "batch_size": 16,
         "learning_rate": 1.0e-4,
         "l2": 5.0e-4,
+        "loss": "cross-entropy",  # cross-entropy (MATLAB) | dice-ce | dice | focal (lgeseg.losses)
         "l2_mode": "coupled",  # coupled = MATLAB (L2 added to the gradient); decoupled = AdamW
         "select": "final",  # final = the last network, as MATLAB R2020b returns; best_val
         "augment": {"reflect": True, "translate": 10},
@@ -66,6 +69,7 @@ NULLABLE = {"data"}
 CHOICES = {
     "train.l2_mode": ("coupled", "decoupled"),
     "train.select": ("final", "best_val"),
+    "train.loss": LOSSES,
     "train.precision": ("auto", "fp32", "bf16"),
 }
 
@@ -202,6 +206,7 @@ def check_split(split: dict, where: str = "split") -> None:
 def check_model_train(config: dict) -> None:
     """Range checks shared by run and study configs."""
     check_choices(config)
+    check_model(config["model"])
     check_split(config["split"])
     for key in ("model.width", "model.depth", "train.epochs", "train.batch_size", "train.learning_rate",
                 "train.checkpoint_every"):

@@ -33,9 +33,10 @@ from .config import config_hash, run_config, safe_load
 from .data import IGNORE_INDEX, Dataset, Split, load_dataset, split_dataset, write_mask
 from .errors import TrainingError
 from .fingerprint import check_same, data_fingerprint, recorded_fingerprints
+from .losses import build_loss
 from .metrics import evaluate, json_safe, majority_class, trivial_baseline, write_json
+from .models import build_model, halvings, l2_parameters, model_from_spec, model_spec
 from .padding import check_size, crop, pad_dataset
-from .unet import UNet
 
 #: Target value of pixels shifted in from outside the image: ignored by the loss and the accuracy.
 IGNORE = IGNORE_INDEX
@@ -59,7 +60,7 @@ class EpochStats:
 
 @dataclass
 class FitResult:
-    model: UNet
+    model: torch.nn.Module
     history: list[dict]
     best_state: dict[str, torch.Tensor]
     best_epoch: int
@@ -145,13 +146,13 @@ def _predicted_classes(logits: torch.Tensor) -> torch.Tensor:
 
 
 def build_optimizer(model: torch.nn.Module, learning_rate: float, l2: float, mode: str) -> torch.optim.Optimizer:
-    """Adam with L2 on convolution weights only (biases excluded), as MATLAB applies L2Regularization.
+    """Adam with L2 on convolution weights only (see :func:`lgeseg.models.l2_parameters`), as MATLAB
+    applies L2Regularization.
 
     ``coupled`` adds ``l2 * w`` to the gradient before the Adam step (MATLAB); ``decoupled`` is AdamW.
     """
-    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
-    biases = [p for name, p in model.named_parameters() if not name.endswith("weight")]
-    groups = [{"params": weights, "weight_decay": l2}, {"params": biases, "weight_decay": 0.0}]
+    weights, others = l2_parameters(model)
+    groups = [{"params": weights, "weight_decay": l2}, {"params": others, "weight_decay": 0.0}]
     optimizer_class = torch.optim.Adam if mode == "coupled" else torch.optim.AdamW
     return optimizer_class(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8)
 
@@ -167,7 +168,7 @@ def _eval_batch(device: torch.device) -> int:
 
 
 @torch.no_grad()
-def predict(model: UNet, images: torch.Tensor, precision: str = "auto", batch_size: int | None = None) -> torch.Tensor:
+def predict(model: torch.nn.Module, images: torch.Tensor, precision: str = "auto", batch_size: int | None = None) -> torch.Tensor:
     """Class indices (N, H, W) uint8 for images (N, 1, H, W) on the model's device."""
     model.eval()
     batch_size = batch_size or _eval_batch(images.device)
@@ -179,7 +180,7 @@ def predict(model: UNet, images: torch.Tensor, precision: str = "auto", batch_si
 
 
 @torch.no_grad()
-def _validate(model: UNet, images: torch.Tensor, masks: torch.Tensor, precision: str) -> tuple[float, float]:
+def _validate(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, precision: str) -> tuple[float, float]:
     """Mean pixel cross-entropy and global pixel accuracy on unaugmented images."""
     model.eval()
     batch_size = _eval_batch(images.device)
@@ -210,17 +211,10 @@ def _write_history(history: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _model_spec(config: dict, dataset: Dataset) -> dict:
-    return {"in_channels": 1, "num_classes": len(dataset.labels), "width": config["model"]["width"],
-            "depth": config["model"]["depth"], "image_size": list(dataset.images.shape[1:])}
-
-
-def load_model(path: str | Path, device: str = "cpu") -> tuple[UNet, dict]:
-    """A network saved in ``best.pt`` or ``last.pt``, with the checkpoint's metadata."""
+def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """A network saved in ``best.pt`` or ``last.pt`` (any architecture), with the checkpoint's metadata."""
     ckpt = torch.load(path, map_location=device, weights_only=True)
-    spec = dict(ckpt["model_spec"])
-    spec["image_size"] = tuple(spec["image_size"])
-    model = UNet(**spec).to(device)
+    model = model_from_spec(ckpt["model_spec"]).to(device)
     model.load_state_dict(ckpt["model"])
     return model, ckpt
 
@@ -260,11 +254,12 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
         raise TrainingError(f"train.batch_size {batch_size} is larger than the training split "
                             f"({len(split.train)} images)")
 
-    spec = _model_spec(config, dataset)
-    model = UNet(**{**spec, "image_size": tuple(spec["image_size"])}).to(device)
-    model.set_mean_image(x_train.mean(0))
+    spec = model_spec(config, 1, len(dataset.labels), dataset.images.shape[1:])
+    model = build_model(config, 1, len(dataset.labels), dataset.images.shape[1:]).to(device)
+    model.normalization.set_statistics(x_train)
     model = model.to(memory_format=memory_format)
     optimizer = build_optimizer(model, tcfg["learning_rate"], tcfg["l2"], tcfg["l2_mode"])
+    loss_fn = build_loss(tcfg["loss"], IGNORE)
 
     chash = config_hash(config)
     history: list[dict] = []
@@ -329,9 +324,7 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
                 y = y.long()
                 with _autocast(device, precision):
                     logits = model(x.contiguous(memory_format=memory_format))
-                # MATLAB's pixel classification layer: summed cross-entropy over the labelled pixels divided
-                # by all pixels of the batch (N*H*W), so pixels shifted in from outside count as zeros.
-                loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE, reduction="sum") / y.numel()
+                loss = loss_fn(logits.float(), y)  # train.loss; IGNORE pixels stay out (lgeseg.losses)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -397,7 +390,8 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
     # Data and config meet here: every check comes before anything is written.
     dataset = dataset if dataset is not None else load_dataset(config["data"])
     height, width = dataset.images.shape[1:]
-    check_size(height, width, config["model"]["depth"], config["model"]["pad"])
+    depth = halvings(config["model"])  # model.depth for the MATLAB U-Net, the MONAI network's own otherwise
+    check_size(height, width, depth, config["model"]["pad"])
     s = config["split"]
     split = split_dataset(dataset, s["train"], s["val"], s["test"], seed=s["seed"])
     split_info = split.to_json(dataset)
@@ -418,7 +412,7 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
     (out / "split.json").write_text(json.dumps(split_info, indent=1))
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
-    trained_on = pad_dataset(dataset, config["model"]["depth"]) if config["model"]["pad"] else dataset
+    trained_on = pad_dataset(dataset, depth) if config["model"]["pad"] else dataset
     result = fit(config, trained_on, split, out, on_epoch=on_epoch, progress=progress,
                  record={"data_fingerprint": fingerprint, "split": split_info})
     model = result.model
@@ -447,6 +441,7 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
 
     info = {
         "finished": True, "seed": config["seed"], "l2": config["train"]["l2"],
+        "architecture": config["model"]["architecture"], "loss": config["train"]["loss"],
         "config_hash": config_hash(config), "split_hash": split_info["hash"], "data_fingerprint": fingerprint,
         "data_dir": str(dataset.root), "synthetic": dataset.synthetic, "labels": dataset.labels,
         "device": result.device, "epochs_run": len(result.history), "selected_epoch": selected_epoch,

@@ -4,15 +4,18 @@ Encoder stage: conv3x3-ReLU-conv3x3-ReLU (same padding), then 2x2 max pool, stri
 the last encoder stage and the bridge. Decoder stage: 2x2 stride-2 transposed conv + ReLU, concatenate
 the skip, conv-ReLU-conv-ReLU. A 1x1 conv gives the class scores. No batch norm; He-normal weights and
 zero biases. Input normalisation is MATLAB's ``imageInputLayer`` default, 'zerocenter': the training
-split's mean image is subtracted, and it is stored in the model (``mean_image`` buffer). Images arrive in
-[0, 1] and are first brought back to the 0-255 range of the uint8 images MATLAB feeds the network
-(``input_scale``); with He-initialised weights that range decides how fast the first layers learn.
+split's mean image is subtracted, and it is stored in the model (the ``normalization`` layer of
+:mod:`lgeseg.normalization`, which the MONAI networks use too). Images arrive in [0, 1] and are first
+brought back to the 0-255 range of the uint8 images MATLAB feeds the network (``input_scale``); with
+He-initialised weights that range decides how fast the first layers learn.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .normalization import InputNormalization
 
 
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -32,10 +35,12 @@ class UNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 3, width: int = 64, depth: int = 4,
-                 image_size: tuple[int, int] = (128, 128), input_scale: float = 255.0) -> None:
+                 image_size: tuple[int, int] = (128, 128), input_scale: float = 255.0,
+                 normalization: str = "zerocenter") -> None:
         super().__init__()
         self.depth = depth
         self.input_scale = input_scale
+        self.normalization = InputNormalization(normalization, in_channels, tuple(image_size), input_scale)
         widths = [width * 2**i for i in range(depth + 1)]
         self.encoders = nn.ModuleList(
             _double_conv(c_in, c_out) for c_in, c_out in zip([in_channels] + widths[:-2], widths[:-1])
@@ -46,8 +51,15 @@ class UNet(nn.Module):
         self.upconvs = nn.ModuleList(nn.ConvTranspose2d(c, c // 2, 2, stride=2) for c in widths[:0:-1])
         self.decoders = nn.ModuleList(_double_conv(c, c // 2) for c in widths[:0:-1])
         self.head = nn.Conv2d(widths[0], num_classes, 1)
-        self.register_buffer("mean_image", torch.zeros(1, in_channels, *image_size))
         self.reset_parameters()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # Checkpoints written before lgeseg.normalization stored the mean image as ``mean_image``.
+        if prefix + "mean_image" in state_dict:
+            mean = state_dict.pop(prefix + "mean_image")
+            state_dict[prefix + "normalization.mean"] = mean
+            state_dict[prefix + "normalization.std"] = torch.ones_like(mean)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reset_parameters(self) -> None:
         """He-normal weights (fan in, as MATLAB's 'he' initializer) and zero biases."""
@@ -56,12 +68,17 @@ class UNet(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
 
+    @property
+    def mean_image(self) -> torch.Tensor:
+        """The stored 'zerocenter' mean image (1, C, H, W) in network units (x ``input_scale``)."""
+        return self.normalization.mean
+
     def set_mean_image(self, mean_image: torch.Tensor) -> None:
         """Store the training split's mean image, given in [0, 1] (the 'zerocenter' normalisation)."""
-        self.mean_image.copy_(mean_image.reshape(self.mean_image.shape) * self.input_scale)
+        self.normalization.set_statistics(mean_image.reshape(self.mean_image.shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self.input_scale - self.mean_image
+        x = self.normalization(x)
         skips = []
         for i, encoder in enumerate(self.encoders):
             x = encoder(x)

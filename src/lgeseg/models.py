@@ -187,6 +187,10 @@ def model_from_spec(spec: dict[str, Any]) -> nn.Module:
         key = "model.depth" if architecture == "matlab-unet" else f"model.{MONAI_OPTIONS[architecture][0]}"
         raise ConfigError(f"config key '{key}': {architecture} needs image sides divisible by {factor}, "
                           f"the images are {image_size[0]}x{image_size[1]}")
+    if spec["options"].get("norm") == "instance" and min(image_size) < 2 * factor:
+        raise ConfigError(f"config key 'model.{MONAI_OPTIONS[architecture][0]}.norm': instance norm needs more than "
+                          f"one pixel at the deepest level, so images of at least {2 * factor}x{2 * factor}; "
+                          f"the images are {image_size[0]}x{image_size[1]}")
     if architecture == "matlab-unet":
         return UNet(in_channels=spec["in_channels"], num_classes=spec["num_classes"], image_size=image_size,
                     normalization=spec["normalization"], **spec["options"])

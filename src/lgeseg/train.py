@@ -93,11 +93,13 @@ def resolve_device(name: str) -> torch.device:
 
 def versions() -> dict[str, str]:
     """Versions that decide the numbers of a run."""
+    from importlib.metadata import version
+
     import scipy
 
     return {"lgeseg": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "scipy": scipy.__version__, "platform": platform.platform(),
-            "cuda": torch.version.cuda or "none"}
+            "numpy": np.__version__, "scipy": scipy.__version__, "monai": version("monai"),
+            "platform": platform.platform(), "cuda": torch.version.cuda or "none"}
 
 
 def augment_batch(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,

@@ -17,7 +17,7 @@ imported when a MONAI loss is built.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

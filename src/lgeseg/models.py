@@ -91,7 +91,7 @@ def check_model(model: dict, where: str = "model") -> None:
         if options["norm"] not in NORMS[architecture]:
             raise ConfigError(f"config key '{prefix}.norm' must be one of {', '.join(NORMS[architecture])}, "
                               f"got {options['norm']!r}")
-        if not 0 <= options["dropout"] < 1 or math.isnan(options["dropout"]):
+        if not 0 <= options["dropout"] < 1:  # NaN fails too
             raise ConfigError(f"config key '{prefix}.dropout' must be in [0, 1), got {options['dropout']!r}")
     unet = model["monai_unet"]
     _positive_ints(unet["channels"], f"{where}.monai_unet.channels")

@@ -25,7 +25,8 @@ def summary_rows(config: dict, study: optuna.Study) -> list[dict[str, Any]]:
     latest attempt's epochs, best validation accuracy and test metrics (None where there are none).
 
     Returns:
-        dicts with keys ``l2``, ``seed``, each gridded axis (``architecture``, ``loss``), ``status`` (a :class:`hpo.attempts.PointStatus` value),
+        dicts with keys ``l2``, ``seed``, each gridded axis (``architecture``, ``loss``), ``status`` (a
+        :class:`hpo.attempts.PointStatus` value),
         ``reruns``, ``epochs``, ``val_accuracy``, ``GlobalAccuracy``, ``MeanIoU``, ``MeanBFScore``,
         ``trial`` (the latest attempt's Optuna number) and ``error`` (a failed point's recorded error).
     """

@@ -3,6 +3,7 @@ config errors name the key; L2 goes on convolution weights only; checkpoints reb
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,7 +14,7 @@ from torch import nn
 
 from lgeseg.config import run_config
 from lgeseg.errors import ConfigError
-from lgeseg.models import ARCHITECTURES, build_model, l2_parameters, model_from_spec
+from lgeseg.models import ARCHITECTURES, build_model, halvings, l2_parameters, model_from_spec
 from lgeseg.normalization import InputNormalization, Normalized
 from lgeseg.train import build_optimizer, load_model, predict, run
 from lgeseg.unet import UNet
@@ -192,3 +193,23 @@ def test_run_records_and_reloads_any_architecture(architecture, make_dataset, ti
     values = np.array(list(dataset.labels.values()), np.uint8)
     written = np.stack([np.array(Image.open(tmp_path / "predictions" / f)) for f in files])
     assert result.history and np.array_equal(values[pred], written)
+
+
+@pytest.mark.parametrize(("architecture", "expected"), [
+    ("matlab-unet", 2), ("monai-unet", 2), ("monai-basicunet", 4), ("monai-segresnet", 2)])
+def test_halvings_of_each_architecture(architecture, expected):
+    assert halvings(tiny_model_config(architecture)["model"]) == expected
+
+
+@pytest.mark.parametrize("architecture", ["monai-unet", "monai-segresnet"])
+def test_size_check_and_padding_use_the_architectures_halvings(architecture, make_dataset, tiny_run_config, tmp_path):
+    """14x14 images: refused without model.pad (sides must be multiples of 4), padded to 16x16 with it."""
+    dataset = make_dataset(n=12, size=16)
+    odd = dataclasses.replace(dataset, images=dataset.images[:, :14, :14].copy(),
+                              masks=dataset.masks[:, :14, :14].copy())
+    model = {"architecture": architecture, **TINY_MONAI}
+    with pytest.raises(ConfigError, match=r"divisible by 2\*\*2"):
+        run(tiny_run_config(model=model, train__epochs=1), tmp_path / "refused", dataset=odd)
+    result = run(tiny_run_config(model={**model, "pad": True}, train__epochs=1), tmp_path / "padded", dataset=odd)
+    assert np.array(Image.open(next((tmp_path / "padded" / "predictions").iterdir()))).shape == (14, 14)
+    assert result.history

@@ -96,7 +96,8 @@ def check_model(model: dict, where: str = "model") -> None:
     unet = model["monai_unet"]
     _positive_ints(unet["channels"], f"{where}.monai_unet.channels")
     if len(unet["channels"]) < 2:
-        raise ConfigError(f"config key '{where}.monai_unet.channels' needs at least 2 entries, got {unet['channels']!r}")
+        raise ConfigError(f"config key '{where}.monai_unet.channels' needs at least 2 entries, "
+                          f"got {unet['channels']!r}")
     _positive_ints(unet["strides"], f"{where}.monai_unet.strides", len(unet["channels"]) - 1)
     if any(s not in (1, 2) for s in unet["strides"]):
         raise ConfigError(f"config key '{where}.monai_unet.strides' must be 1s and 2s, got {unet['strides']!r}")
@@ -222,5 +223,5 @@ def l2_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramet
     return list(decayed.values()), rest
 
 
-__all__ = ["ARCHITECTURES", "MODEL_DEFAULTS", "MONAI_OPTIONS", "NORMS", "build_model", "check_model", "downsampling", "halvings",
-           "l2_parameters", "model_from_spec", "model_spec"]
+__all__ = ["ARCHITECTURES", "MODEL_DEFAULTS", "MONAI_OPTIONS", "NORMS", "build_model", "check_model", "downsampling",
+           "halvings", "l2_parameters", "model_from_spec", "model_spec"]

@@ -103,7 +103,7 @@ class StudyRecord:
         """Distinct seeds of the finished trials, ascending."""
         return sorted({t.seed for t in self.complete if t.seed is not None})
 
-    def by_architecture(self) -> dict[str | None, "StudyRecord"]:
+    def by_architecture(self) -> dict[str | None, StudyRecord]:
         """The record split by network architecture when its trials used more than one (sorted by name),
         else ``{None: self}``. Trials recorded without the param count as the study config's architecture."""
         default = (self.config.get("model") or {}).get("architecture", "matlab-unet")

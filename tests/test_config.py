@@ -40,7 +40,8 @@ def test_paper_yaml_is_the_study_protocol():
     assert study["train"]["select"] == "final"
     assert study["train"]["augment"] == {"reflect": True, "translate": 10}
     assert study["grid"]["l2"] == [5e-3, 5e-4, 5e-5]
-    assert {k: study["model"][k] for k in ("architecture", "width", "depth", "pad")} == {"architecture": "matlab-unet", "width": 64, "depth": 4, "pad": False}
+    model = study["model"]
+    assert (model["architecture"], model["width"], model["depth"], model["pad"]) == ("matlab-unet", 64, 4, False)
     assert study["split"] == {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0}
     assert study["retune"]["check_fraction"] == 0.1
     assert study["retune"]["target_accuracy"] == 0.9
@@ -62,7 +63,8 @@ def test_run_defaults_are_matlab_r2020b():
     assert t["l2_mode"] == "coupled" and t["select"] == "final" and t["loss"] == "cross-entropy"
     assert t["augment"] == {"reflect": True, "translate": 10}
     m = RUN_DEFAULTS["model"]
-    assert (m["architecture"], m["normalization"], m["width"], m["depth"], m["pad"]) == ("matlab-unet", "zerocenter", 64, 4, False)
+    assert (m["architecture"], m["normalization"], m["width"], m["depth"], m["pad"]) == (
+        "matlab-unet", "zerocenter", 64, 4, False)
     assert "l2" not in STUDY_DEFAULTS["train"]  # L2 comes from the grid only
 
 
@@ -78,7 +80,8 @@ def test_grid_axes_set_architecture_and_loss():
     study = study_config({"grid": {"l2": [1e-3], "architecture": ["matlab-unet", "monai-segresnet"],
                                    "loss": ["cross-entropy", "dice"]}})
     assert grid_choices(study) == [
-        (("architecture", a), ("loss", l)) for a in ("matlab-unet", "monai-segresnet") for l in ("cross-entropy", "dice")]
+        (("architecture", a), ("loss", loss)) for a in ("matlab-unet", "monai-segresnet")
+        for loss in ("cross-entropy", "dice")]
     config = point_config(study, 1e-3, 0, choices=(("architecture", "monai-segresnet"), ("loss", "dice")))
     assert config["model"]["architecture"] == "monai-segresnet" and config["train"]["loss"] == "dice"
     assert study["model"]["architecture"] == "matlab-unet"  # the study config is not changed

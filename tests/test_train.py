@@ -252,7 +252,8 @@ def test_training_loss_is_matlab_spatial_cross_entropy(monkeypatch, make_dataset
 
     def spy_build(*args, **kwargs):
         model = real_build(*args, **kwargs)
-        model.register_forward_hook(lambda m, inputs, out: logits_seen.append(out.detach().clone()) if m.training else None)
+        model.register_forward_hook(
+            lambda m, inputs, out: logits_seen.append(out.detach().clone()) if m.training else None)
         return model
 
     real_build = train_mod.build_model

@@ -170,7 +170,8 @@ def _eval_batch(device: torch.device) -> int:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, images: torch.Tensor, precision: str = "auto", batch_size: int | None = None) -> torch.Tensor:
+def predict(model: torch.nn.Module, images: torch.Tensor, precision: str = "auto",
+            batch_size: int | None = None) -> torch.Tensor:
     """Class indices (N, H, W) uint8 for images (N, 1, H, W) on the model's device."""
     model.eval()
     batch_size = batch_size or _eval_batch(images.device)

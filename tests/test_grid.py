@@ -295,7 +295,8 @@ def test_grid_over_two_architectures_is_recorded_and_reported_side_by_side(ray_c
                   model={"monai_unet": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1,
                                         "norm": "batch", "dropout": 0.0}},
                   grid={"architecture": ["matlab-unet", "monai-unet"]})
-    result = run_grid(config, out_dir=tmp_path / "study", report=True)
+    result = run_grid(config, out_dir=tmp_path / "study")
+    report = write_report(result)
     trials = load(tmp_path / "study").get_trials()
     assert sorted((t.params["architecture"], t.params["l2"]) for t in trials) == [
         ("matlab-unet", 5e-5), ("matlab-unet", 5e-3), ("monai-unet", 5e-5), ("monai-unet", 5e-3)]
@@ -309,6 +310,6 @@ def test_grid_over_two_architectures_is_recorded_and_reported_side_by_side(ray_c
         ("matlab-unet", "complete"), ("monai-unet", "complete")] * 2
     out = capsys.readouterr().out
     assert "architecture" in out and "l2=5e-05_seed=0_architecture=monai-unet_rerun=0" in out
-    page = result.report.read_text()
+    page = report.read_text()
     for architecture in ("matlab-unet", "monai-unet"):
         assert f"<h1>Architecture {architecture}</h1>" in page and f'id="fig-figure1-{architecture}"' in page

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class TrialRecord:
     #: the trivial baseline's metrics per split, ``{"val": {...}, "test": {...}}`` (None in old studies)
     baseline: dict[str, Any] | None = None
     split_hash: str | None = None  #: hash of the train/val/test file lists the trial ran on
+    architecture: str | None = None  # the ``architecture`` param (None in studies recorded before it)
 
     @property
     def is_complete(self) -> bool:
@@ -101,6 +102,16 @@ class StudyRecord:
     def seeds(self) -> list[int]:
         """Distinct seeds of the finished trials, ascending."""
         return sorted({t.seed for t in self.complete if t.seed is not None})
+
+    def by_architecture(self) -> dict[str | None, StudyRecord]:
+        """The record split by network architecture when its trials used more than one (sorted by name),
+        else ``{None: self}``. Trials recorded without the param count as the study config's architecture."""
+        default = (self.config.get("model") or {}).get("architecture", "matlab-unet")
+        names = sorted({t.architecture or default for t in self.trials})
+        if len(names) <= 1:
+            return {None: self}
+        return {name: replace(self, trials=[t for t in self.trials if (t.architecture or default) == name])
+                for name in names}
 
     def by_number(self, number: int | None) -> TrialRecord | None:
         """The trial with Optuna number ``number``, if any."""
@@ -178,6 +189,7 @@ def _trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         retune=dict(attrs.get("retune") or {}),
         baseline=attrs.get("baseline"),
         split_hash=attrs.get("split_hash"),
+        architecture=params.get("architecture"),
     )
 
 

@@ -103,34 +103,66 @@ def _html_table(columns: tuple[str, ...], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(record: StudyRecord, figures: dict[str, go.Figure], analysis: Analysis) -> str:
-    """The whole report page; plotly.js is inlined with the first figure only."""
-    parts = [f"<h1>HPO report: study {html.escape(record.name)}</h1>",
-             f"<p class='meta'>storage {html.escape(mask_url(record.storage))} · "
-             f"generated {_dt.datetime.now().isoformat(timespec='seconds')} · regions "
-             f"{html.escape(', '.join(f'{k}={v}' for k, v in record.labels.items()))}</p>"]
+#: One part of the report: (architecture, or None when the study has one; its record, figures and analysis).
+Part = tuple[str | None, StudyRecord, dict[str, go.Figure], Analysis]
+
+
+def report_parts(record: StudyRecord, by: Sequence[str] = ()) -> list[Part]:
+    """The report's parts: one per architecture when the study grids over several (each with its own
+    figures, statistics and summary, so L2 values are never compared across networks), else one."""
+    parts = []
+    for architecture, part in record.by_architecture().items():
+        analysis = analyse(part, by)
+        figures = build_figures(part, analysis)
+        if architecture:  # the figures also go to optuna-dashboard and static files, away from the headings
+            for fig in figures.values():
+                fig.update_layout(title_text=f"{architecture}: {fig.layout.title.text or ''}")
+        parts.append((architecture, part, figures, analysis))
+    return parts
+
+
+def _render_part(record: StudyRecord, figures: dict[str, go.Figure], analysis: Analysis, architecture: str | None,
+                 first: bool) -> list[str]:
+    """The HTML of one part; ``first`` inlines plotly.js with its first figure."""
+    suffix = f" — {architecture}" if architecture else ""
+    ids = f"-{architecture}" if architecture else ""
+    parts = [f"<h1>Architecture {html.escape(architecture)}</h1>"] if architecture else []
     lines = [*summary_lines(record, analysis.comparisons, analysis.units), *caveat_lines(record)]
-    parts.append("<h2>Summary</h2><ul>" + "".join(
+    parts.append(f"<h2>Summary{html.escape(suffix)}</h2><ul>" + "".join(
         f"<li class='synthetic'>{html.escape(s)}</li>" if s.startswith(("The data are SYNTHETIC", "DID NOT LEARN"))
         else f"<li>{html.escape(s)}</li>" for s in lines) + "</ul>")
     config = {"displaylogo": False, "responsive": True}
     for index, (key, heading) in enumerate(SECTIONS.items()):
-        div = figures[key].to_html(full_html=False, include_plotlyjs=index == 0, div_id=f"fig-{key}",
+        div = figures[key].to_html(full_html=False, include_plotlyjs=first and index == 0, div_id=f"fig-{key}{ids}",
                                    config=config, default_width="100%")
-        parts.append(f"<h2>{html.escape(heading)}</h2>{div}")
+        parts.append(f"<h2>{html.escape(heading + suffix)}</h2>{div}")
     for column, rows in analysis.strata.items():
         div = figures[f"strata-{column}"].to_html(full_html=False, include_plotlyjs=False,
-                                                  div_id=f"fig-strata-{column}", config=config, default_width="100%")
-        parts.append(f"<h2>Strata by {html.escape(column)}</h2>{div}"
+                                                  div_id=f"fig-strata-{column}{ids}", config=config,
+                                                  default_width="100%")
+        parts.append(f"<h2>Strata by {html.escape(column + suffix)}</h2>{div}"
                      + _html_table(STRATA_COLUMNS, strata_rows(rows)))
-    parts.append("<h2>5. Tables</h2><h3>All trials</h3>" + _html_table(TRIAL_COLUMNS, trial_rows(record)))
+    parts.append(f"<h2>5. Tables{html.escape(suffix)}</h2><h3>All trials</h3>"
+                 + _html_table(TRIAL_COLUMNS, trial_rows(record)))
     parts.append("<h3>Did the networks learn? (test MeanIoU against predicting the majority class everywhere)</h3>"
                  + _html_table(LEARNING_COLUMNS, learning_rows(record)))
     parts.append("<h3>Data-set test metrics over seeds (mean, SD, 95% Student-t interval)</h3>"
                  + _html_table(SEED_COLUMNS, seed_rows(record)))
-    parts.append(f"<h3 id='paired'>{html.escape(_paired_title(analysis))}</h3>"
+    parts.append(f"<h3 id='paired{ids}'>{html.escape(_paired_title(analysis))}</h3>"
                  + _html_table(PAIRED_COLUMNS, paired_rows(analysis.comparisons)))
-    body = "\n".join(parts)
+    return parts
+
+
+def render_html(record: StudyRecord, parts: list[Part]) -> str:
+    """The whole report page, its parts (:func:`report_parts`) one after the other; plotly.js is inlined
+    with the first figure only."""
+    html_parts = [f"<h1>HPO report: study {html.escape(record.name)}</h1>",
+                  f"<p class='meta'>storage {html.escape(mask_url(record.storage))} · "
+                  f"generated {_dt.datetime.now().isoformat(timespec='seconds')} · regions "
+                  f"{html.escape(', '.join(f'{k}={v}' for k, v in record.labels.items()))}</p>"]
+    for index, (architecture, part, figures, analysis) in enumerate(parts):
+        html_parts += _render_part(part, figures, analysis, architecture, index == 0)
+    body = "\n".join(html_parts)
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>HPO report {html.escape(record.name)}"
             f"</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
 
@@ -221,12 +253,17 @@ def build_report(storage: str | None, study_name: str | None, out_dir: Path | No
         from .search import build_search_report
 
         return build_search_report(study, record, folder, fmt, save_to_dashboard)
-    analysis = analyse(record, by)
-    figures = build_figures(record, analysis)
+    parts = report_parts(record, by)
+    figures = {f"{key}-{architecture}" if architecture else key: fig
+               for architecture, _, part_figures, _ in parts for key, fig in part_figures.items()}
     path = folder / "report.html"
-    path.write_text(render_html(record, figures, analysis), encoding="utf-8")
-    (folder / "report.json").write_text(json.dumps(report_json(record, analysis), indent=1, allow_nan=False),
-                                        encoding="utf-8")
+    path.write_text(render_html(record, parts), encoding="utf-8")
+    if len(parts) == 1:
+        summary = report_json(record, parts[0][3])
+    else:  # one report per architecture
+        summary = {"study": record.name, "architectures": {architecture: report_json(part, analysis)
+                                                          for architecture, part, _, analysis in parts}}
+    (folder / "report.json").write_text(json.dumps(summary, indent=1, allow_nan=False), encoding="utf-8")
     if fmt != "html":
         export_static(figures, folder / "figures", fmt)
     if save_to_dashboard:

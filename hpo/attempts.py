@@ -10,47 +10,65 @@ report say the same thing.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from .config import grid_choices
+
 
 @dataclass(frozen=True)
 class Attempt:
-    """One try at a grid point; ``rerun`` 0 is the protocol itself, k > 0 carries adjustment k."""
+    """One try at a grid point; ``rerun`` 0 is the protocol itself, k > 0 carries adjustment k.
+
+    ``choices`` are the values of the other grid axes (``grid.architecture``, ``grid.loss``) as
+    ((axis, value), ...); they join the point and the name only when gridded, so a plain L2 grid keeps
+    its names.
+    """
 
     l2: float
     seed: int
     rerun: int = 0
     optuna_number: int | None = None  #: an interrupted Optuna trial this attempt continues
+    choices: tuple[tuple[str, str], ...] = ()  #: values of the other gridded axes
 
     @property
     def point(self) -> str:
-        """The grid point's name, ``l2=<L2>,seed=<S>`` (the Optuna lineage ``point``)."""
-        return f"l2={self.l2:g},seed={self.seed}"
+        """The grid point's name, ``l2=<L2>,seed=<S>[,<axis>=<value>...]`` (the Optuna lineage ``point``)."""
+        return f"l2={self.l2:g},seed={self.seed}" + "".join(f",{k}={v}" for k, v in self.choices)
 
     @property
     def name(self) -> str:
-        """The attempt's name, ``l2=<L2>_seed=<S>_rerun=<k>`` (trial folder and Optuna ``trial_name``)."""
-        return f"l2={self.l2:g}_seed={self.seed}_rerun={self.rerun}"
+        """The attempt's name, ``l2=<L2>_seed=<S>[_<axis>=<value>...]_rerun=<k>`` (trial folder and Optuna
+        ``trial_name``)."""
+        return (f"l2={self.l2:g}_seed={self.seed}" + "".join(f"_{k}={v}" for k, v in self.choices)
+                + f"_rerun={self.rerun}")
 
     def next(self) -> Attempt:
         """The rerun that replaces this attempt when the retune rule stops it."""
-        return Attempt(self.l2, self.seed, self.rerun + 1)
+        return replace(self, rerun=self.rerun + 1, optuna_number=None)
 
     def previous(self) -> Attempt | None:
         """The attempt this rerun replaces (None for the protocol's own attempt)."""
-        return Attempt(self.l2, self.seed, self.rerun - 1) if self.rerun > 0 else None
+        return replace(self, rerun=self.rerun - 1, optuna_number=None) if self.rerun > 0 else None
 
     def to_config(self) -> dict[str, Any]:
         """The attempt as the plain dict a Ray trial config carries."""
-        return {"l2": self.l2, "seed": self.seed, "rerun": self.rerun, "optuna_number": self.optuna_number}
+        return {"l2": self.l2, "seed": self.seed, "rerun": self.rerun, "optuna_number": self.optuna_number,
+                "choices": [list(c) for c in self.choices], "point": self.point}
 
     @classmethod
     def from_config(cls, values: dict[str, Any]) -> Attempt:
         """The attempt of a Ray trial config's ``attempt`` dict (see :meth:`to_config`)."""
-        return cls(values["l2"], values["seed"], values["rerun"], values.get("optuna_number"))
+        return cls(values["l2"], values["seed"], values["rerun"], values.get("optuna_number"),
+                   tuple((k, v) for k, v in values.get("choices", ())))
+
+
+def grid_points(config: dict) -> list[Attempt]:
+    """The first attempt of every grid point, in (seed, L2, other axes) order."""
+    return [Attempt(l2, seed, choices=choices) for seed in config["seeds"] for l2 in config["grid"]["l2"]
+            for choices in grid_choices(config)]
 
 
 def adjustment_for(retune: dict[str, Any], rerun: int) -> dict[str, Any] | None:
@@ -82,6 +100,7 @@ class PointOutcome:
     l2: float = 0.0
     seed: int = 0
     history: list[FrozenTrial] = field(default_factory=list)  #: its Optuna trials, by rerun
+    choices: tuple[tuple[str, str], ...] = ()  #: values of the other gridded axes (see :class:`Attempt`)
 
     @property
     def last(self) -> FrozenTrial | None:
@@ -108,24 +127,23 @@ def plan_attempts(config: dict, trials: Iterable[FrozenTrial]) -> dict[str, Poin
             by_point.setdefault(lineage["point"], []).append(trial)
 
     outcomes: dict[str, PointOutcome] = {}
-    for seed in config["seeds"]:
-        for l2 in config["grid"]["l2"]:
-            first = Attempt(l2, seed)
-            history = sorted(by_point.get(first.point, []), key=lambda t: t.params.get("rerun", 0))
-            outcome = PointOutcome(first, PointStatus.PENDING, l2, seed, history)
-            outcomes[first.point] = outcome
-            if not history:
-                continue
-            last = history[-1]
-            rerun = int(last.params.get("rerun", 0))
-            if last.state == TrialState.COMPLETE:
-                outcome.attempt, outcome.status = None, PointStatus.COMPLETE
-            elif last.state == TrialState.RUNNING:
-                outcome.attempt, outcome.status = Attempt(l2, seed, rerun, last.number), PointStatus.INTERRUPTED
-            elif last.state == TrialState.PRUNED and rerun < config["retune"]["max_reruns"]:
-                outcome.attempt = Attempt(l2, seed, rerun + 1)
-            elif last.state == TrialState.PRUNED:
-                outcome.attempt, outcome.status = None, PointStatus.NOT_CONVERGED
-            else:
-                outcome.attempt, outcome.status = None, PointStatus.FAILED
+    for first in grid_points(config):
+        history = sorted(by_point.get(first.point, []), key=lambda t: t.params.get("rerun", 0))
+        outcome = PointOutcome(first, PointStatus.PENDING, first.l2, first.seed, history, first.choices)
+        outcomes[first.point] = outcome
+        if not history:
+            continue
+        last = history[-1]
+        rerun = int(last.params.get("rerun", 0))
+        if last.state == TrialState.COMPLETE:
+            outcome.attempt, outcome.status = None, PointStatus.COMPLETE
+        elif last.state == TrialState.RUNNING:
+            outcome.attempt = replace(first, rerun=rerun, optuna_number=last.number)
+            outcome.status = PointStatus.INTERRUPTED
+        elif last.state == TrialState.PRUNED and rerun < config["retune"]["max_reruns"]:
+            outcome.attempt = replace(first, rerun=rerun + 1)
+        elif last.state == TrialState.PRUNED:
+            outcome.attempt, outcome.status = None, PointStatus.NOT_CONVERGED
+        else:
+            outcome.attempt, outcome.status = None, PointStatus.FAILED
     return outcomes

@@ -4,12 +4,15 @@ the retune rule and the resources of each trial. Validated on load; errors name 
 from __future__ import annotations
 
 import copy
+import itertools
 from pathlib import Path
 from typing import Any
 
 from lgeseg.config import (RUN_DEFAULTS, check_model_train, config_hash, load_yaml, merge, run_config,
                            set_dotted)
 from lgeseg.errors import ConfigError
+from lgeseg.losses import LOSSES
+from lgeseg.models import ARCHITECTURES
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "study_configs"
 DEFAULT_CONFIG = CONFIG_DIR / "paper.yaml"
@@ -23,7 +26,7 @@ STUDY_DEFAULTS: dict[str, Any] = {
     "split": RUN_DEFAULTS["split"],
     "model": RUN_DEFAULTS["model"],
     "train": _TRAIN,
-    "grid": {"l2": [5.0e-3, 5.0e-4, 5.0e-5]},
+    "grid": {"l2": [5.0e-3, 5.0e-4, 5.0e-5], "architecture": [], "loss": []},
     "retune": {
         "check_fraction": 0.1,
         "target_accuracy": 0.90,
@@ -32,6 +35,13 @@ STUDY_DEFAULTS: dict[str, Any] = {
                         {"batch_size": 8, "learning_rate": 3.0e-4}],
     },
     "resources": {"gpu": 1.0, "cpu": 4.0},
+}
+
+#: Grid axes besides L2 and the seeds: grid key -> (run config section, key, allowed values). An empty
+#: list (the default) leaves the axis out and every trial uses the config's own value.
+GRID_AXES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "architecture": ("model", "architecture", ARCHITECTURES),
+    "loss": ("train", "loss", LOSSES),
 }
 
 #: Train keys a retune adjustment may change (never L2: it is the variable under study).
@@ -61,6 +71,12 @@ def check_study(config: dict) -> None:
         if len(set(l2)) != len(l2):
             raise ConfigError(f"config key 'grid.l2' has repeated values: {l2!r}")
         config["grid"]["l2"] = [float(v) for v in l2]
+        for axis, (_, _, allowed) in GRID_AXES.items():
+            values = config["grid"][axis]
+            if not all(isinstance(v, str) and v in allowed for v in values):
+                raise ConfigError(f"config key 'grid.{axis}' must be a list of {', '.join(allowed)}, got {values!r}")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"config key 'grid.{axis}' has repeated values: {values!r}")
 
     retune = config["retune"]
     if not 0 < retune["check_fraction"] <= 1:
@@ -124,14 +140,27 @@ def load_study_config(path: str | Path | None = None, overrides: list[str] | Non
         raise ConfigError(f"{path or DEFAULT_CONFIG}: {exc}") from None
 
 
-def point_config(study: dict, l2: float, seed: int, adjustment: dict | None = None) -> dict:
-    """The run config of one trial: the study's run sections at this L2 and seed, plus any adjustment."""
-    train = copy.deepcopy(study["train"])
+def grid_choices(study: dict) -> list[tuple[tuple[str, str], ...]]:
+    """Every combination of the gridded :data:`GRID_AXES` values, as ((axis, value), ...) tuples in
+    :data:`GRID_AXES` order; ``[()]`` when no axis besides L2 is gridded."""
+    axes = [[(axis, value) for value in study["grid"][axis]] for axis in GRID_AXES if study["grid"][axis]]
+    return list(itertools.product(*axes))
+
+
+def point_config(study: dict, l2: float, seed: int, adjustment: dict | None = None,
+                 choices: tuple[tuple[str, str], ...] = ()) -> dict:
+    """The run config of one trial: the study's run sections at this L2, seed and grid ``choices``
+    (see :func:`grid_choices`), plus any adjustment."""
+    sections = {"model": copy.deepcopy(study["model"]), "train": copy.deepcopy(study["train"])}
+    for axis, value in choices:
+        section, key, _ = GRID_AXES[axis]
+        sections[section][key] = value
+    train = sections["train"]
     train.update(copy.deepcopy(adjustment or {}))
     train["l2"] = float(l2)
     return run_config({"data": study["data"], "seed": seed, "split": study["split"],
-                       "model": study["model"], "train": train})
+                       "model": sections["model"], "train": train})
 
 
-__all__ = ["ADJUSTABLE", "DEFAULT_CONFIG", "STUDY_DEFAULTS", "check_study", "config_hash", "load_study_config",
-           "point_config", "study_config"]
+__all__ = ["ADJUSTABLE", "DEFAULT_CONFIG", "GRID_AXES", "STUDY_DEFAULTS", "check_study", "config_hash",
+           "grid_choices", "load_study_config", "point_config", "study_config"]

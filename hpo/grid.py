@@ -76,7 +76,7 @@ def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
 def trial_config(config: dict, attempt: Attempt, out_dir: Path) -> dict[str, Any]:
     """What the Ray trial of ``attempt`` receives."""
     adjustment = adjustment_for(config["retune"], attempt.rerun)
-    run = point_config(config, attempt.l2, attempt.seed, adjustment)
+    run = point_config(config, attempt.l2, attempt.seed, adjustment, attempt.choices)
     return {"attempt": attempt.to_config(),
             "trial_name": attempt.name, "trial_dir": str(out_dir / "trials" / attempt.name),
             "run": run, "adjustment": adjustment, "config_hash": config_hash(run),

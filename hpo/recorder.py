@@ -15,11 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from ray.tune import Callback
 
 from lgeseg.errors import UserError
+from lgeseg.losses import LOSSES
+from lgeseg.models import ARCHITECTURES
 
 from .attempts import Attempt
 from .failure import failure_message
@@ -34,6 +36,8 @@ DISTRIBUTIONS = {
     "epochs": IntDistribution(1, 1_000_000),
     "seed": IntDistribution(0, 2**31 - 1),
     "rerun": IntDistribution(0, 1000),
+    "architecture": CategoricalDistribution(ARCHITECTURES),
+    "loss": CategoricalDistribution(LOSSES),
 }
 
 
@@ -41,7 +45,8 @@ def trial_params(config: dict[str, Any]) -> dict[str, Any]:
     """The Optuna params of a Tune trial config."""
     train = config["run"]["train"]
     return {"l2": train["l2"], "learning_rate": train["learning_rate"], "batch_size": train["batch_size"],
-            "epochs": train["epochs"], "seed": config["run"]["seed"], "rerun": config["attempt"]["rerun"]}
+            "epochs": train["epochs"], "seed": config["run"]["seed"], "rerun": config["attempt"]["rerun"],
+            "architecture": config["run"]["model"]["architecture"], "loss": train["loss"]}
 
 
 class OptunaRecorder(Callback):

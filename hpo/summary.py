@@ -13,6 +13,7 @@ import optuna
 from lgeseg.tables import fmt, format_table
 
 from .attempts import PointStatus, plan_attempts
+from .config import GRID_AXES
 
 #: Columns of :func:`format_summary`, in order.
 SUMMARY_COLUMNS: tuple[str, ...] = ("L2", "seed", "status", "reruns", "epochs", "val acc", "test GlobalAcc",
@@ -24,7 +25,8 @@ def summary_rows(config: dict, study: optuna.Study) -> list[dict[str, Any]]:
     latest attempt's epochs, best validation accuracy and test metrics (None where there are none).
 
     Returns:
-        dicts with keys ``l2``, ``seed``, ``status`` (a :class:`hpo.attempts.PointStatus` value),
+        dicts with keys ``l2``, ``seed``, each gridded axis (``architecture``, ``loss``), ``status`` (a
+        :class:`hpo.attempts.PointStatus` value),
         ``reruns``, ``epochs``, ``val_accuracy``, ``GlobalAccuracy``, ``MeanIoU``, ``MeanBFScore``,
         ``trial`` (the latest attempt's Optuna number) and ``error`` (a failed point's recorded error).
     """
@@ -33,7 +35,7 @@ def summary_rows(config: dict, study: optuna.Study) -> list[dict[str, Any]]:
         last = outcome.last
         attrs = last.user_attrs if last is not None else {}
         test = (attrs.get("test_metrics") or {}).get("dataset", {})
-        rows.append({"l2": outcome.l2, "seed": outcome.seed, "status": outcome.status,
+        rows.append({"l2": outcome.l2, "seed": outcome.seed, **dict(outcome.choices), "status": outcome.status,
                      "reruns": outcome.reruns, "epochs": attrs.get("epochs_run"),
                      "val_accuracy": attrs.get("best_val_accuracy"),
                      "GlobalAccuracy": test.get("GlobalAccuracy"), "MeanIoU": test.get("MeanIoU"),
@@ -46,8 +48,12 @@ def summary_rows(config: dict, study: optuna.Study) -> list[dict[str, Any]]:
 def format_summary(rows: list[dict[str, Any]]) -> str:
     """The rows of :func:`summary_rows` as an aligned text table (:data:`SUMMARY_COLUMNS`), then one line
     per failed grid point with its error."""
-    table = format_table(SUMMARY_COLUMNS, [
-        [f"{r['l2']:g}", str(r["seed"]), r["status"], str(r["reruns"]), fmt(r["epochs"]), fmt(r["val_accuracy"]),
-         fmt(r["GlobalAccuracy"]), fmt(r["MeanIoU"]), fmt(r["MeanBFScore"])] for r in rows])
-    failures = [f"failed l2={r['l2']:g} seed={r['seed']}: {r['error']}" for r in rows if r.get("error")]
+    axes = [axis for axis in GRID_AXES if any(axis in r for r in rows)]  # the gridded ones, after seed
+    columns = (*SUMMARY_COLUMNS[:2], *axes, *SUMMARY_COLUMNS[2:])
+    table = format_table(columns, [
+        [f"{r['l2']:g}", str(r["seed"]), *(str(r[a]) for a in axes), r["status"], str(r["reruns"]),
+         fmt(r["epochs"]), fmt(r["val_accuracy"]), fmt(r["GlobalAccuracy"]), fmt(r["MeanIoU"]),
+         fmt(r["MeanBFScore"])] for r in rows])
+    failures = [f"failed l2={r['l2']:g} seed={r['seed']}" + "".join(f" {a}={r[a]}" for a in axes)
+                + f": {r['error']}" for r in rows if r.get("error")]
     return "\n".join([table, *failures])

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from hpo.config import DEFAULT_CONFIG, STUDY_DEFAULTS, load_study_config, point_config, study_config
+from hpo.config import DEFAULT_CONFIG, STUDY_DEFAULTS, grid_choices, load_study_config, point_config, study_config
 from lgeseg.config import RUN_DEFAULTS, config_hash, load_yaml, merge, run_config, set_dotted
 from lgeseg.errors import ConfigError
 
@@ -40,7 +40,7 @@ def test_paper_yaml_is_the_study_protocol():
     assert study["train"]["select"] == "final"
     assert study["train"]["augment"] == {"reflect": True, "translate": 10}
     assert study["grid"]["l2"] == [5e-3, 5e-4, 5e-5]
-    assert study["model"] == {"width": 64, "depth": 4, "pad": False, "normalization": "zerocenter",
+    assert study["model"] == {**study["model"], "architecture": "matlab-unet", "width": 64, "depth": 4, "pad": False, "normalization": "zerocenter",
                               "normalization_dimension": "channel"}
     assert study["train"]["shuffle"] == "once" and study["train"]["lr_schedule"] == "none"
     assert study["split"] == {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0}
@@ -73,10 +73,10 @@ def test_quick_yaml_keeps_the_protocols_shape():
 def test_run_defaults_are_matlab_r2020b():
     t = RUN_DEFAULTS["train"]
     assert (t["epochs"], t["batch_size"], t["learning_rate"], t["l2"]) == (180, 16, 1e-4, 5e-4)
-    assert t["l2_mode"] == "coupled" and t["select"] == "final"
+    assert t["l2_mode"] == "coupled" and t["select"] == "final" and t["loss"] == "cross-entropy"
     assert t["augment"] == {"reflect": True, "translate": 10}
     # imageInputLayer: Normalization 'zerocenter', NormalizationDimension 'auto' (= channel at training time)
-    assert RUN_DEFAULTS["model"] == {"width": 64, "depth": 4, "pad": False, "normalization": "zerocenter",
+    assert RUN_DEFAULTS["model"] == {**RUN_DEFAULTS["model"], "architecture": "matlab-unet", "width": 64, "depth": 4, "pad": False, "normalization": "zerocenter",
                                      "normalization_dimension": "channel"}
     # trainingOptions: Shuffle 'once', LearnRateSchedule 'none', LearnRateDropFactor 0.1, LearnRateDropPeriod 10
     assert (t["shuffle"], t["lr_schedule"], t["lr_drop_factor"], t["lr_drop_period"]) == ("once", "none", 0.1, 10)
@@ -89,6 +89,35 @@ def test_point_config_sets_l2_and_seed():
     assert config["train"]["l2"] == 5e-5 and config["seed"] == 3
     adjusted = point_config(study, 5e-5, 3, {"learning_rate": 1e-3})
     assert adjusted["train"]["learning_rate"] == 1e-3 and adjusted["train"]["l2"] == 5e-5
+
+
+def test_grid_axes_set_architecture_and_loss():
+    study = study_config({"grid": {"l2": [1e-3], "architecture": ["matlab-unet", "monai-segresnet"],
+                                   "loss": ["cross-entropy", "dice"]}})
+    assert grid_choices(study) == [
+        (("architecture", a), ("loss", loss)) for a in ("matlab-unet", "monai-segresnet")
+        for loss in ("cross-entropy", "dice")]
+    config = point_config(study, 1e-3, 0, choices=(("architecture", "monai-segresnet"), ("loss", "dice")))
+    assert config["model"]["architecture"] == "monai-segresnet" and config["train"]["loss"] == "dice"
+    assert study["model"]["architecture"] == "matlab-unet"  # the study config is not changed
+    assert grid_choices(study_config({})) == [()]
+
+
+@pytest.mark.parametrize(("grid", "fragment"), [
+    ({"architecture": ["monai-vnet"]}, "'grid.architecture' must be a list of matlab-unet"),
+    ({"architecture": ["monai-unet", "monai-unet"]}, "'grid.architecture' has repeated values"),
+    ({"loss": ["tversky"]}, "'grid.loss' must be a list of cross-entropy"),
+    ({"loss": "dice"}, "'grid.loss' must be a list"),
+])
+def test_bad_grid_axes_name_the_key(grid, fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
+        study_config({"grid": grid})
+    assert "\n" not in str(info.value)
+
+
+def test_bad_loss_names_the_key():
+    with pytest.raises(ConfigError, match="'train.loss' must be one of cross-entropy, dice-ce, dice, focal"):
+        run_config({"train": {"loss": "tversky"}})
 
 
 # ------------------------------------------------------------------------------------ lgeseg.config

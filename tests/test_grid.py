@@ -289,3 +289,27 @@ def test_grid_to_report_with_a_forced_retune(ray_cluster, data_dir, tmp_path, ca
     check = RetuneRule(0.5, 0.999).check_epoch(config["train"]["epochs"])
     assert first.retune["check_epoch"] == check
     assert [s.x0 for s in training_curves(record).layout.shapes if s.x0 == s.x1] == [check]
+def test_grid_over_two_architectures_is_recorded_and_reported_side_by_side(ray_cluster, data_dir, tmp_path, capsys):
+    """Two L2 values x the MATLAB U-Net and a width-4 MONAI U-Net with Dice-CE, one epoch each."""
+    config = tiny(data_dir, train={"epochs": 1, "loss": "dice-ce"},
+                  model={"monai_unet": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1,
+                                        "norm": "batch", "dropout": 0.0}},
+                  grid={"architecture": ["matlab-unet", "monai-unet"]})
+    result = run_grid(config, out_dir=tmp_path / "study")
+    report = write_report(result)
+    trials = load(tmp_path / "study").get_trials()
+    assert sorted((t.params["architecture"], t.params["l2"]) for t in trials) == [
+        ("matlab-unet", 5e-5), ("matlab-unet", 5e-3), ("monai-unet", 5e-5), ("monai-unet", 5e-3)]
+    assert {t.params["loss"] for t in trials} == {"dice-ce"}
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    for trial in trials:
+        info = json.loads((Path(trial.user_attrs["trial_dir"]) / "run.json").read_text())
+        assert info["architecture"] == trial.params["architecture"] and info["loss"] == "dice-ce"
+        assert trial.user_attrs["lineage"]["point"].endswith(f"architecture={trial.params['architecture']}")
+    assert [(r["architecture"], r["status"]) for r in result.rows] == [
+        ("matlab-unet", "complete"), ("monai-unet", "complete")] * 2
+    out = capsys.readouterr().out
+    assert "architecture" in out and "l2=5e-05_seed=0_architecture=monai-unet_rerun=0" in out
+    page = report.read_text()
+    for architecture in ("matlab-unet", "monai-unet"):
+        assert f"<h1>Architecture {architecture}</h1>" in page and f'id="fig-figure1-{architecture}"' in page

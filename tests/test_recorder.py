@@ -59,7 +59,8 @@ def test_complete_trial_has_params_values_and_attrs(study, tmp_path):
     recorder.close()
     (trial,) = study.get_trials()
     assert trial.state == TrialState.COMPLETE and trial.value == 0.8
-    assert trial.params == {"l2": 1e-3, "learning_rate": 1e-4, "batch_size": 16, "epochs": 4, "seed": 0, "rerun": 0}
+    assert trial.params == {"l2": 1e-3, "learning_rate": 1e-4, "batch_size": 16, "epochs": 4, "seed": 0, "rerun": 0,
+                            "architecture": "matlab-unet", "loss": "cross-entropy"}
     assert trial.intermediate_values == {1: 0.5, 2: 0.91, 3: 0.93, 4: 0.95}
     assert trial.user_attrs["test_metrics"] == {"dataset": {"MeanIoU": 0.7}}
     assert trial.user_attrs["lineage"] == {"point": "l2=0.001,seed=0", "rerun": 0, "rerun_of": None,

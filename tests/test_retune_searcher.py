@@ -6,7 +6,7 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 from ray.tune.search import Searcher
 
-from hpo.attempts import Attempt, PointStatus, plan_attempts
+from hpo.attempts import Attempt, PointStatus, grid_points, plan_attempts
 from hpo.config import study_config
 from hpo.retune import RetuneStopper
 from hpo.rule import RetuneRule
@@ -119,3 +119,24 @@ def test_attempt_names_link_reruns():
     assert Attempt(5e-4, 0).previous() is None
     assert Attempt.from_config(Attempt(5e-4, 0, 1, 7).to_config()) == Attempt(5e-4, 0, 1, 7)
 
+
+def test_grid_axes_multiply_the_points_and_join_names():
+    """Three L2 values x two architectures x one seed = six points, each named by its architecture."""
+    config = study_config({"grid": {"l2": [1e-2, 1e-3, 1e-4], "architecture": ["matlab-unet", "monai-unet"]}})
+    points = grid_points(config)
+    assert len(points) == 6 and len({p.point for p in points}) == 6
+    assert points[1] == Attempt(1e-2, 0, choices=(("architecture", "monai-unet"),))
+    assert points[1].name == "l2=0.01_seed=0_architecture=monai-unet_rerun=0"
+    assert points[1].point == "l2=0.01,seed=0,architecture=monai-unet"
+    assert points[1].next().choices == points[1].choices
+    # a plain L2 grid keeps its names (studies recorded before the axes resume unchanged)
+    assert [p.point for p in grid_points(study_config({"grid": {"l2": [1e-3]}}))] == ["l2=0.001,seed=0"]
+    # the storage is read per point: a pruned monai-unet point gets its rerun with the architecture kept
+    pruned = _frozen(0, 1e-3, 0, 0, TrialState.PRUNED)
+    pruned.user_attrs["lineage"]["point"] = "l2=0.001,seed=0,architecture=monai-unet"
+    plan = plan_attempts({**config, "retune": {**config["retune"], "max_reruns": 1}}, [pruned])
+    assert plan["l2=0.001,seed=0,architecture=monai-unet"].attempt == Attempt(
+        1e-3, 0, 1, choices=(("architecture", "monai-unet"),))
+    assert plan["l2=0.001,seed=0,architecture=matlab-unet"].status == "pending"
+
+    assert Attempt.from_config(points[1].to_config()) == points[1]

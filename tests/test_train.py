@@ -311,15 +311,15 @@ def test_training_loss_is_matlab_spatial_cross_entropy(monkeypatch, make_dataset
         batches.append(out[1].clone())
         return out
 
-    class SpyUNet(UNet):
-        def forward(self, x):
-            out = super().forward(x)
-            if self.training:
-                logits_seen.append(out.detach().clone())
-            return out
+    def spy_build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.register_forward_hook(
+            lambda m, inputs, out: logits_seen.append(out.detach().clone()) if m.training else None)
+        return model
 
+    real_build = train_mod.build_model
     monkeypatch.setattr(train_mod, "augment_batch", spy_augment)
-    monkeypatch.setattr(train_mod, "UNet", SpyUNet)
+    monkeypatch.setattr(train_mod, "build_model", spy_build)
     result = fit(config, dataset, split, tmp_path)
     assert len(batches) == 1 and len(logits_seen) == 1
     y = batches[0].long()

@@ -27,8 +27,9 @@ def test_train_cli_writes_everything_and_resumes(capsys, tiny_data_dir, tmp_path
     assert sorted(p.name for p in (out / "predictions").iterdir()) == sorted(split["test"])
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["train"]["l2"] == 0.0005
-    assert config["model"] == {"width": 4, "depth": 2, "pad": False, "normalization": "zerocenter",
+    assert {k: config["model"][k] for k in ("width", "depth", "pad", "normalization", "normalization_dimension")} == {"width": 4, "depth": 2, "pad": False, "normalization": "zerocenter",
                                "normalization_dimension": "channel"}
+    assert config["model"]["architecture"] == "matlab-unet" and config["train"]["loss"] == "cross-entropy"
     assert config["train"]["epochs"] == 2 and config["train"]["batch_size"] == 4
     # the rest is the study protocol of paper.yaml
     assert config["train"]["learning_rate"] == 1e-4 and config["train"]["l2_mode"] == "coupled"

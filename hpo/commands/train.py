@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from hpo.config import load_study_config, point_config
+    from hpo.config import grid_choices, load_study_config, point_config
     from lgeseg.data import load_dataset
     from lgeseg.metrics import format_tables
     from lgeseg.run import run
@@ -40,13 +40,15 @@ def main(args: argparse.Namespace) -> int:
     study = load_study_config(args.config, overrides, args.data)
     l2 = study["grid"]["l2"][0] if args.l2 is None else args.l2
     seed = study["seeds"][0] if args.seed is None else args.seed
-    config = point_config(study, l2, seed)
+    config = point_config(study, l2, seed, choices=grid_choices(study)[0])  # the first of any gridded axes
     out = Path(args.out) if args.out else Path("runs") / f"{study['name']}-train" / f"l2={l2:g}_seed={seed}"
 
     dataset = load_dataset(config["data"], progress=sys.stderr.isatty())
     kind = "SYNTHETIC phantom (no --data given)" if dataset.synthetic else "dataset"
     print(f"{kind}: {dataset.root} ({len(dataset.files)} images, classes {dataset.labels})")
-    print(f"l2={l2:g} seed={seed} width={config['model']['width']} epochs={config['train']['epochs']} -> {out}")
+    model = config["model"]
+    net = f"width={model['width']}" if model["architecture"] == "matlab-unet" else model["architecture"]
+    print(f"l2={l2:g} seed={seed} {net} loss={config['train']['loss']} epochs={config['train']['epochs']} -> {out}")
     result = run(config, out, progress=True, dataset=dataset)
     info = result.info
     print(f"device {info['device']}, {info['epochs_run']} epochs, selected epoch {info['selected_epoch']} "

@@ -19,6 +19,9 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .losses import LOSSES
+from .models import MODEL_DEFAULTS, check_model
+from .normalization import NORMALIZATION_DIMENSIONS, NORMALIZATIONS
 
 
 class _Loader(yaml.SafeLoader):
@@ -45,13 +48,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "data": None,  # dataset folder; None = the built-in synthetic phantom
     "seed": 0,  # weights init, shuffling, augmentation, dropout
     "split": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0},
-    "model": {
-        "width": 64,
-        "depth": 4,
-        "pad": False,  # pad images up to multiples of 2**depth
-        "normalization": "zerocenter",  # imageInputLayer's Normalization (lgeseg.normalization)
-        "normalization_dimension": "channel",  # its NormalizationDimension ('auto' at training time = channel)
-    },
+    "model": MODEL_DEFAULTS,  # architecture, normalisation, padding and each architecture's options (lgeseg.models)
     "train": {
         "epochs": 180,
         "batch_size": 16,
@@ -61,6 +58,7 @@ RUN_DEFAULTS: dict[str, Any] = {
         "lr_drop_period": 10,  # ... every LearnRateDropPeriod epochs
         "shuffle": "once",  # trainingOptions' Shuffle: once (MATLAB's default) | every-epoch
         "l2": 5.0e-4,
+        "loss": "cross-entropy",  # cross-entropy (MATLAB) | dice-ce | dice | focal (lgeseg.losses)
         "l2_mode": "coupled",  # coupled = MATLAB (L2 added to the gradient); decoupled = AdamW
         "select": "final",  # final = the last network, as MATLAB R2020b returns; best_val
         "augment": {"reflect": True, "translate": 10},
@@ -71,11 +69,6 @@ RUN_DEFAULTS: dict[str, Any] = {
     },
 }
 
-#: imageInputLayer's Normalization values (:mod:`lgeseg.normalization` applies them).
-NORMALIZATIONS = ("zerocenter", "zscore", "rescale-symmetric", "rescale-zero-one", "none")
-#: Its NormalizationDimension values; MATLAB's 'auto' with statistics computed at training time is 'channel'.
-NORMALIZATION_DIMENSIONS = ("channel", "element", "all")
-
 #: Keys whose value may be null besides their default's type.
 NULLABLE = {"data"}
 CHOICES = {
@@ -85,6 +78,7 @@ CHOICES = {
     "train.shuffle": ("once", "every-epoch"),
     "train.l2_mode": ("coupled", "decoupled"),
     "train.select": ("final", "best_val"),
+    "train.loss": LOSSES,
     "train.precision": ("auto", "fp32", "bf16"),
 }
 
@@ -221,6 +215,7 @@ def check_split(split: dict, where: str = "split") -> None:
 def check_model_train(config: dict) -> None:
     """Range checks shared by run and study configs."""
     check_choices(config)
+    check_model(config["model"])
     check_split(config["split"])
     for key in ("model.width", "model.depth", "train.epochs", "train.batch_size", "train.learning_rate",
                 "train.checkpoint_every", "train.lr_drop_period"):

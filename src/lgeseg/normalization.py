@@ -9,6 +9,9 @@
 - ``rescale-zero-one``: ``(x - Min) / (Max - Min)``, i.e. [Min, Max] -> [0, 1];
 - ``none``: ``x``.
 
+Every architecture applies it first: :class:`lgeseg.unet.UNet` holds the layer itself (``normalize``),
+the MONAI networks of :mod:`lgeseg.models` sit behind it in :class:`Normalized`.
+
 ``NormalizationDimension`` decides over what the statistics are taken. Its default, ``'auto'``, with
 statistics computed at training time (the study's case), is ``'channel'``: one value per channel over all
 training images and pixels (a scalar for grey-level images). ``'element'`` keeps one value per pixel and
@@ -26,7 +29,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import NORMALIZATION_DIMENSIONS, NORMALIZATIONS
+#: imageInputLayer's Normalization values.
+NORMALIZATIONS: tuple[str, ...] = ("zerocenter", "zscore", "rescale-symmetric", "rescale-zero-one", "none")
+#: Its NormalizationDimension values; MATLAB's 'auto' with statistics computed at training time is 'channel'.
+NORMALIZATION_DIMENSIONS: tuple[str, ...] = ("channel", "element", "all")
 
 
 class InputNormalization(nn.Module):
@@ -102,3 +108,24 @@ class InputNormalization(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, dimension={self.dimension!r}, input_scale={self.input_scale:g}"
+
+
+class Normalized(nn.Module):
+    """``backbone(normalize(x))``: any network behind an :class:`InputNormalization` layer.
+
+    Args:
+        backbone: a module mapping (N, C, H, W) inputs to (N, K, H, W) class scores.
+        normalize: the input layer, fitted with ``model.normalize.fit(training_images)``.
+    """
+
+    def __init__(self, backbone: nn.Module, normalize: InputNormalization) -> None:
+        super().__init__()
+        self.normalize = normalize
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) images in [0, 1] -> (N, K, H, W) class scores."""
+        return self.backbone(self.normalize(x))
+
+
+__all__ = ["NORMALIZATIONS", "NORMALIZATION_DIMENSIONS", "InputNormalization", "Normalized"]

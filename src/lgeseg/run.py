@@ -28,6 +28,7 @@ from .diagnostics import learning_warnings
 from .errors import TrainingError
 from .fingerprint import check_same, data_fingerprint, recorded_fingerprints
 from .metrics import evaluate, json_safe, majority_class, trivial_baseline, write_json
+from .models import halvings
 from .padding import check_size, crop, pad_dataset
 from .train import EpochStats, fit, predict
 
@@ -56,11 +57,13 @@ class RunResult:
 
 def versions() -> dict[str, str]:
     """Versions that decide the numbers of a run."""
+    from importlib.metadata import version
+
     import scipy
 
     return {"lgeseg": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "scipy": scipy.__version__, "platform": platform.platform(),
-            "cuda": torch.version.cuda or "none"}
+            "numpy": np.__version__, "scipy": scipy.__version__, "monai": version("monai"),
+            "platform": platform.platform(), "cuda": torch.version.cuda or "none"}
 
 
 def _write_predictions(folder: Path, pred: np.ndarray, files: list[str], labels: dict[str, int]) -> None:
@@ -106,7 +109,8 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
     # Data and config meet here: every check comes before anything is written.
     dataset = dataset if dataset is not None else load_dataset(config["data"])
     height, width = dataset.images.shape[1:]
-    check_size(height, width, config["model"]["depth"], config["model"]["pad"])
+    depth = halvings(config["model"])  # model.depth for the MATLAB U-Net, a MONAI network's own otherwise
+    check_size(height, width, depth, config["model"]["pad"])
     s = config["split"]
     split = split_dataset(dataset, s["train"], s["val"], s["test"], seed=s["seed"])
     split_info = split.to_json(dataset)
@@ -127,7 +131,7 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
     (out / "split.json").write_text(json.dumps(split_info, indent=1))
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
-    trained_on = pad_dataset(dataset, config["model"]["depth"]) if config["model"]["pad"] else dataset
+    trained_on = pad_dataset(dataset, depth) if config["model"]["pad"] else dataset
     result = fit(config, trained_on, split, out, on_epoch=on_epoch, progress=progress,
                  record={"data_fingerprint": fingerprint, "split": split_info})
     model = result.model
@@ -157,6 +161,7 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
 
     info = {
         "finished": True, "seed": config["seed"], "l2": config["train"]["l2"],
+        "architecture": config["model"]["architecture"], "loss": config["train"]["loss"],
         "config_hash": config_hash(config), "split_hash": split_info["hash"], "data_fingerprint": fingerprint,
         "data_dir": str(dataset.root), "synthetic": dataset.synthetic, "labels": dataset.labels,
         "device": result.device, "epochs_run": len(result.history), "selected_epoch": selected_epoch,

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from .config import config_hash
 from .data import IGNORE_INDEX, Dataset, Split
 from .errors import TrainingError
-from .unet import UNet
+from .losses import build_loss
+from .models import build_model, l2_parameters, model_from_spec, model_spec
 
 #: Columns of ``history.csv`` and keys of each :attr:`FitResult.history` row.
 HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -72,7 +73,7 @@ class FitResult:
         resumed_from_epoch: the epoch the checkpoint it resumed from had reached (0 = a fresh run).
     """
 
-    model: UNet
+    model: torch.nn.Module
     history: list[dict]
     best_state: dict[str, torch.Tensor]
     best_epoch: int
@@ -198,7 +199,8 @@ def _predicted_classes(logits: torch.Tensor) -> torch.Tensor:
 
 
 def build_optimizer(model: torch.nn.Module, learning_rate: float, l2: float, mode: str) -> torch.optim.Optimizer:
-    """Adam with L2 on weights only (biases excluded), as MATLAB applies L2Regularization.
+    """Adam with L2 on convolution weights only (:func:`lgeseg.models.l2_parameters`: biases and
+    normalisation layers' scale and shift excluded), as MATLAB applies L2Regularization.
 
     ``coupled`` adds ``l2 * w`` to the gradient before the Adam step (MATLAB); ``decoupled`` is AdamW.
     Parameters named in the model's ``learn_rate_factors()`` (if it has one; the U-Net's transposed
@@ -215,9 +217,10 @@ def build_optimizer(model: torch.nn.Module, learning_rate: float, l2: float, mod
         The optimizer, one parameter group per (weight or bias, learning-rate factor).
     """
     factors = model.learn_rate_factors() if hasattr(model, "learn_rate_factors") else {}
+    decayed = {id(p) for p in l2_parameters(model)[0]}
     groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
-        groups.setdefault((name.endswith("weight"), factors.get(name, 1.0)), []).append(param)
+        groups.setdefault((id(param) in decayed, factors.get(name, 1.0)), []).append(param)
     param_groups = [{"params": params, "weight_decay": l2 if is_weight else 0.0, "lr": learning_rate * factor}
                     for (is_weight, factor), params in groups.items()]
     optimizer_class = torch.optim.Adam if mode == "coupled" else torch.optim.AdamW
@@ -307,20 +310,10 @@ def _write_history(history: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def model_spec(config: dict, dataset: Dataset) -> dict:
-    """The keyword arguments of the run's :class:`~lgeseg.unet.UNet`, as stored in its checkpoints."""
-    model = config["model"]
-    return {"in_channels": 1, "num_classes": len(dataset.labels), "width": model["width"],
-            "depth": model["depth"], "image_size": list(dataset.images.shape[1:]),
-            "normalization": model["normalization"], "normalization_dimension": model["normalization_dimension"]}
-
-
-def load_model(path: str | Path, device: str = "cpu") -> tuple[UNet, dict]:
-    """A network saved in ``best.pt`` or ``last.pt``, with the checkpoint's metadata."""
+def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """A network saved in ``best.pt`` or ``last.pt`` (any architecture), with the checkpoint's metadata."""
     ckpt = torch.load(path, map_location=device, weights_only=True)
-    spec = dict(ckpt["model_spec"])
-    spec["image_size"] = tuple(spec["image_size"])
-    model = UNet(**spec).to(device)
+    model = model_from_spec(ckpt["model_spec"]).to(device)
     model.load_state_dict(ckpt["model"])
     return model, ckpt
 
@@ -376,12 +369,13 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
         raise TrainingError(f"train.batch_size {batch_size} is larger than the training split "
                             f"({len(split.train)} images)")
 
-    spec = model_spec(config, dataset)
-    model = UNet(**{**spec, "image_size": tuple(spec["image_size"])}).to(device)
+    spec = model_spec(config, 1, len(dataset.labels), dataset.images.shape[1:])
+    model = build_model(config, 1, len(dataset.labels), dataset.images.shape[1:]).to(device)
     model.normalize.fit(x_train)  # imageInputLayer's statistics, from the training split
     model = model.to(memory_format=memory_format)
     optimizer = build_optimizer(model, options["learning_rate"], options["l2"], options["l2_mode"])
     scheduler = build_scheduler(optimizer, options)
+    loss_fn = build_loss(options["loss"], IGNORE_INDEX)  # train.loss; ignored pixels stay out (lgeseg.losses)
     # Shuffle 'once' (MATLAB's default): one order for every epoch, drawn before the first; with the last
     # partial mini-batch dropped, the same images are then left out of every epoch, as in MATLAB.
     fixed_order = torch.randperm(len(split.train), generator=generator, device=device) \
@@ -454,9 +448,7 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
                 y = y.long()
                 with _autocast(device, precision):
                     logits = model(x.contiguous(memory_format=memory_format))
-                # MATLAB's pixel classification layer: summed cross-entropy over the labelled pixels divided
-                # by all pixels of the batch (N*H*W), so pixels shifted in from outside count as zeros.
-                loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum") / y.numel()
+                loss = loss_fn(logits.float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -498,5 +490,5 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
 
 
 __all__ = ["HISTORY_FIELDS", "EpochStats", "FitResult", "augment_batch", "build_optimizer",
-           "build_scheduler", "draw_augmentation", "fit", "load_model", "model_spec", "predict", "resolve_device",
+           "build_scheduler", "draw_augmentation", "fit", "load_model", "predict", "resolve_device",
            "warp_batch"]

@@ -26,6 +26,12 @@ def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
+def _rename_mean_image(state_dict: dict, prefix: str, *args) -> None:
+    """Checkpoints written before :mod:`lgeseg.normalization` kept the zerocenter mean image as ``mean_image``."""
+    if prefix + "mean_image" in state_dict:
+        state_dict[prefix + "normalize.mean"] = state_dict.pop(prefix + "mean_image")
+
+
 class UNet(nn.Module):
     """U-Net for ``in_channels`` x H x W images with H and W divisible by ``2**depth``.
 
@@ -50,6 +56,7 @@ class UNet(nn.Module):
         self.depth = depth
         self.normalize = InputNormalization(normalization, normalization_dimension, in_channels, image_size,
                                             input_scale)
+        self._register_load_state_dict_pre_hook(_rename_mean_image)
         widths = [width * 2**i for i in range(depth + 1)]
         self.encoders = nn.ModuleList(
             _double_conv(c_in, c_out) for c_in, c_out in zip([in_channels] + widths[:-2], widths[:-1])

@@ -54,9 +54,15 @@ def cpu_model() -> str:
 def machine(device: str | None = None) -> dict:
     import torch
 
-    info = {"date": _dt.date.today().isoformat(), "cpu": cpu_model(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
+    info = {
+        "date": _dt.date.today().isoformat(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
     try:
         info["load_avg_1m"] = os.getloadavg()[0]
     except OSError:
@@ -67,8 +73,9 @@ def machine(device: str | None = None) -> dict:
     return info
 
 
-def train_flops_per_image(model, image_shape: tuple[int, int], batch: int, device, precision: str = "fp32",
-                          channels_last: bool = False) -> float:
+def train_flops_per_image(
+    model, image_shape: tuple[int, int], batch: int, device, precision: str = "fp32", channels_last: bool = False
+) -> float:
     """FLOPs of one forward + backward per image (FlopCounterMode: 2 per multiply-add, convs and matmuls)."""
     import torch
     import torch.nn.functional as F
@@ -78,8 +85,7 @@ def train_flops_per_image(model, image_shape: tuple[int, int], batch: int, devic
     x = torch.rand(batch, 1, *image_shape, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 3, (batch, *image_shape), device=device)
     model.train()
-    autocast = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if precision == "bf16"
-                else _null())
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if precision == "bf16" else _null()
     with FlopCounterMode(display=False) as counter:
         with autocast:
             logits = model(x)
@@ -98,6 +104,7 @@ class _null:
 
 def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     """Plain text table; ``columns`` are (key, header); floats with 3 significant decimals."""
+
     def fmt(v) -> str:
         if v is None:
             return "-"

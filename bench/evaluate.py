@@ -74,12 +74,26 @@ def reference(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> dict[str
     iou = inter / union
     with np.errstate(all="ignore"):
         image_bf = [np.nanmean(row) for row in bf if not np.isnan(row).all()]
-    dataset = {"GlobalAccuracy": np.trace(cm) / cm.sum(), "MeanAccuracy": accuracy.mean(), "MeanIoU": iou.mean(),
-               "WeightedIoU": np.nansum(iou * true_px) / cm.sum(), "MeanBFScore": float(np.mean(image_bf))}
-    classes = {c: {"Accuracy": accuracy[c], "IoU": iou[c], "MeanBFScore": float(np.nanmean(bf[:, c])),
-                   "Dice": 2 * tp[c] / (true_px[c] + pred_px[c])} for c in range(num_classes)}
-    return {"dataset": {k: float(v) for k, v in dataset.items()},
-            "class": {CLASSES[c]: {k: float(v) for k, v in m.items()} for c, m in classes.items()}}
+    dataset = {
+        "GlobalAccuracy": np.trace(cm) / cm.sum(),
+        "MeanAccuracy": accuracy.mean(),
+        "MeanIoU": iou.mean(),
+        "WeightedIoU": np.nansum(iou * true_px) / cm.sum(),
+        "MeanBFScore": float(np.mean(image_bf)),
+    }
+    classes = {
+        c: {
+            "Accuracy": accuracy[c],
+            "IoU": iou[c],
+            "MeanBFScore": float(np.nanmean(bf[:, c])),
+            "Dice": 2 * tp[c] / (true_px[c] + pred_px[c]),
+        }
+        for c in range(num_classes)
+    }
+    return {
+        "dataset": {k: float(v) for k, v in dataset.items()},
+        "class": {CLASSES[c]: {k: float(v) for k, v in m.items()} for c, m in classes.items()},
+    }
 
 
 def main() -> None:
@@ -106,8 +120,10 @@ def main() -> None:
         assert math.isclose(mine, theirs, rel_tol=1e-9, abs_tol=1e-12), (key, mine, theirs)
 
     best = min(ours_times)
-    rows = [("reference loop (per image, per class, EDT)", ref_time, 1.0),
-            ("lgeseg.metrics.evaluate (vectorised, best of 3)", best, ref_time / best)]
+    rows = [
+        ("reference loop (per image, per class, EDT)", ref_time, 1.0),
+        ("lgeseg.metrics.evaluate (vectorised, best of 3)", best, ref_time / best),
+    ]
     width = max(len(r[0]) for r in rows)
     print(f"{args.n} mask pairs of {SIZE}x{SIZE}, {len(CLASSES)} classes; results agree to 1e-9")
     print(f"{'method'.ljust(width)}  {'seconds':>8}  {'speed-up':>8}")
@@ -116,11 +132,23 @@ def main() -> None:
     print("dataset:", {k: round(v, 4) for k, v in ours["dataset"].items()})
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
-        "n": args.n, "size": SIZE, "classes": len(CLASSES),
-        "reference_s": ref_time, "ours_best_s": best, "ours_runs_s": ours_times, "speedup": ref_time / best,
-        "dataset": ours["dataset"], "machine": platform.processor() or platform.machine(),
-    }, indent=2) + "\n")
+    args.json.write_text(
+        json.dumps(
+            {
+                "n": args.n,
+                "size": SIZE,
+                "classes": len(CLASSES),
+                "reference_s": ref_time,
+                "ours_best_s": best,
+                "ours_runs_s": ours_times,
+                "speedup": ref_time / best,
+                "dataset": ours["dataset"],
+                "machine": platform.processor() or platform.machine(),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {args.json}")
 
 

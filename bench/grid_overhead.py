@@ -60,7 +60,6 @@ def mode_overrides(mode: str, cores: int) -> list[str]:
     raise SystemExit(f"unknown mode {mode!r} (serial, parallel, gpu-packed)")
 
 
-
 def _timed(cmd: list[str], what: str) -> tuple[subprocess.CompletedProcess, float]:
     """Run ``cmd`` in a fresh process from the repository root; its wall time; exit if it failed."""
     t0 = time.perf_counter()
@@ -71,14 +70,20 @@ def _timed(cmd: list[str], what: str) -> tuple[subprocess.CompletedProcess, floa
         raise SystemExit(f"{what} failed with status {proc.returncode}: {' '.join(cmd)}")
     return proc, wall
 
+
 def trial_records(root: Path) -> dict[str, dict]:
     """run.json + history of every finished run under ``root``, keyed by config hash."""
     out = {}
     for info_path in sorted(root.rglob("run.json")):
         info = json.loads(info_path.read_text())
         history = (info_path.parent / "history.csv").read_text()
-        out[info["config_hash"]] = {"l2": info["l2"], "epochs_run": info["epochs_run"], "device": info["device"],
-                                    "wall_time_s": info["wall_time_s"], "history": history}
+        out[info["config_hash"]] = {
+            "l2": info["l2"],
+            "epochs_run": info["epochs_run"],
+            "device": info["device"],
+            "wall_time_s": info["wall_time_s"],
+            "history": history,
+        }
     return out
 
 
@@ -94,8 +99,17 @@ def run_grid(config: str, overrides: list[str], data: str | None, out: Path, num
 
 
 def run_sequential(config: str, overrides: list[str], data: str | None, out: Path, device: str) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_sequential", "--config", config, "--out", str(out),
-           "--device", device]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "_sequential",
+        "--config",
+        config,
+        "--out",
+        str(out),
+        "--device",
+        device,
+    ]
     cmd += [a for o in overrides for a in ("--set", o)]
     if data:
         cmd += ["--data", data]
@@ -121,32 +135,44 @@ def sequential_child(args) -> int:
             # run() reads the data set itself, as each Ray trial does
             run(config, Path(args.out) / f"l2={l2:g}_seed={seed}")
     end = time.perf_counter()
-    print(json.dumps({"threads": torch.get_num_threads(), "import_s": t_trials - t_start,
-                      "trials_s": end - t_trials}))
+    print(json.dumps({"threads": torch.get_num_threads(), "import_s": t_trials - t_start, "trials_s": end - t_trials}))
     return 0
 
 
 def compare(grid: dict[str, dict], seq: dict[str, dict]) -> dict:
     same_trials = set(grid) == set(seq) and all(grid[h]["epochs_run"] == seq[h]["epochs_run"] for h in grid)
     identical = same_trials and all(grid[h]["history"] == seq[h]["history"] for h in grid)
-    return {"same_trials": same_trials, "identical_histories": identical,
-            "trials": [{"l2": g["l2"], "epochs": g["epochs_run"], "device": g["device"]} for g in grid.values()]}
+    return {
+        "same_trials": same_trials,
+        "identical_histories": identical,
+        "trials": [{"l2": g["l2"], "epochs": g["epochs_run"], "device": g["device"]} for g in grid.values()],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=str(QUICK), help="study config (default: study_configs/quick.yaml)")
     parser.add_argument("--data", default=None, help="dataset folder (default: the config's; quick = phantom)")
     parser.add_argument("--epochs", type=int, default=2, help="train.epochs for both sides (quick.yaml: 12)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra override for both sides (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra override for both sides (repeatable)",
+    )
     parser.add_argument("--modes", default="serial,parallel", help="comma list: serial, parallel, gpu-packed")
     parser.add_argument("--device", default="cpu", help="train.device of both sides (cpu | cuda)")
     parser.add_argument("--reps", type=int, default=2, help="alternating repetitions of each side (median)")
-    parser.add_argument("--keep-retune", action="store_true",
-                        help="leave the retune rule on (trial counts may then differ between the sides)")
+    parser.add_argument(
+        "--keep-retune",
+        action="store_true",
+        help="leave the retune rule on (trial counts may then differ between the sides)",
+    )
     parser.add_argument("--num-cpus", type=int, default=None, help="Ray --num-cpus (default: all cores)")
     parser.add_argument("--json", default=None, help="output JSON (default: bench/results/grid_overhead.json)")
     if argv and argv[0] == "_sequential":
@@ -177,39 +203,85 @@ def main(argv: list[str] | None = None) -> int:
                     runs += 1
                     out = Path(tmp) / f"run-{runs}"
                     if side == "seq" and (fresh_baseline or rep >= len(seqs)):
-                        print(f"[{mode} rep {rep + 1}] sequential ({'; '.join(base_over)}) ...", file=sys.stderr,
-                              flush=True)
-                        seqs.append({**run_sequential(args.config, base_over, args.data, out, args.device),
-                                     "records": trial_records(out)})
+                        print(
+                            f"[{mode} rep {rep + 1}] sequential ({'; '.join(base_over)}) ...",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        seqs.append(
+                            {
+                                **run_sequential(args.config, base_over, args.data, out, args.device),
+                                "records": trial_records(out),
+                            }
+                        )
                     elif side == "grid":
-                        print(f"[{mode} rep {rep + 1}] grid ({'; '.join(overrides)}) ...", file=sys.stderr,
-                              flush=True)
+                        print(f"[{mode} rep {rep + 1}] grid ({'; '.join(overrides)}) ...", file=sys.stderr, flush=True)
                         grids.append(run_grid(args.config, overrides, args.data, out, args.num_cpus))
                         checks.append(compare(trial_records(out / "trials"), seqs[0]["records"]))
-                print(f"  grid {grids[-1]['wall_s']:.1f}s, sequential {seqs[min(rep, len(seqs) - 1)]['wall_s']:.1f}s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  grid {grids[-1]['wall_s']:.1f}s, sequential {seqs[min(rep, len(seqs) - 1)]['wall_s']:.1f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             grid_s = statistics.median(g["wall_s"] for g in grids)
             seq_s = statistics.median(q["wall_s"] for q in seqs)
             overhead = (grid_s - seq_s) / grid_s
-            rows.append({"mode": mode, "trials": len(checks[0]["trials"]), "epochs": args.epochs,
-                         "reps": len(grids), "grid_s": grid_s, "seq_s": seq_s, "seq_threads": seqs[0]["threads"],
-                         "overhead_pct": 100 * overhead,
-                         "grid_runs": " ".join(f"{g['wall_s']:.0f}" for g in grids),
-                         "seq_runs": " ".join(f"{q['wall_s']:.0f}" for q in seqs),
-                         "same_trials": all(c["same_trials"] for c in checks),
-                         "identical": all(c["identical_histories"] for c in checks)})
-            details.append({"mode": mode, "overrides": overrides, "baseline_overrides": base_over, "grid": grids,
-                            "sequential": [{k: v for k, v in q.items() if k != "records"} for q in seqs],
-                            "check": checks})
+            rows.append(
+                {
+                    "mode": mode,
+                    "trials": len(checks[0]["trials"]),
+                    "epochs": args.epochs,
+                    "reps": len(grids),
+                    "grid_s": grid_s,
+                    "seq_s": seq_s,
+                    "seq_threads": seqs[0]["threads"],
+                    "overhead_pct": 100 * overhead,
+                    "grid_runs": " ".join(f"{g['wall_s']:.0f}" for g in grids),
+                    "seq_runs": " ".join(f"{q['wall_s']:.0f}" for q in seqs),
+                    "same_trials": all(c["same_trials"] for c in checks),
+                    "identical": all(c["identical_histories"] for c in checks),
+                }
+            )
+            details.append(
+                {
+                    "mode": mode,
+                    "overrides": overrides,
+                    "baseline_overrides": base_over,
+                    "grid": grids,
+                    "sequential": [{k: v for k, v in q.items() if k != "records"} for q in seqs],
+                    "check": checks,
+                }
+            )
 
-    out = {"benchmark": "grid_overhead", "machine": _common.machine(args.device), "config": args.config,
-           "common_overrides": common, "command": [sys.executable] + sys.argv, "rows": rows, "details": details}
+    out = {
+        "benchmark": "grid_overhead",
+        "machine": _common.machine(args.device),
+        "config": args.config,
+        "common_overrides": common,
+        "command": [sys.executable] + sys.argv,
+        "rows": rows,
+        "details": details,
+    }
     path = _common.write_json(out, args.json, f"grid_overhead_{args.device.split(':')[0]}.json")
-    print(_common.table(rows, [("mode", "mode"), ("trials", "trials"), ("epochs", "epochs"),
-                               ("reps", "reps"), ("grid_s", "grid wall s"),
-                               ("seq_s", "sequential wall s"), ("grid_runs", "grid runs s"), ("seq_runs", "seq runs s"),
-                               ("seq_threads", "seq threads"), ("overhead_pct", "overhead %"),
-                               ("same_trials", "same trials"), ("identical", "identical histories")]))
+    print(
+        _common.table(
+            rows,
+            [
+                ("mode", "mode"),
+                ("trials", "trials"),
+                ("epochs", "epochs"),
+                ("reps", "reps"),
+                ("grid_s", "grid wall s"),
+                ("seq_s", "sequential wall s"),
+                ("grid_runs", "grid runs s"),
+                ("seq_runs", "seq runs s"),
+                ("seq_threads", "seq threads"),
+                ("overhead_pct", "overhead %"),
+                ("same_trials", "same trials"),
+                ("identical", "identical histories"),
+            ],
+        )
+    )
     print("overhead % = (median grid wall - median sequential wall) / median grid wall; negative = grid faster")
     print(f"\nJSON: {path}")
     return 0

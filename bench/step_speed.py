@@ -35,8 +35,13 @@ import lgeseg.train as lt  # noqa: E402
 from lgeseg.data import load_dataset, split_dataset  # noqa: E402
 from lgeseg.unet import UNet  # noqa: E402
 
-VARIANTS = {"before": ("fp32", False), "fp32": ("fp32", False), "fp32+cl": ("fp32", True),
-            "bf16": ("bf16", False), "bf16+cl": ("bf16", True)}
+VARIANTS = {
+    "before": ("fp32", False),
+    "fp32": ("fp32", False),
+    "fp32+cl": ("fp32", True),
+    "bf16": ("bf16", False),
+    "bf16+cl": ("bf16", True),
+}
 
 
 def augment_before(images, masks, generator, reflect: bool, translate: int):
@@ -91,8 +96,9 @@ class Variant:
 
 
 def bench_width(args, x_train, y_train, device, width: int) -> list[dict]:
-    variants = [Variant(name, x_train, y_train, width, args.depth, args.batch_size, device)
-                for name in args.variants.split(",")]
+    variants = [
+        Variant(name, x_train, y_train, width, args.depth, args.batch_size, device) for name in args.variants.split(",")
+    ]
     for variant in variants:  # warm-up: oneDNN picks and caches its kernels
         for _ in range(2):
             variant.step()
@@ -105,26 +111,45 @@ def bench_width(args, x_train, y_train, device, width: int) -> list[dict]:
             for _ in range(args.steps):
                 variant.step()
             times[variant.name].append((time.perf_counter() - started) / args.steps)
-        print(f"width {width}: round {r + 1}/{args.rounds}: "
-              + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in times.items()), file=sys.stderr, flush=True)
+        print(
+            f"width {width}: round {r + 1}/{args.rounds}: "
+            + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in times.items()),
+            file=sys.stderr,
+            flush=True,
+        )
     before = statistics.median(times[variants[0].name])
-    return [{"width": width, "variant": name, "ms_per_step": 1000 * statistics.median(t),
-             "ms_min": 1000 * min(t), "ms_max": 1000 * max(t), "speedup": before / statistics.median(t),
-             "paired_speedups": [b / s for b, s in zip(times[variants[0].name], t)]}
-            for name, t in times.items()]
+    return [
+        {
+            "width": width,
+            "variant": name,
+            "ms_per_step": 1000 * statistics.median(t),
+            "ms_min": 1000 * min(t),
+            "ms_max": 1000 * max(t),
+            "speedup": before / statistics.median(t),
+            "paired_speedups": [b / s for b, s in zip(times[variants[0].name], t)],
+        }
+        for name, t in times.items()
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=_common.default_data(),
-                        help="dataset folder (default: ../shared/data/emidec-lge-128 if present, else the phantom)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data",
+        default=_common.default_data(),
+        help="dataset folder (default: ../shared/data/emidec-lge-128 if present, else the phantom)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--widths", default="8")
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--variants", default="before,fp32,fp32+cl,bf16,bf16+cl",
-                        help=f"comma list, the first is the reference (of {', '.join(VARIANTS)})")
+    parser.add_argument(
+        "--variants",
+        default="before,fp32,fp32+cl,bf16,bf16+cl",
+        help=f"comma list, the first is the reference (of {', '.join(VARIANTS)})",
+    )
     parser.add_argument("--steps", type=int, default=3, help="steps per variant per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -139,17 +164,35 @@ def main(argv: list[str] | None = None) -> int:
     x_train = torch.from_numpy(dataset.images[split.train]).unsqueeze(1).to(device)
     y_train = torch.from_numpy(dataset.masks[split.train]).to(device)
     load_before = os.getloadavg()
-    results = [row for w in (int(w) for w in args.widths.split(",")) for row in
-               bench_width(args, x_train, y_train, device, w)]
+    results = [
+        row for w in (int(w) for w in args.widths.split(",")) for row in bench_width(args, x_train, y_train, device, w)
+    ]
     load_after = os.getloadavg()
-    out = {"benchmark": "step_speed", "machine": _common.machine(str(device)), "data": str(dataset.root),
-           "threads": torch.get_num_threads(), "load_avg_before": load_before, "load_avg_after": load_after,
-           "command": sys.argv, "results": results}
+    out = {
+        "benchmark": "step_speed",
+        "machine": _common.machine(str(device)),
+        "data": str(dataset.root),
+        "threads": torch.get_num_threads(),
+        "load_avg_before": load_before,
+        "load_avg_after": load_after,
+        "command": sys.argv,
+        "results": results,
+    }
     path = _common.write_json(out, args.json, f"step_speed_{device.type}.json")
-    print(f"threads {torch.get_num_threads()}, load average (1, 5, 15 min) before {load_before}, "
-          f"after {load_after}")
-    print(_common.table(results, [("width", "width"), ("variant", "variant"), ("ms_per_step", "ms/step (median)"),
-                                  ("ms_min", "min"), ("ms_max", "max"), ("speedup", "vs first")]))
+    print(f"threads {torch.get_num_threads()}, load average (1, 5, 15 min) before {load_before}, after {load_after}")
+    print(
+        _common.table(
+            results,
+            [
+                ("width", "width"),
+                ("variant", "variant"),
+                ("ms_per_step", "ms/step (median)"),
+                ("ms_min", "min"),
+                ("ms_max", "max"),
+                ("speedup", "vs first"),
+            ],
+        )
+    )
     print(f"\nJSON: {path}")
     return 0
 

@@ -48,6 +48,7 @@ IGNORE_INDEX = lt.IGNORE_INDEX
 
 # --------------------------------------------------------------------------------------------- reference
 
+
 class ReferenceDataset(torch.utils.data.Dataset):
     """Per-sample numpy augmentation: left-right flip p=0.5, integer shift in [-t, t], zero / 255 fill."""
 
@@ -87,8 +88,9 @@ class Reference:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=l2)
         self.criterion = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
         data = ReferenceDataset(images, masks, augment["reflect"], augment["translate"], seed)
-        self.loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=True,
-                                                  num_workers=workers, persistent_workers=workers > 0)
+        self.loader = torch.utils.data.DataLoader(
+            data, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers, persistent_workers=workers > 0
+        )
 
     def epoch(self) -> dict:
         started = time.perf_counter()
@@ -106,6 +108,7 @@ class Reference:
 
 
 # -------------------------------------------------------------------------------------------------- ours
+
 
 @contextmanager
 def _patched(name: str, wrapper):
@@ -127,7 +130,9 @@ def _timed(bucket: dict, key: str, marks: dict | None = None):
                 return fn(*args, **kwargs)
             finally:
                 bucket[key] = bucket.get(key, 0.0) + time.perf_counter() - t0
+
         return inner
+
     return wrap
 
 
@@ -144,19 +149,27 @@ def fit_interleaved(config: dict, dataset, split: Split, between_epochs, records
         end = time.perf_counter()
         epoch_start = end - stats.seconds  # on_epoch runs right after the epoch's clock stops
         train_loop = marks["validate"] - epoch_start  # ends after the per-epoch finite check (a host sync)
-        records.append({"seconds": train_loop, "epoch_seconds": stats.seconds,
-                        "validate": spent.get("validate", 0.0), "checkpoint": spent.get("checkpoint", 0.0),
-                        "history": spent.get("history", 0.0),
-                        "other": max(0.0, stats.seconds - train_loop - sum(spent.values())),
-                        "loss": stats.train_loss})
+        records.append(
+            {
+                "seconds": train_loop,
+                "epoch_seconds": stats.seconds,
+                "validate": spent.get("validate", 0.0),
+                "checkpoint": spent.get("checkpoint", 0.0),
+                "history": spent.get("history", 0.0),
+                "other": max(0.0, stats.seconds - train_loop - sum(spent.values())),
+                "loss": stats.train_loss,
+            }
+        )
         spent.clear()
         marks.clear()
         between_epochs(stats.epoch)
 
-    with tempfile.TemporaryDirectory(prefix="lgeseg-bench-") as tmp, \
-            _patched("_validate", _timed(spent, "validate", marks)), \
-            _patched("_save_atomic", _timed(spent, "checkpoint")), \
-            _patched("_write_history", _timed(spent, "history")):
+    with (
+        tempfile.TemporaryDirectory(prefix="lgeseg-bench-") as tmp,
+        _patched("_validate", _timed(spent, "validate", marks)),
+        _patched("_save_atomic", _timed(spent, "checkpoint")),
+        _patched("_write_history", _timed(spent, "history")),
+    ):
         lt.fit(config, dataset, split, tmp, on_epoch=on_epoch)
     return records
 
@@ -173,8 +186,9 @@ def hot_loop_extras(images, masks, device, batch, steps, augment, precision, rep
     generator = torch.Generator(device=device)
     generator.manual_seed(0)
     n = len(x_all)
-    logits = torch.randn(batch, 3, *images.shape[1:], device=device,
-                         dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
+    logits = torch.randn(
+        batch, 3, *images.shape[1:], device=device, dtype=torch.bfloat16 if precision == "bf16" else torch.float32
+    )
     y = torch.randint(0, 3, (batch, *images.shape[1:]), device=device)
     best_aug, best_acc = math.inf, math.inf
     for _ in range(repeats):
@@ -198,12 +212,19 @@ def hot_loop_extras(images, masks, device, batch, steps, augment, precision, rep
 
 # ------------------------------------------------------------------------------------------------ driver
 
+
 def subset_split(split: Split, train_images: int) -> Split:
     """The first ``train_images`` training images and validation images in the split's own ratio."""
     ratio = len(split.val) / max(1, len(split.train))
     n_val = max(1, min(len(split.val), round(train_images * ratio)))
-    return Split(train=split.train[:train_images], val=split.val[:n_val], test=split.test,
-                 by=split.by, seed=split.seed, fractions=split.fractions)
+    return Split(
+        train=split.train[:train_images],
+        val=split.val[:n_val],
+        test=split.test,
+        by=split.by,
+        seed=split.seed,
+        fractions=split.fractions,
+    )
 
 
 def default_steps(device: torch.device, width: int) -> int:
@@ -222,35 +243,63 @@ def bench_width(args, dataset, split, device, width: int) -> dict:
     batch = args.batch_size
     steps = args.steps or default_steps(device, width)
     if steps * batch > len(split.train):  # e.g. the phantom (157 training images) instead of emidec (423)
-        print(f"width {width}: {steps} steps x batch {batch} is more than the {len(split.train)} training images; "
-              f"using {len(split.train) // batch} steps per epoch", file=sys.stderr)
+        print(
+            f"width {width}: {steps} steps x batch {batch} is more than the {len(split.train)} training images; "
+            f"using {len(split.train) // batch} steps per epoch",
+            file=sys.stderr,
+        )
         steps = len(split.train) // batch
-    config = run_config({
-        "data": None, "seed": 0, "split": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0},
-        "model": {"width": width, "depth": args.depth},
-        "train": {"epochs": 1, "batch_size": batch, "learning_rate": args.lr, "l2": args.l2,
-                  "device": str(device), "precision": args.precision, "channels_last": args.channels_last,
-                  "augment": {"reflect": True, "translate": 10}},
-    })
+    config = run_config(
+        {
+            "data": None,
+            "seed": 0,
+            "split": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0},
+            "model": {"width": width, "depth": args.depth},
+            "train": {
+                "epochs": 1,
+                "batch_size": batch,
+                "learning_rate": args.lr,
+                "l2": args.l2,
+                "device": str(device),
+                "precision": args.precision,
+                "channels_last": args.channels_last,
+                "augment": {"reflect": True, "translate": 10},
+            },
+        }
+    )
     options = config["train"]
     auto_bf16 = options["precision"] == "auto" and lt.native_bf16(device)
     precision = "bf16" if options["precision"] == "bf16" or auto_bf16 else "fp32"
     channels_last = options["channels_last"] is True or (options["channels_last"] == "auto" and device.type == "cuda")
     timed = subset_split(split, steps * batch)
     config["train"]["epochs"] = args.warmup_epochs + args.reps
-    reference = Reference(dataset.images[timed.train], dataset.masks[timed.train], width, args.depth, device,
-                          batch, args.lr, args.l2, options["augment"], args.ref_workers)
+    reference = Reference(
+        dataset.images[timed.train],
+        dataset.masks[timed.train],
+        width,
+        args.depth,
+        device,
+        batch,
+        args.lr,
+        args.l2,
+        options["augment"],
+        args.ref_workers,
+    )
     ref_all: list[dict] = []
 
     def reference_epoch(epoch: int) -> None:
         ref_all.append(reference.epoch())
         label = "warm-up" if epoch <= args.warmup_epochs else f"rep {epoch - args.warmup_epochs}/{args.reps}"
-        print(f"width {width}: {label}: ours {ours_all[-1]['seconds']:.3f}s ref {ref_all[-1]['seconds']:.3f}s "
-              f"for {steps} steps", file=sys.stderr, flush=True)
+        print(
+            f"width {width}: {label}: ours {ours_all[-1]['seconds']:.3f}s ref {ref_all[-1]['seconds']:.3f}s "
+            f"for {steps} steps",
+            file=sys.stderr,
+            flush=True,
+        )
 
     ours_all: list[dict] = []
     fit_interleaved(config, dataset, timed, reference_epoch, ours_all)
-    ours_runs, ref_runs = ours_all[args.warmup_epochs:], ref_all[args.warmup_epochs:]
+    ours_runs, ref_runs = ours_all[args.warmup_epochs :], ref_all[args.warmup_epochs :]
 
     images_per_rep = steps * batch
     ours_s = statistics.median(r["seconds"] for r in ours_runs)
@@ -261,60 +310,99 @@ def bench_width(args, dataset, split, device, width: int) -> dict:
     peak = _common.bf16_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
     # Epoch-level overheads, projected to a full epoch of the whole split (fixed costs stay fixed).
-    extras = hot_loop_extras(dataset.images[timed.train], dataset.masks[timed.train], device, batch,
-                             min(steps, 10), options["augment"], precision)
+    extras = hot_loop_extras(
+        dataset.images[timed.train],
+        dataset.masks[timed.train],
+        device,
+        batch,
+        min(steps, 10),
+        options["augment"],
+        precision,
+    )
     full_steps = len(split.train) // batch
     per_step = ours_s / steps
     val_per_image = statistics.median(r["validate"] for r in ours_runs) / len(timed.val)
     fixed = {k: statistics.median(r[k] for r in ours_runs) for k in ("checkpoint", "history", "other")}
-    parts = {"augmentation": extras["augment_per_step"] * full_steps,
-             "metric_accumulation": extras["metric_per_step"] * full_steps,
-             "validation": val_per_image * len(split.val),
-             "checkpoint": fixed["checkpoint"], "history_csv": fixed["history"],
-             "other_epoch_end": fixed["other"]}
+    parts = {
+        "augmentation": extras["augment_per_step"] * full_steps,
+        "metric_accumulation": extras["metric_per_step"] * full_steps,
+        "validation": val_per_image * len(split.val),
+        "checkpoint": fixed["checkpoint"],
+        "history_csv": fixed["history"],
+        "other_epoch_end": fixed["other"],
+    }
     full_epoch = per_step * full_steps + parts["validation"] + sum(fixed.values())
     overhead = {k: v / full_epoch for k, v in parts.items()}
     measured_epoch = statistics.median(r["epoch_seconds"] for r in ours_runs)
     return {
-        "width": width, "device": str(device), "precision": precision, "channels_last": channels_last,
-        "batch": batch, "steps_per_rep": steps, "reps": args.reps, "warmup_epochs": args.warmup_epochs,
+        "width": width,
+        "device": str(device),
+        "precision": precision,
+        "channels_last": channels_last,
+        "batch": batch,
+        "steps_per_rep": steps,
+        "reps": args.reps,
+        "warmup_epochs": args.warmup_epochs,
         "params": sum(p.numel() for p in reference.model.parameters()),
         "gflop_per_image": flops / 1e9,
-        "ours_images_per_s": ours_ips, "ref_images_per_s": ref_ips,
-        "speedup": ours_ips / ref_ips, "speedup_paired_median": statistics.median(paired),
-        "speedup_paired_min": min(paired), "speedup_paired_max": max(paired),
-        "ours_tflops": ours_ips * flops / 1e12, "ref_tflops": ref_ips * flops / 1e12,
-        "bf16_peak_tflops": peak, "ours_peak_fraction": (ours_ips * flops / 1e12 / peak) if peak else None,
+        "ours_images_per_s": ours_ips,
+        "ref_images_per_s": ref_ips,
+        "speedup": ours_ips / ref_ips,
+        "speedup_paired_median": statistics.median(paired),
+        "speedup_paired_min": min(paired),
+        "speedup_paired_max": max(paired),
+        "ours_tflops": ours_ips * flops / 1e12,
+        "ref_tflops": ref_ips * flops / 1e12,
+        "bf16_peak_tflops": peak,
+        "ours_peak_fraction": (ours_ips * flops / 1e12 / peak) if peak else None,
         "ours_epoch_images_per_s": images_per_rep / measured_epoch,
-        "ours_runs": ours_runs, "ref_runs": ref_runs,
+        "ours_runs": ours_runs,
+        "ref_runs": ref_runs,
         "hot_loop_extras_per_step_s": extras,
-        "full_epoch": {"train_steps": full_steps, "val_images": len(split.val),
-                       "projected_seconds": full_epoch, "parts_seconds": parts},
-        "overhead_fraction": overhead, "overhead_total": sum(overhead.values()),
+        "full_epoch": {
+            "train_steps": full_steps,
+            "val_images": len(split.val),
+            "projected_seconds": full_epoch,
+            "parts_seconds": parts,
+        },
+        "overhead_fraction": overhead,
+        "overhead_total": sum(overhead.values()),
         "overhead_total_without_validation": sum(v for k, v in overhead.items() if k != "validation"),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=_common.default_data(),
-                        help="dataset folder (default: ../shared/data/emidec-lge-128 if present, else the phantom; "
-                             "\"\" = phantom)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data",
+        default=_common.default_data(),
+        help='dataset folder (default: ../shared/data/emidec-lge-128 if present, else the phantom; "" = phantom)',
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--widths", default=None, help="comma list (default: 8,64 on CPU, 64 on CUDA)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="training steps per repetition (default: CPU 8 at width<=16 else 2; CUDA 26)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps per repetition (default: CPU 8 at width<=16 else 2; CUDA 26)",
+    )
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions per side, alternating")
     parser.add_argument("--warmup-epochs", type=int, default=1, help="untimed epochs (of --steps) per side first")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--l2", type=float, default=5e-4)
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                        help="ours only; the reference is always fp32")
-    parser.add_argument("--channels-last", default="auto", type=lambda s: {"true": True, "false": False}.get(s, s),
-                        help="ours only: auto | true | false")
+    parser.add_argument(
+        "--precision", default="auto", choices=("auto", "fp32", "bf16"), help="ours only; the reference is always fp32"
+    )
+    parser.add_argument(
+        "--channels-last",
+        default="auto",
+        type=lambda s: {"true": True, "false": False}.get(s, s),
+        help="ours only: auto | true | false",
+    )
     parser.add_argument("--ref-workers", type=int, default=0, help="DataLoader workers of the reference")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--json", default=None, help="output JSON (default: bench/results/train_throughput_<dev>.json)")
@@ -326,31 +414,74 @@ def main(argv: list[str] | None = None) -> int:
     widths = [int(w) for w in (args.widths or ("64" if device.type == "cuda" else "8,64")).split(",")]
     dataset = load_dataset(args.data or None)  # "" = the synthetic phantom
     split = split_dataset(dataset, 0.6, 0.2, 0.2, seed=0)
-    print(f"data: {dataset.root} ({'SYNTHETIC phantom' if dataset.synthetic else 'real'}), "
-          f"{len(dataset.files)} images, train {len(split.train)} / val {len(split.val)}; device {device}",
-          file=sys.stderr)
+    print(
+        f"data: {dataset.root} ({'SYNTHETIC phantom' if dataset.synthetic else 'real'}), "
+        f"{len(dataset.files)} images, train {len(split.train)} / val {len(split.val)}; device {device}",
+        file=sys.stderr,
+    )
     results = [bench_width(args, dataset, split, device, w) for w in widths]
 
-    out = {"benchmark": "train_throughput", "machine": _common.machine(str(device)),
-           "data": str(dataset.root), "synthetic": dataset.synthetic, "command": sys.argv, "results": results}
+    out = {
+        "benchmark": "train_throughput",
+        "machine": _common.machine(str(device)),
+        "data": str(dataset.root),
+        "synthetic": dataset.synthetic,
+        "command": sys.argv,
+        "results": results,
+    }
     path = _common.write_json(out, args.json, f"train_throughput_{device.type}.json")
-    print(_common.table(results, [
-        ("width", "width"), ("device", "device"), ("precision", "prec"), ("steps_per_rep", "steps/rep"),
-        ("reps", "reps"), ("gflop_per_image", "GFLOP/img"), ("ours_images_per_s", "ours img/s"),
-        ("ref_images_per_s", "ref img/s"), ("speedup", "speedup"), ("speedup_paired_median", "paired med"),
-        ("ours_tflops", "ours TFLOP/s"), ("ours_peak_fraction", "of bf16 peak"),
-        ("ours_epoch_images_per_s", "ours epoch img/s")]))
+    print(
+        _common.table(
+            results,
+            [
+                ("width", "width"),
+                ("device", "device"),
+                ("precision", "prec"),
+                ("steps_per_rep", "steps/rep"),
+                ("reps", "reps"),
+                ("gflop_per_image", "GFLOP/img"),
+                ("ours_images_per_s", "ours img/s"),
+                ("ref_images_per_s", "ref img/s"),
+                ("speedup", "speedup"),
+                ("speedup_paired_median", "paired med"),
+                ("ours_tflops", "ours TFLOP/s"),
+                ("ours_peak_fraction", "of bf16 peak"),
+                ("ours_epoch_images_per_s", "ours epoch img/s"),
+            ],
+        )
+    )
     print()
-    rows = [{"width": r["width"], **{k: 100 * v for k, v in r["overhead_fraction"].items()},
-             "total": 100 * r["overhead_total"], "total_no_val": 100 * r["overhead_total_without_validation"],
-             "epoch_s": r["full_epoch"]["projected_seconds"]} for r in results]
-    print("epoch-level overheads, % of a projected full epoch "
-          f"({results[0]['full_epoch']['train_steps']} steps + {results[0]['full_epoch']['val_images']} val images):")
-    print(_common.table(rows, [("width", "width"), ("augmentation", "augment %"),
-                               ("metric_accumulation", "metric acc %"), ("validation", "validation %"),
-                               ("checkpoint", "checkpoint %"), ("history_csv", "history %"),
-                               ("other_epoch_end", "other %"), ("total", "total %"),
-                               ("total_no_val", "total w/o val %"), ("epoch_s", "epoch s")]))
+    rows = [
+        {
+            "width": r["width"],
+            **{k: 100 * v for k, v in r["overhead_fraction"].items()},
+            "total": 100 * r["overhead_total"],
+            "total_no_val": 100 * r["overhead_total_without_validation"],
+            "epoch_s": r["full_epoch"]["projected_seconds"],
+        }
+        for r in results
+    ]
+    print(
+        "epoch-level overheads, % of a projected full epoch "
+        f"({results[0]['full_epoch']['train_steps']} steps + {results[0]['full_epoch']['val_images']} val images):"
+    )
+    print(
+        _common.table(
+            rows,
+            [
+                ("width", "width"),
+                ("augmentation", "augment %"),
+                ("metric_accumulation", "metric acc %"),
+                ("validation", "validation %"),
+                ("checkpoint", "checkpoint %"),
+                ("history_csv", "history %"),
+                ("other_epoch_end", "other %"),
+                ("total", "total %"),
+                ("total_no_val", "total w/o val %"),
+                ("epoch_s", "epoch s"),
+            ],
+        )
+    )
     print(f"\nJSON: {path}")
     return 0
 

@@ -77,22 +77,43 @@ def figure1(record: StudyRecord) -> go.Figure:
     panels = [(cls, list(FIGURE1_CLASS_METRICS)) for cls in classes] + [(None, list(DATASET_METRICS))]
     cols = 2
     rows = math.ceil(len(panels) / cols)
-    fig = make_subplots(rows=rows, cols=cols, vertical_spacing=0.12, horizontal_spacing=0.08,
-                        subplot_titles=[f"({chr(97 + i)}) {cls or 'Data set'}" for i, (cls, _) in enumerate(panels)])
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        vertical_spacing=0.12,
+        horizontal_spacing=0.08,
+        subplot_titles=[f"({chr(97 + i)}) {cls or 'Data set'}" for i, (cls, _) in enumerate(panels)],
+    )
     for index, (cls, metrics) in enumerate(panels):
         row, col = index // cols + 1, index % cols + 1
         means = {m: mean_over_seeds(record, m, cls) for m in metrics}
         for l2 in record.l2_values:
             heights = [means[m][l2] for m in metrics]
-            fig.add_trace(go.Bar(
-                x=metrics, y=heights, name=l2_label(l2), legendgroup=l2_label(l2), showlegend=index == 0,
-                marker_color=colors[l2], text=[fmt(h) for h in heights], textposition="outside",
-                meta={"region": cls or "dataset", "l2": l2},
-                hovertemplate=f"{cls or 'data set'} %{{x}}<br>{l2_label(l2)}: %{{y:.4f}}<extra></extra>",
-            ), row=row, col=col)
+            fig.add_trace(
+                go.Bar(
+                    x=metrics,
+                    y=heights,
+                    name=l2_label(l2),
+                    legendgroup=l2_label(l2),
+                    showlegend=index == 0,
+                    marker_color=colors[l2],
+                    text=[fmt(h) for h in heights],
+                    textposition="outside",
+                    meta={"region": cls or "dataset", "l2": l2},
+                    hovertemplate=f"{cls or 'data set'} %{{x}}<br>{l2_label(l2)}: %{{y:.4f}}<extra></extra>",
+                ),
+                row=row,
+                col=col,
+            )
         fig.update_yaxes(range=[0, 1.12], row=row, col=col)
-    fig.update_layout(title=title, barmode="group", height=380 * rows, legend_title_text="L2",
-                      uniformtext_minsize=8, template="plotly_white")
+    fig.update_layout(
+        title=title,
+        barmode="group",
+        height=380 * rows,
+        legend_title_text="L2",
+        uniformtext_minsize=8,
+        template="plotly_white",
+    )
     return fig
 
 
@@ -109,32 +130,59 @@ def sensitivity(record: StudyRecord) -> go.Figure:
     panels += [(m, cls) for cls in record.classes for m in ("IoU", "MeanBFScore")]
     cols = 4
     rows = math.ceil(len(panels) / cols)
-    fig = make_subplots(rows=rows, cols=cols, vertical_spacing=0.14, horizontal_spacing=0.06,
-                        subplot_titles=[m if cls is None else f"{cls} {m}" for m, cls in panels])
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        vertical_spacing=0.14,
+        horizontal_spacing=0.06,
+        subplot_titles=[m if cls is None else f"{cls} {m}" for m, cls in panels],
+    )
     groups = trials_by_l2(record)
     for index, (metric, cls) in enumerate(panels):
         row, col = index // cols + 1, index % cols + 1
         label = metric if cls is None else f"{cls} {metric}"
         points = [(t.l2, metric_value(t, metric, cls), t) for group in groups.values() for t in group]
-        fig.add_trace(go.Scatter(
-            x=[p[0] for p in points], y=[p[1] for p in points], mode="markers", name="seed",
-            legendgroup="seed", showlegend=index == 0, marker={"color": "#7f7f7f", "size": 7, "opacity": 0.7},
-            text=[f"seed {t.seed}, trial #{t.number}" for _, _, t in points],
-            meta={"panel": label, "kind": "points"},
-            hovertemplate=f"{label}<br>L2=%{{x:g}}: %{{y:.4f}}<br>%{{text}}<extra></extra>",
-        ), row=row, col=col)
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in points],
+                y=[p[1] for p in points],
+                mode="markers",
+                name="seed",
+                legendgroup="seed",
+                showlegend=index == 0,
+                marker={"color": "#7f7f7f", "size": 7, "opacity": 0.7},
+                text=[f"seed {t.seed}, trial #{t.number}" for _, _, t in points],
+                meta={"panel": label, "kind": "points"},
+                hovertemplate=f"{label}<br>L2=%{{x:g}}: %{{y:.4f}}<br>%{{text}}<extra></extra>",
+            ),
+            row=row,
+            col=col,
+        )
         intervals = {l2: t_interval([metric_value(t, metric, cls) for t in group]) for l2, group in groups.items()}
         xs = list(intervals)
         means = [iv.mean for iv in intervals.values()]
-        fig.add_trace(go.Scatter(
-            x=xs, y=means, mode="lines+markers", name="mean, 95% t-interval", legendgroup="mean",
-            showlegend=index == 0, line={"color": "#1f77b4"}, marker={"size": 9, "symbol": "diamond"},
-            error_y={"type": "data", "symmetric": False,
-                     "array": [iv.high - iv.mean for iv in intervals.values()],
-                     "arrayminus": [iv.mean - iv.low for iv in intervals.values()]},
-            meta={"panel": label, "kind": "mean"},
-            hovertemplate=f"{label}<br>L2=%{{x:g}}: mean %{{y:.4f}}<extra></extra>",
-        ), row=row, col=col)
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=means,
+                mode="lines+markers",
+                name="mean, 95% t-interval",
+                legendgroup="mean",
+                showlegend=index == 0,
+                line={"color": "#1f77b4"},
+                marker={"size": 9, "symbol": "diamond"},
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [iv.high - iv.mean for iv in intervals.values()],
+                    "arrayminus": [iv.mean - iv.low for iv in intervals.values()],
+                },
+                meta={"panel": label, "kind": "mean"},
+                hovertemplate=f"{label}<br>L2=%{{x:g}}: mean %{{y:.4f}}<extra></extra>",
+            ),
+            row=row,
+            col=col,
+        )
     fig.update_xaxes(type="log", tickvals=record.l2_values, ticktext=[f"{v:g}" for v in record.l2_values])
     fig.update_layout(title=title, height=300 * rows, template="plotly_white")
     return fig
@@ -191,30 +239,60 @@ def training_curves(record: StudyRecord) -> go.Figure:
         replacement = replacement_of(record, trial)
         if replacement is not None:
             name += f" → #{replacement.number}"
-        fig.add_trace(go.Scatter(
-            x=list(trial.curve), y=list(trial.curve.values()), mode="lines+markers", name=name,
-            line={"dash": STATE_DASH.get(trial.state, "solid"), "color": colors.get(trial.l2, "#7f7f7f")},
-            marker={"size": 4}, text=_lineage_text(record, trial.number),
-            meta={"number": trial.number, "state": trial.state},
-            hovertemplate="epoch %{x}: %{y:.4f}<br>%{text}<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=list(trial.curve),
+                y=list(trial.curve.values()),
+                mode="lines+markers",
+                name=name,
+                line={"dash": STATE_DASH.get(trial.state, "solid"), "color": colors.get(trial.l2, "#7f7f7f")},
+                marker={"size": 4},
+                text=_lineage_text(record, trial.number),
+                meta={"number": trial.number, "state": trial.state},
+                hovertemplate="epoch %{x}: %{y:.4f}<br>%{text}<extra></extra>",
+            )
+        )
     retune = record.config.get("retune") or {}
     for epoch in check_epochs(record):
-        fig.add_vline(x=epoch, line={"dash": "dot", "color": "#444"},
-                      annotation_text=f"check epoch {epoch}", annotation_position="top left")
+        fig.add_vline(
+            x=epoch,
+            line={"dash": "dot", "color": "#444"},
+            annotation_text=f"check epoch {epoch}",
+            annotation_position="top left",
+        )
     if retune.get("target_accuracy") is not None:
-        fig.add_hline(y=float(retune["target_accuracy"]), line={"dash": "dot", "color": "#d62728"},
-                      annotation_text=f"target {float(retune['target_accuracy']):g}",
-                      annotation_position="bottom right")
-    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="validation accuracy",
-                      height=480, template="plotly_white", legend={"font": {"size": 10}})
+        fig.add_hline(
+            y=float(retune["target_accuracy"]),
+            line={"dash": "dot", "color": "#d62728"},
+            annotation_text=f"target {float(retune['target_accuracy']):g}",
+            annotation_position="bottom right",
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="epoch",
+        yaxis_title="validation accuracy",
+        height=480,
+        template="plotly_white",
+        legend={"font": {"size": 10}},
+    )
     return fig
 
 
 #: Columns of the all-trials table.
 TRIAL_COLUMNS: tuple[str, ...] = (
-    "#", "state", "L2", "seed", "learning rate", "batch size", "rerun", "epochs run", "best val accuracy",
-    "val MeanIoU", "test GlobalAccuracy", "test MeanIoU", "test MeanBFScore",
+    "#",
+    "state",
+    "L2",
+    "seed",
+    "learning rate",
+    "batch size",
+    "rerun",
+    "epochs run",
+    "best val accuracy",
+    "val MeanIoU",
+    "test GlobalAccuracy",
+    "test MeanIoU",
+    "test MeanBFScore",
 )
 
 
@@ -223,22 +301,34 @@ def trial_rows(record: StudyRecord) -> list[list[str]]:
     rows = []
     for t in record.trials:
         val = t.val_metrics or {}
-        rows.append([
-            str(t.number), t.state, tables.MISSING if t.l2 is None else f"{t.l2:g}", str(t.seed),
-            tables.MISSING if t.learning_rate is None else f"{t.learning_rate:g}", str(t.batch_size), str(t.rerun),
-            str(t.epochs_run if t.epochs_run is not None else len(t.curve)), fmt(t.best_val_accuracy),
-            fmt(val.get("MeanIoU", t.value)),
-            *(fmt(metric_value(t, m)) if t.test_metrics else tables.MISSING
-              for m in ("GlobalAccuracy", "MeanIoU", "MeanBFScore")),
-        ])
+        rows.append(
+            [
+                str(t.number),
+                t.state,
+                tables.MISSING if t.l2 is None else f"{t.l2:g}",
+                str(t.seed),
+                tables.MISSING if t.learning_rate is None else f"{t.learning_rate:g}",
+                str(t.batch_size),
+                str(t.rerun),
+                str(t.epochs_run if t.epochs_run is not None else len(t.curve)),
+                fmt(t.best_val_accuracy),
+                fmt(val.get("MeanIoU", t.value)),
+                *(
+                    fmt(metric_value(t, m)) if t.test_metrics else tables.MISSING
+                    for m in ("GlobalAccuracy", "MeanIoU", "MeanBFScore")
+                ),
+            ]
+        )
     return rows
 
 
 def table(title: str, columns: tuple[str, ...], rows: list[list[str]]) -> go.Figure:
     """A plotly table (for optuna-dashboard and static export; the HTML report uses plain tables)."""
-    fig = go.Figure(go.Table(
-        header={"values": list(columns), "fill_color": "#e8e8e8", "align": "left"},
-        cells={"values": [list(col) for col in zip(*rows)] if rows else [[] for _ in columns], "align": "left"},
-    ))
+    fig = go.Figure(
+        go.Table(
+            header={"values": list(columns), "fill_color": "#e8e8e8", "align": "left"},
+            cells={"values": [list(col) for col in zip(*rows)] if rows else [[] for _ in columns], "align": "left"},
+        )
+    )
     fig.update_layout(title=title, height=120 + 24 * max(len(rows), 1))
     return fig

@@ -46,8 +46,7 @@ def baseline_from_confusion(confusion: list[list[float]]) -> dict[str, float]:
     majority = int(np.argmax(true_px))
     iou = np.where(true_px > 0, 0.0, math.nan)
     iou[majority] = true_px[majority] / total
-    return {"majority_class_index": majority, "GlobalAccuracy": true_px[majority] / total,
-            "MeanIoU": float(iou.mean())}
+    return {"majority_class_index": majority, "GlobalAccuracy": true_px[majority] / total, "MeanIoU": float(iou.mean())}
 
 
 def baseline_of(trial: TrialRecord) -> dict[str, Any] | None:

@@ -110,8 +110,10 @@ class StudyRecord:
         names = sorted({t.architecture or default for t in self.trials})
         if len(names) <= 1:
             return {None: self}
-        return {name: replace(self, trials=[t for t in self.trials if (t.architecture or default) == name])
-                for name in names}
+        return {
+            name: replace(self, trials=[t for t in self.trials if (t.architecture or default) == name])
+            for name in names
+        }
 
     def by_number(self, number: int | None) -> TrialRecord | None:
         """The trial with Optuna number ``number``, if any."""

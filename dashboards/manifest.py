@@ -56,8 +56,7 @@ def read_manifest(data_dir: Path | None) -> Manifest | None:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in reader.fieldnames or []]
-            raw = [{(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
-                   for row in reader]
+            raw = [{(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read manifest ({exc})") from None
     if "file" not in columns:

@@ -82,54 +82,95 @@ def figure2(record: StudyRecord) -> go.Figure:
     except UserError as exc:
         return empty_figure(title, f"Cannot read the images: {exc}")
     l2s = list(networks)
-    columns = (["Image"] + [f"Network {l2_label(l2)}" for l2 in l2s] + ["Manual"]
-               + [f"Difference {l2_label(l2)}" for l2 in l2s])
+    columns = (
+        ["Image"]
+        + [f"Network {l2_label(l2)}" for l2 in l2s]
+        + ["Manual"]
+        + [f"Difference {l2_label(l2)}" for l2 in l2s]
+    )
     titles = []
     for r, (file, tag) in enumerate(chosen):
         titles += [f"{file} ({tag})"] + (columns[1:] if r == 0 else [""] * (len(columns) - 1))
-    fig = make_subplots(rows=len(chosen), cols=len(columns), subplot_titles=titles,
-                        horizontal_spacing=0.01, vertical_spacing=0.06)
+    fig = make_subplots(
+        rows=len(chosen), cols=len(columns), subplot_titles=titles, horizontal_spacing=0.01, vertical_spacing=0.06
+    )
     # Class index -> the dataset's pixel value; unlabelled manual pixels keep their own (ignore) value.
     gray_values = np.zeros(IGNORE_INDEX + 1, dtype=np.uint8)
     gray_values[: len(labels)] = list(labels.values())
     gray_values[IGNORE_INDEX] = 0 if ignore is None else ignore
     diff_colors = ["#ffffff"] + [CLASS_PALETTE[i % len(CLASS_PALETTE)] for i in range(len(classes))]
     for r, ((file, _), (image, preds, truth)) in enumerate(zip(chosen, rows), start=1):
-        fig.add_trace(go.Heatmap(z=image, colorscale="gray", zmin=0, zmax=1, showscale=False,
-                                 meta={"file": file, "kind": "image"},
-                                 hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra>image</extra>"), row=r, col=1)
+        fig.add_trace(
+            go.Heatmap(
+                z=image,
+                colorscale="gray",
+                zmin=0,
+                zmax=1,
+                showscale=False,
+                meta={"file": file, "kind": "image"},
+                hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra>image</extra>",
+            ),
+            row=r,
+            col=1,
+        )
         masks = [(f"network {l2_label(l2)}", preds[l2]) for l2 in l2s] + [("manual", truth)]
         for c, (name, mask) in enumerate(masks, start=2):
-            fig.add_trace(go.Heatmap(z=gray_values[mask], colorscale="gray", zmin=0, zmax=255, showscale=False,
-                                     meta={"file": file, "kind": "mask", "source": name},
-                                     hovertemplate=f"x %{{x}}, y %{{y}}: %{{z}}<extra>{name}</extra>"),
-                          row=r, col=c)
+            fig.add_trace(
+                go.Heatmap(
+                    z=gray_values[mask],
+                    colorscale="gray",
+                    zmin=0,
+                    zmax=255,
+                    showscale=False,
+                    meta={"file": file, "kind": "mask", "source": name},
+                    hovertemplate=f"x %{{x}}, y %{{y}}: %{{z}}<extra>{name}</extra>",
+                ),
+                row=r,
+                col=c,
+            )
         for c, l2 in enumerate(l2s, start=len(l2s) + 3):
             last = r == len(chosen) and l2 == l2s[-1]
-            fig.add_trace(go.Heatmap(
-                z=difference_map(preds[l2], truth), colorscale=_discrete_scale(diff_colors),
-                zmin=-0.5, zmax=len(classes) + 0.5, showscale=last,
-                colorbar={"title": {"text": "expected"}, "tickvals": list(range(len(classes) + 1)),
-                          "ticktext": ["agree"] + classes, "len": 0.5, "outlinewidth": 1},
-                meta={"file": file, "kind": "difference", "l2": l2, "trial": networks[l2].number},
-                hovertemplate=f"x %{{x}}, y %{{y}}: %{{z}}<extra>{l2_label(l2)}</extra>",
-            ), row=r, col=c)
+            fig.add_trace(
+                go.Heatmap(
+                    z=difference_map(preds[l2], truth),
+                    colorscale=_discrete_scale(diff_colors),
+                    zmin=-0.5,
+                    zmax=len(classes) + 0.5,
+                    showscale=last,
+                    colorbar={
+                        "title": {"text": "expected"},
+                        "tickvals": list(range(len(classes) + 1)),
+                        "ticktext": ["agree"] + classes,
+                        "len": 0.5,
+                        "outlinewidth": 1,
+                    },
+                    meta={"file": file, "kind": "difference", "l2": l2, "trial": networks[l2].number},
+                    hovertemplate=f"x %{{x}}, y %{{y}}: %{{z}}<extra>{l2_label(l2)}</extra>",
+                ),
+                row=r,
+                col=c,
+            )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
     for i in range(1, len(chosen) * len(columns) + 1):
         suffix = "" if i == 1 else str(i)
         fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
     seeds = ", ".join(f"{l2_label(l2)}: seed {t.seed}" for l2, t in networks.items())
-    fig.update_layout(title=f"{title}<br><sup>best / median / worst by per-image MeanIoU averaged over L2; "
-                            f"masks of the lowest seed ({seeds})</sup>",
-                      height=60 + 190 * len(chosen), template="plotly_white",
-                      font={"size": 10}, margin={"t": 110, "l": 10, "r": 10})
+    fig.update_layout(
+        title=f"{title}<br><sup>best / median / worst by per-image MeanIoU averaged over L2; "
+        f"masks of the lowest seed ({seeds})</sup>",
+        height=60 + 190 * len(chosen),
+        template="plotly_white",
+        font={"size": 10},
+        margin={"t": 110, "l": 10, "r": 10},
+    )
     fig.update_annotations(font_size=10)
     return fig
 
 
-def _read_figure2_row(data_dir: Path, file: str, networks: dict[float, TrialRecord], labels: dict[str, int],
-                      ignore: int | None = None) -> tuple[np.ndarray, dict[float, np.ndarray], np.ndarray]:
+def _read_figure2_row(
+    data_dir: Path, file: str, networks: dict[float, TrialRecord], labels: dict[str, int], ignore: int | None = None
+) -> tuple[np.ndarray, dict[float, np.ndarray], np.ndarray]:
     """Image, predicted class indices per L2 and manual class indices of one test file (unlabelled manual
     pixels, the dataset's ``ignore`` value, as :data:`~lgeseg.png.IGNORE_INDEX`)."""
     image = read_image(data_dir / "images" / file)

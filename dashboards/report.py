@@ -67,16 +67,19 @@ def analyse(record: StudyRecord, by: Sequence[str] = ()) -> Analysis:
         DataError: a ``by`` column that the data set's manifest does not have (naming the columns it has).
     """
     units = study_units(record)
-    return Analysis(units, paired_comparisons(record, units.patient_of),
-                    {column: strata(record, column, units) for column in by})
+    return Analysis(
+        units, paired_comparisons(record, units.patient_of), {column: strata(record, column, units) for column in by}
+    )
 
 
 def _paired_title(analysis: Analysis) -> str:
     unit = "patient" if analysis.units.unit == "patient" else "slice (PER-SLICE: patients unknown)"
-    return (f"Paired comparisons between L2 values, one value per {unit}: per-image test metric averaged over "
-            f"the {unit}'s slices and over seeds; a − b; median with percentile bootstrap 95% CI over "
-            f"{analysis.units.unit}s ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}); two-sided "
-            f"Wilcoxon signed-rank p; Holm-adjusted over the {len(analysis.comparisons)} rows")
+    return (
+        f"Paired comparisons between L2 values, one value per {unit}: per-image test metric averaged over "
+        f"the {unit}'s slices and over seeds; a − b; median with percentile bootstrap 95% CI over "
+        f"{analysis.units.unit}s ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}); two-sided "
+        f"Wilcoxon signed-rank p; Holm-adjusted over the {len(analysis.comparisons)} rows"
+    )
 
 
 def build_figures(record: StudyRecord, analysis: Analysis) -> dict[str, go.Figure]:
@@ -87,8 +90,11 @@ def build_figures(record: StudyRecord, analysis: Analysis) -> dict[str, go.Figur
         "curves": training_curves(record),
         "figure2": figure2(record),
         "trials": table("All trials", TRIAL_COLUMNS, trial_rows(record)),
-        "learning": table("Did the networks learn? Test MeanIoU vs the majority-class baseline", LEARNING_COLUMNS,
-                          learning_rows(record)),
+        "learning": table(
+            "Did the networks learn? Test MeanIoU vs the majority-class baseline",
+            LEARNING_COLUMNS,
+            learning_rows(record),
+        ),
         "seeds": table("Data-set test metrics over seeds", SEED_COLUMNS, seed_rows(record)),
         "paired": table(_paired_title(analysis), PAIRED_COLUMNS, paired_rows(analysis.comparisons)),
     }
@@ -121,50 +127,79 @@ def report_parts(record: StudyRecord, by: Sequence[str] = ()) -> list[Part]:
     return parts
 
 
-def _render_part(record: StudyRecord, figures: dict[str, go.Figure], analysis: Analysis, architecture: str | None,
-                 first: bool) -> list[str]:
+def _render_part(
+    record: StudyRecord, figures: dict[str, go.Figure], analysis: Analysis, architecture: str | None, first: bool
+) -> list[str]:
     """The HTML of one part; ``first`` inlines plotly.js with its first figure."""
     suffix = f" — {architecture}" if architecture else ""
     ids = f"-{architecture}" if architecture else ""
     parts = [f"<h1>Architecture {html.escape(architecture)}</h1>"] if architecture else []
     lines = [*summary_lines(record, analysis.comparisons, analysis.units), *caveat_lines(record)]
-    parts.append(f"<h2>Summary{html.escape(suffix)}</h2><ul>" + "".join(
-        f"<li class='synthetic'>{html.escape(s)}</li>" if s.startswith(("The data are SYNTHETIC", "DID NOT LEARN"))
-        else f"<li>{html.escape(s)}</li>" for s in lines) + "</ul>")
+    parts.append(
+        f"<h2>Summary{html.escape(suffix)}</h2><ul>"
+        + "".join(
+            f"<li class='synthetic'>{html.escape(s)}</li>"
+            if s.startswith(("The data are SYNTHETIC", "DID NOT LEARN"))
+            else f"<li>{html.escape(s)}</li>"
+            for s in lines
+        )
+        + "</ul>"
+    )
     config = {"displaylogo": False, "responsive": True}
     for index, (key, heading) in enumerate(SECTIONS.items()):
-        div = figures[key].to_html(full_html=False, include_plotlyjs=first and index == 0, div_id=f"fig-{key}{ids}",
-                                   config=config, default_width="100%")
+        div = figures[key].to_html(
+            full_html=False,
+            include_plotlyjs=first and index == 0,
+            div_id=f"fig-{key}{ids}",
+            config=config,
+            default_width="100%",
+        )
         parts.append(f"<h2>{html.escape(heading + suffix)}</h2>{div}")
     for column, rows in analysis.strata.items():
-        div = figures[f"strata-{column}"].to_html(full_html=False, include_plotlyjs=False,
-                                                  div_id=f"fig-strata-{column}{ids}", config=config,
-                                                  default_width="100%")
-        parts.append(f"<h2>Strata by {html.escape(column + suffix)}</h2>{div}"
-                     + _html_table(STRATA_COLUMNS, strata_rows(rows)))
-    parts.append(f"<h2>5. Tables{html.escape(suffix)}</h2><h3>All trials</h3>"
-                 + _html_table(TRIAL_COLUMNS, trial_rows(record)))
-    parts.append("<h3>Did the networks learn? (test MeanIoU against predicting the majority class everywhere)</h3>"
-                 + _html_table(LEARNING_COLUMNS, learning_rows(record)))
-    parts.append("<h3>Data-set test metrics over seeds (mean, SD, 95% Student-t interval)</h3>"
-                 + _html_table(SEED_COLUMNS, seed_rows(record)))
-    parts.append(f"<h3 id='paired{ids}'>{html.escape(_paired_title(analysis))}</h3>"
-                 + _html_table(PAIRED_COLUMNS, paired_rows(analysis.comparisons)))
+        div = figures[f"strata-{column}"].to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=f"fig-strata-{column}{ids}",
+            config=config,
+            default_width="100%",
+        )
+        parts.append(
+            f"<h2>Strata by {html.escape(column + suffix)}</h2>{div}" + _html_table(STRATA_COLUMNS, strata_rows(rows))
+        )
+    parts.append(
+        f"<h2>5. Tables{html.escape(suffix)}</h2><h3>All trials</h3>" + _html_table(TRIAL_COLUMNS, trial_rows(record))
+    )
+    parts.append(
+        "<h3>Did the networks learn? (test MeanIoU against predicting the majority class everywhere)</h3>"
+        + _html_table(LEARNING_COLUMNS, learning_rows(record))
+    )
+    parts.append(
+        "<h3>Data-set test metrics over seeds (mean, SD, 95% Student-t interval)</h3>"
+        + _html_table(SEED_COLUMNS, seed_rows(record))
+    )
+    parts.append(
+        f"<h3 id='paired{ids}'>{html.escape(_paired_title(analysis))}</h3>"
+        + _html_table(PAIRED_COLUMNS, paired_rows(analysis.comparisons))
+    )
     return parts
 
 
 def render_html(record: StudyRecord, parts: list[Part]) -> str:
     """The whole report page, its parts (:func:`report_parts`) one after the other; plotly.js is inlined
     with the first figure only."""
-    html_parts = [f"<h1>HPO report: study {html.escape(record.name)}</h1>",
-                  f"<p class='meta'>storage {html.escape(mask_url(record.storage))} · "
-                  f"generated {_dt.datetime.now().isoformat(timespec='seconds')} · regions "
-                  f"{html.escape(', '.join(f'{k}={v}' for k, v in record.labels.items()))}</p>"]
+    html_parts = [
+        f"<h1>HPO report: study {html.escape(record.name)}</h1>",
+        f"<p class='meta'>storage {html.escape(mask_url(record.storage))} · "
+        f"generated {_dt.datetime.now().isoformat(timespec='seconds')} · regions "
+        f"{html.escape(', '.join(f'{k}={v}' for k, v in record.labels.items()))}</p>",
+    ]
     for index, (architecture, part, figures, analysis) in enumerate(parts):
         html_parts += _render_part(part, figures, analysis, architecture, index == 0)
     body = "\n".join(html_parts)
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>HPO report {html.escape(record.name)}"
-            f"</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>HPO report {html.escape(record.name)}"
+        f"</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n"
+    )
 
 
 def _check_static_export(fmt: str) -> None:
@@ -179,8 +214,10 @@ def _check_static_export(fmt: str) -> None:
 
     browser = Chromium.find_browser(skip_local=False)
     if browser is None:
-        raise UserError(f"--format {fmt} needs a Chrome/Chromium browser for kaleido (e.g. Debian: apt-get "
-                        f"install chromium; or set BROWSER_PATH); or use --format html")
+        raise UserError(
+            f"--format {fmt} needs a Chrome/Chromium browser for kaleido (e.g. Debian: apt-get "
+            f"install chromium; or set BROWSER_PATH); or use --format html"
+        )
     if not (os.path.isfile(browser) and os.access(browser, os.X_OK)):
         raise UserError(f"--format {fmt}: browser {browser} (BROWSER_PATH) is not an executable file")
 
@@ -192,8 +229,13 @@ def export_static(figures: dict[str, go.Figure], folder: Path, fmt: str) -> list
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{key}.{fmt}" for key in figures]
     try:
-        pio.write_images(list(figures.values()), paths, format=fmt, width=1400,
-                         height=[fig.layout.height or 600 for fig in figures.values()])
+        pio.write_images(
+            list(figures.values()),
+            paths,
+            format=fmt,
+            width=1400,
+            height=[fig.layout.height or 600 for fig in figures.values()],
+        )
     except Exception as exc:  # noqa: BLE001 - kaleido and browser failures all mean "cannot export"
         raise UserError(f"static export to {folder} failed: {str(exc).splitlines()[0]}") from None
     return paths
@@ -212,23 +254,34 @@ def save_figures(study: optuna.Study, figures: dict[str, go.Figure]) -> None:
 
 def report_json(record: StudyRecord, analysis: Analysis) -> dict:
     """The numbers of the report's statistics (NaN as null): summary, findings, tables and strata."""
+
     def rows(columns: tuple[str, ...], values: list[list[str]]) -> list[dict[str, str]]:
         return [dict(zip(columns, row)) for row in values]
 
-    return json_safe({
-        "study": record.name, "storage": mask_url(record.storage), "unit": analysis.units.unit,
-        "unit_note": analysis.units.note,
-        "summary": summary_lines(record, analysis.comparisons, analysis.units),
-        "findings": [dataclasses.asdict(f) for f in findings(record, analysis.comparisons, analysis.units)],
-        "comparisons": [dataclasses.asdict(c) for c in analysis.comparisons],
-        "learning": rows(LEARNING_COLUMNS, learning_rows(record)),
-        "seeds": rows(SEED_COLUMNS, seed_rows(record)),
-        "strata": {column: [dataclasses.asdict(r) for r in values] for column, values in analysis.strata.items()},
-    })
+    return json_safe(
+        {
+            "study": record.name,
+            "storage": mask_url(record.storage),
+            "unit": analysis.units.unit,
+            "unit_note": analysis.units.note,
+            "summary": summary_lines(record, analysis.comparisons, analysis.units),
+            "findings": [dataclasses.asdict(f) for f in findings(record, analysis.comparisons, analysis.units)],
+            "comparisons": [dataclasses.asdict(c) for c in analysis.comparisons],
+            "learning": rows(LEARNING_COLUMNS, learning_rows(record)),
+            "seeds": rows(SEED_COLUMNS, seed_rows(record)),
+            "strata": {column: [dataclasses.asdict(r) for r in values] for column, values in analysis.strata.items()},
+        }
+    )
 
 
-def build_report(storage: str | None, study_name: str | None, out_dir: Path | None = None, fmt: str = "html",
-                 save_to_dashboard: bool = True, by: Sequence[str] = ()) -> Path:
+def build_report(
+    storage: str | None,
+    study_name: str | None,
+    out_dir: Path | None = None,
+    fmt: str = "html",
+    save_to_dashboard: bool = True,
+    by: Sequence[str] = (),
+) -> Path:
     """Write ``report.html`` and ``report.json`` for a study (plus ``figures/*.png|svg|pdf`` for those formats).
 
     Returns the path of ``report.html``. ``by`` names manifest columns to stratify the test metrics by.
@@ -254,15 +307,20 @@ def build_report(storage: str | None, study_name: str | None, out_dir: Path | No
 
         return build_search_report(study, record, folder, fmt, save_to_dashboard)
     parts = report_parts(record, by)
-    figures = {f"{key}-{architecture}" if architecture else key: fig
-               for architecture, _, part_figures, _ in parts for key, fig in part_figures.items()}
+    figures = {
+        f"{key}-{architecture}" if architecture else key: fig
+        for architecture, _, part_figures, _ in parts
+        for key, fig in part_figures.items()
+    }
     path = folder / "report.html"
     path.write_text(render_html(record, parts), encoding="utf-8")
     if len(parts) == 1:
         summary = report_json(record, parts[0][3])
     else:  # one report per architecture
-        summary = {"study": record.name, "architectures": {architecture: report_json(part, analysis)
-                                                          for architecture, part, _, analysis in parts}}
+        summary = {
+            "study": record.name,
+            "architectures": {architecture: report_json(part, analysis) for architecture, part, _, analysis in parts},
+        }
     (folder / "report.json").write_text(json.dumps(summary, indent=1, allow_nan=False), encoding="utf-8")
     if fmt != "html":
         export_static(figures, folder / "figures", fmt)

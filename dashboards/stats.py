@@ -73,8 +73,7 @@ def trials_by_l2(record: StudyRecord) -> dict[float, list[TrialRecord]]:
 
 def mean_over_seeds(record: StudyRecord, metric: str, cls: str | None = None) -> dict[float, float]:
     """Per L2, the mean over seeds of a test metric (Figure 1's bar heights)."""
-    return {l2: nanmean([metric_value(t, metric, cls) for t in group])
-            for l2, group in trials_by_l2(record).items()}
+    return {l2: nanmean([metric_value(t, metric, cls) for t in group]) for l2, group in trials_by_l2(record).items()}
 
 
 @dataclass(frozen=True)
@@ -126,8 +125,9 @@ class UnitValues:
     n_nan: int
 
 
-def unit_values(group: Sequence[TrialRecord], metric: str, patient_of: dict[str, str] | None,
-                files: set[str] | None = None) -> UnitValues:
+def unit_values(
+    group: Sequence[TrialRecord], metric: str, patient_of: dict[str, str] | None, files: set[str] | None = None
+) -> UnitValues:
     """Per-unit values of per-image ``metric`` over the seeds in ``group`` (one L2).
 
     Per seed, each unit's value is the mean of its non-NaN slices (a slice is its own unit when
@@ -171,8 +171,14 @@ def bootstrap_median_ci(diffs: np.ndarray, level: float = CONFIDENCE) -> tuple[f
         return math.nan, math.nan
     if np.all(diffs == diffs[0]):
         return float(diffs[0]), float(diffs[0])  # every resample has this median
-    result = sps.bootstrap((diffs,), np.median, n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=level,
-                           method="percentile", rng=np.random.default_rng(BOOTSTRAP_SEED))
+    result = sps.bootstrap(
+        (diffs,),
+        np.median,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(BOOTSTRAP_SEED),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -245,16 +251,26 @@ def compare(metric: str, l2_a: float, l2_b: float, a: UnitValues, b: UnitValues)
     diffs = paired_differences(a.values, b.values)
     low, high = bootstrap_median_ci(diffs)
     empty = diffs.size == 0
-    return PairedComparison(metric, l2_a, l2_b, a.unit, int(diffs.size), max(a.n_slices, b.n_slices),
-                            a.n_nan + b.n_nan, math.nan if empty else float(np.mean(diffs)),
-                            math.nan if empty else float(np.median(diffs)), low, high, wilcoxon_p(diffs))
+    return PairedComparison(
+        metric,
+        l2_a,
+        l2_b,
+        a.unit,
+        int(diffs.size),
+        max(a.n_slices, b.n_slices),
+        a.n_nan + b.n_nan,
+        math.nan if empty else float(np.mean(diffs)),
+        math.nan if empty else float(np.median(diffs)),
+        low,
+        high,
+        wilcoxon_p(diffs),
+    )
 
 
 def seed_difference(a: Sequence[TrialRecord], b: Sequence[TrialRecord], metric: str) -> Interval:
     """Data-set ``metric`` of ``a`` minus ``b`` per seed both have: mean, SD and t-interval over seeds."""
     by_seed = {t.seed: t for t in b}
-    return t_interval([metric_value(t, metric) - metric_value(by_seed[t.seed], metric)
-                       for t in a if t.seed in by_seed])
+    return t_interval([metric_value(t, metric) - metric_value(by_seed[t.seed], metric) for t in a if t.seed in by_seed])
 
 
 def rankable(group: Sequence[TrialRecord]) -> bool:
@@ -262,8 +278,9 @@ def rankable(group: Sequence[TrialRecord]) -> bool:
     return all(learned(t) is not False for t in group)
 
 
-def paired_comparisons(record: StudyRecord, patient_of: dict[str, str] | None = None,
-                       metrics: Sequence[str] = PAIRED_METRICS) -> list[PairedComparison]:
+def paired_comparisons(
+    record: StudyRecord, patient_of: dict[str, str] | None = None, metrics: Sequence[str] = PAIRED_METRICS
+) -> list[PairedComparison]:
     """Every pair of L2 values (smaller first) on each of ``metrics``, Holm-adjusted over the whole list.
 
     ``patient_of`` maps test files to patients (patients as the unit); None analyses per slice.
@@ -275,9 +292,15 @@ def paired_comparisons(record: StudyRecord, patient_of: dict[str, str] | None = 
         spread = seed_intervals(record, metric)
         for l2_a, l2_b in itertools.combinations(sorted(groups), 2):
             c = compare(metric, l2_a, l2_b, values[l2_a], values[l2_b])
-            results.append(replace(c, seed_diff=seed_difference(groups[l2_a], groups[l2_b], metric),
-                                   seed_sd_a=spread[l2_a].sd, seed_sd_b=spread[l2_b].sd,
-                                   ranked=rankable(groups[l2_a]) and rankable(groups[l2_b])))
+            results.append(
+                replace(
+                    c,
+                    seed_diff=seed_difference(groups[l2_a], groups[l2_b], metric),
+                    seed_sd_a=spread[l2_a].sd,
+                    seed_sd_b=spread[l2_b].sd,
+                    ranked=rankable(groups[l2_a]) and rankable(groups[l2_b]),
+                )
+            )
     adjusted = holm([c.p_value for c in results])
     return [replace(c, p_holm=p) for c, p in zip(results, adjusted)]
 
@@ -301,15 +324,22 @@ def study_units(record: StudyRecord) -> Units:
     manifest = read_manifest(record.data_dir)
     if manifest is None:
         where = record.data_dir / "manifest.csv" if record.data_dir else "the study (no data_dir attribute)"
-        return Units(None, f"per-slice analysis: no manifest naming patients ({where} not found), so slices "
-                           f"of one patient count as independent and p-values are optimistic")
+        return Units(
+            None,
+            f"per-slice analysis: no manifest naming patients ({where} not found), so slices "
+            f"of one patient count as independent and p-values are optimistic",
+        )
     patients = manifest.patients
     missing = sorted(test_files - set(patients or {}))
     if patients is None or missing:
         why = "has no patient column" if patients is None else f"does not list test slice {missing[0]}"
-        return Units(None, f"per-slice analysis: {manifest.path} {why}, so slices of one patient count as "
-                           f"independent and p-values are optimistic")
+        return Units(
+            None,
+            f"per-slice analysis: {manifest.path} {why}, so slices of one patient count as "
+            f"independent and p-values are optimistic",
+        )
     n_patients = len({patients[f] for f in test_files})
-    return Units({f: patients[f] for f in test_files},
-                 f"patients as the unit: {n_patients} test patients ({len(test_files)} slices) from "
-                 f"{manifest.path}")
+    return Units(
+        {f: patients[f] for f in test_files},
+        f"patients as the unit: {n_patients} test patients ({len(test_files)} slices) from {manifest.path}",
+    )

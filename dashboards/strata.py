@@ -52,8 +52,9 @@ def strata(record: StudyRecord, column: str, units: Units) -> list[StratumRow]:
         raise DataError(f"--by {column}: the study's data folder {record.data_dir} has no manifest.csv")
     value_of = manifest.column(column)
     groups = trials_by_l2(record)
-    test_files = {str(r["file"]) for g in groups.values() for t in g
-                  for r in (t.test_metrics or {}).get("images") or []}
+    test_files = {
+        str(r["file"]) for g in groups.values() for t in g for r in (t.test_metrics or {}).get("images") or []
+    }
     missing = sorted(test_files - set(value_of))
     if missing:
         raise DataError(f"--by {column}: {manifest.path} does not list test slice {missing[0]}")
@@ -64,24 +65,40 @@ def strata(record: StudyRecord, column: str, units: Units) -> list[StratumRow]:
         for l2, trials in groups.items():
             metrics = {}
             for metric in STRATA_METRICS:
-                per_seed = [nanmean(list(unit_values([t], metric, units.patient_of, files).values.values()))
-                            for t in trials]
+                per_seed = [
+                    nanmean(list(unit_values([t], metric, units.patient_of, files).values.values())) for t in trials
+                ]
                 metrics[metric] = t_interval(per_seed)
             rows.append(StratumRow(column, group_value or "(empty)", l2, n_patients, len(files), metrics))
     return rows
 
 
 #: Columns of the strata table (the metric columns follow).
-STRATA_COLUMNS: tuple[str, ...] = ("group", "L2", "patients", "slices",
-                                   *(f"{m} (mean ± SD over seeds)" for m in STRATA_METRICS))
+STRATA_COLUMNS: tuple[str, ...] = (
+    "group",
+    "L2",
+    "patients",
+    "slices",
+    *(f"{m} (mean ± SD over seeds)" for m in STRATA_METRICS),
+)
 
 
 def strata_rows(rows: list[StratumRow]) -> list[list[str]]:
     """One display row of :data:`STRATA_COLUMNS` per (group, L2)."""
+
     def cell(iv: Interval) -> str:
         return fmt(iv.mean) if math.isnan(iv.sd) else f"{fmt(iv.mean)} ± {fmt(iv.sd)}"
-    return [[f"{r.column}={r.group}", f"{r.l2:g}", MISSING if r.n_patients is None else str(r.n_patients),
-             str(r.n_slices), *(cell(r.metrics[m]) for m in STRATA_METRICS)] for r in rows]
+
+    return [
+        [
+            f"{r.column}={r.group}",
+            f"{r.l2:g}",
+            MISSING if r.n_patients is None else str(r.n_patients),
+            str(r.n_slices),
+            *(cell(r.metrics[m]) for m in STRATA_METRICS),
+        ]
+        for r in rows
+    ]
 
 
 def strata_figure(record: StudyRecord, rows: list[StratumRow]) -> go.Figure:
@@ -102,15 +119,26 @@ def strata_figure(record: StudyRecord, rows: list[StratumRow]) -> go.Figure:
         row, col = index // cols + 1, index % cols + 1
         for l2 in sorted({r.l2 for r in rows}):
             mine = [r for r in rows if r.l2 == l2]
-            fig.add_trace(go.Bar(
-                x=[labels[r.group] for r in mine], y=[r.metrics[metric].mean for r in mine],
-                error_y={"type": "data", "array": [0 if math.isnan(r.metrics[metric].sd) else r.metrics[metric].sd
-                                                   for r in mine]},
-                name=l2_label(l2), legendgroup=l2_label(l2), showlegend=index == 0, marker_color=colors.get(l2),
-                meta={"metric": metric, "l2": l2},
-                hovertemplate=f"{metric}<br>%{{x}}<br>{l2_label(l2)}: %{{y:.4f}}<extra></extra>",
-            ), row=row, col=col)
+            fig.add_trace(
+                go.Bar(
+                    x=[labels[r.group] for r in mine],
+                    y=[r.metrics[metric].mean for r in mine],
+                    error_y={
+                        "type": "data",
+                        "array": [0 if math.isnan(r.metrics[metric].sd) else r.metrics[metric].sd for r in mine],
+                    },
+                    name=l2_label(l2),
+                    legendgroup=l2_label(l2),
+                    showlegend=index == 0,
+                    marker_color=colors.get(l2),
+                    meta={"metric": metric, "l2": l2},
+                    hovertemplate=f"{metric}<br>%{{x}}<br>{l2_label(l2)}: %{{y:.4f}}<extra></extra>",
+                ),
+                row=row,
+                col=col,
+            )
         fig.update_yaxes(range=[0, 1.05], row=row, col=col)
-    fig.update_layout(title=title, barmode="group", height=360 * n_rows, template="plotly_white",
-                      legend_title_text="L2")
+    fig.update_layout(
+        title=title, barmode="group", height=360 * n_rows, template="plotly_white", legend_title_text="L2"
+    )
     return fig

@@ -60,25 +60,34 @@ def _oriented(c: PairedComparison, first: float) -> tuple[float, float, float, I
 def _conclusion(f: Finding, metric: str, n_comparisons: int) -> str:
     best, other = l2_label(f.best), l2_label(f.runner_up)
     if f.survives_patients and f.survives_holm and f.survives_seeds:
-        return (f"A reader may conclude that on these test patients {best} gives a higher {metric} than {other}, "
-                f"beyond training-seed noise and after correcting for {n_comparisons} comparisons; not that this "
-                f"carries over to other data, protocols or networks, nor that a difference of "
-                f"{fmt(f.median_diff, 3)} matters clinically.")
+        return (
+            f"A reader may conclude that on these test patients {best} gives a higher {metric} than {other}, "
+            f"beyond training-seed noise and after correcting for {n_comparisons} comparisons; not that this "
+            f"carries over to other data, protocols or networks, nor that a difference of "
+            f"{fmt(f.median_diff, 3)} matters clinically."
+        )
     if f.survives_patients and f.survives_holm and f.survives_seeds is None:
-        return (f"A reader may conclude only that in this single training run per L2 value {best} scored a higher "
-                f"{metric} than {other} on these test patients (significant after Holm correction, but seed "
-                f"variation is unmeasured); not that L2 caused the difference, since another training seed "
-                f"could reverse it.")
+        return (
+            f"A reader may conclude only that in this single training run per L2 value {best} scored a higher "
+            f"{metric} than {other} on these test patients (significant after Holm correction, but seed "
+            f"variation is unmeasured); not that L2 caused the difference, since another training seed "
+            f"could reverse it."
+        )
     failed = []
     if not f.survives_patients:
-        failed.append("patients as the unit" if f.survives_patients is False
-                      else "patients as the unit (no patients known: per-slice p-values are optimistic)")
+        failed.append(
+            "patients as the unit"
+            if f.survives_patients is False
+            else "patients as the unit (no patients known: per-slice p-values are optimistic)"
+        )
     if f.survives_seeds is False:
         failed.append("seed variation")
     if not f.survives_holm:
         failed.append("the Holm correction")
-    return (f"A reader may not conclude that {best} is better than {other} on {metric}: the difference does not "
-            f"survive {', '.join(failed)}, so the data are compatible with no difference.")
+    return (
+        f"A reader may not conclude that {best} is better than {other} on {metric}: the difference does not "
+        f"survive {', '.join(failed)}, so the data are compatible with no difference."
+    )
 
 
 def findings(record: StudyRecord, comparisons: list[PairedComparison], units: Units) -> list[Finding]:
@@ -91,17 +100,54 @@ def findings(record: StudyRecord, comparisons: list[PairedComparison], units: Un
         means = mean_over_seeds(record, metric)
         order = sorted((l2 for l2 in ranked if not math.isnan(means[l2])), key=lambda l2: (-means[l2], l2))
         if len(order) < 2:
-            result.append(Finding(metric, None, None, math.nan, math.nan, Interval(0, math.nan, math.nan, math.nan),
-                                  units.unit, 0, math.nan, math.nan, math.nan, math.nan, math.nan, None, None,
-                                  False, not_ranked, ""))
+            result.append(
+                Finding(
+                    metric,
+                    None,
+                    None,
+                    math.nan,
+                    math.nan,
+                    Interval(0, math.nan, math.nan, math.nan),
+                    units.unit,
+                    0,
+                    math.nan,
+                    math.nan,
+                    math.nan,
+                    math.nan,
+                    math.nan,
+                    None,
+                    None,
+                    False,
+                    not_ranked,
+                    "",
+                )
+            )
             continue
         best, runner = order[0], order[1]
         c = next(c for c in comparisons if c.metric == metric and {c.l2_a, c.l2_b} == {best, runner})
         median, low, high, seed = _oriented(c, best)
         patients = None if units.patient_of is None else bool(median > 0 and c.p_value < ALPHA)
         seeds = None if seed.n < 2 else bool(seed.low > 0)
-        f = Finding(metric, best, runner, means[best], means[runner], seed, c.unit, c.n, median, low, high,
-                    c.p_value, c.p_holm, patients, seeds, bool(median > 0 and c.p_holm < ALPHA), not_ranked, "")
+        f = Finding(
+            metric,
+            best,
+            runner,
+            means[best],
+            means[runner],
+            seed,
+            c.unit,
+            c.n,
+            median,
+            low,
+            high,
+            c.p_value,
+            c.p_holm,
+            patients,
+            seeds,
+            bool(median > 0 and c.p_holm < ALPHA),
+            not_ranked,
+            "",
+        )
         result.append(replace(f, conclusion=_conclusion(f, metric, len(comparisons))))
     return result
 
@@ -119,33 +165,45 @@ def finding_line(f: Finding) -> str:
     """The plain-words sentence(s) of one finding."""
     if f.best is None:
         excluded = ", ".join(l2_label(v) for v in f.not_ranked) or "none"
-        return (f"{f.metric}: no L2 value is ranked (fewer than two L2 values whose networks all learned; not "
-                f"ranked: {excluded}). A reader may not conclude anything about the effect of L2 on {f.metric}.")
+        return (
+            f"{f.metric}: no L2 value is ranked (fewer than two L2 values whose networks all learned; not "
+            f"ranked: {excluded}). A reader may not conclude anything about the effect of L2 on {f.metric}."
+        )
     seed = f.seed_diff
-    seed_text = (f"95% t-interval over {seed.n} seeds [{fmt(seed.low, 3)}, {fmt(seed.high, 3)}]" if seed.n >= 2
-                 else "one seed, so no interval over seeds")
+    seed_text = (
+        f"95% t-interval over {seed.n} seeds [{fmt(seed.low, 3)}, {fmt(seed.high, 3)}]"
+        if seed.n >= 2
+        else "one seed, so no interval over seeds"
+    )
     unit = "patient" if f.unit == "patient" else "slice (patients unknown)"
-    excluded = (f" (not ranked, networks did not learn: {', '.join(l2_label(v) for v in f.not_ranked)})"
-                if f.not_ranked else "")
-    return (f"{f.metric}: best {l2_label(f.best)} with {fmt(f.best_mean)} vs {fmt(f.runner_up_mean)} for the "
-            f"runner-up {l2_label(f.runner_up)}{excluded}, a difference of "
-            f"{fmt(f.best_mean - f.runner_up_mean)} ({seed_text}). "
-            f"Per {unit} over {f.n_units} {f.unit}s: median difference {fmt(f.median_diff, 4)} (bootstrap 95% CI "
-            f"[{fmt(f.ci_low, 4)}, {fmt(f.ci_high, 4)}]), Wilcoxon p {_p(f.p_value)}, Holm-adjusted p "
-            f"{_p(f.p_holm)}. Survives patients as the unit: {_yes_no(f.survives_patients, 'not tested')}; "
-            f"seeds: {_yes_no(f.survives_seeds, 'unmeasured (one seed)')}; Holm: {_yes_no(f.survives_holm, '')}. "
-            f"{f.conclusion}")
+    excluded = (
+        f" (not ranked, networks did not learn: {', '.join(l2_label(v) for v in f.not_ranked)})" if f.not_ranked else ""
+    )
+    return (
+        f"{f.metric}: best {l2_label(f.best)} with {fmt(f.best_mean)} vs {fmt(f.runner_up_mean)} for the "
+        f"runner-up {l2_label(f.runner_up)}{excluded}, a difference of "
+        f"{fmt(f.best_mean - f.runner_up_mean)} ({seed_text}). "
+        f"Per {unit} over {f.n_units} {f.unit}s: median difference {fmt(f.median_diff, 4)} (bootstrap 95% CI "
+        f"[{fmt(f.ci_low, 4)}, {fmt(f.ci_high, 4)}]), Wilcoxon p {_p(f.p_value)}, Holm-adjusted p "
+        f"{_p(f.p_holm)}. Survives patients as the unit: {_yes_no(f.survives_patients, 'not tested')}; "
+        f"seeds: {_yes_no(f.survives_seeds, 'unmeasured (one seed)')}; Holm: {_yes_no(f.survives_holm, '')}. "
+        f"{f.conclusion}"
+    )
 
 
 def summary_lines(record: StudyRecord, comparisons: list[PairedComparison], units: Units) -> list[str]:
     """Plain-text sentences: what the study is, whether its networks learned, and per metric what holds."""
     lines: list[str] = []
     if record.synthetic:
-        lines.append("The data are SYNTHETIC (the phantom data set), not LGE-MRI: these numbers test the "
-                     "pipeline and say nothing about the paper's findings.")
+        lines.append(
+            "The data are SYNTHETIC (the phantom data set), not LGE-MRI: these numbers test the "
+            "pipeline and say nothing about the paper's findings."
+        )
     states = Counter(t.state for t in record.trials)
-    lines.append(f"Study {record.name}: {len(record.trials)} trials — {states['COMPLETE']} complete, "
-                 f"{states['PRUNED']} retuned (pruned), {states['FAIL']} failed, {states['RUNNING']} running.")
+    lines.append(
+        f"Study {record.name}: {len(record.trials)} trials — {states['COMPLETE']} complete, "
+        f"{states['PRUNED']} retuned (pruned), {states['FAIL']} failed, {states['RUNNING']} running."
+    )
     if states["RUNNING"]:
         lines.append("The study is still running: figures and tables show the trials finished so far.")
     if not record.complete:
@@ -153,32 +211,47 @@ def summary_lines(record: StudyRecord, comparisons: list[PairedComparison], unit
         return lines
     failed = [t for t in record.complete if learned(t) is False]
     if failed:
-        listed = "; ".join(f"#{t.number} {l2_label(t.l2)} seed {t.seed} "
-                           f"({fmt(t.test_metrics['dataset'].get('MeanIoU'))}"
-                           f" vs {fmt((baseline_of(t) or {}).get('MeanIoU'))})" for t in failed)
-        lines.append(f"DID NOT LEARN: {len(failed)} of {len(record.complete)} finished trials have a test MeanIoU "
-                     f"less than {LEARN_MARGIN:g} above the trivial baseline of predicting the majority class "
-                     f"everywhere (test MeanIoU vs baseline): {listed}. L2 values with such networks are not ranked.")
+        listed = "; ".join(
+            f"#{t.number} {l2_label(t.l2)} seed {t.seed} "
+            f"({fmt(t.test_metrics['dataset'].get('MeanIoU'))}"
+            f" vs {fmt((baseline_of(t) or {}).get('MeanIoU'))})"
+            for t in failed
+        )
+        lines.append(
+            f"DID NOT LEARN: {len(failed)} of {len(record.complete)} finished trials have a test MeanIoU "
+            f"less than {LEARN_MARGIN:g} above the trivial baseline of predicting the majority class "
+            f"everywhere (test MeanIoU vs baseline): {listed}. L2 values with such networks are not ranked."
+        )
     else:
-        lines.append(f"Every finished network's test MeanIoU is at least {LEARN_MARGIN:g} above the trivial "
-                     f"majority-class baseline (or no baseline is known).")
+        lines.append(
+            f"Every finished network's test MeanIoU is at least {LEARN_MARGIN:g} above the trivial "
+            f"majority-class baseline (or no baseline is known)."
+        )
     lines.append(f"Paired comparisons: {units.note}.")
     seeds = record.seeds
     if len(seeds) > 1:
-        lines.append(f"Seeds: {len(seeds)} per L2 value ({', '.join(map(str, seeds))}); data-set metrics are means "
-                     f"over seeds (SD and 95% t-interval in the seed table) and paired values are averaged over "
-                     f"seeds per {units.unit} first.")
+        lines.append(
+            f"Seeds: {len(seeds)} per L2 value ({', '.join(map(str, seeds))}); data-set metrics are means "
+            f"over seeds (SD and 95% t-interval in the seed table) and paired values are averaged over "
+            f"seeds per {units.unit} first."
+        )
     else:
-        lines.append("Seeds: one training seed per L2 value, so seed variation is unmeasured: no difference "
-                     "below can be attributed to L2 rather than to training randomness.")
-    lines.append(f"p-values are Holm-adjusted over all {len(comparisons)} comparisons of the table; the "
-                 f"verdicts use the adjusted p at {ALPHA:.2f}.")
+        lines.append(
+            "Seeds: one training seed per L2 value, so seed variation is unmeasured: no difference "
+            "below can be attributed to L2 rather than to training randomness."
+        )
+    lines.append(
+        f"p-values are Holm-adjusted over all {len(comparisons)} comparisons of the table; the "
+        f"verdicts use the adjusted p at {ALPHA:.2f}."
+    )
     found = findings(record, comparisons, units)
     if all(f.best is None for f in found):
         excluded = ", ".join(l2_label(v) for v in found[0].not_ranked) or "none"
-        lines.append(f"No metric ranks the L2 values: fewer than two L2 values have networks that all learned "
-                     f"(not ranked: {excluded}). A reader may not conclude anything about the effect of L2 from "
-                     f"this study.")
+        lines.append(
+            f"No metric ranks the L2 values: fewer than two L2 values have networks that all learned "
+            f"(not ranked: {excluded}). A reader may not conclude anything about the effect of L2 from "
+            f"this study."
+        )
         return lines
     lines += [finding_line(f) for f in found]
     return lines

@@ -18,9 +18,20 @@ from .stats import PairedComparison, metric_value, seed_intervals
 
 #: Columns of the paired-comparison table.
 PAIRED_COLUMNS: tuple[str, ...] = (
-    "metric", "L2 a", "L2 b", "unit", "n units", "n slices (NaN values left out)", "mean a − b", "median a − b",
-    "bootstrap 95% CI of median", "Wilcoxon p", "Holm p", "data-set a − b per seed: mean [95% t-CI]",
-    "seed SD a / b", "verdict (Holm p < 0.05)",
+    "metric",
+    "L2 a",
+    "L2 b",
+    "unit",
+    "n units",
+    "n slices (NaN values left out)",
+    "mean a − b",
+    "median a − b",
+    "bootstrap 95% CI of median",
+    "Wilcoxon p",
+    "Holm p",
+    "data-set a − b per seed: mean [95% t-CI]",
+    "seed SD a / b",
+    "verdict (Holm p < 0.05)",
 )
 
 
@@ -41,14 +52,31 @@ def paired_rows(comparisons: list[PairedComparison]) -> list[list[str]]:
     rows = []
     for c in comparisons:
         seed = c.seed_diff
-        seed_text = (MISSING if seed.n == 0 else f"{fmt(seed.mean, 4)} (1 seed)" if seed.n < 2
-                     else f"{fmt(seed.mean, 4)} [{fmt(seed.low, 4)}, {fmt(seed.high, 4)}] ({seed.n} seeds)")
-        rows.append([
-            c.metric, f"{c.l2_a:g}", f"{c.l2_b:g}", c.unit, str(c.n), f"{c.n_slices} ({c.n_nan} NaN)",
-            fmt(c.mean_diff, 4), fmt(c.median_diff, 4), f"[{fmt(c.ci_low, 4)}, {fmt(c.ci_high, 4)}]",
-            fmt_p(c.p_value), fmt_p(c.p_holm), seed_text, f"{fmt(c.seed_sd_a, 4)} / {fmt(c.seed_sd_b, 4)}",
-            verdict(c),
-        ])
+        seed_text = (
+            MISSING
+            if seed.n == 0
+            else f"{fmt(seed.mean, 4)} (1 seed)"
+            if seed.n < 2
+            else f"{fmt(seed.mean, 4)} [{fmt(seed.low, 4)}, {fmt(seed.high, 4)}] ({seed.n} seeds)"
+        )
+        rows.append(
+            [
+                c.metric,
+                f"{c.l2_a:g}",
+                f"{c.l2_b:g}",
+                c.unit,
+                str(c.n),
+                f"{c.n_slices} ({c.n_nan} NaN)",
+                fmt(c.mean_diff, 4),
+                fmt(c.median_diff, 4),
+                f"[{fmt(c.ci_low, 4)}, {fmt(c.ci_high, 4)}]",
+                fmt_p(c.p_value),
+                fmt_p(c.p_holm),
+                seed_text,
+                f"{fmt(c.seed_sd_a, 4)} / {fmt(c.seed_sd_b, 4)}",
+                verdict(c),
+            ]
+        )
     return rows
 
 
@@ -67,8 +95,17 @@ def seed_rows(record: StudyRecord) -> list[list[str]]:
 
 
 #: Columns of the learning table (one row per finished trial).
-LEARNING_COLUMNS: tuple[str, ...] = ("#", "trial", "L2", "seed", "test MeanIoU", "baseline MeanIoU",
-                                     "baseline class", f"margin (≥ {LEARN_MARGIN:g} to count)", "learned?")
+LEARNING_COLUMNS: tuple[str, ...] = (
+    "#",
+    "trial",
+    "L2",
+    "seed",
+    "test MeanIoU",
+    "baseline MeanIoU",
+    "baseline class",
+    f"margin (≥ {LEARN_MARGIN:g} to count)",
+    "learned?",
+)
 
 
 def learning_rows(record: StudyRecord) -> list[list[str]]:
@@ -77,9 +114,17 @@ def learning_rows(record: StudyRecord) -> list[list[str]]:
     for t in record.complete:
         baseline = baseline_of(t) or {}
         base = baseline.get("MeanIoU")
-        rows.append([str(t.number), t.name, f"{t.l2:g}", str(t.seed), fmt(metric_value(t, "MeanIoU"), 4),
-                     fmt(math.nan if base is None else float(base), 4),
-                     str(baseline.get("majority_class", baseline.get("majority_class_index", MISSING))),
-                     fmt(learning_margin(t), 4), learning_label(t)])
+        rows.append(
+            [
+                str(t.number),
+                t.name,
+                f"{t.l2:g}",
+                str(t.seed),
+                fmt(metric_value(t, "MeanIoU"), 4),
+                fmt(math.nan if base is None else float(base), 4),
+                str(baseline.get("majority_class", baseline.get("majority_class_index", MISSING))),
+                fmt(learning_margin(t), 4),
+                learning_label(t),
+            ]
+        )
     return rows
-

@@ -42,8 +42,9 @@ class Attempt:
     def name(self) -> str:
         """The attempt's name, ``l2=<L2>_seed=<S>[_<axis>=<value>...]_rerun=<k>`` (trial folder and Optuna
         ``trial_name``)."""
-        return (f"l2={self.l2:g}_seed={self.seed}" + "".join(f"_{k}={v}" for k, v in self.choices)
-                + f"_rerun={self.rerun}")
+        return (
+            f"l2={self.l2:g}_seed={self.seed}" + "".join(f"_{k}={v}" for k, v in self.choices) + f"_rerun={self.rerun}"
+        )
 
     def next(self) -> Attempt:
         """The rerun that replaces this attempt when the retune rule stops it."""
@@ -55,20 +56,35 @@ class Attempt:
 
     def to_config(self) -> dict[str, Any]:
         """The attempt as the plain dict a Ray trial config carries."""
-        return {"l2": self.l2, "seed": self.seed, "rerun": self.rerun, "optuna_number": self.optuna_number,
-                "choices": [list(c) for c in self.choices], "point": self.point}
+        return {
+            "l2": self.l2,
+            "seed": self.seed,
+            "rerun": self.rerun,
+            "optuna_number": self.optuna_number,
+            "choices": [list(c) for c in self.choices],
+            "point": self.point,
+        }
 
     @classmethod
     def from_config(cls, values: dict[str, Any]) -> Attempt:
         """The attempt of a Ray trial config's ``attempt`` dict (see :meth:`to_config`)."""
-        return cls(values["l2"], values["seed"], values["rerun"], values.get("optuna_number"),
-                   tuple((k, v) for k, v in values.get("choices", ())))
+        return cls(
+            values["l2"],
+            values["seed"],
+            values["rerun"],
+            values.get("optuna_number"),
+            tuple((k, v) for k, v in values.get("choices", ())),
+        )
 
 
 def grid_points(config: dict) -> list[Attempt]:
     """The first attempt of every grid point, in (seed, L2, other axes) order."""
-    return [Attempt(l2, seed, choices=choices) for seed in config["seeds"] for l2 in config["grid"]["l2"]
-            for choices in grid_choices(config)]
+    return [
+        Attempt(l2, seed, choices=choices)
+        for seed in config["seeds"]
+        for l2 in config["grid"]["l2"]
+        for choices in grid_choices(config)
+    ]
 
 
 def adjustment_for(retune: dict[str, Any], rerun: int) -> dict[str, Any] | None:
@@ -79,11 +95,11 @@ def adjustment_for(retune: dict[str, Any], rerun: int) -> dict[str, Any] | None:
 class PointStatus:
     """Where a grid point stands: the one vocabulary of the resume plan, the summary and the exit status."""
 
-    PENDING = "pending"                #: no attempt recorded yet, or a rerun is owed
-    INTERRUPTED = "interrupted"        #: the last attempt was RUNNING when its driver stopped
-    COMPLETE = "complete"              #: the last attempt finished
-    NOT_CONVERGED = "not converged"    #: every attempt was stopped by the retune rule, no reruns left
-    FAILED = "failed"                  #: the last attempt failed (recorded with its error, not retried)
+    PENDING = "pending"  #: no attempt recorded yet, or a rerun is owed
+    INTERRUPTED = "interrupted"  #: the last attempt was RUNNING when its driver stopped
+    COMPLETE = "complete"  #: the last attempt finished
+    NOT_CONVERGED = "not converged"  #: every attempt was stopped by the retune rule, no reruns left
+    FAILED = "failed"  #: the last attempt failed (recorded with its error, not retried)
 
     #: Statuses that ``--resume`` still has work for.
     UNFINISHED = (PENDING, INTERRUPTED)

@@ -77,8 +77,12 @@ def join_deadline(address: str) -> threading.Timer:
         raise UserError(f"LGESEG_RAY_JOIN_TIMEOUT_S must be a number of seconds, got {text!r}") from None
 
     def give_up() -> None:
-        print(f"error: --address {address}: could not join the Ray cluster within {timeout:g} s (Ray's "
-              f"client got no answer from the cluster there)", file=sys.stderr, flush=True)
+        print(
+            f"error: --address {address}: could not join the Ray cluster within {timeout:g} s (Ray's "
+            f"client got no answer from the cluster there)",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(2)
 
     timer = threading.Timer(timeout, give_up)
@@ -97,8 +101,12 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
         join_loopback_cluster(address)
     if ray.is_initialized():
         return
-    options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR,
-                               "log_to_driver": False, "configure_logging": True}
+    options: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": logging.ERROR,
+        "log_to_driver": False,
+        "configure_logging": True,
+    }
     if address:
         deadline = join_deadline(address)
         try:
@@ -118,9 +126,13 @@ def check_resources(resources: dict[str, float]) -> None:
     cluster = ray.cluster_resources()
     gpus, cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 0.0)
     if resources["gpu"] > gpus:
-        raise UserError(f"config key 'resources.gpu' asks for {resources['gpu']:g} GPU per trial but the Ray "
-                        f"cluster has {gpus:g}; use --set resources.gpu=0 to train on CPUs, or join a cluster "
-                        f"with GPUs (--address)")
+        raise UserError(
+            f"config key 'resources.gpu' asks for {resources['gpu']:g} GPU per trial but the Ray "
+            f"cluster has {gpus:g}; use --set resources.gpu=0 to train on CPUs, or join a cluster "
+            f"with GPUs (--address)"
+        )
     if resources["cpu"] > cpus:
-        raise UserError(f"config key 'resources.cpu' asks for {resources['cpu']:g} CPUs per trial but the Ray "
-                        f"cluster has {cpus:g}; lower it with --set resources.cpu=N")
+        raise UserError(
+            f"config key 'resources.cpu' asks for {resources['cpu']:g} CPUs per trial but the Ray "
+            f"cluster has {cpus:g}; lower it with --set resources.cpu=N"
+        )

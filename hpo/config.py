@@ -8,8 +8,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from lgeseg.config import (RUN_DEFAULTS, check_model_train, config_hash, load_yaml, merge, run_config,
-                           set_dotted)
+from lgeseg.config import RUN_DEFAULTS, check_model_train, config_hash, load_yaml, merge, run_config, set_dotted
 from lgeseg.errors import ConfigError
 from lgeseg.losses import LOSSES
 from lgeseg.models import ARCHITECTURES
@@ -31,8 +30,11 @@ STUDY_DEFAULTS: dict[str, Any] = {
         "check_fraction": 0.1,
         "target_accuracy": 0.90,
         "max_reruns": 3,
-        "adjustments": [{"learning_rate": 1.0e-3}, {"learning_rate": 1.0e-5},
-                        {"batch_size": 8, "learning_rate": 3.0e-4}],
+        "adjustments": [
+            {"learning_rate": 1.0e-3},
+            {"learning_rate": 1.0e-5},
+            {"batch_size": 8, "learning_rate": 3.0e-4},
+        ],
     },
     "resources": {"gpu": 1.0, "cpu": 4.0},
 }
@@ -55,8 +57,9 @@ def _is_number(value: Any) -> bool:
 def check_study(config: dict) -> None:
     """Range and shape checks beyond the types :func:`lgeseg.config.merge` enforces."""
     if not config["name"] or any(c in config["name"] for c in "/\\ "):
-        raise ConfigError(f"config key 'name' must be a non-empty name without '/', '\\' or spaces, "
-                          f"got {config['name']!r}")
+        raise ConfigError(
+            f"config key 'name' must be a non-empty name without '/', '\\' or spaces, got {config['name']!r}"
+        )
     check_model_train({**config, "train": {**config["train"], "l2": 0.0}})
     seeds = config["seeds"]
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
@@ -66,8 +69,10 @@ def check_study(config: dict) -> None:
     if "grid" in config:  # a search study (hpo.search_config) has a `search` section instead
         l2 = config["grid"]["l2"]
         if not l2 or not all(_is_number(v) and 0 < v <= 1 for v in l2):
-            raise ConfigError(f"config key 'grid.l2' must be a non-empty list of numbers in (0, 1] (recorded on a "
-                              f"log scale), got {l2!r}")
+            raise ConfigError(
+                f"config key 'grid.l2' must be a non-empty list of numbers in (0, 1] (recorded on a "
+                f"log scale), got {l2!r}"
+            )
         if len(set(l2)) != len(l2):
             raise ConfigError(f"config key 'grid.l2' has repeated values: {l2!r}")
         config["grid"]["l2"] = [float(v) for v in l2]
@@ -82,8 +87,7 @@ def check_study(config: dict) -> None:
     if not 0 < retune["check_fraction"] <= 1:
         raise ConfigError(f"config key 'retune.check_fraction' must be in (0, 1], got {retune['check_fraction']!r}")
     if not 0 <= retune["target_accuracy"] <= 1:  # 0 switches the rule off
-        raise ConfigError(f"config key 'retune.target_accuracy' must be in [0, 1], "
-                          f"got {retune['target_accuracy']!r}")
+        raise ConfigError(f"config key 'retune.target_accuracy' must be in [0, 1], got {retune['target_accuracy']!r}")
     if retune["max_reruns"] < 0:
         raise ConfigError(f"config key 'retune.max_reruns' must be >= 0, got {retune['max_reruns']!r}")
     adjustments = retune["adjustments"]
@@ -93,16 +97,19 @@ def check_study(config: dict) -> None:
             raise ConfigError(f"config key '{where}' must be a non-empty mapping of train keys, got {adjustment!r}")
         for key in adjustment:
             if key == "l2":
-                raise ConfigError(f"config key '{where}.l2': an adjustment may not touch L2, the variable "
-                                  f"under study (adjustable: {', '.join(ADJUSTABLE)})")
+                raise ConfigError(
+                    f"config key '{where}.l2': an adjustment may not touch L2, the variable "
+                    f"under study (adjustable: {', '.join(ADJUSTABLE)})"
+                )
             if key not in ADJUSTABLE:
-                raise ConfigError(f"config key '{where}.{key}' is not adjustable "
-                                  f"(adjustable: {', '.join(ADJUSTABLE)})")
+                raise ConfigError(f"config key '{where}.{key}' is not adjustable (adjustable: {', '.join(ADJUSTABLE)})")
         adjusted = {**config, "train": merge(config["train"], adjustment, where), "seeds": None}
         check_model_train({**adjusted, "train": {**adjusted["train"], "l2": 0.0}})
     if len(adjustments) < retune["max_reruns"]:
-        raise ConfigError(f"config key 'retune.adjustments' has {len(adjustments)} entries but "
-                          f"retune.max_reruns is {retune['max_reruns']}: give one adjustment per rerun")
+        raise ConfigError(
+            f"config key 'retune.adjustments' has {len(adjustments)} entries but "
+            f"retune.max_reruns is {retune['max_reruns']}: give one adjustment per rerun"
+        )
 
     resources = config["resources"]
     for key in ("gpu", "cpu"):
@@ -126,8 +133,9 @@ def study_config(values: dict | None = None) -> dict:
     return config
 
 
-def load_study_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                      data: str | None = None) -> dict:
+def load_study_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, data: str | None = None
+) -> dict:
     """Read ``path`` (default ``study_configs/paper.yaml``), apply ``--set`` overrides and ``--data``."""
     values = load_yaml(path or DEFAULT_CONFIG)
     for assignment in overrides or []:
@@ -147,8 +155,9 @@ def grid_choices(study: dict) -> list[tuple[tuple[str, str], ...]]:
     return list(itertools.product(*axes))
 
 
-def point_config(study: dict, l2: float, seed: int, adjustment: dict | None = None,
-                 choices: tuple[tuple[str, str], ...] = ()) -> dict:
+def point_config(
+    study: dict, l2: float, seed: int, adjustment: dict | None = None, choices: tuple[tuple[str, str], ...] = ()
+) -> dict:
     """The run config of one trial: the study's run sections at this L2, seed and grid ``choices``
     (see :func:`grid_choices`), plus any adjustment."""
     sections = {"model": copy.deepcopy(study["model"]), "train": copy.deepcopy(study["train"])}
@@ -158,9 +167,20 @@ def point_config(study: dict, l2: float, seed: int, adjustment: dict | None = No
     train = sections["train"]
     train.update(copy.deepcopy(adjustment or {}))
     train["l2"] = float(l2)
-    return run_config({"data": study["data"], "seed": seed, "split": study["split"],
-                       "model": sections["model"], "train": train})
+    return run_config(
+        {"data": study["data"], "seed": seed, "split": study["split"], "model": sections["model"], "train": train}
+    )
 
 
-__all__ = ["ADJUSTABLE", "DEFAULT_CONFIG", "GRID_AXES", "STUDY_DEFAULTS", "check_study", "config_hash",
-           "grid_choices", "load_study_config", "point_config", "study_config"]
+__all__ = [
+    "ADJUSTABLE",
+    "DEFAULT_CONFIG",
+    "GRID_AXES",
+    "STUDY_DEFAULTS",
+    "check_study",
+    "config_hash",
+    "grid_choices",
+    "load_study_config",
+    "point_config",
+    "study_config",
+]

@@ -58,9 +58,13 @@ def describe_data(config: dict) -> dict[str, Any]:
     check_size(*dataset.images.shape[1:], config["model"]["depth"], config["model"]["pad"])
     s = config["split"]
     split = split_dataset(dataset, s["train"], s["val"], s["test"], seed=s["seed"])
-    return {"data_dir": str(Path(dataset.root).resolve()), "labels": dataset.labels,
-            "synthetic": dataset.synthetic, "data_fingerprint": data_fingerprint(dataset),
-            "split": split.to_json(dataset)}
+    return {
+        "data_dir": str(Path(dataset.root).resolve()),
+        "labels": dataset.labels,
+        "synthetic": dataset.synthetic,
+        "data_fingerprint": data_fingerprint(dataset),
+        "split": split.to_json(dataset),
+    }
 
 
 def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
@@ -77,25 +81,39 @@ def trial_config(config: dict, attempt: Attempt, out_dir: Path) -> dict[str, Any
     """What the Ray trial of ``attempt`` receives."""
     adjustment = adjustment_for(config["retune"], attempt.rerun)
     run = point_config(config, attempt.l2, attempt.seed, adjustment, attempt.choices)
-    return {"attempt": attempt.to_config(),
-            "trial_name": attempt.name, "trial_dir": str(out_dir / "trials" / attempt.name),
-            "run": run, "adjustment": adjustment, "config_hash": config_hash(run),
-            "threads": max(1, int(config["resources"]["cpu"]))}
+    return {
+        "attempt": attempt.to_config(),
+        "trial_name": attempt.name,
+        "trial_dir": str(out_dir / "trials" / attempt.name),
+        "run": run,
+        "adjustment": adjustment,
+        "config_hash": config_hash(run),
+        "threads": max(1, int(config["resources"]["cpu"])),
+    }
 
 
-def prepare_study(config: dict, name: str, storage: str, out: Path, resume: bool, data: dict[str, Any],
-                  stream) -> optuna.Study:
+def prepare_study(
+    config: dict, name: str, storage: str, out: Path, resume: bool, data: dict[str, Any], stream
+) -> optuna.Study:
     """Open (or create) the study a run records into; store its config and data attributes when new, or
     refuse a resume whose config differs from the stored one, naming the first differing key (grid and
     search)."""
     study = start_study(storage, name, resume)
     stored = study.user_attrs.get("config")
     if stored is not None and stored != config:
-        raise ConfigError(f"the config differs from the one study '{name}' was started with: "
-                          f"{_first_difference(config, stored)}; resume with the same config or use a new "
-                          f"--study-name")
-    check_same(f"study '{name}'", study.user_attrs.get("data_fingerprint"), study.user_attrs.get("split"),
-               data["data_fingerprint"], data["split"], "start a new study with --study-name NAME (and --out DIR)")
+        raise ConfigError(
+            f"the config differs from the one study '{name}' was started with: "
+            f"{_first_difference(config, stored)}; resume with the same config or use a new "
+            f"--study-name"
+        )
+    check_same(
+        f"study '{name}'",
+        study.user_attrs.get("data_fingerprint"),
+        study.user_attrs.get("split"),
+        data["data_fingerprint"],
+        data["split"],
+        "start a new study with --study-name NAME (and --out DIR)",
+    )
     if stored is None:
         for key, value in {"config": config, "out_dir": str(out), **data}.items():
             study.set_user_attr(key, value)
@@ -110,9 +128,16 @@ def prepare_study(config: dict, name: str, storage: str, out: Path, resume: bool
     return study
 
 
-def run_grid(config: dict, storage: str | None = None, study_name: str | None = None,
-             out_dir: str | Path | None = None, resume: bool = False, address: str | None = None,
-             num_cpus: int | None = None, stream=None) -> GridResult:
+def run_grid(
+    config: dict,
+    storage: str | None = None,
+    study_name: str | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    stream=None,
+) -> GridResult:
     """Run (or finish, with ``resume``) the grid study ``config``; see the module docstring.
 
     Args:
@@ -146,8 +171,11 @@ def run_grid(config: dict, storage: str | None = None, study_name: str | None = 
     plan = plan_attempts(config, study.get_trials(deepcopy=False))
     attempts = [o.attempt for o in plan.values() if o.attempt is not None]
     done = len(plan) - len(attempts)
-    print(f"study '{name}' in {mask_url(storage)}: {len(plan)} grid points, {done} already finished, "
-          f"{len(attempts)} to run", file=stream)
+    print(
+        f"study '{name}' in {mask_url(storage)}: {len(plan)} grid points, {done} already finished, "
+        f"{len(attempts)} to run",
+        file=stream,
+    )
     if attempts:
         _tune(config, study, attempts, out, stream)
     rows = summary_rows(config, study)
@@ -196,9 +224,13 @@ def fit(config: dict, searcher, recorder, out: Path, stream, scheduler=None) -> 
         tune.with_resources(train_trial, resources),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1, reuse_actors=True),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str(out / "ray"), stop=RetuneStopper(rule),
-            callbacks=[recorder, ProgressPrinter(rule, config["retune"]["max_reruns"], stream)], verbose=0,
-            failure_config=tune.FailureConfig(max_failures=0)),
+            name="tune",
+            storage_path=str(out / "ray"),
+            stop=RetuneStopper(rule),
+            callbacks=[recorder, ProgressPrinter(rule, config["retune"]["max_reruns"], stream)],
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
     )
     try:
         tuner.fit()

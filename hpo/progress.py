@@ -21,8 +21,9 @@ from .rule import RetuneRule
 class ProgressPrinter(Callback):
     """A Tune Callback printing trial starts, finishes, retunes and errors, plus a live table."""
 
-    def __init__(self, rule: RetuneRule, max_reruns: int, stream: TextIO | None = None,
-                 interval: float | None = None) -> None:
+    def __init__(
+        self, rule: RetuneRule, max_reruns: int, stream: TextIO | None = None, interval: float | None = None
+    ) -> None:
         self.rule = rule
         self.max_reruns = max_reruns
         self.stream = stream or sys.stdout
@@ -56,9 +57,20 @@ class ProgressPrinter(Callback):
 
     def table_text(self) -> str:
         """The live table: one row per trial of this run (trial, L2, status, epoch, val acc, best)."""
-        return format_table(("trial", "L2", "status", "epoch", "val acc", "best"), [
-            (name, f"{row['l2']:g}", row["status"], f"{row['epoch']}/{row['epochs']}" if row["epoch"] else MISSING,
-             fmt(row["val_accuracy"]), fmt(row["best"])) for name, row in self._rows.items()])
+        return format_table(
+            ("trial", "L2", "status", "epoch", "val acc", "best"),
+            [
+                (
+                    name,
+                    f"{row['l2']:g}",
+                    row["status"],
+                    f"{row['epoch']}/{row['epochs']}" if row["epoch"] else MISSING,
+                    fmt(row["val_accuracy"]),
+                    fmt(row["best"]),
+                )
+                for name, row in self._rows.items()
+            ],
+        )
 
     def _table(self) -> None:
         if not self._rows:
@@ -74,13 +86,22 @@ class ProgressPrinter(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         config = trial.config
         train = config["run"]["train"]
-        self._rows[config["trial_name"]] = {"l2": train["l2"], "status": "running", "epoch": 0,
-                                            "epochs": train["epochs"], "val_accuracy": None, "best": None}
+        self._rows[config["trial_name"]] = {
+            "l2": train["l2"],
+            "status": "running",
+            "epoch": 0,
+            "epochs": train["epochs"],
+            "val_accuracy": None,
+            "best": None,
+        }
         resumed = " (continuing an interrupted trial)" if config["attempt"]["optuna_number"] is not None else ""
         adjustment = f", adjusted {config['adjustment']}" if config["adjustment"] else ""
-        self._line("start", config["trial_name"],
-                   f"lr {train['learning_rate']:g}, batch {train['batch_size']}, {train['epochs']} epochs"
-                   f"{adjustment}{resumed}")
+        self._line(
+            "start",
+            config["trial_name"],
+            f"lr {train['learning_rate']:g}, batch {train['batch_size']}, {train['epochs']} epochs"
+            f"{adjustment}{resumed}",
+        )
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         row = self._rows.get(trial.config["trial_name"])
@@ -98,15 +119,18 @@ class ProgressPrinter(Callback):
         row = self._rows.get(name, {})
         if self.rule.fails(result):
             rerun = trial.config["attempt"]["rerun"]
-            then = (f"-> rerun {rerun + 1} queued" if rerun < self.max_reruns
-                    else "-> no reruns left: not converged")
+            then = f"-> rerun {rerun + 1} queued" if rerun < self.max_reruns else "-> no reruns left: not converged"
             row["status"] = "retuned"
             self._line("retune", name, f"{self.rule.reason(result)} {then}")
         elif result.get("finished"):
             row["status"] = "done"
             test = result["test_metrics"]["dataset"]
-            self._line("finish", name, f"val acc {fmt(result['val_accuracy'])}, val MeanIoU "
-                                       f"{fmt(result['val_MeanIoU'])}, test MeanIoU {fmt(test['MeanIoU'])}")
+            self._line(
+                "finish",
+                name,
+                f"val acc {fmt(result['val_accuracy'])}, val MeanIoU "
+                f"{fmt(result['val_MeanIoU'])}, test MeanIoU {fmt(test['MeanIoU'])}",
+            )
             for warning in result.get("run_info", {}).get("warnings", []):  # lgeseg.diagnostics
                 self._line("warning", name, warning)
         else:

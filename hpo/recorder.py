@@ -44,16 +44,24 @@ DISTRIBUTIONS = {
 def trial_params(config: dict[str, Any]) -> dict[str, Any]:
     """The Optuna params of a Tune trial config."""
     train = config["run"]["train"]
-    return {"l2": train["l2"], "learning_rate": train["learning_rate"], "batch_size": train["batch_size"],
-            "epochs": train["epochs"], "seed": config["run"]["seed"], "rerun": config["attempt"]["rerun"],
-            "architecture": config["run"]["model"]["architecture"], "loss": train["loss"]}
+    return {
+        "l2": train["l2"],
+        "learning_rate": train["learning_rate"],
+        "batch_size": train["batch_size"],
+        "epochs": train["epochs"],
+        "seed": config["run"]["seed"],
+        "rerun": config["attempt"]["rerun"],
+        "architecture": config["run"]["model"]["architecture"],
+        "loss": train["loss"],
+    }
 
 
 class OptunaRecorder(Callback):
     """A Tune Callback that mirrors the grid's Tune trials into one Optuna study."""
 
-    def __init__(self, study: optuna.Study, rule: RetuneRule, max_reruns: int, retries: int = 5,
-                 retry_wait: float = 0.2) -> None:
+    def __init__(
+        self, study: optuna.Study, rule: RetuneRule, max_reruns: int, retries: int = 5, retry_wait: float = 0.2
+    ) -> None:
         self.study = study
         self.rule = rule
         self.max_reruns = max_reruns
@@ -102,8 +110,10 @@ class OptunaRecorder(Callback):
             if not self._unwritten:
                 return
             time.sleep(self.retry_wait)
-        raise UserError(f"{len(self._unwritten)} Optuna storage writes failed and were not recorded "
-                        f"(first: {self._unwritten[0][0]}); rerun with --resume once the storage is reachable")
+        raise UserError(
+            f"{len(self._unwritten)} Optuna storage writes failed and were not recorded "
+            f"(first: {self._unwritten[0][0]}); rerun with --resume once the storage is reachable"
+        )
 
     # -- Tune events ------------------------------------------------------------------------------
     # Every write finds its Optuna trial when it runs, not when it is queued, so writes kept after a
@@ -112,6 +122,7 @@ class OptunaRecorder(Callback):
         config, tid = trial.config, trial.trial_id
         number = config["attempt"]["optuna_number"]
         if number is not None:
+
             def reattach() -> None:
                 frozen = self.study.get_trials(deepcopy=False)[number]
                 self._trials[tid] = optuna.Trial(self.study, frozen._trial_id)
@@ -125,16 +136,25 @@ class OptunaRecorder(Callback):
         name = attempt.name
         previous = attempt.previous()
         attrs = {
-            "trial_name": name, "trial_dir": config["trial_dir"], "ray_trial_id": tid,
+            "trial_name": name,
+            "trial_dir": config["trial_dir"],
+            "ray_trial_id": tid,
             "config_hash": config["config_hash"],
-            "lineage": {"point": attempt.point, "rerun": attempt.rerun,
-                        "rerun_of": self._numbers.get(previous.name) if previous is not None else None,
-                        "adjustment": config["adjustment"], **config.get("lineage", {})},
+            "lineage": {
+                "point": attempt.point,
+                "rerun": attempt.rerun,
+                "rerun_of": self._numbers.get(previous.name) if previous is not None else None,
+                "adjustment": config["adjustment"],
+                **config.get("lineage", {}),
+            },
         }
 
         def create() -> None:
-            waiting = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-                       if t.user_attrs.get("trial_name") == name]
+            waiting = [
+                t
+                for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                if t.user_attrs.get("trial_name") == name
+            ]
             if not waiting:  # a retry after the enqueue went through must not enqueue twice
                 self.study.enqueue_trial(params, user_attrs=attrs)
             created = self.study.ask(DISTRIBUTIONS)
@@ -161,30 +181,58 @@ class OptunaRecorder(Callback):
         result = trial.last_result or {}
         if self.rule.fails(result):
             attempt = attempt_from_config(trial.config["attempt"])
-            retune = {"reason": self.rule.reason(result), "check_epoch": self.rule.check_epoch(result["epochs"]),
-                      "best_val_accuracy": result["best_val_accuracy"],
-                      "replaced_by": attempt.next().name if attempt.rerun < self.max_reruns else None}
-            self._finish(trial.trial_id, TrialState.PRUNED, None,
-                         {"retune": retune, "epochs_run": result["epoch"],
-                          "best_val_accuracy": result["best_val_accuracy"]})
+            retune = {
+                "reason": self.rule.reason(result),
+                "check_epoch": self.rule.check_epoch(result["epochs"]),
+                "best_val_accuracy": result["best_val_accuracy"],
+                "replaced_by": attempt.next().name if attempt.rerun < self.max_reruns else None,
+            }
+            self._finish(
+                trial.trial_id,
+                TrialState.PRUNED,
+                None,
+                {"retune": retune, "epochs_run": result["epoch"], "best_val_accuracy": result["best_val_accuracy"]},
+            )
         elif result.get("finished") and result["val_MeanIoU"] is None:
-            self._finish(trial.trial_id, TrialState.FAIL, None, {
-                "error": "validation MeanIoU is undefined (a class never occurs in the validation split)",
-                "test_metrics": result["test_metrics"]})
+            self._finish(
+                trial.trial_id,
+                TrialState.FAIL,
+                None,
+                {
+                    "error": "validation MeanIoU is undefined (a class never occurs in the validation split)",
+                    "test_metrics": result["test_metrics"],
+                },
+            )
         elif result.get("finished"):
             run_info = result["run_info"]
-            self._finish(trial.trial_id, TrialState.COMPLETE, result["val_MeanIoU"], {
-                "test_metrics": result["test_metrics"], "val_metrics": result["val_metrics"],
-                "epochs_run": run_info["epochs_run"], "best_val_accuracy": run_info["best_val_accuracy"],
-                "selected_epoch": run_info["selected_epoch"], "device": run_info["device"],
-                "baseline": run_info.get("baseline"),
-                "wall_time_s": run_info["wall_time_s"], "split_hash": run_info["split_hash"],
-                "versions": {**run_info["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
-            })
+            self._finish(
+                trial.trial_id,
+                TrialState.COMPLETE,
+                result["val_MeanIoU"],
+                {
+                    "test_metrics": result["test_metrics"],
+                    "val_metrics": result["val_metrics"],
+                    "epochs_run": run_info["epochs_run"],
+                    "best_val_accuracy": run_info["best_val_accuracy"],
+                    "selected_epoch": run_info["selected_epoch"],
+                    "device": run_info["device"],
+                    "baseline": run_info.get("baseline"),
+                    "wall_time_s": run_info["wall_time_s"],
+                    "split_hash": run_info["split_hash"],
+                    "versions": {**run_info["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
+                },
+            )
         elif result.get("done"):  # stopped by the trial scheduler (a search's ASHA), not by the rule
-            self._finish(trial.trial_id, TrialState.PRUNED, None, {
-                "stopped_by_scheduler": {"epoch": result["epoch"], "val_accuracy": result["val_accuracy"]},
-                "epochs_run": result["epoch"], "best_val_accuracy": result["best_val_accuracy"]})
+            self._finish(
+                trial.trial_id,
+                TrialState.PRUNED,
+                None,
+                {
+                    "stopped_by_scheduler": {"epoch": result["epoch"], "val_accuracy": result["val_accuracy"]},
+                    "epochs_run": result["epoch"],
+                    "best_val_accuracy": result["best_val_accuracy"],
+                },
+            )
         # else: stopped with the experiment (driver interrupted); stays RUNNING for --resume
         self._reported.pop(trial.trial_id, None)
         self._nodes.pop(trial.trial_id, None)

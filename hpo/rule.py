@@ -37,14 +37,17 @@ class RetuneRule:
         """True when ``result`` (an epoch report of a trial) shows the rule has fired."""
         if "epoch" not in result or "epochs" not in result or result.get("finished"):
             return False
-        return (result["epoch"] >= self.check_epoch(result["epochs"])
-                and result["best_val_accuracy"] < self.target_accuracy)
+        return (
+            result["epoch"] >= self.check_epoch(result["epochs"]) and result["best_val_accuracy"] < self.target_accuracy
+        )
 
     def reason(self, result: dict[str, Any]) -> str:
         """Why the rule fired for ``result``, in one line."""
-        return (f"validation accuracy {result['best_val_accuracy']:.4f} < {self.target_accuracy:g} "
-                f"after {result['epoch']} of {result['epochs']} epochs "
-                f"(check epoch {self.check_epoch(result['epochs'])})")
+        return (
+            f"validation accuracy {result['best_val_accuracy']:.4f} < {self.target_accuracy:g} "
+            f"after {result['epoch']} of {result['epochs']} epochs "
+            f"(check epoch {self.check_epoch(result['epochs'])})"
+        )
 
     @classmethod
     def from_config(cls, retune: dict[str, Any]) -> RetuneRule:

@@ -20,8 +20,9 @@ from .rule import RetuneRule
 class GridSearcher(Searcher):
     """Hands out queued attempts; queues a rerun when :class:`RetuneRule` stopped an attempt."""
 
-    def __init__(self, attempts: Iterable[Attempt], rule: RetuneRule, max_reruns: int,
-                 make_config: Callable[[Attempt], dict]) -> None:
+    def __init__(
+        self, attempts: Iterable[Attempt], rule: RetuneRule, max_reruns: int, make_config: Callable[[Attempt], dict]
+    ) -> None:
         super().__init__(metric="val_accuracy", mode="max")
         self._queue: deque[Attempt] = deque(attempts)
         self._running: dict[str, Attempt] = {}

@@ -77,6 +77,7 @@ class StorageWait:
 
 # ------------------------------------------------------------------------------------------ names
 
+
 def mask_url(url: str) -> str:
     """``url`` with any ``user:password@`` replaced by ``user:***@`` so it can be printed."""
     return re.sub(r"//([^:/@]+):([^@/]*)@", r"//\1:***@", url)
@@ -99,7 +100,7 @@ def sqlite_path(url: str) -> Path | None:
     """The database file of a ``sqlite:///`` URL (None for other back ends or in-memory SQLite)."""
     if not url.startswith("sqlite:///"):
         return None
-    path = url[len("sqlite:///"):].split("?", 1)[0]
+    path = url[len("sqlite:///") :].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
 
 
@@ -107,7 +108,7 @@ def journal_path(url: str) -> Path | None:
     """The log file of an Optuna journal storage (``journal:///abs/file.log``, ``journal:rel.log`` or a
     bare path ending in ``.log``); None for database URLs."""
     url = resolve(url)
-    return Path(url[len("journal:"):].removeprefix("//")) if url.startswith("journal:") else None
+    return Path(url[len("journal:") :].removeprefix("//")) if url.startswith("journal:") else None
 
 
 def storage_file(url: str) -> Path | None:
@@ -130,12 +131,15 @@ def find_storage(runs: str | Path = RUNS_DIR) -> str:
     found = sorted(Path(runs).glob("*/study.db"))
     if len(found) != 1:
         names = ", ".join(str(p) for p in found) or "none"
-        raise StorageError(f"--storage not given and {len(found)} study databases found under {runs}/ ({names}); "
-                           f"pass --storage PATH or URL")
+        raise StorageError(
+            f"--storage not given and {len(found)} study databases found under {runs}/ ({names}); "
+            f"pass --storage PATH or URL"
+        )
     return default_storage(found[0].parent.resolve())
 
 
 # ---------------------------------------------------------------------------------- busy database
+
 
 def _busy_reason(exc: BaseException) -> str | None:
     """The "database is locked" message somewhere in ``exc``'s chain, or None for any other error."""
@@ -189,22 +193,31 @@ def call_with_wait(url: str, what: str, fn: Callable[[], Any], wait: StorageWait
             reason = _busy_reason(exc)
             if reason is None:
                 if isinstance(exc, ImportError):
-                    raise StorageError(f"storage {mask_url(url)}: its database driver is not installed "
-                                       f"({_root_message(exc)}); pip install it") from None
+                    raise StorageError(
+                        f"storage {mask_url(url)}: its database driver is not installed "
+                        f"({_root_message(exc)}); pip install it"
+                    ) from None
                 if _is_storage_failure(exc):
-                    raise StorageError(f"storage {mask_url(url)}: {what} failed "
-                                       f"({mask_url(_root_message(exc))})") from None
+                    raise StorageError(
+                        f"storage {mask_url(url)}: {what} failed ({mask_url(_root_message(exc))})"
+                    ) from None
                 raise
             now = time.monotonic()
             if deadline is None:
                 deadline = now + wait.total_s
-                _log.warning("storage %s is busy (%s; another process such as optuna-dashboard or a report "
-                             "holds it): waiting up to %g s", mask_url(url), reason, wait.total_s)
+                _log.warning(
+                    "storage %s is busy (%s; another process such as optuna-dashboard or a report "
+                    "holds it): waiting up to %g s",
+                    mask_url(url),
+                    reason,
+                    wait.total_s,
+                )
             if now >= deadline:
                 raise StorageBusyError(
                     f"storage {mask_url(url)} stayed busy for {wait.total_s:g} s ({reason}) during {what}; "
                     f"nothing stored was lost: close the other process (optuna-dashboard, a report) and run "
-                    f"the command again (grid: with --resume), or wait longer with {WAIT_ENV}=SECONDS") from None
+                    f"the command again (grid: with --resume), or wait longer with {WAIT_ENV}=SECONDS"
+                ) from None
             time.sleep(min(wait.poll_s, deadline - now))
 
 
@@ -224,8 +237,9 @@ class _WaitingStorage(BaseStorage):
 
 def _waiting(name: str) -> Callable[..., Any]:
     def method(self: _WaitingStorage, *args: Any, **kwargs: Any) -> Any:
-        return call_with_wait(self._url, name.replace("_", " "),
-                              lambda: getattr(self._inner, name)(*args, **kwargs), self._wait)
+        return call_with_wait(
+            self._url, name.replace("_", " "), lambda: getattr(self._inner, name)(*args, **kwargs), self._wait
+        )
 
     method.__name__ = name
     method.__doc__ = getattr(BaseStorage, name).__doc__
@@ -233,12 +247,19 @@ def _waiting(name: str) -> Callable[..., Any]:
 
 
 #: Every public method of Optuna's storage API, each delegated with the wait.
-WaitingStorage = type("WaitingStorage", (_WaitingStorage,), {
-    name: _waiting(name) for name in dir(BaseStorage)
-    if not name.startswith("_") and callable(getattr(BaseStorage, name))})
+WaitingStorage = type(
+    "WaitingStorage",
+    (_WaitingStorage,),
+    {
+        name: _waiting(name)
+        for name in dir(BaseStorage)
+        if not name.startswith("_") and callable(getattr(BaseStorage, name))
+    },
+)
 
 
 # ------------------------------------------------------------------------------------ open studies
+
 
 def open_storage(storage: str | Path, wait: StorageWait | None = None) -> BaseStorage:
     """Open the storage of a ``--storage`` value (URL or bare path; see :func:`resolve`).
@@ -330,6 +351,8 @@ def start_study(storage: str, study_name: str, resume: bool) -> optuna.Study:
     url = resolve(storage)
     backend = open_storage(url)
     if study_name in _study_names(backend) and not resume:
-        raise UserError(f"study '{study_name}' already exists in {mask_url(url)}; use --resume to finish it "
-                        f"or --study-name to start another")
+        raise UserError(
+            f"study '{study_name}' already exists in {mask_url(url)}; use --resume to finish it "
+            f"or --study-name to start another"
+        )
     return optuna.create_study(storage=backend, study_name=study_name, direction="maximize", load_if_exists=True)

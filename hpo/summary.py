@@ -16,8 +16,17 @@ from .attempts import PointStatus, plan_attempts
 from .config import GRID_AXES
 
 #: Columns of :func:`format_summary`, in order.
-SUMMARY_COLUMNS: tuple[str, ...] = ("L2", "seed", "status", "reruns", "epochs", "val acc", "test GlobalAcc",
-                                    "test MeanIoU", "test MeanBF")
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "L2",
+    "seed",
+    "status",
+    "reruns",
+    "epochs",
+    "val acc",
+    "test GlobalAcc",
+    "test MeanIoU",
+    "test MeanBF",
+)
 
 
 def summary_rows(config: dict, study: optuna.Study) -> list[dict[str, Any]]:
@@ -35,13 +44,22 @@ def summary_rows(config: dict, study: optuna.Study) -> list[dict[str, Any]]:
         last = outcome.last
         attrs = last.user_attrs if last is not None else {}
         test = (attrs.get("test_metrics") or {}).get("dataset", {})
-        rows.append({"l2": outcome.l2, "seed": outcome.seed, **dict(outcome.choices), "status": outcome.status,
-                     "reruns": outcome.reruns, "epochs": attrs.get("epochs_run"),
-                     "val_accuracy": attrs.get("best_val_accuracy"),
-                     "GlobalAccuracy": test.get("GlobalAccuracy"), "MeanIoU": test.get("MeanIoU"),
-                     "MeanBFScore": test.get("MeanBFScore"),
-                     "trial": last.number if last is not None else None,
-                     "error": attrs.get("error") if outcome.status == PointStatus.FAILED else None})
+        rows.append(
+            {
+                "l2": outcome.l2,
+                "seed": outcome.seed,
+                **dict(outcome.choices),
+                "status": outcome.status,
+                "reruns": outcome.reruns,
+                "epochs": attrs.get("epochs_run"),
+                "val_accuracy": attrs.get("best_val_accuracy"),
+                "GlobalAccuracy": test.get("GlobalAccuracy"),
+                "MeanIoU": test.get("MeanIoU"),
+                "MeanBFScore": test.get("MeanBFScore"),
+                "trial": last.number if last is not None else None,
+                "error": attrs.get("error") if outcome.status == PointStatus.FAILED else None,
+            }
+        )
     return rows
 
 
@@ -50,10 +68,27 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
     per failed grid point with its error."""
     axes = [axis for axis in GRID_AXES if any(axis in r for r in rows)]  # the gridded ones, after seed
     columns = (*SUMMARY_COLUMNS[:2], *axes, *SUMMARY_COLUMNS[2:])
-    table = format_table(columns, [
-        [f"{r['l2']:g}", str(r["seed"]), *(str(r[a]) for a in axes), r["status"], str(r["reruns"]),
-         fmt(r["epochs"]), fmt(r["val_accuracy"]), fmt(r["GlobalAccuracy"]), fmt(r["MeanIoU"]),
-         fmt(r["MeanBFScore"])] for r in rows])
-    failures = [f"failed l2={r['l2']:g} seed={r['seed']}" + "".join(f" {a}={r[a]}" for a in axes)
-                + f": {r['error']}" for r in rows if r.get("error")]
+    table = format_table(
+        columns,
+        [
+            [
+                f"{r['l2']:g}",
+                str(r["seed"]),
+                *(str(r[a]) for a in axes),
+                r["status"],
+                str(r["reruns"]),
+                fmt(r["epochs"]),
+                fmt(r["val_accuracy"]),
+                fmt(r["GlobalAccuracy"]),
+                fmt(r["MeanIoU"]),
+                fmt(r["MeanBFScore"]),
+            ]
+            for r in rows
+        ],
+    )
+    failures = [
+        f"failed l2={r['l2']:g} seed={r['seed']}" + "".join(f" {a}={r[a]}" for a in axes) + f": {r['error']}"
+        for r in rows
+        if r.get("error")
+    ]
     return "\n".join([table, *failures])

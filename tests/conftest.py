@@ -35,8 +35,9 @@ from PIL import Image
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported by any test module
 
 #: The real EMIDEC export (708 128x128 slices of 100 patients), if present.
-REAL_DATA = Path(os.environ.get("LGESEG_REAL_DATA")
-                 or Path(__file__).resolve().parents[1].parent / "shared/data/emidec-lge-128")
+REAL_DATA = Path(
+    os.environ.get("LGESEG_REAL_DATA") or Path(__file__).resolve().parents[1].parent / "shared/data/emidec-lge-128"
+)
 
 #: The study's default label map (the same as :data:`lgeseg.data.DEFAULT_LABELS`).
 TEST_LABELS = {"region1": 255, "region2": 128, "region3": 0}
@@ -77,8 +78,15 @@ def synthetic_arrays(n: int, size: int | tuple[int, int] = 16, seed: int = 0) ->
     return images, masks
 
 
-def write_dataset_dir(root: Path, n_patients: int = 8, slices: int = 3, size: int | tuple[int, int] = 16, seed: int = 0,
-                      labels: dict[str, int] | None = None, manifest: bool = True) -> Path:
+def write_dataset_dir(
+    root: Path,
+    n_patients: int = 8,
+    slices: int = 3,
+    size: int | tuple[int, int] = 16,
+    seed: int = 0,
+    labels: dict[str, int] | None = None,
+    manifest: bool = True,
+) -> Path:
     """Write a dataset folder with ``n_patients * slices`` PNG pairs named ``p<PP>_s<S>.png``.
 
     ``labels`` (name -> pixel value, class order) is written to ``dataset.json`` when given; otherwise
@@ -110,8 +118,10 @@ def write_dataset_dir(root: Path, n_patients: int = 8, slices: int = 3, size: in
 @pytest.fixture
 def make_dataset_dir(tmp_path):
     """Factory: ``make_dataset_dir(name="data", **write_dataset_dir kwargs)`` -> a fresh dataset folder."""
+
     def make(name: str = "data", **kwargs) -> Path:
         return write_dataset_dir(tmp_path / name, **kwargs)
+
     return make
 
 
@@ -124,8 +134,14 @@ def tiny_data_dir(tmp_path_factory) -> Path:
     return write_dataset_dir(tmp_path_factory.mktemp("tiny") / "data")
 
 
-def build_dataset(n: int = 24, size: int = 16, seed: int = 0, slices_per_patient: int | None = 3,
-                  images: np.ndarray | None = None, masks: np.ndarray | None = None):
+def build_dataset(
+    n: int = 24,
+    size: int = 16,
+    seed: int = 0,
+    slices_per_patient: int | None = 3,
+    images: np.ndarray | None = None,
+    masks: np.ndarray | None = None,
+):
     """An in-memory :class:`lgeseg.data.Dataset` (``slices_per_patient=None``: no patients, split by image)."""
     from lgeseg.data import Dataset
 
@@ -134,9 +150,15 @@ def build_dataset(n: int = 24, size: int = 16, seed: int = 0, slices_per_patient
     n = len(images)
     files = [f"img{i:03d}.png" for i in range(n)]
     patients = None if slices_per_patient is None else [f"patient{i // slices_per_patient:02d}" for i in range(n)]
-    return Dataset(root=Path("/nonexistent/in-memory"), files=files, images=np.ascontiguousarray(images, np.float32),
-                   masks=np.ascontiguousarray(masks, np.uint8), labels=dict(TEST_LABELS), patients=patients,
-                   synthetic=False)
+    return Dataset(
+        root=Path("/nonexistent/in-memory"),
+        files=files,
+        images=np.ascontiguousarray(images, np.float32),
+        masks=np.ascontiguousarray(masks, np.uint8),
+        labels=dict(TEST_LABELS),
+        patients=patients,
+        synthetic=False,
+    )
 
 
 @pytest.fixture
@@ -153,9 +175,11 @@ def tiny_config(values: dict | None = None, **dotted) -> dict:
     """
     from lgeseg.config import run_config
 
-    base = {"seed": 0, "model": {"width": 4, "depth": 2},
-            "train": {"epochs": 2, "batch_size": 4, "device": "cpu", "precision": "fp32",
-                      "channels_last": False}}
+    base = {
+        "seed": 0,
+        "model": {"width": 4, "depth": 2},
+        "train": {"epochs": 2, "batch_size": 4, "device": "cpu", "precision": "fp32", "channels_last": False},
+    }
     config = copy.deepcopy(base)
     for key, value in {**(values or {}), **{k.replace("__", "."): v for k, v in dotted.items()}}.items():
         node = config

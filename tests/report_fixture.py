@@ -37,6 +37,7 @@ TARGET_ACCURACY = 0.8
 SIZE = 16
 N_IMAGES = 6
 
+
 @dataclass
 class StudyFixture:
     """Where the fake study lives and what went into it, for the tests to compare against."""
@@ -60,8 +61,8 @@ def _truth_mask(index: int) -> np.ndarray:
     """Nested squares (region3 background, region2 outer, region1 inner) shifted per image."""
     mask = np.full((SIZE, SIZE), 2, dtype=np.uint8)
     o = 2 + index % 3
-    mask[o:o + 10, o:o + 9] = 1
-    mask[o + 3:o + 7, o + 2:o + 6 + index % 2] = 0
+    mask[o : o + 10, o : o + 9] = 1
+    mask[o + 3 : o + 7, o + 2 : o + 6 + index % 2] = 0
     return mask
 
 
@@ -104,8 +105,9 @@ def _history(path: Path, curve: dict[int, float]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _trial_folder(fx: StudyFixture, name: str, preds: dict[str, np.ndarray] | None,
-                  curve: dict[int, float]) -> tuple[Path, dict[str, Any] | None]:
+def _trial_folder(
+    fx: StudyFixture, name: str, preds: dict[str, np.ndarray] | None, curve: dict[int, float]
+) -> tuple[Path, dict[str, Any] | None]:
     """Write a trial folder; with ``preds`` also predictions and metrics.json (returned as read back)."""
     folder = fx.out_dir / "trials" / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,20 +116,23 @@ def _trial_folder(fx: StudyFixture, name: str, preds: dict[str, np.ndarray] | No
         return folder, None
     for file, mask in preds.items():
         write_mask(folder / "predictions" / file, mask, LABELS)
-    result = evaluate(np.stack([preds[f] for f in fx.files]), np.stack([fx.truth[f] for f in fx.files]),
-                      list(LABELS), fx.files)
+    result = evaluate(
+        np.stack([preds[f] for f in fx.files]), np.stack([fx.truth[f] for f in fx.files]), list(LABELS), fx.files
+    )
     write_json(result, folder / "metrics.json")
     return folder, json.loads((folder / "metrics.json").read_text())
 
 
 def _tune_trial(config: dict[str, Any], attempt: Attempt, out_dir: Path, trial_id: str) -> SimpleNamespace:
     """A stand-in for a Ray Tune trial, as :class:`~hpo.recorder.OptunaRecorder` sees one."""
-    return SimpleNamespace(trial_id=trial_id, config=trial_config(config, attempt, out_dir), last_result={},
-                           get_error=lambda: None)
+    return SimpleNamespace(
+        trial_id=trial_id, config=trial_config(config, attempt, out_dir), last_result={}, get_error=lambda: None
+    )
 
 
-def _run(recorder: OptunaRecorder, trial: SimpleNamespace, curve: dict[int, float],
-         final: dict[str, Any] | None) -> None:
+def _run(
+    recorder: OptunaRecorder, trial: SimpleNamespace, curve: dict[int, float], final: dict[str, Any] | None
+) -> None:
     """Drive ``trial`` through the recorder as the trainable reports it: one result per epoch, then the
     finished run's result (``final``), then Tune's completion; without ``final`` the trial stays RUNNING."""
     recorder.on_trial_start(0, [], trial)
@@ -140,17 +145,34 @@ def _run(recorder: OptunaRecorder, trial: SimpleNamespace, curve: dict[int, floa
     if final is None and not recorder.rule.fails(trial.last_result):
         return  # still running
     if final is not None:
-        trial.last_result = {"epoch": EPOCHS, "epochs": EPOCHS, "finished": True, "val_accuracy": accuracy,
-                             "best_val_accuracy": best, **final}
+        trial.last_result = {
+            "epoch": EPOCHS,
+            "epochs": EPOCHS,
+            "finished": True,
+            "val_accuracy": accuracy,
+            "best_val_accuracy": best,
+            **final,
+        }
     recorder.on_trial_complete(0, [], trial)
 
 
 def _finished(metrics: dict[str, Any], best: float) -> dict[str, Any]:
     """What the trainable's last report adds for a finished run (test metrics stand in for validation)."""
-    info = {"epochs_run": EPOCHS, "best_val_accuracy": best, "selected_epoch": EPOCHS, "device": "cpu",
-            "wall_time_s": 1.0, "split_hash": "fixture", "versions": {"lgeseg": "fixture"}}
-    return {"val_MeanIoU": metrics["dataset"]["MeanIoU"], "val_metrics": metrics["dataset"],
-            "test_metrics": metrics, "run_info": info}
+    info = {
+        "epochs_run": EPOCHS,
+        "best_val_accuracy": best,
+        "selected_epoch": EPOCHS,
+        "device": "cpu",
+        "wall_time_s": 1.0,
+        "split_hash": "fixture",
+        "versions": {"lgeseg": "fixture"},
+    }
+    return {
+        "val_MeanIoU": metrics["dataset"]["MeanIoU"],
+        "val_metrics": metrics["dataset"],
+        "test_metrics": metrics,
+        "run_info": info,
+    }
 
 
 def _number(study: Any, trial_name: str) -> int:
@@ -158,8 +180,9 @@ def _number(study: Any, trial_name: str) -> int:
     return next(t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("trial_name") == trial_name)
 
 
-def build_study(tmp_path: Path, *, running: bool = False, finished: bool = True,
-                synthetic: bool = True, name: str = "l2demo") -> StudyFixture:
+def build_study(
+    tmp_path: Path, *, running: bool = False, finished: bool = True, synthetic: bool = True, name: str = "l2demo"
+) -> StudyFixture:
     """Create the study in ``tmp_path/runs/<name>/study.db`` and its folders; see the module docstring.
 
     Every trial is written by the grid's own :class:`~hpo.recorder.OptunaRecorder` from the results a
@@ -172,15 +195,28 @@ def build_study(tmp_path: Path, *, running: bool = False, finished: bool = True,
     data_dir = tmp_path / "data"
     files, truth = make_dataset(data_dir)
     fx = StudyFixture(f"sqlite:///{root / 'study.db'}", name, root, data_dir, root, files, truth)
-    config = study_config({"name": name, "seeds": list(SEEDS),
-                           "train": {"epochs": EPOCHS, "learning_rate": 1e-3, "batch_size": 4},
-                           "grid": {"l2": list(L2_VALUES)},
-                           "retune": {"check_fraction": CHECK_FRACTION, "target_accuracy": TARGET_ACCURACY,
-                                      "max_reruns": 2, "adjustments": [{"learning_rate": 5e-4},
-                                                                       {"learning_rate": 1e-4}]}})
+    config = study_config(
+        {
+            "name": name,
+            "seeds": list(SEEDS),
+            "train": {"epochs": EPOCHS, "learning_rate": 1e-3, "batch_size": 4},
+            "grid": {"l2": list(L2_VALUES)},
+            "retune": {
+                "check_fraction": CHECK_FRACTION,
+                "target_accuracy": TARGET_ACCURACY,
+                "max_reruns": 2,
+                "adjustments": [{"learning_rate": 5e-4}, {"learning_rate": 1e-4}],
+            },
+        }
+    )
     study = start_study(fx.storage, name, resume=False)
-    for key, value in {"config": config, "out_dir": str(root), "data_dir": str(data_dir), "labels": LABELS,
-                       "synthetic": synthetic}.items():
+    for key, value in {
+        "config": config,
+        "out_dir": str(root),
+        "data_dir": str(data_dir),
+        "labels": LABELS,
+        "synthetic": synthetic,
+    }.items():
         study.set_user_attr(key, value)
     rule = RetuneRule.from_config(config["retune"])
     recorder = OptunaRecorder(study, rule, config["retune"]["max_reruns"])
@@ -197,8 +233,12 @@ def build_study(tmp_path: Path, *, running: bool = False, finished: bool = True,
             curve = _curve(1 - FLIP_RATE[l2] / 2, EPOCHS)
             _, metrics = _trial_folder(fx, attempt.name, preds, curve)
             assert metrics is not None
-            _run(recorder, _tune_trial(config, attempt, root, attempt.name), curve,
-                 _finished(metrics, max(curve.values())))
+            _run(
+                recorder,
+                _tune_trial(config, attempt, root, attempt.name),
+                curve,
+                _finished(metrics, max(curve.values())),
+            )
             fx.preds[(l2, seed)], fx.metrics[(l2, seed)] = preds, metrics
             if attempt.rerun:
                 fx.replacement_number = _number(study, attempt.name)

@@ -10,25 +10,39 @@ from hpo.config import DEFAULT_CONFIG, STUDY_DEFAULTS, grid_choices, load_study_
 from lgeseg.config import RUN_DEFAULTS, config_hash, load_yaml, merge, run_config, set_dotted
 from lgeseg.errors import ConfigError
 
-TINY = ["--width", "4", "--epochs", "1", "--set", "model.depth=2", "--set", "train.batch_size=4",
-        "--set", "train.device=cpu"]
+TINY = [
+    "--width",
+    "4",
+    "--epochs",
+    "1",
+    "--set",
+    "model.depth=2",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.device=cpu",
+]
 
 
 @pytest.fixture
 def no_training(monkeypatch):
     """Make any attempt to train fail fast: config errors must stop the CLI before run()."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("run() reached although the config is invalid")
+
     monkeypatch.setattr("lgeseg.run.run", refuse)
 
 
 def cli_error(one_line_error, *args: str, data=None, out=None) -> str:
     """The one ``error:`` line of ``train`` on the tiny data set with ``args``."""
-    return one_line_error(["train", *(["--data", str(data)] if data else []), *TINY,
-                           *(["--out", str(out)] if out else []), *args])
+    return one_line_error(
+        ["train", *(["--data", str(data)] if data else []), *TINY, *(["--out", str(out)] if out else []), *args]
+    )
 
 
 # ------------------------------------------------------------------------------------- the protocol
+
 
 def test_paper_yaml_is_the_study_protocol():
     study = load_study_config(DEFAULT_CONFIG)
@@ -40,8 +54,15 @@ def test_paper_yaml_is_the_study_protocol():
     assert study["train"]["select"] == "final"
     assert study["train"]["augment"] == {"reflect": True, "translate": 10}
     assert study["grid"]["l2"] == [5e-3, 5e-4, 5e-5]
-    assert study["model"] == {**study["model"], "architecture": "matlab-unet", "width": 64, "depth": 4, "pad": False, "normalization": "zerocenter",
-                              "normalization_dimension": "channel"}
+    assert study["model"] == {
+        **study["model"],
+        "architecture": "matlab-unet",
+        "width": 64,
+        "depth": 4,
+        "pad": False,
+        "normalization": "zerocenter",
+        "normalization_dimension": "channel",
+    }
     assert study["train"]["shuffle"] == "once" and study["train"]["lr_schedule"] == "none"
     assert study["split"] == {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0}
     assert study["retune"]["check_fraction"] == 0.1
@@ -76,8 +97,15 @@ def test_run_defaults_are_matlab_r2020b():
     assert t["l2_mode"] == "coupled" and t["select"] == "final" and t["loss"] == "cross-entropy"
     assert t["augment"] == {"reflect": True, "translate": 10}
     # imageInputLayer: Normalization 'zerocenter', NormalizationDimension 'auto' (= channel at training time)
-    assert RUN_DEFAULTS["model"] == {**RUN_DEFAULTS["model"], "architecture": "matlab-unet", "width": 64, "depth": 4, "pad": False, "normalization": "zerocenter",
-                                     "normalization_dimension": "channel"}
+    assert RUN_DEFAULTS["model"] == {
+        **RUN_DEFAULTS["model"],
+        "architecture": "matlab-unet",
+        "width": 64,
+        "depth": 4,
+        "pad": False,
+        "normalization": "zerocenter",
+        "normalization_dimension": "channel",
+    }
     # trainingOptions: Shuffle 'once', LearnRateSchedule 'none', LearnRateDropFactor 0.1, LearnRateDropPeriod 10
     assert (t["shuffle"], t["lr_schedule"], t["lr_drop_factor"], t["lr_drop_period"]) == ("once", "none", 0.1, 10)
     assert "l2" not in STUDY_DEFAULTS["train"]  # L2 comes from the grid only
@@ -92,23 +120,29 @@ def test_point_config_sets_l2_and_seed():
 
 
 def test_grid_axes_set_architecture_and_loss():
-    study = study_config({"grid": {"l2": [1e-3], "architecture": ["matlab-unet", "monai-segresnet"],
-                                   "loss": ["cross-entropy", "dice"]}})
+    study = study_config(
+        {"grid": {"l2": [1e-3], "architecture": ["matlab-unet", "monai-segresnet"], "loss": ["cross-entropy", "dice"]}}
+    )
     assert grid_choices(study) == [
-        (("architecture", a), ("loss", loss)) for a in ("matlab-unet", "monai-segresnet")
-        for loss in ("cross-entropy", "dice")]
+        (("architecture", a), ("loss", loss))
+        for a in ("matlab-unet", "monai-segresnet")
+        for loss in ("cross-entropy", "dice")
+    ]
     config = point_config(study, 1e-3, 0, choices=(("architecture", "monai-segresnet"), ("loss", "dice")))
     assert config["model"]["architecture"] == "monai-segresnet" and config["train"]["loss"] == "dice"
     assert study["model"]["architecture"] == "matlab-unet"  # the study config is not changed
     assert grid_choices(study_config({})) == [()]
 
 
-@pytest.mark.parametrize(("grid", "fragment"), [
-    ({"architecture": ["monai-vnet"]}, "'grid.architecture' must be a list of matlab-unet"),
-    ({"architecture": ["monai-unet", "monai-unet"]}, "'grid.architecture' has repeated values"),
-    ({"loss": ["tversky"]}, "'grid.loss' must be a list of cross-entropy"),
-    ({"loss": "dice"}, "'grid.loss' must be a list"),
-])
+@pytest.mark.parametrize(
+    ("grid", "fragment"),
+    [
+        ({"architecture": ["monai-vnet"]}, "'grid.architecture' must be a list of matlab-unet"),
+        ({"architecture": ["monai-unet", "monai-unet"]}, "'grid.architecture' has repeated values"),
+        ({"loss": ["tversky"]}, "'grid.loss' must be a list of cross-entropy"),
+        ({"loss": "dice"}, "'grid.loss' must be a list"),
+    ],
+)
 def test_bad_grid_axes_name_the_key(grid, fragment):
     with pytest.raises(ConfigError, match=fragment) as info:
         study_config({"grid": grid})
@@ -122,15 +156,23 @@ def test_bad_loss_names_the_key():
 
 # ------------------------------------------------------------------------------------ lgeseg.config
 
+
 def test_merge_rejects_unknown_key_naming_it():
     with pytest.raises(ConfigError, match=r"'train\.lr'"):
         run_config({"train": {"lr": 1e-3}})
 
 
-@pytest.mark.parametrize("key,value,expected", [
-    ("epochs", "ten", "integer"), ("epochs", 2.5, "integer"), ("epochs", True, "integer"),
-    ("learning_rate", "fast", "number"), ("learning_rate", False, "number"), ("l2_mode", 1, "string"),
-])
+@pytest.mark.parametrize(
+    "key,value,expected",
+    [
+        ("epochs", "ten", "integer"),
+        ("epochs", 2.5, "integer"),
+        ("epochs", True, "integer"),
+        ("learning_rate", "fast", "number"),
+        ("learning_rate", False, "number"),
+        ("l2_mode", 1, "string"),
+    ],
+)
 def test_merge_rejects_wrong_types(key, value, expected):
     with pytest.raises(ConfigError, match=rf"'train\.{key}' must be an? {expected}"):
         run_config({"train": {key: value}})
@@ -141,14 +183,29 @@ def test_merge_accepts_int_for_float_and_converts():
     assert isinstance(config["train"]["learning_rate"], float) and config["train"]["l2"] == 0.0
 
 
-@pytest.mark.parametrize("key,value", [
-    ("train.l2", -1.0), ("train.l2", math.nan), ("train.l2", math.inf), ("train.learning_rate", 0.0),
-    ("train.epochs", 0), ("train.batch_size", -4), ("model.width", 0), ("train.augment.translate", -1),
-    ("train.l2_mode", "adamw"), ("train.select", "best"), ("train.precision", "fp16"),
-    ("train.shuffle", "never"), ("train.lr_schedule", "cosine"), ("train.lr_drop_factor", 1.5),
-    ("train.lr_drop_factor", -0.1), ("train.lr_drop_period", 0), ("model.normalization", "zcore"),
-    ("model.normalization_dimension", "pixel"),
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("train.l2", -1.0),
+        ("train.l2", math.nan),
+        ("train.l2", math.inf),
+        ("train.learning_rate", 0.0),
+        ("train.epochs", 0),
+        ("train.batch_size", -4),
+        ("model.width", 0),
+        ("train.augment.translate", -1),
+        ("train.l2_mode", "adamw"),
+        ("train.select", "best"),
+        ("train.precision", "fp16"),
+        ("train.shuffle", "never"),
+        ("train.lr_schedule", "cosine"),
+        ("train.lr_drop_factor", 1.5),
+        ("train.lr_drop_factor", -0.1),
+        ("train.lr_drop_period", 0),
+        ("model.normalization", "zcore"),
+        ("model.normalization_dimension", "pixel"),
+    ],
+)
 def test_run_config_range_checks_name_the_key(key, value):
     values: dict = {}
     set_dotted(values, f"{key}=0")
@@ -225,6 +282,7 @@ def test_load_yaml_errors_name_the_file(tmp_path):
 
 # ------------------------------------------------------------------------ the CLI: exit 2, one line
 
+
 def test_cli_unknown_key(one_line_error, no_training, tiny_data_dir):
     line = cli_error(one_line_error, "--set", "train.lerning_rate=0.1", data=tiny_data_dir)
     assert "train.lerning_rate" in line and "paper.yaml" in line
@@ -265,8 +323,10 @@ def test_cli_missing_config_file(one_line_error, no_training, tiny_data_dir, tmp
     assert "absent.yaml" in line
 
 
-@pytest.mark.parametrize("assignment,fragment", [("train.epochs", "key=value"), ("train.epochs=[1", "train.epochs"),
-                                                 ("train.epochs.x=1", "train.epochs")])
+@pytest.mark.parametrize(
+    "assignment,fragment",
+    [("train.epochs", "key=value"), ("train.epochs=[1", "train.epochs"), ("train.epochs.x=1", "train.epochs")],
+)
 def test_cli_bad_set_syntax(one_line_error, no_training, tiny_data_dir, assignment, fragment):
     line = cli_error(one_line_error, "--set", assignment, data=tiny_data_dir)
     assert fragment in line

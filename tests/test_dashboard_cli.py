@@ -26,9 +26,13 @@ def test_dashboard_serves_study_on_loopback(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     optuna.create_study(storage=storage, study_name="demo")
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "hpo.run", "dashboard", "--storage", storage,
-                               "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hpo.run", "dashboard", "--storage", storage, "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -56,7 +60,7 @@ def _listeners(port: int) -> list[str]:
         local, state = line.split()[1], line.split()[3]
         address, hex_port = local.split(":")
         if state == "0A" and int(hex_port, 16) == port:
-            octets = [str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)]
+            octets = [str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)]
             found.append(f"{'.'.join(octets)}:{port}")
     return found
 

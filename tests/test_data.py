@@ -15,8 +15,9 @@ from lgeseg.data import DEFAULT_LABELS, Dataset, load_dataset, parse_labels, rea
 from lgeseg.errors import ConfigError, DataError
 from lgeseg.png import read_image, read_mask, write_mask
 
-REAL_DATA = Path(os.environ.get("LGESEG_REAL_DATA")
-                 or Path(__file__).resolve().parents[1].parent / "shared/data/emidec-lge-128")
+REAL_DATA = Path(
+    os.environ.get("LGESEG_REAL_DATA") or Path(__file__).resolve().parents[1].parent / "shared/data/emidec-lge-128"
+)
 
 
 def _mask_pixels(size: int = 8) -> np.ndarray:
@@ -59,6 +60,7 @@ def error_of(path: Path) -> str:
 
 # ------------------------------------------------------------------------------------------- PNG IO
 
+
 def test_read_image_8bit_is_divided_by_255(tmp_path):
     Image.fromarray(np.array([[0, 51], [255, 102]], dtype=np.uint8)).save(tmp_path / "a.png")
     np.testing.assert_allclose(read_image(tmp_path / "a.png"), [[0, 0.2], [1, 0.4]], rtol=1e-6)
@@ -80,7 +82,8 @@ def test_16bit_dataset_loads_in_unit_range(tmp_path):
     root = make_dataset(tmp_path / "d", n=3)
     for i, top in enumerate((4095, 1000, 65535)):
         Image.fromarray(np.linspace(0, top, 64).reshape(8, 8).astype(np.uint16)).save(
-            root / "images" / f"img{i:02d}.png")
+            root / "images" / f"img{i:02d}.png"
+        )
     data = load_dataset(root)
     assert data.images.dtype == np.float32
     np.testing.assert_allclose(data.images.max(axis=(1, 2)), 1.0)
@@ -102,6 +105,7 @@ def test_label_map_from_dataset_json_or_default(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- loading
+
 
 def test_load_dataset_reads_everything(tmp_path):
     root = make_dataset(tmp_path / "d", n=4, patients=["p1", "p1", "p2", "p3"])
@@ -239,10 +243,17 @@ def test_progress_bar_is_optional(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------- split
 
+
 def _fake_dataset(n_images: int, patients: list[str] | None) -> Dataset:
-    return Dataset(root=Path("fake"), files=[f"f{i:04d}.png" for i in range(n_images)],
-                   images=np.zeros((n_images, 1, 1), np.float32), masks=np.zeros((n_images, 1, 1), np.uint8),
-                   labels=dict(DEFAULT_LABELS), patients=patients, synthetic=False)
+    return Dataset(
+        root=Path("fake"),
+        files=[f"f{i:04d}.png" for i in range(n_images)],
+        images=np.zeros((n_images, 1, 1), np.float32),
+        masks=np.zeros((n_images, 1, 1), np.uint8),
+        labels=dict(DEFAULT_LABELS),
+        patients=patients,
+        synthetic=False,
+    )
 
 
 def test_split_by_patient_keeps_patients_together_and_is_close_to_fractions():
@@ -274,9 +285,15 @@ def test_split_does_not_depend_on_input_order():
     patients = [f"p{p % 12}" for p in range(36)]
     data = _fake_dataset(36, patients)
     order = np.random.default_rng(0).permutation(36)
-    permuted = Dataset(root=data.root, files=[data.files[i] for i in order], images=data.images,
-                       masks=data.masks, labels=data.labels, patients=[patients[i] for i in order],
-                       synthetic=False)
+    permuted = Dataset(
+        root=data.root,
+        files=[data.files[i] for i in order],
+        images=data.images,
+        masks=data.masks,
+        labels=data.labels,
+        patients=[patients[i] for i in order],
+        synthetic=False,
+    )
     names = [{data.files[i] for i in part} for part in _parts(split_dataset(data, seed=5))]
     names_permuted = [{permuted.files[i] for i in part} for part in _parts(split_dataset(permuted, seed=5))]
     assert names == names_permuted
@@ -324,6 +341,7 @@ def test_split_is_pinned_across_machines_and_versions():
 
 
 # -------------------------------------------------------------------------------------------- real data
+
 
 @pytest.mark.realdata
 def test_real_dataset_loads_and_splits_by_patient():

@@ -65,10 +65,31 @@ def test_train_cli_prints_the_warnings(stuck_run, capsys):
     import hpo.run
 
     config, out = stuck_run  # finished by the test above, or trained here
-    argv = ["train", "--data", config["data"], "--l2", str(config["train"]["l2"]), "--width", "4", "--epochs", "6",
-            "--set", "model.depth=2", "--set", "train.batch_size=4", "--set", "train.device=cpu",
-            "--set", "train.precision=fp32", "--set", "train.channels_last=false",
-            "--set", "train.learning_rate=1e-12", "--out", str(out)]
+    argv = [
+        "train",
+        "--data",
+        config["data"],
+        "--l2",
+        str(config["train"]["l2"]),
+        "--width",
+        "4",
+        "--epochs",
+        "6",
+        "--set",
+        "model.depth=2",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "train.device=cpu",
+        "--set",
+        "train.precision=fp32",
+        "--set",
+        "train.channels_last=false",
+        "--set",
+        "train.learning_rate=1e-12",
+        "--out",
+        str(out),
+    ]
     assert hpo.run.main(argv) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
     assert len(err) == 2 and "not learning" in err[1]
@@ -79,13 +100,20 @@ def test_grid_progress_prints_a_finished_trials_warnings():
     from hpo.retune import RetuneRule
 
     stream = io.StringIO()
-    printer = ProgressPrinter(RetuneRule(check_fraction=0.5, target_accuracy=0.0), max_reruns=0,
-                              stream=stream)
-    result = {"finished": True, "epoch": 2, "epochs": 2, "val_accuracy": 0.88, "val_MeanIoU": 0.29,
-              "best_val_accuracy": 0.88, "test_metrics": {"dataset": {"MeanIoU": 0.3}},
-              "run_info": {"warnings": ["not learning: validation MeanIoU 0.290 is not clearly above ..."]}}
-    trial = SimpleNamespace(config={"trial_name": "l2=0.005_seed=0_rerun=0", "attempt": {"rerun": 0}},
-                            last_result=result)
+    printer = ProgressPrinter(RetuneRule(check_fraction=0.5, target_accuracy=0.0), max_reruns=0, stream=stream)
+    result = {
+        "finished": True,
+        "epoch": 2,
+        "epochs": 2,
+        "val_accuracy": 0.88,
+        "val_MeanIoU": 0.29,
+        "best_val_accuracy": 0.88,
+        "test_metrics": {"dataset": {"MeanIoU": 0.3}},
+        "run_info": {"warnings": ["not learning: validation MeanIoU 0.290 is not clearly above ..."]},
+    }
+    trial = SimpleNamespace(
+        config={"trial_name": "l2=0.005_seed=0_rerun=0", "attempt": {"rerun": 0}}, last_result=result
+    )
     printer.on_trial_complete(0, [], trial)
     lines = stream.getvalue().splitlines()
     assert "finish" in lines[0] and "warning" in lines[1] and "not learning" in lines[1]

@@ -16,8 +16,9 @@ from lgeseg.metrics import evaluate
 from lgeseg.png import write_mask
 
 
-def make_pairs(root: Path, n: int = 3, size: int = 16, labels: dict[str, int] = DEFAULT_LABELS,
-               seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def make_pairs(
+    root: Path, n: int = 3, size: int = 16, labels: dict[str, int] = DEFAULT_LABELS, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Write ``n`` random truth/prediction mask pairs under ``root/truth`` and ``root/pred``."""
     rng = np.random.default_rng(seed)
     truth = rng.integers(0, len(labels), size=(n, size, size)).astype(np.uint8)

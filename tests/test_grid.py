@@ -29,8 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False,
-             configure_logging=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=100 * 1024**2,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     yield
     ray.shutdown()
 
@@ -41,12 +46,21 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def tiny(data_dir: Path, **sections) -> dict:
-    values = {"name": "tiny", "data": str(data_dir), "seeds": [0], "model": {"width": 4, "depth": 2},
-              "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3},
-              "grid": {"l2": [5e-3, 5e-5]},
-              "retune": {"check_fraction": 0.5, "target_accuracy": 0.0, "max_reruns": 2,
-                         "adjustments": [{"learning_rate": 3e-3}, {"batch_size": 4, "learning_rate": 1e-4}]},
-              "resources": {"gpu": 0, "cpu": 1}}
+    values = {
+        "name": "tiny",
+        "data": str(data_dir),
+        "seeds": [0],
+        "model": {"width": 4, "depth": 2},
+        "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3},
+        "grid": {"l2": [5e-3, 5e-5]},
+        "retune": {
+            "check_fraction": 0.5,
+            "target_accuracy": 0.0,
+            "max_reruns": 2,
+            "adjustments": [{"learning_rate": 3e-3}, {"batch_size": 4, "learning_rate": 1e-4}],
+        },
+        "resources": {"gpu": 0, "cpu": 1},
+    }
     for key, value in sections.items():
         values[key] = {**values[key], **value} if isinstance(value, dict) else value
     return study_config(values)
@@ -101,7 +115,10 @@ def test_retune_rule_fires_and_reruns_carry_adjustments(ray_cluster, data_dir, t
     assert [t.user_attrs["lineage"]["rerun_of"] for t in trials] == [None, trials[0].number, trials[1].number]
     assert trials[2].user_attrs["lineage"]["adjustment"] == {"batch_size": 4, "learning_rate": 1e-4}
     assert [t.user_attrs["retune"]["replaced_by"] for t in trials] == [
-        "l2=0.0005_seed=0_rerun=1", "l2=0.0005_seed=0_rerun=2", None]
+        "l2=0.0005_seed=0_rerun=1",
+        "l2=0.0005_seed=0_rerun=2",
+        None,
+    ]
     assert all(t.user_attrs["epochs_run"] == 1 for t in trials)  # stopped at the check epoch
     assert result.rows[0]["status"] == "not converged" and result.rows[0]["reruns"] == 2  # the reruns that ran
 
@@ -126,8 +143,20 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def _grid_command(config_path: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "hpo.run", "grid", "--config", str(config_path), "--out", str(out),
-            "--no-report", "--num-cpus", "2", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "hpo.run",
+        "grid",
+        "--config",
+        str(config_path),
+        "--out",
+        str(out),
+        "--no-report",
+        "--num-cpus",
+        "2",
+        *extra,
+    ]
 
 
 def test_driver_killed_mid_run_then_resumed(data_dir, tmp_path):
@@ -139,8 +168,15 @@ def test_driver_killed_mid_run_then_resumed(data_dir, tmp_path):
     config_path.write_text(yaml.safe_dump(config))
     out = tmp_path / "study"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen(_grid_command(config_path, out), cwd=ROOT, env=env, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(
+        _grid_command(config_path, out),
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline:
@@ -161,8 +197,9 @@ def test_driver_killed_mid_run_then_resumed(data_dir, tmp_path):
     before = load(out).get_trials()
     assert all(t.state == TrialState.RUNNING for t in before)  # nothing was finished by the dead driver
 
-    resumed = subprocess.run(_grid_command(config_path, out, "--resume"), cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        _grid_command(config_path, out, "--resume"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "continuing an interrupted trial" in resumed.stdout
     after = load(out).get_trials()
@@ -173,8 +210,9 @@ def test_driver_killed_mid_run_then_resumed(data_dir, tmp_path):
         assert sorted(trial.intermediate_values) == [1, 2, 3, 4, 5, 6]
         run_info = json.loads((Path(trial.user_attrs["trial_dir"]) / "run.json").read_text())
         assert run_info["epochs_run"] == 6
-    assert any(json.loads((Path(t.user_attrs["trial_dir"]) / "run.json").read_text())["resumed_from_epoch"] >= 1
-               for t in after)
+    assert any(
+        json.loads((Path(t.user_attrs["trial_dir"]) / "run.json").read_text())["resumed_from_epoch"] >= 1 for t in after
+    )
 
 
 def test_journal_file_storage(ray_cluster, data_dir, tmp_path):
@@ -201,8 +239,21 @@ def test_unreachable_address_fails_fast(data_dir, tmp_path, capsys):
     with socket.socket() as s:  # a loopback port that nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = main(["grid", "--data", str(data_dir), "--out", str(tmp_path / "study"), "--set", "resources.gpu=0",
-                 "--set", "resources.cpu=1", "--address", f"127.0.0.1:{port}"])
+    code = main(
+        [
+            "grid",
+            "--data",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "study"),
+            "--set",
+            "resources.gpu=0",
+            "--set",
+            "resources.cpu=1",
+            "--address",
+            f"127.0.0.1:{port}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and f"127.0.0.1:{port}" in err and "no Ray cluster" in err
     assert not (tmp_path / "study" / "study.db").exists()
@@ -223,10 +274,19 @@ def finished_study(data_dir: Path, tmp_path: Path) -> tuple[dict, Path, Path]:
     study.set_user_attr("config", config)
     attempt = Attempt(5e-4, 0)
     params = {"l2": 5e-4, "learning_rate": 1e-3, "batch_size": 8, "epochs": 2, "seed": 0, "rerun": 0}
-    study.add_trial(optuna.trial.create_trial(
-        params=params, distributions={k: DISTRIBUTIONS[k] for k in params}, value=0.5,
-        user_attrs={"trial_name": attempt.name, "lineage": {"point": attempt.point, "rerun": 0},
-                    "epochs_run": 2, "best_val_accuracy": 0.9}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params,
+            distributions={k: DISTRIBUTIONS[k] for k in params},
+            value=0.5,
+            user_attrs={
+                "trial_name": attempt.name,
+                "lineage": {"point": attempt.point, "rerun": 0},
+                "epochs_run": 2,
+                "best_val_accuracy": 0.9,
+            },
+        )
+    )
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return config, path, out
@@ -289,17 +349,33 @@ def test_grid_to_report_with_a_forced_retune(ray_cluster, data_dir, tmp_path, ca
     check = RetuneRule(0.5, 0.999).check_epoch(config["train"]["epochs"])
     assert first.retune["check_epoch"] == check
     assert [s.x0 for s in training_curves(record).layout.shapes if s.x0 == s.x1] == [check]
+
+
 def test_grid_over_two_architectures_is_recorded_and_reported_side_by_side(ray_cluster, data_dir, tmp_path, capsys):
     """Two L2 values x the MATLAB U-Net and a width-4 MONAI U-Net with Dice-CE, one epoch each."""
-    config = tiny(data_dir, train={"epochs": 1, "loss": "dice-ce"},
-                  model={"monai_unet": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1,
-                                        "norm": "batch", "dropout": 0.0}},
-                  grid={"architecture": ["matlab-unet", "monai-unet"]})
+    config = tiny(
+        data_dir,
+        train={"epochs": 1, "loss": "dice-ce"},
+        model={
+            "monai_unet": {
+                "channels": [4, 8, 16],
+                "strides": [2, 2],
+                "num_res_units": 1,
+                "norm": "batch",
+                "dropout": 0.0,
+            }
+        },
+        grid={"architecture": ["matlab-unet", "monai-unet"]},
+    )
     result = run_grid(config, out_dir=tmp_path / "study")
     report = write_report(result)
     trials = load(tmp_path / "study").get_trials()
     assert sorted((t.params["architecture"], t.params["l2"]) for t in trials) == [
-        ("matlab-unet", 5e-5), ("matlab-unet", 5e-3), ("monai-unet", 5e-5), ("monai-unet", 5e-3)]
+        ("matlab-unet", 5e-5),
+        ("matlab-unet", 5e-3),
+        ("monai-unet", 5e-5),
+        ("monai-unet", 5e-3),
+    ]
     assert {t.params["loss"] for t in trials} == {"dice-ce"}
     assert all(t.state == TrialState.COMPLETE for t in trials)
     for trial in trials:
@@ -307,7 +383,9 @@ def test_grid_over_two_architectures_is_recorded_and_reported_side_by_side(ray_c
         assert info["architecture"] == trial.params["architecture"] and info["loss"] == "dice-ce"
         assert trial.user_attrs["lineage"]["point"].endswith(f"architecture={trial.params['architecture']}")
     assert [(r["architecture"], r["status"]) for r in result.rows] == [
-        ("matlab-unet", "complete"), ("monai-unet", "complete")] * 2
+        ("matlab-unet", "complete"),
+        ("monai-unet", "complete"),
+    ] * 2
     out = capsys.readouterr().out
     assert "architecture" in out and "l2=5e-05_seed=0_architecture=monai-unet_rerun=0" in out
     page = report.read_text()

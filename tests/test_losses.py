@@ -18,8 +18,12 @@ def hand_made() -> tuple[torch.Tensor, torch.Tensor]:
     """Two 4x4 images, 3 classes; a 'translated-in' border of ignored pixels, every class labelled."""
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 4, 4, dtype=torch.float64)
-    target = torch.tensor([[[0, 0, 1, 2], [0, 1, 1, 2], [2, 2, 1, 0], [1, 0, 2, 2]],
-                           [[1, 1, 1, 0], [2, 0, 0, 0], [2, 2, 1, 1], [0, 1, 2, 0]]])
+    target = torch.tensor(
+        [
+            [[0, 0, 1, 2], [0, 1, 1, 2], [2, 2, 1, 0], [1, 0, 2, 2]],
+            [[1, 1, 1, 0], [2, 0, 0, 0], [2, 2, 1, 1], [0, 1, 2, 0]],
+        ]
+    )
     target[0, :, 0] = IGNORE  # image 0 shifted right by one pixel
     target[1, 3, :] = IGNORE  # image 1 shifted up by one pixel
     return logits, target
@@ -39,16 +43,24 @@ def test_cross_entropy_is_matlabs_by_hand():
     # and on the hand-made case: the summed per-pixel -log softmax of the labelled pixels over N*H*W
     logits, target = hand_made()
     log_p = torch.log_softmax(logits, 1)
-    total = sum(-log_p[n, target[n, i, j], i, j] for n in range(2) for i in range(4) for j in range(4)
-                if target[n, i, j] != IGNORE)
+    total = sum(
+        -log_p[n, target[n, i, j], i, j]
+        for n in range(2)
+        for i in range(4)
+        for j in range(4)
+        if target[n, i, j] != IGNORE
+    )
     assert build_loss("cross-entropy", IGNORE)(logits, target).item() == pytest.approx(total.item() / 32)
 
 
-@pytest.mark.parametrize(("name", "reference"), [
-    ("dice", DiceLoss(include_background=True, to_onehot_y=True, softmax=True, batch=True)),
-    ("dice-ce", DiceCELoss(include_background=True, to_onehot_y=True, softmax=True, batch=True)),
-    ("focal", FocalLoss(include_background=True, to_onehot_y=True, use_softmax=True, gamma=2.0)),
-])
+@pytest.mark.parametrize(
+    ("name", "reference"),
+    [
+        ("dice", DiceLoss(include_background=True, to_onehot_y=True, softmax=True, batch=True)),
+        ("dice-ce", DiceCELoss(include_background=True, to_onehot_y=True, softmax=True, batch=True)),
+        ("focal", FocalLoss(include_background=True, to_onehot_y=True, use_softmax=True, gamma=2.0)),
+    ],
+)
 def test_monai_losses_equal_monai_on_the_labelled_pixels(name, reference):
     logits, target = hand_made()
     ours = build_loss(name, IGNORE)(logits, target)

@@ -50,8 +50,7 @@ def test_confusion_matrix_tiny() -> None:
     assert cm.dtype == np.int64
     assert cm.tolist() == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
     # Rows divided by their sums (1, 1, 2); the empty row is divided by eps and stays 0, not NaN.
-    assert normalized_confusion_matrix(cm).tolist() == [
-        [1, 0, 0, 0], [0, 1, 0, 0], [0, 0.5, 0.5, 0], [0, 0, 0, 0]]
+    assert normalized_confusion_matrix(cm).tolist() == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0.5, 0.5, 0], [0, 0, 0, 0]]
 
 
 def test_confusion_matrix_rows_are_truth() -> None:
@@ -156,11 +155,17 @@ def test_class_missing_from_prediction() -> None:
     # BF of a: pred boundary = the 12 edge pixels; truth boundary = all 8 pixels of cols 2-3.
     # Coinciding: rows 0 and 3 of col 2, all of col 3 = 6 -> P = 6/12, R = 6/8, BF = 2*.5*.75/1.25 = 0.6.
     # b: no predicted boundary -> NaN.
-    assert_metrics(result["class"]["a"], {"Accuracy": 8 / 8, "IoU": 8 / (8 + 16 - 8), "MeanBFScore": 0.6,
-                                          "Dice": 2 * 8 / (16 + 8)})
+    assert_metrics(
+        result["class"]["a"], {"Accuracy": 8 / 8, "IoU": 8 / (8 + 16 - 8), "MeanBFScore": 0.6, "Dice": 2 * 8 / (16 + 8)}
+    )
     assert_metrics(result["class"]["b"], {"Accuracy": 0 / 8, "IoU": 0 / 8, "MeanBFScore": nan, "Dice": 0.0})
-    expected = {"GlobalAccuracy": 8 / 16, "MeanAccuracy": (1 + 0) / 2, "MeanIoU": (0.5 + 0) / 2,
-                "WeightedIoU": (0.5 * 8 + 0 * 8) / 16, "MeanBFScore": 0.6}
+    expected = {
+        "GlobalAccuracy": 8 / 16,
+        "MeanAccuracy": (1 + 0) / 2,
+        "MeanIoU": (0.5 + 0) / 2,
+        "WeightedIoU": (0.5 * 8 + 0 * 8) / 16,
+        "MeanBFScore": 0.6,
+    }
     assert_metrics(result["dataset"], expected)
     assert_metrics(result["images"][0], expected)
 
@@ -173,12 +178,13 @@ def test_class_missing_from_truth() -> None:
     assert result["confusion_matrix"] == [[8, 8], [0, 0]]
     assert result["normalized_confusion_matrix"] == [[0.5, 0.5], [0, 0]]
     # BF of a: P = 6/8, R = 6/12 -> 0.6 again.  b: no true pixels -> Accuracy NaN; IoU 0/(0+8) = 0.
-    assert_metrics(result["class"]["a"], {"Accuracy": 8 / 16, "IoU": 8 / (16 + 8 - 8), "MeanBFScore": 0.6,
-                                          "Dice": 2 * 8 / (8 + 16)})
+    assert_metrics(
+        result["class"]["a"],
+        {"Accuracy": 8 / 16, "IoU": 8 / (16 + 8 - 8), "MeanBFScore": 0.6, "Dice": 2 * 8 / (8 + 16)},
+    )
     assert_metrics(result["class"]["b"], {"Accuracy": nan, "IoU": 0.0, "MeanBFScore": nan, "Dice": 0.0})
     # MeanAccuracy keeps the NaN; WeightedIoU = (0.5 * 16 + 0 * 0) / 16.
-    expected = {"GlobalAccuracy": 0.5, "MeanAccuracy": nan, "MeanIoU": 0.25, "WeightedIoU": 0.5,
-                "MeanBFScore": 0.6}
+    expected = {"GlobalAccuracy": 0.5, "MeanAccuracy": nan, "MeanIoU": 0.25, "WeightedIoU": 0.5, "MeanBFScore": 0.6}
     assert_metrics(result["dataset"], expected)
     assert_metrics(result["images"][0], expected)
 
@@ -205,18 +211,32 @@ def test_dataset_where_a_class_never_occurs() -> None:
     # Truth a: 8 + 16 = 24 px, all predicted a; truth b: 8 px predicted a.
     assert result["confusion_matrix"] == [[24, 0, 0], [8, 0, 0], [0, 0, 0]]
     # BF of a: image 1 0.6 (see above), image 2 1 (identical full-image masks) -> mean 0.8.
-    assert_metrics(result["class"]["a"], {"Accuracy": 1, "IoU": 24 / (24 + 32 - 24), "MeanBFScore": 0.8,
-                                          "Dice": 2 * 24 / (24 + 32)})
+    assert_metrics(
+        result["class"]["a"],
+        {"Accuracy": 1, "IoU": 24 / (24 + 32 - 24), "MeanBFScore": 0.8, "Dice": 2 * 24 / (24 + 32)},
+    )
     assert_metrics(result["class"]["b"], {"Accuracy": 0, "IoU": 0, "MeanBFScore": nan, "Dice": 0})
     assert_metrics(result["class"]["c"], {"Accuracy": nan, "IoU": nan, "MeanBFScore": nan, "Dice": nan})
     # WeightedIoU = (0.75 * 24 + 0 * 8) / 32 = 0.5625, finite although MeanIoU is NaN.
-    assert_metrics(result["dataset"], {"GlobalAccuracy": 24 / 32, "MeanAccuracy": nan, "MeanIoU": nan,
-                                       "WeightedIoU": 0.5625, "MeanBFScore": (0.6 + 1) / 2})
-    assert_metrics(result["images"][0], {"GlobalAccuracy": 0.5, "MeanAccuracy": nan, "MeanIoU": nan,
-                                         "WeightedIoU": 0.25, "MeanBFScore": 0.6})
+    assert_metrics(
+        result["dataset"],
+        {
+            "GlobalAccuracy": 24 / 32,
+            "MeanAccuracy": nan,
+            "MeanIoU": nan,
+            "WeightedIoU": 0.5625,
+            "MeanBFScore": (0.6 + 1) / 2,
+        },
+    )
+    assert_metrics(
+        result["images"][0],
+        {"GlobalAccuracy": 0.5, "MeanAccuracy": nan, "MeanIoU": nan, "WeightedIoU": 0.25, "MeanBFScore": 0.6},
+    )
     # Image 2: b and c in neither mask -> NaN class values, kept by the means; WeightedIoU = 1 * 16 / 16.
-    assert_metrics(result["images"][1], {"GlobalAccuracy": 1, "MeanAccuracy": nan, "MeanIoU": nan,
-                                         "WeightedIoU": 1, "MeanBFScore": 1})
+    assert_metrics(
+        result["images"][1],
+        {"GlobalAccuracy": 1, "MeanAccuracy": nan, "MeanIoU": nan, "WeightedIoU": 1, "MeanBFScore": 1},
+    )
 
 
 def test_image_mean_bf_ignores_images_without_any_bf() -> None:
@@ -242,14 +262,25 @@ def test_write_json_null_for_nan(tmp_path) -> None:
     text = path.read_text()
     assert "NaN" not in text
     loaded = json.loads(text)  # strict enough: would parse NaN, hence the check above
-    assert loaded["class"]["c"] == {"Accuracy": None, "IoU": None, "MeanBFScore": None, "Dice": None,
-                                    "BFScoreImages": 0}
+    assert loaded["class"]["c"] == {
+        "Accuracy": None,
+        "IoU": None,
+        "MeanBFScore": None,
+        "Dice": None,
+        "BFScoreImages": 0,
+    }
     assert loaded["dataset"]["MeanAccuracy"] is None
     assert loaded["dataset"]["GlobalAccuracy"] == 1.0
-    assert list(loaded) == ["classes", "confusion_matrix", "normalized_confusion_matrix", "dataset", "class",
-                            "images"]
-    assert loaded["images"][0] == {"file": "m.png", "GlobalAccuracy": 1.0, "MeanAccuracy": None,
-                                   "MeanIoU": None, "WeightedIoU": 1.0, "MeanBFScore": 1.0, "BFScoreClasses": 2}
+    assert list(loaded) == ["classes", "confusion_matrix", "normalized_confusion_matrix", "dataset", "class", "images"]
+    assert loaded["images"][0] == {
+        "file": "m.png",
+        "GlobalAccuracy": 1.0,
+        "MeanAccuracy": None,
+        "MeanIoU": None,
+        "WeightedIoU": 1.0,
+        "MeanBFScore": 1.0,
+        "BFScoreClasses": 2,
+    }
     assert loaded["dataset"]["BFScoreImages"] == 1
 
 
@@ -260,10 +291,11 @@ def test_format_tables() -> None:
     assert lines[0].split() == ["Class", "Accuracy", "IoU", "MeanBFScore", "Dice", "BF", "images"]
     assert lines[1].split() == ["a", "1.0000", "1.0000", "1.0000", "1.0000", "1/1"]
     assert lines[3].split() == ["c", "NaN", "NaN", "NaN", "NaN", "0/1"]
-    assert "GlobalAccuracy" in lines[5] and lines[6].split()[-6:] == ["1.0000", "NaN", "NaN", "1.0000", "1.0000",
-                                                                     "1/1"]
-    assert lines[8] == ("MeanBFScore skips images where a class has no boundary in the prediction or the truth "
-                        "(up to 1 of 1 images left out; see BF images)")
+    assert "GlobalAccuracy" in lines[5] and lines[6].split()[-6:] == ["1.0000", "NaN", "NaN", "1.0000", "1.0000", "1/1"]
+    assert lines[8] == (
+        "MeanBFScore skips images where a class has no boundary in the prediction or the truth "
+        "(up to 1 of 1 images left out; see BF images)"
+    )
     # Aligned: every row of the class table has the same length as its header.
     assert len({len(line) for line in lines[:4]}) == 1
 
@@ -313,24 +345,36 @@ def reference_evaluate(pred: np.ndarray, truth: np.ndarray, num_classes: int) ->
                 weighted += iou[-1] * t.sum()
             bf[i, c] = reference_bf(p, t, theta)
         valid_bf = [b for b in bf[i] if not math.isnan(b)]
-        images.append({"GlobalAccuracy": np.trace(cm) / cm.sum(), "MeanAccuracy": float(np.mean(acc)),
-                       "MeanIoU": float(np.mean(iou)), "WeightedIoU": weighted / (h * w),
-                       "MeanBFScore": float(np.mean(valid_bf)) if valid_bf else nan})
+        images.append(
+            {
+                "GlobalAccuracy": np.trace(cm) / cm.sum(),
+                "MeanAccuracy": float(np.mean(acc)),
+                "MeanIoU": float(np.mean(iou)),
+                "WeightedIoU": weighted / (h * w),
+                "MeanBFScore": float(np.mean(valid_bf)) if valid_bf else nan,
+            }
+        )
     classes = []
     for c in range(num_classes):
         tp, t_px, p_px = total[c, c], total[c].sum(), total[:, c].sum()
         valid = [b for b in bf[:, c] if not math.isnan(b)]
-        classes.append({"Accuracy": tp / t_px if t_px else nan,
-                        "IoU": inter[c] / union[c] if union[c] else nan,
-                        "MeanBFScore": float(np.mean(valid)) if valid else nan,
-                        "Dice": 2 * tp / (t_px + p_px) if t_px + p_px else nan})
+        classes.append(
+            {
+                "Accuracy": tp / t_px if t_px else nan,
+                "IoU": inter[c] / union[c] if union[c] else nan,
+                "MeanBFScore": float(np.mean(valid)) if valid else nan,
+                "Dice": 2 * tp / (t_px + p_px) if t_px + p_px else nan,
+            }
+        )
     iou = [m["IoU"] for m in classes]
     image_bf = [m["MeanBFScore"] for m in images if not math.isnan(m["MeanBFScore"])]
-    dataset = {"GlobalAccuracy": np.trace(total) / total.sum(),
-               "MeanAccuracy": float(np.mean([m["Accuracy"] for m in classes])),
-               "MeanIoU": float(np.mean(iou)),
-               "WeightedIoU": sum(v * total[c].sum() for c, v in enumerate(iou) if not math.isnan(v)) / total.sum(),
-               "MeanBFScore": float(np.mean(image_bf)) if image_bf else nan}
+    dataset = {
+        "GlobalAccuracy": np.trace(total) / total.sum(),
+        "MeanAccuracy": float(np.mean([m["Accuracy"] for m in classes])),
+        "MeanIoU": float(np.mean(iou)),
+        "WeightedIoU": sum(v * total[c].sum() for c, v in enumerate(iou) if not math.isnan(v)) / total.sum(),
+        "MeanBFScore": float(np.mean(image_bf)) if image_bf else nan,
+    }
     return {"confusion_matrix": total.tolist(), "dataset": dataset, "class": classes, "images": images}
 
 

@@ -24,8 +24,13 @@ from lgeseg.unet import UNet
 TINY_MONAI = {
     "monai_unet": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1, "norm": "batch", "dropout": 0.1},
     "monai_basicunet": {"features": [4, 4, 8, 8, 16, 4], "norm": "batch", "dropout": 0.0},
-    "monai_segresnet": {"init_filters": 8, "blocks_down": [1, 1, 1], "blocks_up": [1, 1], "norm": "group",
-                        "dropout": 0.0},
+    "monai_segresnet": {
+        "init_filters": 8,
+        "blocks_down": [1, 1, 1],
+        "blocks_up": [1, 1],
+        "norm": "group",
+        "dropout": 0.0,
+    },
 }
 
 
@@ -38,13 +43,29 @@ def monai_reference(architecture: str) -> nn.Module:
     from monai.networks import nets
 
     if architecture == "monai-unet":
-        return nets.UNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(4, 8, 16), strides=(2, 2),
-                         num_res_units=1, norm="batch", dropout=0.1)
+        return nets.UNet(
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=3,
+            channels=(4, 8, 16),
+            strides=(2, 2),
+            num_res_units=1,
+            norm="batch",
+            dropout=0.1,
+        )
     if architecture == "monai-basicunet":
-        return nets.BasicUNet(spatial_dims=2, in_channels=1, out_channels=3, features=(4, 4, 8, 8, 16, 4),
-                              norm="batch", dropout=0.0)
-    return nets.SegResNet(spatial_dims=2, init_filters=8, in_channels=1, out_channels=3, blocks_down=(1, 1, 1),
-                          blocks_up=(1, 1), norm=("group", {"num_groups": 8}))
+        return nets.BasicUNet(
+            spatial_dims=2, in_channels=1, out_channels=3, features=(4, 4, 8, 8, 16, 4), norm="batch", dropout=0.0
+        )
+    return nets.SegResNet(
+        spatial_dims=2,
+        init_filters=8,
+        in_channels=1,
+        out_channels=3,
+        blocks_down=(1, 1, 1),
+        blocks_up=(1, 1),
+        norm=("group", {"num_groups": 8}),
+    )
 
 
 @pytest.mark.parametrize("architecture", ["monai-unet", "monai-basicunet", "monai-segresnet"])
@@ -107,8 +128,11 @@ def test_l2_goes_on_convolution_weights_only(architecture):
     assert len(decay) == len(list(model.parameters()))  # every parameter once
     convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     assert {id(m.weight) for m in convs} == {k for k, v in decay.items() if v == 5e-4}
-    norms = [m for m in model.modules()
-             if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)) and m.weight is not None]
+    norms = [
+        m
+        for m in model.modules()
+        if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)) and m.weight is not None
+    ]
     assert bool(norms) == (architecture != "matlab-unet")
     for module in norms + [m for m in model.modules() if isinstance(m, nn.PReLU)]:
         for param in module.parameters():  # norm scale and shift, PReLU slopes: named "weight" too
@@ -120,21 +144,24 @@ def test_l2_goes_on_convolution_weights_only(architecture):
     assert len(weights) == len(convs) and len(weights) + len(rest) == len(decay)
 
 
-@pytest.mark.parametrize(("model", "key"), [
-    ({"architecture": "resnet"}, "model.architecture"),
-    ({"normalization": "minmax"}, "model.normalization"),
-    ({"monai_unet": {"strides": [2, 2, 2]}}, "model.monai_unet.strides"),
-    ({"monai_unet": {"channels": [8, 0, 16, 32, 64]}}, "model.monai_unet.channels"),
-    ({"monai_unet": {"channels": [8]}}, "model.monai_unet.channels"),
-    ({"monai_unet": {"norm": "group"}}, "model.monai_unet.norm"),
-    ({"monai_unet": {"num_res_units": -1}}, "model.monai_unet.num_res_units"),
-    ({"monai_unet": {"dropout": 1.0}}, "model.monai_unet.dropout"),
-    ({"monai_unet": {"kernel": 5}}, "model.monai_unet.kernel"),
-    ({"monai_basicunet": {"features": [4, 4, 8]}}, "model.monai_basicunet.features"),
-    ({"monai_segresnet": {"init_filters": 12}}, "model.monai_segresnet.init_filters"),
-    ({"monai_segresnet": {"blocks_up": [1]}}, "model.monai_segresnet.blocks_up"),
-    ({"monai_segresnet": {"norm": "none"}}, "model.monai_segresnet.norm"),
-])
+@pytest.mark.parametrize(
+    ("model", "key"),
+    [
+        ({"architecture": "resnet"}, "model.architecture"),
+        ({"normalization": "minmax"}, "model.normalization"),
+        ({"monai_unet": {"strides": [2, 2, 2]}}, "model.monai_unet.strides"),
+        ({"monai_unet": {"channels": [8, 0, 16, 32, 64]}}, "model.monai_unet.channels"),
+        ({"monai_unet": {"channels": [8]}}, "model.monai_unet.channels"),
+        ({"monai_unet": {"norm": "group"}}, "model.monai_unet.norm"),
+        ({"monai_unet": {"num_res_units": -1}}, "model.monai_unet.num_res_units"),
+        ({"monai_unet": {"dropout": 1.0}}, "model.monai_unet.dropout"),
+        ({"monai_unet": {"kernel": 5}}, "model.monai_unet.kernel"),
+        ({"monai_basicunet": {"features": [4, 4, 8]}}, "model.monai_basicunet.features"),
+        ({"monai_segresnet": {"init_filters": 12}}, "model.monai_segresnet.init_filters"),
+        ({"monai_segresnet": {"blocks_up": [1]}}, "model.monai_segresnet.blocks_up"),
+        ({"monai_segresnet": {"norm": "none"}}, "model.monai_segresnet.norm"),
+    ],
+)
 def test_bad_model_options_name_the_key(model, key):
     with pytest.raises(ConfigError) as info:
         run_config({"model": model})
@@ -142,9 +169,15 @@ def test_bad_model_options_name_the_key(model, key):
     assert f"'{key}'" in message and "\n" not in message
 
 
-@pytest.mark.parametrize(("architecture", "key", "factor"), [
-    ("matlab-unet", "model.depth", 4), ("monai-unet", "model.monai_unet", 4),
-    ("monai-basicunet", "model.monai_basicunet", 16), ("monai-segresnet", "model.monai_segresnet", 4)])
+@pytest.mark.parametrize(
+    ("architecture", "key", "factor"),
+    [
+        ("matlab-unet", "model.depth", 4),
+        ("monai-unet", "model.monai_unet", 4),
+        ("monai-basicunet", "model.monai_basicunet", 16),
+        ("monai-segresnet", "model.monai_segresnet", 4),
+    ],
+)
 def test_image_size_must_fit_the_downsampling(architecture, key, factor):
     with pytest.raises(ConfigError, match=rf"'{key}'.* divisible by {factor}, the images are 18x18"):
         build_model(tiny_model_config(architecture), 1, 3, (18, 18))
@@ -171,8 +204,7 @@ def test_old_checkpoint_spec_and_state_still_load():
 
 @pytest.mark.parametrize("architecture", ["monai-unet", "monai-segresnet"])
 def test_run_records_and_reloads_any_architecture(architecture, make_dataset, tiny_run_config, tmp_path):
-    config = tiny_run_config(model={"architecture": architecture, **TINY_MONAI}, train__epochs=1,
-                             train__loss="dice-ce")
+    config = tiny_run_config(model={"architecture": architecture, **TINY_MONAI}, train__epochs=1, train__loss="dice-ce")
     dataset = make_dataset(n=16, size=16)
     result = run(config, tmp_path, dataset=dataset)
     info = json.loads((tmp_path / "run.json").read_text())
@@ -188,8 +220,10 @@ def test_run_records_and_reloads_any_architecture(architecture, make_dataset, ti
     assert result.history and np.array_equal(values[pred], written)
 
 
-@pytest.mark.parametrize(("architecture", "expected"), [
-    ("matlab-unet", 2), ("monai-unet", 2), ("monai-basicunet", 4), ("monai-segresnet", 2)])
+@pytest.mark.parametrize(
+    ("architecture", "expected"),
+    [("matlab-unet", 2), ("monai-unet", 2), ("monai-basicunet", 4), ("monai-segresnet", 2)],
+)
 def test_halvings_of_each_architecture(architecture, expected):
     assert halvings(tiny_model_config(architecture)["model"]) == expected
 
@@ -198,8 +232,9 @@ def test_halvings_of_each_architecture(architecture, expected):
 def test_size_check_and_padding_use_the_architectures_halvings(architecture, make_dataset, tiny_run_config, tmp_path):
     """14x14 images: refused without model.pad (sides must be multiples of 4), padded to 16x16 with it."""
     dataset = make_dataset(n=12, size=16)
-    odd = dataclasses.replace(dataset, images=dataset.images[:, :14, :14].copy(),
-                              masks=dataset.masks[:, :14, :14].copy())
+    odd = dataclasses.replace(
+        dataset, images=dataset.images[:, :14, :14].copy(), masks=dataset.masks[:, :14, :14].copy()
+    )
     model = {"architecture": architecture, **TINY_MONAI}
     with pytest.raises(ConfigError, match=r"divisible by 2\*\*2"):
         run(tiny_run_config(model=model, train__epochs=1), tmp_path / "refused", dataset=odd)

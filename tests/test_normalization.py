@@ -50,10 +50,14 @@ def test_rescale_zero_one_and_symmetric():
     assert torch.allclose(normalized("rescale-zero-one")[0, 0], A.double() / 255, atol=1e-6)
     assert torch.allclose(normalized("rescale-symmetric")[0, 0], 2 * A.double() / 255 - 1, atol=1e-6)
     # element-wise: min A, max B; the pixels where max == min divide by 1 and give 0 (resp. -1)
-    assert torch.allclose(normalized("rescale-zero-one", "element")[1, 0],
-                          torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.double), atol=1e-6)
-    assert torch.allclose(normalized("rescale-symmetric", "element")[0, 0],
-                          torch.full((2, 2), -1.0, dtype=torch.double), atol=1e-6)
+    assert torch.allclose(
+        normalized("rescale-zero-one", "element")[1, 0],
+        torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.double),
+        atol=1e-6,
+    )
+    assert torch.allclose(
+        normalized("rescale-symmetric", "element")[0, 0], torch.full((2, 2), -1.0, dtype=torch.double), atol=1e-6
+    )
 
 
 def test_none_only_scales_to_uint8_units():
@@ -72,8 +76,10 @@ def test_channel_versus_all_on_two_channels():
     assert torch.allclose(every(x)[:, 0], torch.full((3, 2, 2), -51.0), atol=1e-4)
 
 
-@pytest.mark.parametrize("mode,buffers", [("zerocenter", {"mean"}), ("zscore", {"mean", "std"}),
-                                          ("rescale-symmetric", {"min", "max"}), ("none", set())])
+@pytest.mark.parametrize(
+    "mode,buffers",
+    [("zerocenter", {"mean"}), ("zscore", {"mean", "std"}), ("rescale-symmetric", {"min", "max"}), ("none", set())],
+)
 def test_statistics_are_buffers_saved_with_the_model(mode, buffers):
     layer = InputNormalization(mode, "element", image_size=(2, 2))
     layer.fit(STACK)

@@ -44,8 +44,7 @@ def test_other_seed_gives_other_data(small, tmp_path):
 
 
 def test_folder_format(small):
-    assert {p.name for p in small.iterdir()} == {"images", "masks", "manifest.csv", "dataset.json",
-                                                  "README.txt"}
+    assert {p.name for p in small.iterdir()} == {"images", "masks", "manifest.csv", "dataset.json", "README.txt"}
     meta = json.loads((small / "dataset.json").read_text())
     assert meta["labels"] == {"blood_pool": 255, "background": 128, "myocardium": 0}
     assert meta["synthetic"] is True
@@ -112,8 +111,7 @@ def test_phantom_dir_generates_once_into_the_cache(tmp_path, monkeypatch, capsys
     monkeypatch.setenv("LGESEG_CACHE", str(tmp_path))
     calls = []
     real = phantom.generate_phantom
-    monkeypatch.setattr(phantom, "generate_phantom",
-                        lambda out: calls.append(out) or real(out, n_patients=2, seed=0))
+    monkeypatch.setattr(phantom, "generate_phantom", lambda out: calls.append(out) or real(out, n_patients=2, seed=0))
     path = phantom_dir()
     assert path == tmp_path / f"phantom-v{PHANTOM_VERSION}"
     err = capsys.readouterr().err

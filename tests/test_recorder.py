@@ -15,9 +15,18 @@ from hpo.recorder import OptunaRecorder
 from hpo.rule import RetuneRule
 from lgeseg.errors import UserError
 
-CONFIG = study_config({"train": {"epochs": 4}, "grid": {"l2": [1e-3]},
-                       "retune": {"check_fraction": 0.5, "target_accuracy": 0.9, "max_reruns": 1,
-                                  "adjustments": [{"learning_rate": 1e-3}]}})
+CONFIG = study_config(
+    {
+        "train": {"epochs": 4},
+        "grid": {"l2": [1e-3]},
+        "retune": {
+            "check_fraction": 0.5,
+            "target_accuracy": 0.9,
+            "max_reruns": 1,
+            "adjustments": [{"learning_rate": 1e-3}],
+        },
+    }
+)
 RULE = RetuneRule(0.5, 0.9)
 
 
@@ -28,8 +37,12 @@ def study(tmp_path):
 
 
 def tune_trial(tmp_path, attempt: Attempt, trial_id: str = "t0"):
-    return SimpleNamespace(trial_id=trial_id, config=trial_config(CONFIG, attempt, tmp_path), last_result={},
-                           get_error=lambda: RuntimeError("Traceback...\nValueError: boom"))
+    return SimpleNamespace(
+        trial_id=trial_id,
+        config=trial_config(CONFIG, attempt, tmp_path),
+        last_result={},
+        get_error=lambda: RuntimeError("Traceback...\nValueError: boom"),
+    )
 
 
 def epoch(e: int, acc: float) -> dict:
@@ -37,11 +50,26 @@ def epoch(e: int, acc: float) -> dict:
 
 
 def finished(val_miou: float | None) -> dict:
-    info = {"epochs_run": 4, "best_val_accuracy": 0.95, "selected_epoch": 4, "device": "cpu",
-            "wall_time_s": 1.5, "split_hash": "abc", "versions": {"torch": "x"}}
-    return {"epoch": 4, "epochs": 4, "finished": True, "val_accuracy": 0.95, "best_val_accuracy": 0.95,
-            "val_MeanIoU": val_miou, "val_metrics": {"MeanIoU": val_miou},
-            "test_metrics": {"dataset": {"MeanIoU": 0.7}}, "run_info": info}
+    info = {
+        "epochs_run": 4,
+        "best_val_accuracy": 0.95,
+        "selected_epoch": 4,
+        "device": "cpu",
+        "wall_time_s": 1.5,
+        "split_hash": "abc",
+        "versions": {"torch": "x"},
+    }
+    return {
+        "epoch": 4,
+        "epochs": 4,
+        "finished": True,
+        "val_accuracy": 0.95,
+        "best_val_accuracy": 0.95,
+        "val_MeanIoU": val_miou,
+        "val_metrics": {"MeanIoU": val_miou},
+        "test_metrics": {"dataset": {"MeanIoU": 0.7}},
+        "run_info": info,
+    }
 
 
 def drive(recorder, trial, results):
@@ -54,17 +82,27 @@ def drive(recorder, trial, results):
 
 def test_complete_trial_has_params_values_and_attrs(study, tmp_path):
     recorder = OptunaRecorder(study, RULE, max_reruns=1)
-    drive(recorder, tune_trial(tmp_path, Attempt(1e-3, 0)), [epoch(1, 0.5), epoch(2, 0.91), epoch(3, 0.93),
-                                                              epoch(4, 0.95), finished(0.8)])
+    drive(
+        recorder,
+        tune_trial(tmp_path, Attempt(1e-3, 0)),
+        [epoch(1, 0.5), epoch(2, 0.91), epoch(3, 0.93), epoch(4, 0.95), finished(0.8)],
+    )
     recorder.close()
     (trial,) = study.get_trials()
     assert trial.state == TrialState.COMPLETE and trial.value == 0.8
-    assert trial.params == {"l2": 1e-3, "learning_rate": 1e-4, "batch_size": 16, "epochs": 4, "seed": 0, "rerun": 0,
-                            "architecture": "matlab-unet", "loss": "cross-entropy"}
+    assert trial.params == {
+        "l2": 1e-3,
+        "learning_rate": 1e-4,
+        "batch_size": 16,
+        "epochs": 4,
+        "seed": 0,
+        "rerun": 0,
+        "architecture": "matlab-unet",
+        "loss": "cross-entropy",
+    }
     assert trial.intermediate_values == {1: 0.5, 2: 0.91, 3: 0.93, 4: 0.95}
     assert trial.user_attrs["test_metrics"] == {"dataset": {"MeanIoU": 0.7}}
-    assert trial.user_attrs["lineage"] == {"point": "l2=0.001,seed=0", "rerun": 0, "rerun_of": None,
-                                           "adjustment": None}
+    assert trial.user_attrs["lineage"] == {"point": "l2=0.001,seed=0", "rerun": 0, "rerun_of": None, "adjustment": None}
     assert trial.user_attrs["versions"]["optuna"] == optuna.__version__
     assert trial.user_attrs["trial_name"] == "l2=0.001_seed=0_rerun=0"
     assert {"device", "wall_time_s", "config_hash", "split_hash", "epochs_run"} <= set(trial.user_attrs)
@@ -113,8 +151,11 @@ def test_interrupted_trial_is_continued_not_duplicated(study, tmp_path):
     recorder.on_trial_start(0, [], trial)
     recorder.on_trial_result(0, [], trial, epoch(1, 0.92))  # then the driver dies
     resumed = OptunaRecorder(study, RULE, max_reruns=1)
-    drive(resumed, tune_trial(tmp_path, Attempt(1e-3, 0, 0, optuna_number=0), "t9"),
-          [epoch(2, 0.93), epoch(3, 0.94), epoch(4, 0.95), finished(0.75)])
+    drive(
+        resumed,
+        tune_trial(tmp_path, Attempt(1e-3, 0, 0, optuna_number=0), "t9"),
+        [epoch(2, 0.93), epoch(3, 0.94), epoch(4, 0.95), finished(0.75)],
+    )
     (frozen,) = study.get_trials()
     assert frozen.state == TrialState.COMPLETE and frozen.value == 0.75
     assert frozen.intermediate_values == {1: 0.92, 2: 0.93, 3: 0.94, 4: 0.95}

@@ -143,8 +143,15 @@ def test_check_epoch_line_is_the_rules_check_epoch(record: StudyRecord) -> None:
 
 
 def test_figure2_selection_and_difference_counts(study: StudyFixture, record: StudyRecord) -> None:
-    per_file = {f: np.mean([np.mean([next(r["MeanIoU"] for r in study.metrics[(l2, s)]["images"] if r["file"] == f)
-                                     for s in SEEDS]) for l2 in L2_VALUES]) for f in study.files}
+    per_file = {
+        f: np.mean(
+            [
+                np.mean([next(r["MeanIoU"] for r in study.metrics[(l2, s)]["images"] if r["file"] == f) for s in SEEDS])
+                for l2 in L2_VALUES
+            ]
+        )
+        for f in study.files
+    }
     ranked = sorted(study.files, key=lambda f: (per_file[f], f))
     chosen = select_images(record)
     assert chosen[0] == (ranked[-1], "best") and chosen[-1] == (ranked[0], "worst")
@@ -174,9 +181,11 @@ def test_paired_comparisons_match_scipy(study: StudyFixture, record: StudyRecord
     comparisons = paired_comparisons(record)  # no manifest in the fixture: per-slice analysis
     assert len(comparisons) == len(PAIRED_METRICS) * 3  # three pairs of L2 values per metric
     for c in comparisons:
+
         def per_image(l2: float, metric: str = c.metric) -> dict[str, float]:
             rows = [{r["file"]: r[metric] for r in study.metrics[(l2, s)]["images"]} for s in SEEDS]
             return {f: float(np.mean([row[f] for row in rows])) for f in study.files}
+
         a, b = per_image(c.l2_a), per_image(c.l2_b)
         diffs = np.asarray([a[f] - b[f] for f in sorted(study.files)])
         assert c.l2_a < c.l2_b and c.n == c.n_slices == len(study.files) and c.unit == "slice"
@@ -190,6 +199,7 @@ def test_paired_comparisons_match_scipy(study: StudyFixture, record: StudyRecord
 def test_paired_degenerate_cases() -> None:
     def units(values: dict[str, float]) -> UnitValues:
         return UnitValues("slice", values, len(values), 0)
+
     same = {"a.png": 0.5, "b.png": 0.7, "c.png": math.nan}
     result = compare("MeanIoU", 1e-4, 1e-3, units(same), units(dict(same)))
     assert (result.n, result.median_diff, result.p_value) == (2, 0.0, 1.0)
@@ -226,8 +236,14 @@ def test_figures_saved_for_optuna_dashboard(study: StudyFixture, report: Path) -
 
     loaded = optuna.load_study(study_name=study.name, storage=study.storage)
     graphs = get_plotly_graph_objects(loaded._storage.get_study_system_attrs(loaded._study_id))
-    assert {"report-figure1", "report-sensitivity", "report-curves", "report-figure2",
-            "report-trials", "report-paired"} <= set(graphs)
+    assert {
+        "report-figure1",
+        "report-sensitivity",
+        "report-curves",
+        "report-figure2",
+        "report-trials",
+        "report-paired",
+    } <= set(graphs)
 
 
 def test_report_on_study_that_just_started(tmp_path: Path) -> None:
@@ -245,14 +261,23 @@ def test_cli_writes_report_to_out(study: StudyFixture, tmp_path: Path, capsys: p
     assert str(tmp_path / "report.html") in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--study-name", "nope"], "file runs/nope/study.db not found"),
-    (["--storage", "sqlite:///{tmp}/missing.db"], "missing.db not found"),
-    (["--storage", "{storage}", "--study-name", "other"], "no study 'other'"),
-    (["--storage", "postgresql://alice:s3cret@127.0.0.1:9/x"], "postgresql://alice:***@"),
-])
-def test_cli_errors_are_one_line(args: list[str], expected: str, study: StudyFixture, tmp_path: Path,
-                                 monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--study-name", "nope"], "file runs/nope/study.db not found"),
+        (["--storage", "sqlite:///{tmp}/missing.db"], "missing.db not found"),
+        (["--storage", "{storage}", "--study-name", "other"], "no study 'other'"),
+        (["--storage", "postgresql://alice:s3cret@127.0.0.1:9/x"], "postgresql://alice:***@"),
+    ],
+)
+def test_cli_errors_are_one_line(
+    args: list[str],
+    expected: str,
+    study: StudyFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
     monkeypatch.chdir(tmp_path)
     args = [a.format(tmp=tmp_path, storage=study.storage) for a in args]
     assert cli(["report", *args]) == 2
@@ -280,10 +305,26 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     if chromium is None:
         pytest.skip("chromium not installed: apt-get install chromium")
     result = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path}",
-         "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom", report.as_uri()],
-        capture_output=True, text=True, timeout=120)
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     console = [line for line in result.stderr.splitlines() if "Uncaught" in line or "ERROR:CONSOLE" in line]
     assert console == []
     assert result.stdout.count('class="main-svg"') >= 4  # plotly.js ran and drew the figures

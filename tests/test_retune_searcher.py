@@ -40,8 +40,9 @@ def test_rule_fires_only_at_or_after_check_epoch_below_target():
 
 def test_searcher_hands_out_points_then_reruns_then_finishes():
     rule = RetuneRule(0.5, 0.9)
-    searcher = GridSearcher([Attempt(1e-3, 0), Attempt(1e-4, 0)], rule, max_reruns=1,
-                            make_config=lambda a: {"name": a.name})
+    searcher = GridSearcher(
+        [Attempt(1e-3, 0), Attempt(1e-4, 0)], rule, max_reruns=1, make_config=lambda a: {"name": a.name}
+    )
     assert searcher.suggest("a") == {"name": "l2=0.001_seed=0_rerun=0"}
     assert searcher.suggest("b") == {"name": "l2=0.0001_seed=0_rerun=0"}
     assert searcher.suggest("c") is None  # nothing queued, trials still running
@@ -61,18 +62,28 @@ def test_searcher_ignores_errors_and_passing_trials():
 
 def _frozen(number: int, l2: float, seed: int, rerun: int, state: TrialState):
     trial = create_trial(
-        state=state, value=0.5 if state == TrialState.COMPLETE else None,
+        state=state,
+        value=0.5 if state == TrialState.COMPLETE else None,
         params={"l2": l2, "seed": seed, "rerun": rerun},
-        distributions={"l2": FloatDistribution(1e-12, 1, log=True), "seed": IntDistribution(0, 10),
-                       "rerun": IntDistribution(0, 10)},
-        user_attrs={"lineage": {"point": f"l2={l2:g},seed={seed}", "rerun": rerun}})
+        distributions={
+            "l2": FloatDistribution(1e-12, 1, log=True),
+            "seed": IntDistribution(0, 10),
+            "rerun": IntDistribution(0, 10),
+        },
+        user_attrs={"lineage": {"point": f"l2={l2:g},seed={seed}", "rerun": rerun}},
+    )
     trial.number = number
     return trial
 
 
 def test_plan_attempts_from_storage_records():
-    config = study_config({"seeds": [0], "grid": {"l2": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]},
-                           "retune": {"max_reruns": 1, "adjustments": [{"learning_rate": 1e-3}]}})
+    config = study_config(
+        {
+            "seeds": [0],
+            "grid": {"l2": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]},
+            "retune": {"max_reruns": 1, "adjustments": [{"learning_rate": 1e-3}]},
+        }
+    )
     trials = [
         _frozen(0, 1e-2, 0, 0, TrialState.COMPLETE),
         _frozen(1, 1e-3, 0, 0, TrialState.PRUNED),  # -> rerun 1 owed
@@ -103,11 +114,18 @@ def test_attempt_names():
 
 
 def test_reruns_count_the_reruns_that_ran():
-    config = study_config({"grid": {"l2": [1e-3, 1e-4, 1e-5]},
-                           "retune": {"max_reruns": 1, "adjustments": [{"learning_rate": 1e-3}]}})
-    plan = plan_attempts(config, [_frozen(0, 1e-3, 0, 0, TrialState.PRUNED), _frozen(1, 1e-3, 0, 1, TrialState.PRUNED),
-                                  _frozen(2, 1e-4, 0, 0, TrialState.PRUNED),
-                                  _frozen(3, 1e-4, 0, 1, TrialState.COMPLETE)])
+    config = study_config(
+        {"grid": {"l2": [1e-3, 1e-4, 1e-5]}, "retune": {"max_reruns": 1, "adjustments": [{"learning_rate": 1e-3}]}}
+    )
+    plan = plan_attempts(
+        config,
+        [
+            _frozen(0, 1e-3, 0, 0, TrialState.PRUNED),
+            _frozen(1, 1e-3, 0, 1, TrialState.PRUNED),
+            _frozen(2, 1e-4, 0, 0, TrialState.PRUNED),
+            _frozen(3, 1e-4, 0, 1, TrialState.COMPLETE),
+        ],
+    )
     assert plan["l2=0.001,seed=0"].status == PointStatus.NOT_CONVERGED and plan["l2=0.001,seed=0"].reruns == 1
     assert plan["l2=0.0001,seed=0"].status == PointStatus.COMPLETE and plan["l2=0.0001,seed=0"].reruns == 1
     assert plan["l2=1e-05,seed=0"].status == PointStatus.PENDING and plan["l2=1e-05,seed=0"].reruns == 0
@@ -136,7 +154,8 @@ def test_grid_axes_multiply_the_points_and_join_names():
     pruned.user_attrs["lineage"]["point"] = "l2=0.001,seed=0,architecture=monai-unet"
     plan = plan_attempts({**config, "retune": {**config["retune"], "max_reruns": 1}}, [pruned])
     assert plan["l2=0.001,seed=0,architecture=monai-unet"].attempt == Attempt(
-        1e-3, 0, 1, choices=(("architecture", "monai-unet"),))
+        1e-3, 0, 1, choices=(("architecture", "monai-unet"),)
+    )
     assert plan["l2=0.001,seed=0,architecture=matlab-unet"].status == "pending"
 
     assert Attempt.from_config(points[1].to_config()) == points[1]

@@ -25,6 +25,7 @@ HISTORY_HEADER = list(HISTORY_FIELDS)
 
 # -------------------------------------------------------------------------------------------- run
 
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """run() on the session's tiny dataset folder, 3 epochs, select=final; and its inputs."""
@@ -40,8 +41,16 @@ def finished_run(tmp_path_factory):
 
 def test_run_writes_all_outputs(finished_run):
     config, out, result = finished_run
-    for name in ("metrics.json", "val_metrics.json", "history.csv", "split.json", "config.yaml", "run.json",
-                 "best.pt", "last.pt"):
+    for name in (
+        "metrics.json",
+        "val_metrics.json",
+        "history.csv",
+        "split.json",
+        "config.yaml",
+        "run.json",
+        "best.pt",
+        "last.pt",
+    ):
         assert (out / name).is_file(), name
     assert (out / "predictions").is_dir()
     with (out / "history.csv").open() as f:
@@ -51,17 +60,23 @@ def test_run_writes_all_outputs(finished_run):
 
 
 def _check_metrics_shape(metrics: dict, classes: list[str], n_images: int) -> None:
-    assert set(metrics) == {"classes", "confusion_matrix", "normalized_confusion_matrix", "dataset", "class",
-                            "images"}
+    assert set(metrics) == {"classes", "confusion_matrix", "normalized_confusion_matrix", "dataset", "class", "images"}
     assert metrics["classes"] == classes
     c = len(classes)
     assert np.array(metrics["confusion_matrix"]).shape == (c, c)
     assert np.array(metrics["normalized_confusion_matrix"], dtype=float).shape == (c, c)
-    assert list(metrics["dataset"]) == ["GlobalAccuracy", "MeanAccuracy", "MeanIoU", "WeightedIoU", "MeanBFScore",
-                                        "BFScoreImages"]
+    assert list(metrics["dataset"]) == [
+        "GlobalAccuracy",
+        "MeanAccuracy",
+        "MeanIoU",
+        "WeightedIoU",
+        "MeanBFScore",
+        "BFScoreImages",
+    ]
     assert list(metrics["class"]) == classes
-    assert all(list(v) == ["Accuracy", "IoU", "MeanBFScore", "Dice", "BFScoreImages"]
-               for v in metrics["class"].values())
+    assert all(
+        list(v) == ["Accuracy", "IoU", "MeanBFScore", "Dice", "BFScoreImages"] for v in metrics["class"].values()
+    )
     assert len(metrics["images"]) == n_images
     assert all(list(img) == ["file", *metrics["dataset"]][:-1] + ["BFScoreClasses"] for img in metrics["images"])
 
@@ -151,8 +166,9 @@ def test_run_final_selects_last_network(finished_run):
 
 
 def test_run_best_val_selects_best_network(tmp_path, tiny_data_dir, tiny_run_config):
-    config = tiny_run_config(data=str(tiny_data_dir), train__epochs=4, train__learning_rate=3e-3,
-                             train__select="best_val")
+    config = tiny_run_config(
+        data=str(tiny_data_dir), train__epochs=4, train__learning_rate=3e-3, train__select="best_val"
+    )
     result = run(config, tmp_path)
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert result.info["selected_epoch"] == result.info["best_epoch"] == best["epoch"]
@@ -184,8 +200,12 @@ def test_refused_rerun_leaves_folder_consistent(tmp_path, tiny_data_dir, tiny_ru
     config = tiny_run_config(data=str(tiny_data_dir), train__epochs=1)
     run(config, tmp_path)
     before = {name: (tmp_path / name).read_text() for name in ("config.yaml", "split.json", "run.json")}
-    other = tiny_run_config(data=str(tiny_data_dir), train__epochs=1, train__l2=5e-3,
-                            split={"train": 0.5, "val": 0.25, "test": 0.25, "seed": 3})
+    other = tiny_run_config(
+        data=str(tiny_data_dir),
+        train__epochs=1,
+        train__l2=5e-3,
+        split={"train": 0.5, "val": 0.25, "test": 0.25, "seed": 3},
+    )
     with pytest.raises(TrainingError, match="another config"):
         run(other, tmp_path)
     after = {name: (tmp_path / name).read_text() for name in before}
@@ -200,11 +220,16 @@ def test_run_on_real_data_smoke(real_data_dir, tmp_path, tiny_run_config):
     keep = [i for i, p in enumerate(dataset.patients) if p in keep_patients]
     from lgeseg.data import Dataset
 
-    subset = Dataset(root=dataset.root, files=[dataset.files[i] for i in keep], images=dataset.images[keep],
-                     masks=dataset.masks[keep], labels=dataset.labels,
-                     patients=[dataset.patients[i] for i in keep], synthetic=False)
-    config = tiny_run_config(data=str(real_data_dir), train__epochs=1, train__batch_size=8,
-                             train__learning_rate=1e-3)
+    subset = Dataset(
+        root=dataset.root,
+        files=[dataset.files[i] for i in keep],
+        images=dataset.images[keep],
+        masks=dataset.masks[keep],
+        labels=dataset.labels,
+        patients=[dataset.patients[i] for i in keep],
+        synthetic=False,
+    )
+    config = tiny_run_config(data=str(real_data_dir), train__epochs=1, train__batch_size=8, train__learning_rate=1e-3)
     result = run(config, tmp_path, dataset=subset)
     split = json.loads((tmp_path / "split.json").read_text())
     assert len(result.history) == 1 and math.isfinite(result.history[0]["train_loss"])

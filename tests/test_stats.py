@@ -58,8 +58,12 @@ BF_A = {0: [0.75, 0.625, 0.625, 0.5625, 0.5625, 0.75], 1: [0.75, 0.625, 0.625, 0
 DATASET = {(A, 0): (0.70, 0.66), (A, 1): (0.66, 0.64), (B, 0): (0.62, 0.50), (B, 1): (0.64, 0.50)}
 T_975_1 = 12.706204736174707  # Student t quantile 0.975, 1 degree of freedom (tables: 12.706)
 PAIR = ("MeanIoU", "MeanBFScore")
-DISTRIBUTIONS = {"l2": FloatDistribution(1e-6, 1e-1, log=True), "seed": IntDistribution(0, 1000),
-                 "rerun": IntDistribution(0, 10), "epochs": IntDistribution(1, 1000)}
+DISTRIBUTIONS = {
+    "l2": FloatDistribution(1e-6, 1e-1, log=True),
+    "seed": IntDistribution(0, 1000),
+    "rerun": IntDistribution(0, 10),
+    "epochs": IntDistribution(1, 1000),
+}
 
 
 def _images(l2: float, seed: int) -> list[dict]:
@@ -71,8 +75,12 @@ def _images(l2: float, seed: int) -> list[dict]:
     return rows
 
 
-def build(tmp_path: Path, name: str = "hand", manifest: bool = True,
-          dataset: dict[tuple[float, int], tuple[float, float]] = DATASET) -> str:
+def build(
+    tmp_path: Path,
+    name: str = "hand",
+    manifest: bool = True,
+    dataset: dict[tuple[float, int], tuple[float, float]] = DATASET,
+) -> str:
     """Write the data folder (manifest only: the statistics never read images) and the Optuna study."""
     data = tmp_path / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -83,16 +91,29 @@ def build(tmp_path: Path, name: str = "hand", manifest: bool = True,
             writer.writerows([f, f[:2], PATIENTS[f[:2]]] for f in FILES)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    for key, value in {"out_dir": str(tmp_path / "out"), "data_dir": str(data), "synthetic": False,
-                       "labels": {"region1": 255, "region2": 128, "region3": 0}, "config": {}}.items():
+    for key, value in {
+        "out_dir": str(tmp_path / "out"),
+        "data_dir": str(data),
+        "synthetic": False,
+        "labels": {"region1": 255, "region2": 128, "region3": 0},
+        "config": {},
+    }.items():
         study.set_user_attr(key, value)
     for (l2, seed), (iou, bf) in dataset.items():
         metrics = {"dataset": {"MeanIoU": iou, "MeanBFScore": bf}, "images": _images(l2, seed)}
-        study.add_trial(optuna.trial.create_trial(
-            state=optuna.trial.TrialState.COMPLETE, value=iou, distributions=DISTRIBUTIONS,
-            params={"l2": l2, "seed": seed, "rerun": 0, "epochs": 1},
-            user_attrs={"test_metrics": metrics, "trial_name": f"l2={l2:g}_seed={seed}_rerun=0",
-                        "baseline": {"val": {"MeanIoU": 0.3}, "test": {"MeanIoU": 0.3}}}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.COMPLETE,
+                value=iou,
+                distributions=DISTRIBUTIONS,
+                params={"l2": l2, "seed": seed, "rerun": 0, "epochs": 1},
+                user_attrs={
+                    "test_metrics": metrics,
+                    "trial_name": f"l2={l2:g}_seed={seed}_rerun=0",
+                    "baseline": {"val": {"MeanIoU": 0.3}, "test": {"MeanIoU": 0.3}},
+                },
+            )
+        )
     return storage
 
 
@@ -183,17 +204,21 @@ def test_findings_and_plain_words(hand: tuple[str, StudyRecord]) -> None:
     assert (bf.survives_patients, bf.survives_seeds, bf.survives_holm) == (False, True, False)
     assert "patients as the unit, the Holm correction" in bf.conclusion
     text = "\n".join(summary_lines(record, comparisons, units))
-    assert ("MeanIoU: best L2=5e-05 with 0.680 vs 0.630 for the runner-up L2=0.005, a difference of 0.050 "
-            "(95% t-interval over 2 seeds [-0.331, 0.431]). Per patient over 3 patients: median difference "
-            "-0.0859 (bootstrap 95% CI [-0.1094, 0.0938]), Wilcoxon p = 0.7500, Holm-adjusted p = 0.7500.") in text
+    assert (
+        "MeanIoU: best L2=5e-05 with 0.680 vs 0.630 for the runner-up L2=0.005, a difference of 0.050 "
+        "(95% t-interval over 2 seeds [-0.331, 0.431]). Per patient over 3 patients: median difference "
+        "-0.0859 (bootstrap 95% CI [-0.1094, 0.0938]), Wilcoxon p = 0.7500, Holm-adjusted p = 0.7500."
+    ) in text
     assert "Seeds: 2 per L2 value" in text and "Holm-adjusted over all 2 comparisons" in text
     assert "DID NOT LEARN" not in text
     # the path where everything survives: p forced below 0.05, seeds already survive for MeanBFScore
     forced = [dataclasses.replace(c, p_value=0.001, p_holm=0.002) for c in comparisons]
     bf = next(x for x in findings(record, forced, units) if x.metric == "MeanBFScore")
     assert (bf.survives_patients, bf.survives_seeds, bf.survives_holm) == (True, True, True)
-    assert bf.conclusion.startswith("A reader may conclude that on these test patients L2=5e-05 gives a higher "
-                                    "MeanBFScore than L2=0.005, beyond training-seed noise")
+    assert bf.conclusion.startswith(
+        "A reader may conclude that on these test patients L2=5e-05 gives a higher "
+        "MeanBFScore than L2=0.005, beyond training-seed noise"
+    )
 
 
 def test_one_seed_says_seed_variation_unmeasured(tmp_path: Path) -> None:
@@ -234,8 +259,10 @@ def test_l2_that_did_not_learn_is_left_out_of_the_ranking_of_the_others(tmp_path
     comparisons = paired_comparisons(record, units.patient_of, PAIR)
     assert [(c.l2_a, c.l2_b, c.ranked) for c in comparisons[:3]] == [(A, 5e-04, False), (A, B, True), (5e-04, B, False)]
     text = "\n".join(summary_lines(record, comparisons, units))
-    assert ("MeanIoU: best L2=5e-05 with 0.680 vs 0.630 for the runner-up L2=0.005 (not ranked, networks did not "
-            "learn: L2=0.0005)") in text
+    assert (
+        "MeanIoU: best L2=5e-05 with 0.680 vs 0.630 for the runner-up L2=0.005 (not ranked, networks did not "
+        "learn: L2=0.0005)"
+    ) in text
 
 
 def test_baseline_fallback_from_confusion_matrix() -> None:
@@ -245,10 +272,25 @@ def test_baseline_fallback_from_confusion_matrix() -> None:
     # a class absent from the truth has IoU 0/0 = NaN, kept in the mean as evaluate() does
     assert math.isnan(baseline_from_confusion([[3, 1, 0], [0, 4, 0], [0, 0, 0]])["MeanIoU"])
     from dashboards.load import TrialRecord
-    old = TrialRecord(number=0, state="COMPLETE", name="old", l2=A, seed=0, learning_rate=None, batch_size=None,
-                      epochs=1, rerun=0, value=None, curve={}, val_metrics=None, trial_dir=None, epochs_run=1,
-                      best_val_accuracy=None, test_metrics={"dataset": {"MeanIoU": 0.22},
-                                                            "confusion_matrix": [[5, 1, 0], [2, 10, 0], [0, 0, 2]]})
+
+    old = TrialRecord(
+        number=0,
+        state="COMPLETE",
+        name="old",
+        l2=A,
+        seed=0,
+        learning_rate=None,
+        batch_size=None,
+        epochs=1,
+        rerun=0,
+        value=None,
+        curve={},
+        val_metrics=None,
+        trial_dir=None,
+        epochs_run=1,
+        best_val_accuracy=None,
+        test_metrics={"dataset": {"MeanIoU": 0.22}, "confusion_matrix": [[5, 1, 0], [2, 10, 0], [0, 0, 2]]},
+    )
     assert baseline_of(old)["MeanIoU"] == pytest.approx(0.2) and learned(old) is False  # 0.22 - 0.2 < 0.05
 
 
@@ -295,8 +337,9 @@ def test_without_manifest_the_analysis_is_per_slice(tmp_path: Path) -> None:
     assert "patients as the unit (no patients known" in text
 
 
-def test_one_epoch_networks_are_marked_did_not_learn(tiny_data_dir: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_epoch_networks_are_marked_did_not_learn(
+    tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Real 1-epoch U-Nets through the grid's trainable and the Optuna recorder (no Ray cluster)."""
     from types import SimpleNamespace
 
@@ -307,12 +350,25 @@ def test_one_epoch_networks_are_marked_did_not_learn(tiny_data_dir: Path, tmp_pa
     from hpo.retune import RetuneRule
     from hpo.searcher import Attempt
 
-    config = study_config({"name": "one-epoch", "data": str(tiny_data_dir), "seeds": [0],
-                           "model": {"width": 4, "depth": 2}, "grid": {"l2": [5e-3, 5e-5]},
-                           "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-4, "device": "cpu",
-                                     "precision": "fp32", "channels_last": False},
-                           "retune": {"check_fraction": 1.0, "target_accuracy": 0.0},
-                           "resources": {"gpu": 0, "cpu": 1}})
+    config = study_config(
+        {
+            "name": "one-epoch",
+            "data": str(tiny_data_dir),
+            "seeds": [0],
+            "model": {"width": 4, "depth": 2},
+            "grid": {"l2": [5e-3, 5e-5]},
+            "train": {
+                "epochs": 1,
+                "batch_size": 8,
+                "learning_rate": 1e-4,
+                "device": "cpu",
+                "precision": "fp32",
+                "channels_last": False,
+            },
+            "retune": {"check_fraction": 1.0, "target_accuracy": 0.0},
+            "resources": {"gpu": 0, "cpu": 1},
+        }
+    )
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="one-epoch", storage=storage, direction="maximize")
     for key, value in {"config": config, "out_dir": str(tmp_path), **describe_data(config)}.items():
@@ -321,8 +377,9 @@ def test_one_epoch_networks_are_marked_did_not_learn(tiny_data_dir: Path, tmp_pa
     for index, l2 in enumerate(config["grid"]["l2"]):
         reports: list[dict] = []
         monkeypatch.setattr(hpo.trainable.tune, "report", reports.append)
-        trial = SimpleNamespace(trial_id=str(index), config=trial_config(config, Attempt(l2, 0), tmp_path),
-                                last_result={})
+        trial = SimpleNamespace(
+            trial_id=str(index), config=trial_config(config, Attempt(l2, 0), tmp_path), last_result={}
+        )
         hpo.trainable.train_trial(trial.config)
         recorder.on_trial_start(0, [], trial)
         for result in reports:
@@ -345,5 +402,6 @@ def test_paper_seeds_yaml_is_the_paper_protocol_with_three_seeds() -> None:
     root = Path(__file__).resolve().parents[1] / "study_configs"
     paper, seeds = load_study_config(root / "paper.yaml"), load_study_config(root / "paper-seeds.yaml")
     assert seeds["seeds"] == [0, 1, 2]
-    assert {k: v for k, v in seeds.items() if k not in ("name", "seeds")} == \
-        {k: v for k, v in paper.items() if k not in ("name", "seeds")}
+    assert {k: v for k, v in seeds.items() if k not in ("name", "seeds")} == {
+        k: v for k, v in paper.items() if k not in ("name", "seeds")
+    }

@@ -70,15 +70,18 @@ def test_unopenable_storage_is_one_line_for_report_and_dashboard(url, expected, 
 
 # ------------------------------------------------------------------------------ a busy database
 
+
 @contextmanager
 def locked(db: Path, seconds: float):
     """A second process holding an exclusive SQLite lock on ``db`` for ``seconds`` (until it ends)."""
-    code = ("import sqlite3, sys, time\n"
-            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-            "c.execute('BEGIN EXCLUSIVE')\n"
-            "print('locked', flush=True)\n"
-            "time.sleep(float(sys.argv[2]))\n"
-            "c.execute('COMMIT')\n")
+    code = (
+        "import sqlite3, sys, time\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('BEGIN EXCLUSIVE')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(float(sys.argv[2]))\n"
+        "c.execute('COMMIT')\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(db), str(seconds)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "locked"
@@ -93,8 +96,14 @@ def small_study(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(storage=url, study_name="busy", direction="maximize")
     study.set_user_attr("out_dir", str(tmp_path))
-    study.add_trial(optuna.trial.create_trial(params={"l2": 1e-3}, value=0.5, user_attrs={"trial_name": "t0"},
-                                              distributions={"l2": optuna.distributions.FloatDistribution(1e-6, 1)}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"l2": 1e-3},
+            value=0.5,
+            user_attrs={"trial_name": "t0"},
+            distributions={"l2": optuna.distributions.FloatDistribution(1e-6, 1)},
+        )
+    )
     return url
 
 
@@ -133,8 +142,11 @@ def test_dashboard_waits_for_a_lock_shorter_than_the_wait(tmp_path, monkeypatch,
 
     small_study(tmp_path)
     served = []
-    monkeypatch.setattr(optuna_dashboard, "run_server",
-                        lambda storage, host, port: served.append(storage.get_all_studies()[0].study_name))
+    monkeypatch.setattr(
+        optuna_dashboard,
+        "run_server",
+        lambda storage, host, port: served.append(storage.get_all_studies()[0].study_name),
+    )
     monkeypatch.setenv(WAIT_ENV, "30")
     with locked(tmp_path / "study.db", 1.0):
         assert main(["dashboard", "--storage", str(tmp_path / "study.db")]) == 0

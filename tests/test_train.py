@@ -31,6 +31,7 @@ HISTORY_HEADER = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accu
 
 # ------------------------------------------------------------------------------------------ augment
 
+
 def _coded(batch: int, h: int = 12, w: int = 10):
     """Images whose value encodes the pixel position (all > 0), masks a function of that position."""
     pos = torch.arange(h * w).reshape(h, w)
@@ -117,7 +118,7 @@ def test_draw_augmentation_shifts_are_continuous_uniform_in_range():
     assert shift.min() < -t + 0.1 and shift.max() > t - 0.1  # the whole range is reached
     assert (shift != shift.round()).float().mean() > 0.99  # continuous, not whole pixels
     assert shift.mean(0).abs().max() < 0.3  # uniform on [-10, 10]: mean 0, sd 20 / sqrt(12) = 5.77
-    assert torch.allclose(shift.std(0), torch.full((2,), 20 / 12 ** 0.5), atol=0.2)
+    assert torch.allclose(shift.std(0), torch.full((2,), 20 / 12**0.5), atol=0.2)
     assert 0.45 < flip.float().mean().item() < 0.55
     flip, shift = draw_augmentation(8, torch.Generator().manual_seed(1), reflect=False, translate=0)
     assert not flip.any() and not shift.any()
@@ -166,6 +167,7 @@ def test_augment_is_reproducible_from_the_generator():
 
 # ---------------------------------------------------------------------------------------- optimizer
 
+
 class _Tiny(nn.Module):
     def __init__(self):
         super().__init__()
@@ -195,8 +197,8 @@ class _AdamReference:
                 g = g + decay * p
             self.m[k] = self.b1 * self.m.get(k, 0) + (1 - self.b1) * g
             self.v[k] = self.b2 * self.v.get(k, 0) + (1 - self.b2) * g * g
-            mhat = self.m[k] / (1 - self.b1 ** self.t)
-            vhat = self.v[k] / (1 - self.b2 ** self.t)
+            mhat = self.m[k] / (1 - self.b1**self.t)
+            vhat = self.v[k] / (1 - self.b2**self.t)
             out[k] = p - self.lr * mhat / (vhat.sqrt() + self.eps)
         return out
 
@@ -293,6 +295,7 @@ def test_optimizer_zero_gradient_only_l2_moves_weights():
 
 # ------------------------------------------------------------------------------------------- loss
 
+
 def test_training_loss_is_matlab_spatial_cross_entropy(monkeypatch, make_dataset, tiny_run_config, tmp_path):
     """train_loss = sum of CE over labelled pixels / (N*H*W), ignored (shifted-in) pixels counted in N*H*W.
 
@@ -301,8 +304,9 @@ def test_training_loss_is_matlab_spatial_cross_entropy(monkeypatch, make_dataset
     """
     dataset = make_dataset(n=12, size=16)
     split = split_dataset(dataset, 0.6, 0.2, 0.2)
-    config = tiny_run_config(train__epochs=1, train__batch_size=len(split.train),
-                             train__augment={"reflect": True, "translate": 6})
+    config = tiny_run_config(
+        train__epochs=1, train__batch_size=len(split.train), train__augment={"reflect": True, "translate": 6}
+    )
     batches, logits_seen = [], []
     real_augment = train_mod.augment_batch
 
@@ -314,7 +318,8 @@ def test_training_loss_is_matlab_spatial_cross_entropy(monkeypatch, make_dataset
     def spy_build(*args, **kwargs):
         model = real_build(*args, **kwargs)
         model.register_forward_hook(
-            lambda m, inputs, out: logits_seen.append(out.detach().clone()) if m.training else None)
+            lambda m, inputs, out: logits_seen.append(out.detach().clone()) if m.training else None
+        )
         return model
 
     real_build = train_mod.build_model
@@ -338,6 +343,7 @@ def test_training_loss_is_matlab_spatial_cross_entropy(monkeypatch, make_dataset
 
 
 # -------------------------------------------------------------------------------------------- fit
+
 
 @pytest.fixture(scope="module")
 def fit_data():
@@ -381,8 +387,12 @@ def test_fit_drops_last_partial_batch_and_shuffles(fit_data, tiny_run_config, tm
     n_train = len(split.train)
     batch = 4
     assert n_train % batch != 0, "fixture must leave a partial batch"
-    config = tiny_run_config(train__epochs=3, train__batch_size=batch, train__shuffle=shuffle,
-                             train__augment={"reflect": False, "translate": 0})
+    config = tiny_run_config(
+        train__epochs=3,
+        train__batch_size=batch,
+        train__shuffle=shuffle,
+        train__augment={"reflect": False, "translate": 0},
+    )
     calls = []
     real_augment = train_mod.augment_batch
 
@@ -400,7 +410,7 @@ def test_fit_drops_last_partial_batch_and_shuffles(fit_data, tiny_run_config, tm
     orders = []
     for epoch in range(3):
         used = []
-        for c in calls[epoch * steps:(epoch + 1) * steps]:
+        for c in calls[epoch * steps : (epoch + 1) * steps]:
             for img in c[:, 0]:
                 idx = [i for i in range(len(all_images)) if torch.equal(all_images[i], img)]
                 assert len(idx) == 1
@@ -418,8 +428,13 @@ def test_piecewise_schedule_drops_every_period(fit_data, tiny_run_config, tmp_pa
     """trainingOptions' piecewise schedule: epoch e trains at lr * factor ** ((e - 1) // period), upconv
     biases at twice that."""
     dataset, split = fit_data
-    config = tiny_run_config(train__epochs=5, train__learning_rate=1e-3, train__lr_schedule="piecewise",
-                             train__lr_drop_factor=0.5, train__lr_drop_period=2)
+    config = tiny_run_config(
+        train__epochs=5,
+        train__learning_rate=1e-3,
+        train__lr_schedule="piecewise",
+        train__lr_drop_factor=0.5,
+        train__lr_drop_period=2,
+    )
     optimizers, seen = [], []
     real_build, real_augment = train_mod.build_optimizer, train_mod.augment_batch
 
@@ -436,7 +451,7 @@ def test_piecewise_schedule_drops_every_period(fit_data, tiny_run_config, tmp_pa
     fit(config, dataset, split, tmp_path)
     steps = len(split.train) // 4
     per_epoch = [seen[e * steps] for e in range(5)]
-    assert all(seen[e * steps:(e + 1) * steps] == [per_epoch[e]] * steps for e in range(5))
+    assert all(seen[e * steps : (e + 1) * steps] == [per_epoch[e]] * steps for e in range(5))
     expected = [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4]
     for lrs, lr in zip(per_epoch, expected):
         assert lrs == pytest.approx([lr, 2 * lr])
@@ -481,8 +496,10 @@ def _states_equal(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("every,kill_after,train", [
-    (1, 2, {}), (2, 3, {}), (1, 3, {"shuffle": "every-epoch", "lr_schedule": "piecewise", "lr_drop_period": 2})])
+@pytest.mark.parametrize(
+    "every,kill_after,train",
+    [(1, 2, {}), (2, 3, {}), (1, 3, {"shuffle": "every-epoch", "lr_schedule": "piecewise", "lr_drop_period": 2})],
+)
 def test_fit_resume_equals_uninterrupted(fit_data, tiny_run_config, tmp_path, every, kill_after, train):
     """A run killed after a checkpoint and resumed ends bit-identical to an uninterrupted one."""
     dataset, split = fit_data

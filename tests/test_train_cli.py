@@ -9,10 +9,28 @@ import yaml
 
 import hpo.run
 
-TINY = ["--width", "4", "--epochs", "2", "--set", "model.depth=2", "--set", "train.batch_size=4",
-        "--set", "train.device=cpu"]
-OUTPUTS = ("metrics.json", "val_metrics.json", "history.csv", "split.json", "config.yaml", "best.pt", "last.pt",
-           "run.json")
+TINY = [
+    "--width",
+    "4",
+    "--epochs",
+    "2",
+    "--set",
+    "model.depth=2",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.device=cpu",
+]
+OUTPUTS = (
+    "metrics.json",
+    "val_metrics.json",
+    "history.csv",
+    "split.json",
+    "config.yaml",
+    "best.pt",
+    "last.pt",
+    "run.json",
+)
 
 
 def test_train_cli_writes_everything_and_resumes(capsys, tiny_data_dir, tmp_path):
@@ -27,8 +45,13 @@ def test_train_cli_writes_everything_and_resumes(capsys, tiny_data_dir, tmp_path
     assert sorted(p.name for p in (out / "predictions").iterdir()) == sorted(split["test"])
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["train"]["l2"] == 0.0005
-    assert {k: config["model"][k] for k in ("width", "depth", "pad", "normalization", "normalization_dimension")} == {"width": 4, "depth": 2, "pad": False, "normalization": "zerocenter",
-                               "normalization_dimension": "channel"}
+    assert {k: config["model"][k] for k in ("width", "depth", "pad", "normalization", "normalization_dimension")} == {
+        "width": 4,
+        "depth": 2,
+        "pad": False,
+        "normalization": "zerocenter",
+        "normalization_dimension": "channel",
+    }
     assert config["model"]["architecture"] == "matlab-unet" and config["train"]["loss"] == "cross-entropy"
     assert config["train"]["epochs"] == 2 and config["train"]["batch_size"] == 4
     # the rest is the study protocol of paper.yaml

@@ -35,8 +35,11 @@ def test_default_layer_widths(full_unet):
     assert [u.out_channels for u in full_unet.upconvs] == [512, 256, 128, 64]
     assert all(u.kernel_size == (2, 2) and u.stride == (2, 2) for u in full_unet.upconvs)
     assert full_unet.head.kernel_size == (1, 1) and full_unet.head.out_channels == 3
-    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1)
-               for c in full_unet.modules() if isinstance(c, nn.Conv2d) and c is not full_unet.head)
+    assert all(
+        c.kernel_size == (3, 3) and c.padding == (1, 1)
+        for c in full_unet.modules()
+        if isinstance(c, nn.Conv2d) and c is not full_unet.head
+    )
 
 
 @pytest.mark.parametrize("width,depth,size,channels,classes", [(4, 2, 16, 1, 3), (2, 3, 32, 1, 2), (4, 1, 8, 2, 4)])
@@ -48,8 +51,13 @@ def test_output_shape(width, depth, size, channels, classes):
 
 
 def test_no_normalisation_layers(full_unet):
-    banned = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
-              nn.LocalResponseNorm)
+    banned = (
+        nn.modules.batchnorm._BatchNorm,
+        nn.GroupNorm,
+        nn.LayerNorm,
+        nn.modules.instancenorm._InstanceNorm,
+        nn.LocalResponseNorm,
+    )
     assert not [m for m in full_unet.modules() if isinstance(m, banned)]
     assert not any("running_mean" in k or "num_batches_tracked" in k for k in full_unet.state_dict())
 
@@ -60,8 +68,10 @@ def test_dropout_closes_last_encoder_stage_and_bridge():
     dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     assert dropouts and all(m.p == 0.5 for m in dropouts)
     seen = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append((tuple(inp[0].shape), mod.training)))
-             for m in dropouts]
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out: seen.append((tuple(inp[0].shape), mod.training)))
+        for m in dropouts
+    ]
     try:
         model.train()
         model(torch.rand(1, 1, 32, 32))
@@ -99,7 +109,7 @@ def test_skip_of_last_encoder_stage_is_dropped_out():
         model(torch.rand(1, 1, 16, 16))
     finally:
         h.remove()
-    skip = captured[0][:, model.upconvs[0].out_channels:]
+    skip = captured[0][:, model.upconvs[0].out_channels :]
     assert skip.shape[1] == 8  # width 4 * 2**(depth-1)
     frac_zero = (skip == 0).float().mean().item()
     assert 0.3 < frac_zero < 0.7

@@ -7,9 +7,17 @@ import argparse
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The options ``grid`` and ``train`` share: a study config, a dataset and ``--set`` overrides."""
-    parser.add_argument("--config", metavar="FILE",
-                        help="study config YAML (default: study_configs/paper.yaml)")
-    parser.add_argument("--data", metavar="DIR",
-                        help="dataset folder (images/, masks/); default: the config's, else the synthetic phantom")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.epochs=20 (value parsed as YAML); repeatable")
+    parser.add_argument("--config", metavar="FILE", help="study config YAML (default: study_configs/paper.yaml)")
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="dataset folder (images/, masks/); default: the config's, else the synthetic phantom",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.epochs=20 (value parsed as YAML); repeatable",
+    )

@@ -7,11 +7,14 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "dashboard", help="browse a study with optuna-dashboard",
+        "dashboard",
+        help="browse a study with optuna-dashboard",
         description="Serve optuna-dashboard on the Optuna storage of a grid study. It binds 127.0.0.1 unless "
-                    "--host says otherwise; anyone who can reach the port can read and annotate the study.")
-    parser.add_argument("--storage", metavar="URL",
-                        help="Optuna storage URL or database file path (default: the only runs/*/study.db)")
+        "--host says otherwise; anyone who can reach the port can read and annotate the study.",
+    )
+    parser.add_argument(
+        "--storage", metavar="URL", help="Optuna storage URL or database file path (default: the only runs/*/study.db)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     parser.set_defaults(func=main)
@@ -27,7 +30,6 @@ def main(args: argparse.Namespace) -> int:
     storage = open_storage(url)  # a bad URL, missing driver or unreachable server is one line here
     from optuna_dashboard import run_server
 
-    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {mask_url(url)} (Ctrl-C stops it)",
-          flush=True)
+    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {mask_url(url)} (Ctrl-C stops it)", flush=True)
     run_server(storage, host=args.host, port=args.port)
     return 0

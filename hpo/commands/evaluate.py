@@ -19,16 +19,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="evaluate predicted masks against true masks (MATLAB evaluateSemanticSegmentation metrics)",
         description="Evaluate a folder of predicted mask PNGs against true mask PNGs with the same file "
-                    "names: per-class Accuracy, IoU, MeanBFScore, Dice and the data-set metrics.",
+        "names: per-class Accuracy, IoU, MeanBFScore, Dice and the data-set metrics.",
     )
     parser.add_argument("--pred", required=True, type=Path, help="folder of predicted mask PNGs")
     parser.add_argument("--truth", required=True, type=Path, help="folder of true mask PNGs")
-    parser.add_argument("--labels", help="label map name=value,... (default: dataset.json next to or in "
-                                         "the truth folder, else region1=255,region2=128,region3=0)")
+    parser.add_argument(
+        "--labels",
+        help="label map name=value,... (default: dataset.json next to or in "
+        "the truth folder, else region1=255,region2=128,region3=0)",
+    )
     parser.add_argument("--json", type=Path, help="write the full result (per-image metrics too) here")
-    parser.add_argument("--ignore", type=int, metavar="VALUE",
-                        help="truth pixel value of unlabelled pixels, left out of every metric (default: the "
-                             "'ignore' of that dataset.json, else none)")
+    parser.add_argument(
+        "--ignore",
+        type=int,
+        metavar="VALUE",
+        help="truth pixel value of unlabelled pixels, left out of every metric (default: the "
+        "'ignore' of that dataset.json, else none)",
+    )
     parser.set_defaults(func=main)
 
 
@@ -38,10 +45,10 @@ def main(args: argparse.Namespace) -> int:
     from lgeseg.metrics import evaluate, format_tables, write_json
 
     labels = parse_labels(args.labels) if args.labels is not None else label_map_near(args.truth)
-    ignore = (check_ignore(args.ignore, labels, "--ignore") if args.ignore is not None
-              else ignore_near(args.truth, labels))
-    preds, truths, names = read_mask_pairs(args.pred, args.truth, labels, progress=sys.stderr.isatty(),
-                                           ignore=ignore)
+    ignore = (
+        check_ignore(args.ignore, labels, "--ignore") if args.ignore is not None else ignore_near(args.truth, labels)
+    )
+    preds, truths, names = read_mask_pairs(args.pred, args.truth, labels, progress=sys.stderr.isatty(), ignore=ignore)
     result = evaluate(preds, truths, list(labels), names)
     print(format_tables(result))
     if args.json is not None:

@@ -12,20 +12,30 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``report`` subcommand to the ``hpo.run`` parser."""
     parser = subparsers.add_parser(
-        "report", help="write report.html for a grid or search study",
+        "report",
+        help="write report.html for a grid or search study",
         description="Write one self-contained report.html for a grid study (also for a study still running) "
-                    "and save its figures into the study for optuna-dashboard.",
+        "and save its figures into the study for optuna-dashboard.",
     )
     parser.add_argument("--storage", help="Optuna storage URL or database file path (default: runs/NAME/study.db)")
     parser.add_argument("--study-name", help="study name (default: the only study in --storage)")
     parser.add_argument("--out", type=Path, help="output folder (default: the study's folder)")
-    parser.add_argument("--format", choices=("html", "png", "svg", "pdf"), default="html",
-                        help="html only, or also each figure as figures/<name>.png/svg/pdf (kaleido + Chrome/Chromium)")
-    parser.add_argument("--by", action="append", default=[], metavar="COLUMN",
-                        help="also show test metrics per group of this manifest.csv column (e.g. pathology); "
-                             "repeatable")
-    parser.add_argument("--no-dashboard", action="store_true",
-                        help="do not save the figures into the study for optuna-dashboard")
+    parser.add_argument(
+        "--format",
+        choices=("html", "png", "svg", "pdf"),
+        default="html",
+        help="html only, or also each figure as figures/<name>.png/svg/pdf (kaleido + Chrome/Chromium)",
+    )
+    parser.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="also show test metrics per group of this manifest.csv column (e.g. pathology); repeatable",
+    )
+    parser.add_argument(
+        "--no-dashboard", action="store_true", help="do not save the figures into the study for optuna-dashboard"
+    )
     parser.set_defaults(func=main)
 
 
@@ -33,7 +43,13 @@ def main(args: argparse.Namespace) -> int:
     """Build the report and print where it is."""
     from dashboards.report import build_report
 
-    path = build_report(args.storage, args.study_name, out_dir=args.out, fmt=args.format,
-                        save_to_dashboard=not args.no_dashboard, by=args.by)
+    path = build_report(
+        args.storage,
+        args.study_name,
+        out_dir=args.out,
+        fmt=args.format,
+        save_to_dashboard=not args.no_dashboard,
+        by=args.by,
+    )
     print(f"report: {path}")
     return 0

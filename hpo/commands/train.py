@@ -11,18 +11,21 @@ from . import add_config_arguments
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "train", help="train and evaluate one network (no Ray)",
+        "train",
+        help="train and evaluate one network (no Ray)",
         description="Train one U-Net at one L2 value with the study's protocol, evaluate the selected network "
-                    "on the test split and write metrics.json, history.csv, predictions/, split.json, "
-                    "config.yaml, run.json, best.pt and last.pt to --out. Re-running into the same --out "
-                    "resumes from last.pt.")
+        "on the test split and write metrics.json, history.csv, predictions/, split.json, "
+        "config.yaml, run.json, best.pt and last.pt to --out. Re-running into the same --out "
+        "resumes from last.pt.",
+    )
     add_config_arguments(parser)
     parser.add_argument("--l2", type=float, help="L2 regularisation factor (default: the config's first grid value)")
     parser.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
     parser.add_argument("--width", type=int, help="shortcut for --set model.width=W (64 = MATLAB's U-Net)")
     parser.add_argument("--seed", type=int, help="run seed (default: the config's first seed)")
-    parser.add_argument("--out", metavar="DIR",
-                        help="output folder (default: runs/<config name>-train/l2=<L2>_seed=<S>)")
+    parser.add_argument(
+        "--out", metavar="DIR", help="output folder (default: runs/<config name>-train/l2=<L2>_seed=<S>)"
+    )
     parser.set_defaults(func=main)
 
 
@@ -51,8 +54,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"l2={l2:g} seed={seed} {net} loss={config['train']['loss']} epochs={config['train']['epochs']} -> {out}")
     result = run(config, out, progress=True, dataset=dataset)
     info = result.info
-    print(f"device {info['device']}, {info['epochs_run']} epochs, selected epoch {info['selected_epoch']} "
-          f"({config['train']['select']}), {info['wall_time_s']:.1f} s")
+    print(
+        f"device {info['device']}, {info['epochs_run']} epochs, selected epoch {info['selected_epoch']} "
+        f"({config['train']['select']}), {info['wall_time_s']:.1f} s"
+    )
     print("test split:")
     print(format_tables(result.test_metrics))
     print(f"results: {out}")

@@ -30,12 +30,16 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
     |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
+    |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 def safe_load(text: str) -> Any:
@@ -96,8 +100,14 @@ def _type_ok(value: Any, default: Any) -> bool:
 
 
 def _type_name(default: Any) -> str:
-    return {bool: "a boolean", float: "a number", int: "an integer", str: "a string",
-            list: "a list", dict: "a mapping"}.get(type(default), type(default).__name__)
+    return {
+        bool: "a boolean",
+        float: "a number",
+        int: "an integer",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(default), type(default).__name__)
 
 
 def merge(defaults: dict, values: dict | None, where: str = "", nullable: set[str] = NULLABLE) -> dict:
@@ -185,8 +195,9 @@ def check_choices(config: dict) -> None:
             raise ConfigError(f"config key '{dotted}' must be one of {', '.join(allowed)}, got {node!r}")
 
 
-def check_split_fractions(train: float, val: float, test: float, where: str = "split",
-                          allow_empty: bool = False) -> tuple[float, float, float]:
+def check_split_fractions(
+    train: float, val: float, test: float, where: str = "split", allow_empty: bool = False
+) -> tuple[float, float, float]:
     """The one rule for train / validation / test fractions; returns them as floats.
 
     Each is a finite number in (0, 1), or in [0, 1] with ``allow_empty`` (a split of fraction 0 stays
@@ -217,8 +228,15 @@ def check_model_train(config: dict) -> None:
     check_choices(config)
     check_model(config["model"])
     check_split(config["split"])
-    for key in ("model.width", "model.depth", "train.epochs", "train.batch_size", "train.learning_rate",
-                "train.checkpoint_every", "train.lr_drop_period"):
+    for key in (
+        "model.width",
+        "model.depth",
+        "train.epochs",
+        "train.batch_size",
+        "train.learning_rate",
+        "train.checkpoint_every",
+        "train.lr_drop_period",
+    ):
         _positive(config, key)
     factor = config["train"]["lr_drop_factor"]
     if not 0 <= factor <= 1:  # trainingOptions: a scalar from 0 to 1

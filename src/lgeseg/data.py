@@ -23,9 +23,26 @@ from .errors import DataError
 from .phantom import phantom_dir
 from .png import IGNORE_INDEX, read_image, read_mask, write_mask
 
-__all__ = ["DEFAULT_LABELS", "IGNORE_INDEX", "Dataset", "Split", "check_ignore", "ignore_near", "label_map_near",
-           "load_dataset", "pair_mask_files", "parse_labels", "png_names", "read_ignore", "read_image",
-           "read_label_map", "read_mask", "read_mask_pairs", "split_dataset", "write_mask"]
+__all__ = [
+    "DEFAULT_LABELS",
+    "IGNORE_INDEX",
+    "Dataset",
+    "Split",
+    "check_ignore",
+    "ignore_near",
+    "label_map_near",
+    "load_dataset",
+    "pair_mask_files",
+    "parse_labels",
+    "png_names",
+    "read_ignore",
+    "read_image",
+    "read_label_map",
+    "read_mask",
+    "read_mask_pairs",
+    "split_dataset",
+    "write_mask",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +61,13 @@ def read_label_map(root: str | Path) -> dict[str, int]:
         raise DataError(f"{meta}: cannot read label map ({exc})") from None
     if labels is None:
         return dict(DEFAULT_LABELS)
-    if (not isinstance(labels, dict) or len(labels) < 2
-            or not all(isinstance(v, int) and 0 <= v <= 255 for v in labels.values())
-            or len(set(labels.values())) != len(labels)):
-        raise DataError(f"{meta}: 'labels' must map at least two names to distinct pixel values 0-255, "
-                        f"got {labels!r}")
+    if (
+        not isinstance(labels, dict)
+        or len(labels) < 2
+        or not all(isinstance(v, int) and 0 <= v <= 255 for v in labels.values())
+        or len(set(labels.values())) != len(labels)
+    ):
+        raise DataError(f"{meta}: 'labels' must map at least two names to distinct pixel values 0-255, got {labels!r}")
     return {str(k): int(v) for k, v in labels.items()}
 
 
@@ -76,8 +95,10 @@ def check_ignore(value: object, labels: dict[str, int], where: str) -> int | Non
         raise DataError(f"{where} must be a pixel value 0-255, got {value!r}")
     taken = [name for name, v in labels.items() if v == value]
     if taken:
-        raise DataError(f"{where} is {value}, which is also the value of label {taken[0]!r}; "
-                        f"the ignore value must differ from every label")
+        raise DataError(
+            f"{where} is {value}, which is also the value of label {taken[0]!r}; "
+            f"the ignore value must differ from every label"
+        )
     return value
 
 
@@ -96,18 +117,19 @@ def parse_labels(text: str, option: str = "--labels") -> dict[str, int]:
 
 # --------------------------------------------------------------------------------------------- dataset
 
+
 @dataclass
 class Dataset:
     """A whole dataset in memory: images, masks as class indices, and per-file patient ids."""
 
-    root: Path                  #: folder it was read from (the cache folder for the phantom)
-    files: list[str]            #: image file names, sorted
-    images: np.ndarray          #: float32 (N, H, W) in [0, 1]
-    masks: np.ndarray           #: uint8 (N, H, W) class indices in label-map order
-    labels: dict[str, int]      #: ordered name -> mask pixel value; position = class index
+    root: Path  #: folder it was read from (the cache folder for the phantom)
+    files: list[str]  #: image file names, sorted
+    images: np.ndarray  #: float32 (N, H, W) in [0, 1]
+    masks: np.ndarray  #: uint8 (N, H, W) class indices in label-map order
+    labels: dict[str, int]  #: ordered name -> mask pixel value; position = class index
     patients: list[str] | None  #: per file, from manifest.csv's ``patient`` column, else None
-    synthetic: bool             #: True for the built-in phantom
-    ignore: int | None = None   #: mask pixel value of unlabelled pixels (``IGNORE_INDEX`` in ``masks``)
+    synthetic: bool  #: True for the built-in phantom
+    ignore: int | None = None  #: mask pixel value of unlabelled pixels (``IGNORE_INDEX`` in ``masks``)
 
 
 def png_names(*folders: Path) -> list[list[str]]:
@@ -128,8 +150,9 @@ def png_names(*folders: Path) -> list[list[str]]:
         found.append(sorted(names))
     if hidden:
         where = " and ".join(f"{f.name}/" for f in folders)
-        logger.warning("%s: skipped %d dot-file(s) in %s (%s)", folders[0].parent, len(hidden), where,
-                       _listed(sorted(hidden)))
+        logger.warning(
+            "%s: skipped %d dot-file(s) in %s (%s)", folders[0].parent, len(hidden), where, _listed(sorted(hidden))
+        )
     return found
 
 
@@ -152,12 +175,16 @@ def _pair_files(root: Path) -> list[str]:
         raise DataError(f"{image_dir}: no PNG images")
     unmasked = sorted(set(images) - set(masks))
     if unmasked:
-        raise DataError(f"{image_dir / unmasked[0]}: no mask of the same name in {mask_dir} "
-                        f"({len(unmasked)} image(s) without mask: {_listed(unmasked)})")
+        raise DataError(
+            f"{image_dir / unmasked[0]}: no mask of the same name in {mask_dir} "
+            f"({len(unmasked)} image(s) without mask: {_listed(unmasked)})"
+        )
     orphans = sorted(set(masks) - set(images))
     if orphans:
-        raise DataError(f"{mask_dir / orphans[0]}: no image of the same name in {image_dir} "
-                        f"({len(orphans)} mask(s) without image: {_listed(orphans)})")
+        raise DataError(
+            f"{mask_dir / orphans[0]}: no image of the same name in {image_dir} "
+            f"({len(orphans)} mask(s) without image: {_listed(orphans)})"
+        )
     return images
 
 
@@ -175,11 +202,15 @@ def _read_patients(root: Path, files: list[str]) -> list[str] | None:
             columns = [c.strip() for c in reader.fieldnames or []]
             missing = [c for c in ("file", "patient") if c not in columns]
             if missing:
-                raise DataError(f"{manifest}: missing column(s) {', '.join(missing)}; "
-                                f"expected a header with file,patient (found {','.join(columns) or 'none'})")
+                raise DataError(
+                    f"{manifest}: missing column(s) {', '.join(missing)}; "
+                    f"expected a header with file,patient (found {','.join(columns) or 'none'})"
+                )
             # Keys of None collect surplus fields; values of None stand for missing ones.
-            rows = [(reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None})
-                    for row in reader]
+            rows = [
+                (reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None})
+                for row in reader
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{manifest}: cannot read manifest ({exc})") from None
     patient_of: dict[str, str] = {}
@@ -221,12 +252,22 @@ def load_dataset(path: str | Path | None, progress: bool = False) -> Dataset:
         if mask.shape != image.shape:
             raise DataError(f"{root / 'masks' / name}: mask is {_size(mask)} but its image is {_size(image)}")
         if images and image.shape != images[0].shape:
-            raise DataError(f"{root / 'images' / name}: image is {_size(image)} but {files[0]} is "
-                            f"{_size(images[0])}; all images must have one size")
+            raise DataError(
+                f"{root / 'images' / name}: image is {_size(image)} but {files[0]} is "
+                f"{_size(images[0])}; all images must have one size"
+            )
         images.append(image)
         masks.append(mask)
-    return Dataset(root=root, files=files, images=np.stack(images), masks=np.stack(masks),
-                   labels=labels, patients=patients, synthetic=synthetic, ignore=ignore)
+    return Dataset(
+        root=root,
+        files=files,
+        images=np.stack(images),
+        masks=np.stack(masks),
+        labels=labels,
+        patients=patients,
+        synthetic=synthetic,
+        ignore=ignore,
+    )
 
 
 def _size(arr: np.ndarray) -> str:
@@ -284,19 +325,25 @@ def pair_mask_files(pred_dir: str | Path, truth_dir: str | Path) -> list[str]:
     """
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
     pred_names, truth_names = _mask_names(pred_dir, truth_dir)
-    for names, other, side, other_side in ((pred_names, truth_names, "prediction", "truth"),
-                                           (truth_names, pred_names, "truth", "prediction")):
+    for names, other, side, other_side in (
+        (pred_names, truth_names, "prediction", "truth"),
+        (truth_names, pred_names, "truth", "prediction"),
+    ):
         missing = sorted(names - other)
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             other_dir = truth_dir if other_side == "truth" else pred_dir
-            raise DataError(f"{other_dir / missing[0]}: {other_side} mask missing for {side} mask "
-                            f"{missing[0]}{more}")
+            raise DataError(f"{other_dir / missing[0]}: {other_side} mask missing for {side} mask {missing[0]}{more}")
     return sorted(pred_names)
 
 
-def read_mask_pairs(pred_dir: str | Path, truth_dir: str | Path, labels: dict[str, int],
-                    progress: bool = False, ignore: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_mask_pairs(
+    pred_dir: str | Path,
+    truth_dir: str | Path,
+    labels: dict[str, int],
+    progress: bool = False,
+    ignore: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read predicted and true masks of the same file names (:func:`pair_mask_files`) as class indices.
 
     Args:
@@ -323,17 +370,22 @@ def read_mask_pairs(pred_dir: str | Path, truth_dir: str | Path, labels: dict[st
         truth = read_mask(truth_dir / name, labels, ignore)
         pred = read_mask(pred_dir / name, labels)
         if pred.shape != truth.shape:
-            raise DataError(f"{pred_dir / name}: prediction size {_size(pred)} differs from truth size "
-                            f"{_size(truth)} ({truth_dir / name})")
+            raise DataError(
+                f"{pred_dir / name}: prediction size {_size(pred)} differs from truth size "
+                f"{_size(truth)} ({truth_dir / name})"
+            )
         if truths and truth.shape != truths[0].shape:
-            raise DataError(f"{truth_dir / name}: size {_size(truth)} differs from {_size(truths[0])} of "
-                            f"{truth_dir / names[0]}; all masks of a set must have one size")
+            raise DataError(
+                f"{truth_dir / name}: size {_size(truth)} differs from {_size(truths[0])} of "
+                f"{truth_dir / names[0]}; all masks of a set must have one size"
+            )
         preds.append(pred)
         truths.append(truth)
     return np.stack(preds), np.stack(truths), names
 
 
 # ----------------------------------------------------------------------------------------------- split
+
 
 @dataclass
 class Split:
@@ -342,7 +394,7 @@ class Split:
     train: list[int]
     val: list[int]
     test: list[int]
-    by: str                                  #: "patient" or "image"
+    by: str  #: "patient" or "image"
     seed: int
     fractions: tuple[float, float, float]
 
@@ -354,12 +406,18 @@ class Split:
         """
         lists = [[dataset.files[i] for i in part] for part in (self.train, self.val, self.test)]
         digest = hashlib.sha256(json.dumps(lists).encode()).hexdigest()[:16]
-        return {"by": self.by, "seed": self.seed, "fractions": list(self.fractions), "hash": digest,
-                "train": lists[0], "val": lists[1], "test": lists[2]}
+        return {
+            "by": self.by,
+            "seed": self.seed,
+            "fractions": list(self.fractions),
+            "hash": digest,
+            "train": lists[0],
+            "val": lists[1],
+            "test": lists[2],
+        }
 
 
-def split_dataset(dataset: Dataset, train: float = 0.6, val: float = 0.2, test: float = 0.2,
-                  seed: int = 0) -> Split:
+def split_dataset(dataset: Dataset, train: float = 0.6, val: float = 0.2, test: float = 0.2, seed: int = 0) -> Split:
     """Split by patient when patients are known (slices of one patient are correlated), else by image.
 
     Groups (patients, or single images) are shuffled with ``numpy.random.default_rng(seed)`` after
@@ -378,8 +436,10 @@ def split_dataset(dataset: Dataset, train: float = 0.6, val: float = 0.2, test: 
     groups = sorted(members)
     wanted = [k for k, f in enumerate(fractions) if f > 0]
     if len(groups) < len(wanted):
-        raise DataError(f"{dataset.root}: {len(groups)} {by}(s) cannot fill {len(wanted)} non-empty splits "
-                        f"(fractions {train}/{val}/{test}); add data")
+        raise DataError(
+            f"{dataset.root}: {len(groups)} {by}(s) cannot fill {len(wanted)} non-empty splits "
+            f"(fractions {train}/{val}/{test}); add data"
+        )
     order = np.random.default_rng(seed).permutation(len(groups))
     # Splits with fraction 0 get target -inf so that they never look furthest below target.
     targets = np.where(np.array(fractions) > 0, np.array(fractions) * len(keys), -np.inf)
@@ -390,5 +450,6 @@ def split_dataset(dataset: Dataset, train: float = 0.6, val: float = 0.2, test: 
         k = wanted[rank] if rank < len(wanted) else int(np.argmax(targets - counts))
         parts[k].extend(group)
         counts[k] += len(group)
-    return Split(train=sorted(parts[0]), val=sorted(parts[1]), test=sorted(parts[2]), by=by, seed=seed,
-                 fractions=fractions)
+    return Split(
+        train=sorted(parts[0]), val=sorted(parts[1]), test=sorted(parts[2]), by=by, seed=seed, fractions=fractions
+    )

@@ -23,8 +23,7 @@ STALL_EPOCHS = 5
 #: Relative fall of the training loss below which those epochs count as stalled.
 STALL_FALL = 0.02
 
-FIXES = ("more train.epochs, another train.learning_rate (e.g. 1.0e-3 for a thin U-Net), "
-         "or model.normalization: zscore")
+FIXES = "more train.epochs, another train.learning_rate (e.g. 1.0e-3 for a thin U-Net), or model.normalization: zscore"
 
 
 def below_baseline(val_miou: float | None, baseline_miou: float | None) -> str | None:
@@ -39,12 +38,13 @@ def below_baseline(val_miou: float | None, baseline_miou: float | None) -> str |
     """
     if baseline_miou is None or math.isnan(baseline_miou):
         return None
-    if val_miou is not None and not math.isnan(val_miou) and \
-            val_miou - baseline_miou >= MARGIN * (1.0 - baseline_miou):
+    if val_miou is not None and not math.isnan(val_miou) and val_miou - baseline_miou >= MARGIN * (1.0 - baseline_miou):
         return None
     shown = "undefined" if val_miou is None or math.isnan(val_miou) else f"{val_miou:.3f}"
-    return (f"not learning: validation MeanIoU {shown} is not clearly above the majority-class baseline "
-            f"{baseline_miou:.3f}; try {FIXES}")
+    return (
+        f"not learning: validation MeanIoU {shown} is not clearly above the majority-class baseline "
+        f"{baseline_miou:.3f}; try {FIXES}"
+    )
 
 
 def stalled_loss(train_losses: list[float]) -> str | None:
@@ -59,11 +59,13 @@ def stalled_loss(train_losses: list[float]) -> str | None:
     """
     if len(train_losses) < STALL_EPOCHS + 1:
         return None
-    start, window = train_losses[1], train_losses[2:STALL_EPOCHS + 1]
+    start, window = train_losses[1], train_losses[2 : STALL_EPOCHS + 1]
     if min(window) < (1.0 - STALL_FALL) * start:
         return None
-    return (f"training loss stalled at the start: {start:.4f} at epoch 2, lowest {min(window):.4f} over epochs "
-            f"3-{STALL_EPOCHS + 1} (less than {STALL_FALL:.0%} lower); try {FIXES}")
+    return (
+        f"training loss stalled at the start: {start:.4f} at epoch 2, lowest {min(window):.4f} over epochs "
+        f"3-{STALL_EPOCHS + 1} (less than {STALL_FALL:.0%} lower); try {FIXES}"
+    )
 
 
 def learning_warnings(history: list[dict], val_miou: float | None, baseline_miou: float | None) -> list[str]:

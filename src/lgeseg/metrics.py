@@ -112,8 +112,12 @@ def _boundaries(masks: np.ndarray) -> np.ndarray:
 def _disk_offsets(theta: float) -> list[tuple[int, int]]:
     """Integer offsets strictly closer than ``theta`` to the origin (the origin included)."""
     reach = math.ceil(theta)
-    return [(dy, dx) for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1)
-            if dy * dy + dx * dx < theta * theta]
+    return [
+        (dy, dx)
+        for dy in range(-reach, reach + 1)
+        for dx in range(-reach, reach + 1)
+        if dy * dy + dx * dx < theta * theta
+    ]
 
 
 def _near(boundary: np.ndarray, theta: float) -> np.ndarray:
@@ -124,7 +128,7 @@ def _near(boundary: np.ndarray, theta: float) -> np.ndarray:
     padded = np.pad(boundary, ((0, 0), (reach, reach), (reach, reach)), constant_values=False)
     near = np.zeros_like(boundary)
     for dy, dx in offsets:
-        near |= padded[:, reach + dy:reach + dy + h, reach + dx:reach + dx + w]
+        near |= padded[:, reach + dy : reach + dy + h, reach + dx : reach + dx + w]
     return near
 
 
@@ -224,8 +228,7 @@ def evaluate(pred: np.ndarray, truth: np.ndarray, classes: list[str], files: lis
 
     theta = bf_theta(pred.shape[1], pred.shape[2])
     labelled = truth != IGNORE_INDEX
-    bf = np.stack([_bf_scores((pred == c) & labelled, truth == c, theta) for c in range(num_classes)],
-                  axis=1)  # (N, C)
+    bf = np.stack([_bf_scores((pred == c) & labelled, truth == c, theta) for c in range(num_classes)], axis=1)  # (N, C)
     image_bf = _nanmean(bf, axis=1)
     bf_defined = ~np.isnan(bf)
 
@@ -245,14 +248,25 @@ def evaluate(pred: np.ndarray, truth: np.ndarray, classes: list[str], files: lis
         "classes": list(classes),
         "confusion_matrix": confusion.tolist(),
         "normalized_confusion_matrix": normalized_confusion_matrix(confusion).tolist(),
-        "dataset": {**{name: float(dataset[name]) for name in DATASET_METRICS},
-                    "BFScoreImages": int((~np.isnan(image_bf)).sum())},
-        "class": {name: {**{metric: float(class_values[metric][c]) for metric in CLASS_METRICS},
-                         "BFScoreImages": int(bf_defined[:, c].sum())}
-                  for c, name in enumerate(classes)},
-        "images": [{"file": file, **{name: float(images[name][i]) for name in DATASET_METRICS},
-                    "BFScoreClasses": int(bf_defined[i].sum())}
-                   for i, file in enumerate(files)],
+        "dataset": {
+            **{name: float(dataset[name]) for name in DATASET_METRICS},
+            "BFScoreImages": int((~np.isnan(image_bf)).sum()),
+        },
+        "class": {
+            name: {
+                **{metric: float(class_values[metric][c]) for metric in CLASS_METRICS},
+                "BFScoreImages": int(bf_defined[:, c].sum()),
+            }
+            for c, name in enumerate(classes)
+        },
+        "images": [
+            {
+                "file": file,
+                **{name: float(images[name][i]) for name in DATASET_METRICS},
+                "BFScoreClasses": int(bf_defined[i].sum()),
+            }
+            for i, file in enumerate(files)
+        ],
     }
 
 
@@ -319,15 +333,33 @@ def format_tables(result: dict[str, Any]) -> str:
     The ``BF images`` columns give how many images the NaN-skipping MeanBFScore means used.
     """
     total = len(result["images"])
-    class_rows = [[name, *(fmt(result["class"][name][m]) for m in CLASS_METRICS),
-                   _bf_images(result["class"][name].get("BFScoreImages"), total)] for name in result["classes"]]
-    dataset_row = [[f"{total} images", *(fmt(result["dataset"][m]) for m in DATASET_METRICS),
-                    _bf_images(result["dataset"].get("BFScoreImages"), total)]]
-    tables = (format_table(["Class", *CLASS_METRICS, "BF images"], class_rows) + "\n\n"
-              + format_table(["Data set", *DATASET_METRICS, "BF images"], dataset_row))
-    left_out = total - min([result["dataset"].get("BFScoreImages", total)]
-                           + [result["class"][n].get("BFScoreImages", total) for n in result["classes"]])
+    class_rows = [
+        [
+            name,
+            *(fmt(result["class"][name][m]) for m in CLASS_METRICS),
+            _bf_images(result["class"][name].get("BFScoreImages"), total),
+        ]
+        for name in result["classes"]
+    ]
+    dataset_row = [
+        [
+            f"{total} images",
+            *(fmt(result["dataset"][m]) for m in DATASET_METRICS),
+            _bf_images(result["dataset"].get("BFScoreImages"), total),
+        ]
+    ]
+    tables = (
+        format_table(["Class", *CLASS_METRICS, "BF images"], class_rows)
+        + "\n\n"
+        + format_table(["Data set", *DATASET_METRICS, "BF images"], dataset_row)
+    )
+    left_out = total - min(
+        [result["dataset"].get("BFScoreImages", total)]
+        + [result["class"][n].get("BFScoreImages", total) for n in result["classes"]]
+    )
     if left_out:
-        tables += (f"\n\nMeanBFScore skips images where a class has no boundary in the prediction or the truth "
-                   f"(up to {left_out} of {total} images left out; see BF images)")
+        tables += (
+            f"\n\nMeanBFScore skips images where a class has no boundary in the prediction or the truth "
+            f"(up to {left_out} of {total} images left out; see BF images)"
+        )
     return tables

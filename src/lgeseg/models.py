@@ -33,12 +33,24 @@ ARCHITECTURES: tuple[str, ...] = ("matlab-unet", "monai-unet", "monai-basicunet"
 #: The defaults are MONAI's own where MONAI has one (channels and strides of ``monai.networks.nets.UNet``
 #: have none: these are a 5-level U-Net as in MONAI's 2D tutorials).
 MONAI_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "monai-unet": ("monai_unet", {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2],
-                                  "num_res_units": 2, "norm": "batch", "dropout": 0.0}),
-    "monai-basicunet": ("monai_basicunet", {"features": [32, 32, 64, 128, 256, 32], "norm": "instance",
-                                            "dropout": 0.0}),
-    "monai-segresnet": ("monai_segresnet", {"init_filters": 8, "blocks_down": [1, 2, 2, 4],
-                                            "blocks_up": [1, 1, 1], "norm": "group", "dropout": 0.0}),
+    "monai-unet": (
+        "monai_unet",
+        {
+            "channels": [16, 32, 64, 128, 256],
+            "strides": [2, 2, 2, 2],
+            "num_res_units": 2,
+            "norm": "batch",
+            "dropout": 0.0,
+        },
+    ),
+    "monai-basicunet": (
+        "monai_basicunet",
+        {"features": [32, 32, 64, 128, 256, 32], "norm": "instance", "dropout": 0.0},
+    ),
+    "monai-segresnet": (
+        "monai_segresnet",
+        {"init_filters": 8, "blocks_down": [1, 2, 2, 4], "blocks_up": [1, 1, 1], "norm": "group", "dropout": 0.0},
+    ),
 }
 
 #: Normalisation layers each MONAI architecture accepts. ``instance`` has a learnable scale and shift
@@ -48,8 +60,12 @@ NORMS: dict[str, tuple[str, ...]] = {
     "monai-basicunet": ("batch", "instance", "none"),
     "monai-segresnet": ("batch", "instance", "group"),
 }
-_NORM_ARGS: dict[str, Any] = {"batch": "batch", "instance": ("instance", {"affine": True}),
-                              "group": ("group", {"num_groups": 8}), "none": None}
+_NORM_ARGS: dict[str, Any] = {
+    "batch": "batch",
+    "instance": ("instance", {"affine": True}),
+    "group": ("group", {"num_groups": 8}),
+    "none": None,
+}
 
 #: The ``model`` section of a run config (merged into :data:`lgeseg.config.RUN_DEFAULTS`).
 MODEL_DEFAULTS: dict[str, Any] = {
@@ -64,8 +80,11 @@ MODEL_DEFAULTS: dict[str, Any] = {
 
 
 def _positive_ints(values: Any, key: str, length: int | None = None) -> None:
-    if not isinstance(values, list) or not values or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+    if (
+        not isinstance(values, list)
+        or not values
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+    ):
         raise ConfigError(f"config key '{key}' must be a non-empty list of integers > 0, got {values!r}")
     if length is not None and len(values) != length:
         raise ConfigError(f"config key '{key}' must have {length} entries, got {len(values)}: {values!r}")
@@ -81,20 +100,24 @@ def check_model(model: dict, where: str = "model") -> None:
         ConfigError: one line naming the dotted key and what is wrong.
     """
     if model["architecture"] not in ARCHITECTURES:
-        raise ConfigError(f"config key '{where}.architecture' must be one of {', '.join(ARCHITECTURES)}, "
-                          f"got {model['architecture']!r}")
+        raise ConfigError(
+            f"config key '{where}.architecture' must be one of {', '.join(ARCHITECTURES)}, "
+            f"got {model['architecture']!r}"
+        )
     for architecture, (key, _) in MONAI_OPTIONS.items():
         options, prefix = model[key], f"{where}.{key}"
         if options["norm"] not in NORMS[architecture]:
-            raise ConfigError(f"config key '{prefix}.norm' must be one of {', '.join(NORMS[architecture])}, "
-                              f"got {options['norm']!r}")
+            raise ConfigError(
+                f"config key '{prefix}.norm' must be one of {', '.join(NORMS[architecture])}, got {options['norm']!r}"
+            )
         if not 0 <= options["dropout"] < 1:  # NaN fails too
             raise ConfigError(f"config key '{prefix}.dropout' must be in [0, 1), got {options['dropout']!r}")
     unet = model["monai_unet"]
     _positive_ints(unet["channels"], f"{where}.monai_unet.channels")
     if len(unet["channels"]) < 2:
-        raise ConfigError(f"config key '{where}.monai_unet.channels' needs at least 2 entries, "
-                          f"got {unet['channels']!r}")
+        raise ConfigError(
+            f"config key '{where}.monai_unet.channels' needs at least 2 entries, got {unet['channels']!r}"
+        )
     _positive_ints(unet["strides"], f"{where}.monai_unet.strides", len(unet["channels"]) - 1)
     if any(s not in (1, 2) for s in unet["strides"]):
         raise ConfigError(f"config key '{where}.monai_unet.strides' must be 1s and 2s, got {unet['strides']!r}")
@@ -105,8 +128,10 @@ def check_model(model: dict, where: str = "model") -> None:
     if seg["init_filters"] <= 0:
         raise ConfigError(f"config key '{where}.monai_segresnet.init_filters' must be > 0, got {seg['init_filters']!r}")
     if seg["norm"] == "group" and seg["init_filters"] % 8:
-        raise ConfigError(f"config key '{where}.monai_segresnet.init_filters' must be a multiple of 8 with "
-                          f"norm group (8 groups), got {seg['init_filters']!r}")
+        raise ConfigError(
+            f"config key '{where}.monai_segresnet.init_filters' must be a multiple of 8 with "
+            f"norm group (8 groups), got {seg['init_filters']!r}"
+        )
     _positive_ints(seg["blocks_down"], f"{where}.monai_segresnet.blocks_down")
     _positive_ints(seg["blocks_up"], f"{where}.monai_segresnet.blocks_up", len(seg["blocks_down"]) - 1)
 
@@ -126,9 +151,15 @@ def model_spec(config: dict, in_channels: int, num_classes: int, image_size: Seq
         options = {"width": model["width"], "depth": model["depth"]}
     else:
         options = dict(model[MONAI_OPTIONS[architecture][0]])
-    return {"architecture": architecture, "in_channels": in_channels, "num_classes": num_classes,
-            "image_size": [int(s) for s in image_size], "normalization": model["normalization"],
-            "normalization_dimension": model["normalization_dimension"], "options": options}
+    return {
+        "architecture": architecture,
+        "in_channels": in_channels,
+        "num_classes": num_classes,
+        "image_size": [int(s) for s in image_size],
+        "normalization": model["normalization"],
+        "normalization_dimension": model["normalization_dimension"],
+        "options": options,
+    }
 
 
 def downsampling(spec: dict[str, Any]) -> int:
@@ -156,13 +187,24 @@ def _monai_backbone(spec: dict[str, Any]) -> nn.Module:
     common = {"spatial_dims": 2, "in_channels": spec["in_channels"], "out_channels": spec["num_classes"]}
     norm = _NORM_ARGS[options["norm"]]
     if architecture == "monai-unet":
-        return nets.UNet(**common, channels=options["channels"], strides=options["strides"],
-                         num_res_units=options["num_res_units"], norm=norm, dropout=options["dropout"])
+        return nets.UNet(
+            **common,
+            channels=options["channels"],
+            strides=options["strides"],
+            num_res_units=options["num_res_units"],
+            norm=norm,
+            dropout=options["dropout"],
+        )
     if architecture == "monai-basicunet":
         return nets.BasicUNet(**common, features=options["features"], norm=norm, dropout=options["dropout"])
-    return nets.SegResNet(**common, init_filters=options["init_filters"], blocks_down=tuple(options["blocks_down"]),
-                          blocks_up=tuple(options["blocks_up"]), norm=norm,
-                          dropout_prob=options["dropout"] or None)
+    return nets.SegResNet(
+        **common,
+        init_filters=options["init_filters"],
+        blocks_down=tuple(options["blocks_down"]),
+        blocks_up=tuple(options["blocks_up"]),
+        norm=norm,
+        dropout_prob=options["dropout"] or None,
+    )
 
 
 def model_from_spec(spec: dict[str, Any]) -> nn.Module:
@@ -178,26 +220,39 @@ def model_from_spec(spec: dict[str, Any]) -> nn.Module:
     """
     if "architecture" not in spec:  # a checkpoint written before models.py: a MATLAB U-Net
         # Before model.normalization it subtracted a mean image ('zerocenter' over elements).
-        spec = {"architecture": "matlab-unet", "normalization": spec.get("normalization", "zerocenter"),
-                "normalization_dimension": spec.get("normalization_dimension", "element"),
-                "options": {"width": spec["width"], "depth": spec["depth"]},
-                **{k: spec[k] for k in ("in_channels", "num_classes", "image_size")}}
+        spec = {
+            "architecture": "matlab-unet",
+            "normalization": spec.get("normalization", "zerocenter"),
+            "normalization_dimension": spec.get("normalization_dimension", "element"),
+            "options": {"width": spec["width"], "depth": spec["depth"]},
+            **{k: spec[k] for k in ("in_channels", "num_classes", "image_size")},
+        }
     architecture, image_size = spec["architecture"], tuple(spec["image_size"])
     factor = downsampling(spec)
     if any(side % factor for side in image_size):
         key = "model.depth" if architecture == "matlab-unet" else f"model.{MONAI_OPTIONS[architecture][0]}"
-        raise ConfigError(f"config key '{key}': {architecture} needs image sides divisible by {factor}, "
-                          f"the images are {image_size[0]}x{image_size[1]}")
+        raise ConfigError(
+            f"config key '{key}': {architecture} needs image sides divisible by {factor}, "
+            f"the images are {image_size[0]}x{image_size[1]}"
+        )
     if spec["options"].get("norm") == "instance" and min(image_size) < 2 * factor:
-        raise ConfigError(f"config key 'model.{MONAI_OPTIONS[architecture][0]}.norm': instance norm needs more than "
-                          f"one pixel at the deepest level, so images of at least {2 * factor}x{2 * factor}; "
-                          f"the images are {image_size[0]}x{image_size[1]}")
+        raise ConfigError(
+            f"config key 'model.{MONAI_OPTIONS[architecture][0]}.norm': instance norm needs more than "
+            f"one pixel at the deepest level, so images of at least {2 * factor}x{2 * factor}; "
+            f"the images are {image_size[0]}x{image_size[1]}"
+        )
     if architecture == "matlab-unet":
-        return UNet(in_channels=spec["in_channels"], num_classes=spec["num_classes"], image_size=image_size,
-                    normalization=spec["normalization"], normalization_dimension=spec["normalization_dimension"],
-                    **spec["options"])
-    normalize = InputNormalization(spec["normalization"], spec["normalization_dimension"], spec["in_channels"],
-                                   image_size)
+        return UNet(
+            in_channels=spec["in_channels"],
+            num_classes=spec["num_classes"],
+            image_size=image_size,
+            normalization=spec["normalization"],
+            normalization_dimension=spec["normalization_dimension"],
+            **spec["options"],
+        )
+    normalize = InputNormalization(
+        spec["normalization"], spec["normalization_dimension"], spec["in_channels"], image_size
+    )
     return Normalized(_monai_backbone(spec), normalize)
 
 
@@ -224,5 +279,16 @@ def l2_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramet
     return list(decayed.values()), rest
 
 
-__all__ = ["ARCHITECTURES", "MODEL_DEFAULTS", "MONAI_OPTIONS", "NORMS", "build_model", "check_model", "downsampling",
-           "halvings", "l2_parameters", "model_from_spec", "model_spec"]
+__all__ = [
+    "ARCHITECTURES",
+    "MODEL_DEFAULTS",
+    "MONAI_OPTIONS",
+    "NORMS",
+    "build_model",
+    "check_model",
+    "downsampling",
+    "halvings",
+    "l2_parameters",
+    "model_from_spec",
+    "model_spec",
+]

@@ -49,20 +49,33 @@ class InputNormalization(nn.Module):
         ValueError: an unknown ``mode`` or ``dimension``.
     """
 
-    def __init__(self, mode: str = "zerocenter", dimension: str = "channel", in_channels: int = 1,
-                 image_size: tuple[int, int] = (128, 128), input_scale: float = 255.0) -> None:
+    def __init__(
+        self,
+        mode: str = "zerocenter",
+        dimension: str = "channel",
+        in_channels: int = 1,
+        image_size: tuple[int, int] = (128, 128),
+        input_scale: float = 255.0,
+    ) -> None:
         super().__init__()
         if mode not in NORMALIZATIONS:
             raise ValueError(f"normalization {mode!r} is not one of {', '.join(NORMALIZATIONS)}")
         if dimension not in NORMALIZATION_DIMENSIONS:
-            raise ValueError(f"normalization dimension {dimension!r} is not one of "
-                             f"{', '.join(NORMALIZATION_DIMENSIONS)}")
+            raise ValueError(
+                f"normalization dimension {dimension!r} is not one of {', '.join(NORMALIZATION_DIMENSIONS)}"
+            )
         self.mode, self.dimension, self.input_scale = mode, dimension, input_scale
-        shape = {"channel": (1, in_channels, 1, 1), "element": (1, in_channels, *image_size),
-                 "all": (1, 1, 1, 1)}[dimension]
+        shape = {"channel": (1, in_channels, 1, 1), "element": (1, in_channels, *image_size), "all": (1, 1, 1, 1)}[
+            dimension
+        ]
         # Every statistic the mode reads, and nothing else, so a checkpoint holds exactly what is used.
-        names = {"zerocenter": ("mean",), "zscore": ("mean", "std"), "rescale-symmetric": ("min", "max"),
-                 "rescale-zero-one": ("min", "max"), "none": ()}[mode]
+        names = {
+            "zerocenter": ("mean",),
+            "zscore": ("mean", "std"),
+            "rescale-symmetric": ("min", "max"),
+            "rescale-zero-one": ("min", "max"),
+            "none": (),
+        }[mode]
         for name in names:
             self.register_buffer(name, torch.zeros(shape) if name != "std" else torch.ones(shape))
 

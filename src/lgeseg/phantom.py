@@ -31,15 +31,15 @@ LABELS: dict[str, int] = {"blood_pool": 255, "background": 128, "myocardium": 0}
 _BLOOD, _BACKGROUND, _MYO = 0, 1, 2
 
 SIZE = 128
-_HARMONICS = 3                # Fourier orders 1..3 perturb the radii
-_MIN_THICKNESS = 3.5          # px in the ellipse frame: keeps blood pool and background apart
+_HARMONICS = 3  # Fourier orders 1..3 perturb the radii
+_MIN_THICKNESS = 3.5  # px in the ellipse frame: keeps blood pool and background apart
 
 
 def _smooth(field: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of every (H, W) slice of ``field`` by ``sigma`` pixels, via FFT (periodic edges)."""
     fy = np.fft.fftfreq(field.shape[-2])[:, None]
     fx = np.fft.rfftfreq(field.shape[-1])[None, :]
-    kernel = np.exp(-2.0 * (np.pi * sigma) ** 2 * (fx ** 2 + fy ** 2))
+    kernel = np.exp(-2.0 * (np.pi * sigma) ** 2 * (fx**2 + fy**2))
     return np.fft.irfft2(np.fft.rfft2(field) * kernel, s=field.shape[-2:])
 
 
@@ -69,7 +69,7 @@ def _slice_geometry(rng: np.random.Generator, n_patients: int) -> dict[str, np.n
     def per_patient(low: float, high: float) -> np.ndarray:
         return rng.uniform(low, high, n_patients)[patient]
 
-    shrink = 1.0 - per_patient(0.35, 0.6) * position ** 1.5
+    shrink = 1.0 - per_patient(0.35, 0.6) * position**1.5
     geometry = {
         "patient": patient,
         "slice": np.concatenate([np.arange(k) for k in n_slices]),
@@ -90,9 +90,12 @@ def _slice_geometry(rng: np.random.Generator, n_patients: int) -> dict[str, np.n
     last = first + rng.uniform(0.3, 0.6, n_patients)[patient]
     geometry["scar"] = infarcted[patient] & (position >= first) & (position <= last)
     geometry["scar_centre"] = per_patient(0, 2 * np.pi) + rng.normal(0, 0.15, n)
-    geometry["scar_width"] = per_patient(0.6, 1.8) * rng.uniform(0.8, 1.2, n)      # radians
-    geometry["scar_depth"] = np.where(rng.random(n_patients) < 0.5, 1.0,           # transmural or
-                                      rng.uniform(0.35, 0.75, n_patients))[patient]  # subendocardial
+    geometry["scar_width"] = per_patient(0.6, 1.8) * rng.uniform(0.8, 1.2, n)  # radians
+    geometry["scar_depth"] = np.where(
+        rng.random(n_patients) < 0.5,
+        1.0,  # transmural or
+        rng.uniform(0.35, 0.75, n_patients),
+    )[patient]  # subendocardial
     return geometry
 
 
@@ -113,16 +116,14 @@ def _render(rng: np.random.Generator, g: dict[str, np.ndarray]) -> tuple[np.ndar
         powers.append(powers[-1] * z)
 
     endo = g["radius"][:, None, None] * _fourier(powers, g["endo_amp"], g["endo_phase"])
-    wall = np.maximum(g["thickness"][:, None, None] * _fourier(powers, g["wall_amp"], g["wall_phase"]),
-                      _MIN_THICKNESS)
+    wall = np.maximum(g["thickness"][:, None, None] * _fourier(powers, g["wall_amp"], g["wall_phase"]), _MIN_THICKNESS)
     masks = np.full((n, SIZE, SIZE), _BACKGROUND, dtype=np.uint8)
     masks[rho < endo + wall] = _MYO
     masks[rho < endo] = _BLOOD
 
     cos_to_centre = (z * np.exp(-1j * g["scar_centre"])[:, None, None]).real
     in_sector = cos_to_centre > np.cos(g["scar_width"][:, None, None] / 2)
-    scar = ((masks == _MYO) & in_sector & g["scar"][:, None, None]
-            & (rho - endo < g["scar_depth"][:, None, None] * wall))
+    scar = (masks == _MYO) & in_sector & g["scar"][:, None, None] & (rho - endo < g["scar_depth"][:, None, None] * wall)
 
     # Tissue: textured surroundings with a few organ-like blobs, nulled myocardium, bright blood and scar.
     p = g["patient"]
@@ -132,8 +133,10 @@ def _render(rng: np.random.Generator, g: dict[str, np.ndarray]) -> tuple[np.ndar
         bx, by = rng.uniform(0, SIZE, n_patients)[p], rng.uniform(0, SIZE, n_patients)[p]
         radius = rng.uniform(6, 18, n_patients)[p]
         level = rng.uniform(-0.2, 0.35, n_patients)[p]
-        blob = np.exp(-((xx[None] - bx[:, None, None]) ** 2 + (yy[None] - by[:, None, None]) ** 2)
-                      / (2 * radius[:, None, None] ** 2))
+        blob = np.exp(
+            -((xx[None] - bx[:, None, None]) ** 2 + (yy[None] - by[:, None, None]) ** 2)
+            / (2 * radius[:, None, None] ** 2)
+        )
         tissue += level[:, None, None] * blob
     blood_level = rng.uniform(0.55, 0.72, n_patients)[p][:, None, None]
     myo_level = rng.uniform(0.06, 0.14, n_patients)[p][:, None, None]
@@ -167,9 +170,15 @@ def generate_phantom(out_dir: Path, n_patients: int = 20, seed: int = 0) -> Path
         name = f"Phantom_P{patient:03d}_slice{slice_index:03d}.png"
         write_image(out_dir / "images" / name, images[i])
         write_mask(out_dir / "masks" / name, masks[i], LABELS)
-        rows.append({"file": name, "patient": f"Phantom_P{patient:03d}", "slice": int(slice_index),
-                     "pathology": "infarct" if geometry["scar"][i] else "normal",
-                     "scar_pixels": int(scar_pixels[i])})
+        rows.append(
+            {
+                "file": name,
+                "patient": f"Phantom_P{patient:03d}",
+                "slice": int(slice_index),
+                "pathology": "infarct" if geometry["scar"][i] else "normal",
+                "scar_pixels": int(scar_pixels[i]),
+            }
+        )
     with (out_dir / "manifest.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -191,7 +200,8 @@ def generate_phantom(out_dir: Path, n_patients: int = 20, seed: int = 0) -> Path
         f"SYNTHETIC DATA. This folder was generated by lgeseg.phantom (version {PHANTOM_VERSION}, "
         f"seed {seed}).\nIt imitates LGE-MRI short-axis slices (bright blood pool, dark myocardial ring, "
         "bright infarct sectors)\nfor tests and demos only; results on it say nothing about real patients.\n"
-        "Masks: 255 blood pool, 0 myocardium, 128 background.\n")
+        "Masks: 255 blood pool, 0 myocardium, 128 background.\n"
+    )
     return out_dir
 
 
@@ -206,8 +216,7 @@ def phantom_dir() -> Path:
     target = cache / f"phantom-v{PHANTOM_VERSION}"
     if (target / "dataset.json").exists():
         return target
-    print(f"lgeseg: generating the SYNTHETIC phantom dataset (not real patient data) into {target}",
-          file=sys.stderr)
+    print(f"lgeseg: generating the SYNTHETIC phantom dataset (not real patient data) into {target}", file=sys.stderr)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache))
     try:

@@ -89,8 +89,7 @@ def read_mask(path: str | Path, labels: dict[str, int], ignore: int | None = Non
     if img.mode in ("RGB", "RGBA", "P", "LA"):
         rgb = np.asarray(img.convert("RGB"))
         if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-            raise DataError(f"{path}: colour mask ({img.mode}); expected grayscale values "
-                            f"{sorted(labels.values())}")
+            raise DataError(f"{path}: colour mask ({img.mode}); expected grayscale values {sorted(labels.values())}")
         arr = rgb[..., 0].astype(np.int64)
     elif img.mode in ("L", "I", "I;16", "I;16B", "I;16L", "1"):
         arr = np.asarray(img).astype(np.int64)

@@ -61,9 +61,16 @@ def versions() -> dict[str, str]:
 
     import scipy
 
-    return {"lgeseg": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "scipy": scipy.__version__, "monai": version("monai"),
-            "platform": platform.platform(), "cuda": torch.version.cuda or "none"}
+    return {
+        "lgeseg": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "monai": version("monai"),
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda or "none",
+    }
 
 
 def _write_predictions(folder: Path, pred: np.ndarray, files: list[str], labels: dict[str, int]) -> None:
@@ -72,8 +79,13 @@ def _write_predictions(folder: Path, pred: np.ndarray, files: list[str], labels:
         write_mask(folder / name, mask, labels)
 
 
-def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None] | None = None,
-        progress: bool = False, dataset: Dataset | None = None) -> RunResult:
+def run(
+    config: dict,
+    out_dir: str | Path,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    progress: bool = False,
+    dataset: Dataset | None = None,
+) -> RunResult:
     """One complete run: split, train (or resume), select, evaluate, and write all outputs to ``out_dir``.
 
     Outputs: ``config.yaml``, ``split.json``, ``history.csv``, ``best.pt``, ``last.pt``, ``metrics.json``
@@ -132,8 +144,15 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     trained_on = pad_dataset(dataset, depth) if config["model"]["pad"] else dataset
-    result = fit(config, trained_on, split, out, on_epoch=on_epoch, progress=progress,
-                 record={"data_fingerprint": fingerprint, "split": split_info})
+    result = fit(
+        config,
+        trained_on,
+        split,
+        out,
+        on_epoch=on_epoch,
+        progress=progress,
+        record={"data_fingerprint": fingerprint, "split": split_info},
+    )
     model = result.model
     selected_epoch = len(result.history)
     if config["train"]["select"] == "best_val":
@@ -151,8 +170,9 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
     test_pred, test_metrics = outputs["test"]
     # The floor a network must clearly beat: the training split's majority class predicted everywhere.
     majority = majority_class(dataset.masks[split.train], len(classes))
-    baseline = {name: trivial_baseline(dataset.masks[getattr(split, name)], classes, majority)
-                for name in ("val", "test")}
+    baseline = {
+        name: trivial_baseline(dataset.masks[getattr(split, name)], classes, majority) for name in ("val", "test")
+    }
     val_metrics = outputs["val"][1]
     warnings = learning_warnings(result.history, val_metrics["dataset"]["MeanIoU"], baseline["val"]["MeanIoU"])
     _write_predictions(out / "predictions", test_pred, [dataset.files[i] for i in split.test], dataset.labels)
@@ -160,15 +180,28 @@ def run(config: dict, out_dir: str | Path, on_epoch: Callable[[EpochStats], None
     write_json(test_metrics, out / "metrics.json")
 
     info = {
-        "finished": True, "seed": config["seed"], "l2": config["train"]["l2"],
-        "architecture": config["model"]["architecture"], "loss": config["train"]["loss"],
-        "config_hash": config_hash(config), "split_hash": split_info["hash"], "data_fingerprint": fingerprint,
-        "data_dir": str(dataset.root), "synthetic": dataset.synthetic, "labels": dataset.labels,
-        "device": result.device, "epochs_run": len(result.history), "selected_epoch": selected_epoch,
-        "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy, "baseline": baseline,
+        "finished": True,
+        "seed": config["seed"],
+        "l2": config["train"]["l2"],
+        "architecture": config["model"]["architecture"],
+        "loss": config["train"]["loss"],
+        "config_hash": config_hash(config),
+        "split_hash": split_info["hash"],
+        "data_fingerprint": fingerprint,
+        "data_dir": str(dataset.root),
+        "synthetic": dataset.synthetic,
+        "labels": dataset.labels,
+        "device": result.device,
+        "epochs_run": len(result.history),
+        "selected_epoch": selected_epoch,
+        "best_epoch": result.best_epoch,
+        "best_val_accuracy": result.best_val_accuracy,
+        "baseline": baseline,
         "warnings": warnings,
-        "resumed_from_epoch": result.resumed_from_epoch, "wall_time_s": round(time.time() - started, 3),
-        "versions": versions(), "command": sys.argv,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "wall_time_s": round(time.time() - started, 3),
+        "versions": versions(),
+        "command": sys.argv,
     }
     info_path.write_text(json.dumps(json_safe(info), indent=1, allow_nan=False))
     return _read_back(out, info)
@@ -183,8 +216,13 @@ def _read_back(out: Path, info: dict) -> RunResult:
         logger.warning("%s: %s", out, line)
     with (out / "history.csv").open() as f:
         history = [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-    return RunResult(out, json.loads((out / "metrics.json").read_text()),
-                     json.loads((out / "val_metrics.json").read_text()), history, info)
+    return RunResult(
+        out,
+        json.loads((out / "metrics.json").read_text()),
+        json.loads((out / "val_metrics.json").read_text()),
+        history,
+        info,
+    )
 
 
 __all__ = ["RunResult", "run", "versions"]

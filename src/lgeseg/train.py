@@ -95,8 +95,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def draw_augmentation(batch: int, generator: torch.Generator, reflect: bool, translate: float,
-                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def draw_augmentation(
+    batch: int, generator: torch.Generator, reflect: bool, translate: float, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random draws of ``imageDataAugmenter('RandXReflection', reflect, 'RandX/YTranslation', [-t t])``.
 
     Args:
@@ -110,16 +111,20 @@ def draw_augmentation(batch: int, generator: torch.Generator, reflect: bool, tra
         ``flip``, (N,) bool, and ``shift``, (N, 2) float32 (x, y) shifts in pixels, each uniform in [-t, t]
         (continuous, as MATLAB draws them; zeros when ``translate`` is 0).
     """
-    flip = torch.rand(batch, generator=generator, device=device) < 0.5 if reflect else \
-        torch.zeros(batch, dtype=torch.bool, device=device)
+    flip = (
+        torch.rand(batch, generator=generator, device=device) < 0.5
+        if reflect
+        else torch.zeros(batch, dtype=torch.bool, device=device)
+    )
     shift = torch.zeros(batch, 2, device=device)
     if translate > 0:
         shift = (torch.rand(batch, 2, generator=generator, device=device) * 2 - 1) * translate
     return flip, shift
 
 
-def warp_batch(images: torch.Tensor, masks: torch.Tensor, flip: torch.Tensor,
-               shift: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def warp_batch(
+    images: torch.Tensor, masks: torch.Tensor, flip: torch.Tensor, shift: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Reflect, then translate, each image and its mask, as MATLAB's augmenter does with ``imwarp``.
 
     The output pixel at column x, row y takes the reflected input at (x - dx, y - dy): bilinear for the
@@ -150,14 +155,16 @@ def warp_batch(images: torch.Tensor, masks: torch.Tensor, flip: torch.Tensor,
     grid = F.affine_grid(theta, [batch, 1, height, width], align_corners=False)
     warped = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # Labels + 1, so that the zero padding marks pixels whose nearest source is outside the image.
-    labels = F.grid_sample(masks.unsqueeze(1).float() + 1, grid, mode="nearest", padding_mode="zeros",
-                           align_corners=False)[:, 0]
+    labels = F.grid_sample(
+        masks.unsqueeze(1).float() + 1, grid, mode="nearest", padding_mode="zeros", align_corners=False
+    )[:, 0]
     masks = torch.where(labels > 0, labels - 1, torch.full_like(labels, IGNORE_INDEX)).to(masks.dtype)
     return warped.to(images.dtype), masks
 
 
-def augment_batch(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
-                  reflect: bool, translate: float) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_batch(
+    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator, reflect: bool, translate: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The study's augmentation for a batch at once, on the batch's device.
 
     Left-right reflection with p=0.5, then an x and a y shift each uniform in [-translate, translate]
@@ -221,8 +228,10 @@ def build_optimizer(model: torch.nn.Module, learning_rate: float, l2: float, mod
     groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         groups.setdefault((id(param) in decayed, factors.get(name, 1.0)), []).append(param)
-    param_groups = [{"params": params, "weight_decay": l2 if is_weight else 0.0, "lr": learning_rate * factor}
-                    for (is_weight, factor), params in groups.items()]
+    param_groups = [
+        {"params": params, "weight_decay": l2 if is_weight else 0.0, "lr": learning_rate * factor}
+        for (is_weight, factor), params in groups.items()
+    ]
     optimizer_class = torch.optim.Adam if mode == "coupled" else torch.optim.AdamW
     return optimizer_class(param_groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8)
 
@@ -242,8 +251,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, options: dict) -> torch.op
     """
     if options["lr_schedule"] == "none":
         return None
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=options["lr_drop_period"],
-                                           gamma=options["lr_drop_factor"])
+    return torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=options["lr_drop_period"], gamma=options["lr_drop_factor"]
+    )
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -267,28 +277,30 @@ def _eval_batch(device: torch.device) -> int:
 
 
 @torch.no_grad()
-def predict(model: UNet, images: torch.Tensor, precision: str = "auto", batch_size: int | None = None) -> torch.Tensor:
+def predict(
+    model: torch.nn.Module, images: torch.Tensor, precision: str = "auto", batch_size: int | None = None
+) -> torch.Tensor:
     """Class indices (N, H, W) uint8 for images (N, 1, H, W) on the model's device."""
     model.eval()
     batch_size = batch_size or _eval_batch(images.device)
     out = []
     for start in range(0, len(images), batch_size):
         with _autocast(images.device, precision):
-            out.append(_predicted_classes(model(images[start:start + batch_size])).to(torch.uint8))
+            out.append(_predicted_classes(model(images[start : start + batch_size])).to(torch.uint8))
     return torch.cat(out) if out else torch.empty(0, *images.shape[2:], dtype=torch.uint8)
 
 
 @torch.no_grad()
-def _validate(model: UNet, images: torch.Tensor, masks: torch.Tensor, precision: str) -> tuple[float, float]:
+def _validate(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, precision: str) -> tuple[float, float]:
     """Mean pixel cross-entropy and global pixel accuracy on unaugmented images."""
     model.eval()
     batch_size = _eval_batch(images.device)
     loss_sum = torch.zeros((), device=images.device, dtype=torch.float64)
     correct = torch.zeros((), device=images.device, dtype=torch.int64)
     for start in range(0, len(images), batch_size):
-        y = masks[start:start + batch_size].long()
+        y = masks[start : start + batch_size].long()
         with _autocast(images.device, precision):
-            logits = model(images[start:start + batch_size])
+            logits = model(images[start : start + batch_size])
         loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
         correct += (_predicted_classes(logits) == y).sum()  # predictions are never IGNORE_INDEX
     # The loss is divided by all pixels (as in training), the accuracy counts labelled pixels only.
@@ -318,9 +330,15 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, 
     return model, ckpt
 
 
-def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
-        on_epoch: Callable[[EpochStats], None] | None = None, progress: bool = False,
-        record: dict | None = None) -> FitResult:
+def fit(
+    config: dict,
+    dataset: Dataset,
+    split: Split,
+    out_dir: str | Path,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    progress: bool = False,
+    record: dict | None = None,
+) -> FitResult:
     """Train one network; resumes from ``out_dir/last.pt`` when it exists.
 
     A resumed run ends with the same weights as an uninterrupted one: the checkpoint carries the model,
@@ -366,8 +384,9 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
     x_val, y_val = images[split.val].contiguous(memory_format=memory_format), masks[split.val]
     steps = len(split.train) // batch_size  # MATLAB drops the last partial mini-batch
     if steps == 0:
-        raise TrainingError(f"train.batch_size {batch_size} is larger than the training split "
-                            f"({len(split.train)} images)")
+        raise TrainingError(
+            f"train.batch_size {batch_size} is larger than the training split ({len(split.train)} images)"
+        )
 
     spec = model_spec(config, 1, len(dataset.labels), dataset.images.shape[1:])
     model = build_model(config, 1, len(dataset.labels), dataset.images.shape[1:]).to(device)
@@ -378,8 +397,9 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
     loss_fn = build_loss(options["loss"], IGNORE_INDEX)  # train.loss; ignored pixels stay out (lgeseg.losses)
     # Shuffle 'once' (MATLAB's default): one order for every epoch, drawn before the first; with the last
     # partial mini-batch dropped, the same images are then left out of every epoch, as in MATLAB.
-    fixed_order = torch.randperm(len(split.train), generator=generator, device=device) \
-        if options["shuffle"] == "once" else None
+    fixed_order = (
+        torch.randperm(len(split.train), generator=generator, device=device) if options["shuffle"] == "once" else None
+    )
 
     config_digest = config_hash(config)
     history: list[dict] = []
@@ -390,8 +410,9 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
     if last_path.exists():
         ckpt = torch.load(last_path, map_location=device, weights_only=True)
         if ckpt.get("config_hash") != config_digest:
-            raise TrainingError(f"{last_path}: checkpoint was made with another config; "
-                                f"use a new output folder or delete it")
+            raise TrainingError(
+                f"{last_path}: checkpoint was made with another config; use a new output folder or delete it"
+            )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None:
@@ -408,23 +429,40 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
     def save_checkpoints(epoch: int) -> None:
         meta = {"model_spec": spec, "labels": dataset.labels, "config_hash": config_digest, **(record or {})}
         _save_atomic({**meta, "model": best_state, "epoch": best_epoch, "val_accuracy": best_acc}, best_path)
-        _save_atomic({
-            **meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None, "epoch": epoch,
-            "history": history, "best_epoch": best_epoch, "best_val_accuracy": best_acc,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "rng_generator": generator.get_state(),
-        }, last_path)
+        _save_atomic(
+            {
+                **meta,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "epoch": epoch,
+                "history": history,
+                "best_epoch": best_epoch,
+                "best_val_accuracy": best_acc,
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "rng_generator": generator.get_state(),
+            },
+            last_path,
+        )
 
     if on_epoch is not None:
         best_so_far = -1.0
         for row in history:
             best_so_far = max(best_so_far, row["val_accuracy"])
-            on_epoch(EpochStats(epoch=row["epoch"], epochs=epochs, train_loss=row["train_loss"],
-                                train_accuracy=row["train_accuracy"], val_loss=row["val_loss"],
-                                val_accuracy=row["val_accuracy"], best_val_accuracy=best_so_far, seconds=0.0,
-                                replayed=True))
+            on_epoch(
+                EpochStats(
+                    epoch=row["epoch"],
+                    epochs=epochs,
+                    train_loss=row["train_loss"],
+                    train_accuracy=row["train_accuracy"],
+                    val_loss=row["val_loss"],
+                    val_accuracy=row["val_accuracy"],
+                    best_val_accuracy=best_so_far,
+                    seconds=0.0,
+                    replayed=True,
+                )
+            )
 
     bar = None
     if progress:
@@ -436,15 +474,19 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
         for epoch in range(start_epoch + 1, epochs + 1):
             started = time.perf_counter()
             model.train()
-            order = fixed_order if fixed_order is not None else \
-                torch.randperm(len(split.train), generator=generator, device=device)
+            order = (
+                fixed_order
+                if fixed_order is not None
+                else torch.randperm(len(split.train), generator=generator, device=device)
+            )
             losses = torch.zeros(steps, device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
             counted = torch.zeros((), device=device, dtype=torch.int64)
             for step in range(steps):
-                batch = order[step * batch_size:(step + 1) * batch_size]
-                x, y = augment_batch(x_train[batch], y_train[batch], generator,
-                                     augment["reflect"], augment["translate"])
+                batch = order[step * batch_size : (step + 1) * batch_size]
+                x, y = augment_batch(
+                    x_train[batch], y_train[batch], generator, augment["reflect"], augment["translate"]
+                )
                 y = y.long()
                 with _autocast(device, precision):
                     logits = model(x.contiguous(memory_format=memory_format))
@@ -459,24 +501,37 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
             finite = torch.isfinite(losses)
             if not bool(finite.all()):
                 bad = int((~finite).nonzero()[0])
-                raise TrainingError(f"loss became {losses[bad].item()} at epoch {epoch}, batch {bad + 1}/{steps}; "
-                                    f"try a smaller train.learning_rate")
+                raise TrainingError(
+                    f"loss became {losses[bad].item()} at epoch {epoch}, batch {bad + 1}/{steps}; "
+                    f"try a smaller train.learning_rate"
+                )
             if scheduler is not None:
                 scheduler.step()
             val_loss, val_acc = _validate(model, x_val, y_val, precision)
             if val_acc > best_acc:
                 best_epoch, best_acc = epoch, val_acc
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            row = {"epoch": epoch, "train_loss": losses.mean().item(),
-                   "train_accuracy": correct.item() / max(1, counted.item()),
-                   "val_loss": val_loss, "val_accuracy": val_acc}
+            row = {
+                "epoch": epoch,
+                "train_loss": losses.mean().item(),
+                "train_accuracy": correct.item() / max(1, counted.item()),
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+            }
             history.append(row)
             if epoch % options["checkpoint_every"] == 0 or epoch == epochs:
                 save_checkpoints(epoch)
             _write_history(history, out / "history.csv")
-            stats = EpochStats(epoch=epoch, epochs=epochs, train_loss=row["train_loss"],
-                               train_accuracy=row["train_accuracy"], val_loss=val_loss, val_accuracy=val_acc,
-                               best_val_accuracy=best_acc, seconds=time.perf_counter() - started)
+            stats = EpochStats(
+                epoch=epoch,
+                epochs=epochs,
+                train_loss=row["train_loss"],
+                train_accuracy=row["train_accuracy"],
+                val_loss=val_loss,
+                val_accuracy=val_acc,
+                best_val_accuracy=best_acc,
+                seconds=time.perf_counter() - started,
+            )
             if bar is not None:
                 bar.set_postfix(loss=f"{stats.train_loss:.4f}", val_acc=f"{val_acc:.4f}")
                 bar.update(1)
@@ -485,10 +540,28 @@ def fit(config: dict, dataset: Dataset, split: Split, out_dir: str | Path,
     finally:
         if bar is not None:
             bar.close()
-    return FitResult(model=model, history=history, best_state=best_state, best_epoch=best_epoch,
-                     best_val_accuracy=best_acc, device=str(device), resumed_from_epoch=start_epoch)
+    return FitResult(
+        model=model,
+        history=history,
+        best_state=best_state,
+        best_epoch=best_epoch,
+        best_val_accuracy=best_acc,
+        device=str(device),
+        resumed_from_epoch=start_epoch,
+    )
 
 
-__all__ = ["HISTORY_FIELDS", "EpochStats", "FitResult", "augment_batch", "build_optimizer",
-           "build_scheduler", "draw_augmentation", "fit", "load_model", "predict", "resolve_device",
-           "warp_batch"]
+__all__ = [
+    "HISTORY_FIELDS",
+    "EpochStats",
+    "FitResult",
+    "augment_batch",
+    "build_optimizer",
+    "build_scheduler",
+    "draw_augmentation",
+    "fit",
+    "load_model",
+    "predict",
+    "resolve_device",
+    "warp_batch",
+]

@@ -49,13 +49,22 @@ class UNet(nn.Module):
         normalization_dimension: its ``NormalizationDimension``: ``channel``, ``element`` or ``all``.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 3, width: int = 64, depth: int = 4,
-                 image_size: tuple[int, int] = (128, 128), input_scale: float = 255.0,
-                 normalization: str = "zerocenter", normalization_dimension: str = "channel") -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 3,
+        width: int = 64,
+        depth: int = 4,
+        image_size: tuple[int, int] = (128, 128),
+        input_scale: float = 255.0,
+        normalization: str = "zerocenter",
+        normalization_dimension: str = "channel",
+    ) -> None:
         super().__init__()
         self.depth = depth
-        self.normalize = InputNormalization(normalization, normalization_dimension, in_channels, image_size,
-                                            input_scale)
+        self.normalize = InputNormalization(
+            normalization, normalization_dimension, in_channels, image_size, input_scale
+        )
         self._register_load_state_dict_pre_hook(_rename_mean_image)
         widths = [width * 2**i for i in range(depth + 1)]
         self.encoders = nn.ModuleList(

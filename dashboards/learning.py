@@ -3,9 +3,10 @@
 Each finished trial records (``baseline`` user attribute, from :func:`lgeseg.metrics.trivial_baseline`)
 the data-set metrics of predicting the training split's majority class at every pixel. On LGE slices the
 background covers ~88% of the pixels, so that "segmentation" already scores GlobalAccuracy ~0.88 and
-MeanIoU ~0.88 / 3 ~ 0.29. A network whose test MeanIoU is not at least :data:`LEARN_MARGIN` above that
-floor is marked "did not learn", and L2 values are never ranked on such networks: differences between
-them measure how each failed to leave the prior, not the effect of L2.
+MeanIoU ~0.88 / 3 ~ 0.29. A network whose test MeanIoU is not clearly above that floor
+(:func:`lgeseg.metrics.clearly_above_baseline`: by a tenth of the headroom) is marked "did not learn", and
+L2 values are never ranked on such networks: differences between them measure how each failed to leave
+the prior, not the effect of L2.
 
 Studies recorded before the baseline existed get it from the test confusion matrix of ``test_metrics``
 (the test split's own majority class predicted everywhere; the same class as the training split's
@@ -19,13 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .load import TrialRecord
+from lgeseg.metrics import clearly_above_baseline
 
-#: How far (absolute MeanIoU) a network's test MeanIoU must exceed the trivial baseline's to count as
-#: learned. MeanIoU averages C class IoUs, so finding one more class at IoU x raises it by x / C: with the
-#: three LGE regions 0.05 asks for at least one non-background region found at IoU >= 0.15, well above
-#: the few hundredths a network gains by merely tilting the background's border.
-LEARN_MARGIN = 0.05
+from .load import TrialRecord
 
 
 def baseline_from_confusion(confusion: list[list[float]]) -> dict[str, float]:
@@ -71,9 +68,13 @@ def learning_margin(trial: TrialRecord) -> float:
 
 
 def learned(trial: TrialRecord) -> bool | None:
-    """True when test MeanIoU exceeds the baseline's by at least :data:`LEARN_MARGIN`; None when unknown."""
-    margin = learning_margin(trial)
-    return None if math.isnan(margin) else margin >= LEARN_MARGIN
+    """True when test MeanIoU is clearly above the baseline's (:func:`lgeseg.metrics.clearly_above_baseline`);
+    None when unknown."""
+    baseline = baseline_of(trial)
+    if baseline is None:
+        return None
+    miou = _float((trial.test_metrics or {}).get("dataset", {}).get("MeanIoU"))
+    return clearly_above_baseline(miou, _float(baseline.get("MeanIoU")))
 
 
 def learning_label(trial: TrialRecord) -> str:

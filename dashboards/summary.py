@@ -12,10 +12,10 @@ import math
 from collections import Counter
 from dataclasses import dataclass, replace
 
-from lgeseg.metrics import DATASET_METRICS
+from lgeseg.metrics import DATASET_METRICS, LEARN_MARGIN
 
 from .figures import fmt, fmt_p, l2_label
-from .learning import LEARN_MARGIN, baseline_of, learned
+from .learning import baseline_of, learned
 from .load import StudyRecord
 from .stats import ALPHA, Interval, PairedComparison, Units, mean_over_seeds, rankable, trials_by_l2
 
@@ -219,12 +219,13 @@ def summary_lines(record: StudyRecord, comparisons: list[PairedComparison], unit
         )
         lines.append(
             f"DID NOT LEARN: {len(failed)} of {len(record.complete)} finished trials have a test MeanIoU "
-            f"less than {LEARN_MARGIN:g} above the trivial baseline of predicting the majority class "
+            f"not clearly above (by less than {LEARN_MARGIN:g} of the headroom 1 − baseline) the trivial "
+            f"baseline of predicting the majority class "
             f"everywhere (test MeanIoU vs baseline): {listed}. L2 values with such networks are not ranked."
         )
     else:
         lines.append(
-            f"Every finished network's test MeanIoU is at least {LEARN_MARGIN:g} above the trivial "
+            f"Every finished network's test MeanIoU is clearly above (by {LEARN_MARGIN:g} of the headroom) the trivial "
             f"majority-class baseline (or no baseline is known)."
         )
     lines.append(f"Paired comparisons: {units.note}.")

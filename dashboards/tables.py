@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 
-from lgeseg.metrics import DATASET_METRICS
+from lgeseg.metrics import DATASET_METRICS, LEARN_MARGIN
 from lgeseg.tables import MISSING
 
 from .figures import fmt, fmt_p
-from .learning import LEARN_MARGIN, baseline_of, learning_label, learning_margin
+from .learning import baseline_of, learning_label, learning_margin
 from .load import StudyRecord
 from .stats import PairedComparison, metric_value, seed_intervals
 
@@ -103,7 +103,7 @@ LEARNING_COLUMNS: tuple[str, ...] = (
     "test MeanIoU",
     "baseline MeanIoU",
     "baseline class",
-    f"margin (≥ {LEARN_MARGIN:g} to count)",
+    f"margin (≥ {LEARN_MARGIN:g} × (1 − baseline) to count)",
     "learned?",
 )
 

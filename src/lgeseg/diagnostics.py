@@ -4,7 +4,7 @@ Two signs, both cheap to read off a finished run:
 
 - the final network's validation MeanIoU is not clearly above the trivial baseline (the training split's
   majority class predicted everywhere, :func:`lgeseg.metrics.trivial_baseline`): it has not learned to
-  segment; "clearly" means by at least :data:`MARGIN` of the headroom ``1 - baseline``;
+  segment; "clearly" is :func:`lgeseg.metrics.clearly_above_baseline` (a tenth of the headroom);
 - the training loss stalls at the start: over the :data:`STALL_EPOCHS` epochs after the first it never
   falls below ``1 - STALL_FALL`` of epoch 2's value (epoch 1 is skipped: its mean holds the first, steep
   descent from the random start to "background everywhere", where slow runs then sit).
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 
-#: Fraction of the headroom above the baseline's MeanIoU that a network must reach to count as learning.
-MARGIN = 0.1
+from .metrics import clearly_above_baseline
+
 #: Epochs after the first over which a stalled training loss is looked for.
 STALL_EPOCHS = 5
 #: Relative fall of the training loss below which those epochs count as stalled.
@@ -38,7 +38,7 @@ def below_baseline(val_miou: float | None, baseline_miou: float | None) -> str |
     """
     if baseline_miou is None or math.isnan(baseline_miou):
         return None
-    if val_miou is not None and not math.isnan(val_miou) and val_miou - baseline_miou >= MARGIN * (1.0 - baseline_miou):
+    if clearly_above_baseline(val_miou, baseline_miou):
         return None
     shown = "undefined" if val_miou is None or math.isnan(val_miou) else f"{val_miou:.3f}"
     return (

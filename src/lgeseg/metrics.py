@@ -270,6 +270,30 @@ def evaluate(pred: np.ndarray, truth: np.ndarray, classes: list[str], files: lis
     }
 
 
+#: A network counts as having learned to segment when its MeanIoU exceeds the trivial baseline's
+#: (:func:`trivial_baseline`) by at least this fraction of the headroom ``1 - baseline``. On LGE slices
+#: (baseline MeanIoU ~0.29) that is ~0.07: MeanIoU averages C class IoUs, so it asks for at least one
+#: non-background region found at IoU >= ~0.2, well above what a network gains by merely tilting the
+#: background's border. The run's warning (validation split) and the report's "did not learn" mark
+#: (test split) both use it.
+LEARN_MARGIN = 0.1
+
+
+def clearly_above_baseline(miou: float | None, baseline_miou: float | None) -> bool | None:
+    """Whether ``miou`` exceeds ``baseline_miou`` by at least :data:`LEARN_MARGIN` of ``1 - baseline_miou``.
+
+    Args:
+        miou: a network's MeanIoU on a split, in [0, 1] (None or NaN: undefined).
+        baseline_miou: the trivial baseline's MeanIoU on the same split (None or NaN: unknown).
+
+    Returns:
+        True or False; None when either value is unknown.
+    """
+    if miou is None or baseline_miou is None or math.isnan(miou) or math.isnan(baseline_miou):
+        return None
+    return miou - baseline_miou >= LEARN_MARGIN * (1.0 - baseline_miou)
+
+
 def majority_class(truth: np.ndarray, num_classes: int) -> int:
     """The most frequent class index of a stack of class-index masks (the lowest index on ties)."""
     counts = np.bincount(np.asarray(truth).ravel(), minlength=num_classes)[:num_classes]

@@ -129,6 +129,29 @@ class PointOutcome:
         return int(self.last.params.get("rerun", 0)) if self.last is not None else 0
 
 
+#: The ``error`` of a trial a driver enqueued but was killed before starting (see :func:`close_unstarted`).
+UNSTARTED = "left unstarted by an interrupted driver"
+
+
+def close_unstarted(study) -> None:
+    """A WAITING trial can only be left by a driver killed between enqueue and ask: close it as FAIL.
+
+    It is marked with :data:`UNSTARTED`, so :func:`plan_attempts` (and the search's plan) treat it as never
+    run: the attempt it stood for is owed again, not recorded as a failure of its grid point.
+    """
+    for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial = study.ask()
+        trial.set_user_attr("error", UNSTARTED)
+        study.tell(trial, state=TrialState.FAIL)
+
+
+def is_unstarted(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` is an enqueued attempt that never started (WAITING, or closed by :func:`close_unstarted`)."""
+    return trial.state == TrialState.WAITING or (
+        trial.state == TrialState.FAIL and trial.user_attrs.get("error") == UNSTARTED
+    )
+
+
 def plan_attempts(config: dict, trials: Iterable[FrozenTrial]) -> dict[str, PointOutcome]:
     """Work out, from an Optuna study's trials, what each grid point still needs, in (seed, L2) order.
 
@@ -139,7 +162,7 @@ def plan_attempts(config: dict, trials: Iterable[FrozenTrial]) -> dict[str, Poin
     by_point: dict[str, list[FrozenTrial]] = {}
     for trial in trials:
         lineage = trial.user_attrs.get("lineage")
-        if lineage and trial.state != TrialState.WAITING:
+        if lineage and not is_unstarted(trial):
             by_point.setdefault(lineage["point"], []).append(trial)
 
     outcomes: dict[str, PointOutcome] = {}

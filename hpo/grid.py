@@ -22,7 +22,7 @@ from lgeseg.errors import ConfigError
 from lgeseg.fingerprint import check_same, data_fingerprint
 from lgeseg.padding import check_size
 
-from .attempts import Attempt, adjustment_for, plan_attempts
+from .attempts import Attempt, adjustment_for, close_unstarted, plan_attempts
 from .cluster import check_resources, start_ray
 from .config import point_config
 from .rule import RetuneRule
@@ -167,7 +167,7 @@ def run_grid(
     out.mkdir(parents=True, exist_ok=True)
     storage = resolve(storage) if storage else default_storage(out)
     study = prepare_study(config, name, storage, out, resume, data, stream)
-    _close_waiting(study)
+    close_unstarted(study)
     plan = plan_attempts(config, study.get_trials(deepcopy=False))
     attempts = [o.attempt for o in plan.values() if o.attempt is not None]
     done = len(plan) - len(attempts)
@@ -182,20 +182,6 @@ def run_grid(
     print(format_summary(rows), file=stream)
     print(f"storage: {mask_url(storage)}\ntrials:  {out / 'trials'}", file=stream)
     return GridResult(name, storage, out, rows)
-
-
-#: The ``error`` of a trial a driver enqueued but was killed before starting (see :func:`_close_waiting`).
-UNSTARTED = "left unstarted by an interrupted driver"
-
-
-def _close_waiting(study) -> None:
-    """A WAITING trial can only be left by a driver killed between enqueue and ask: close it as FAIL."""
-    from optuna.trial import TrialState
-
-    for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        trial = study.ask()
-        trial.set_user_attr("error", UNSTARTED)
-        study.tell(trial, state=TrialState.FAIL)
 
 
 def _tune(config: dict, study, attempts: list[Attempt], out: Path, stream) -> None:

@@ -36,6 +36,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 from ray.tune.search import Searcher
 
+from .attempts import is_unstarted
 from .rule import RetuneRule
 
 #: Suffix of the sampler study's name.
@@ -253,13 +254,13 @@ class SearchPlan:
     attempts: list[SeedAttempt]  # attempts owed by the open configurations
 
 
-def plan_search(config: dict, record_trials: list[FrozenTrial], unstarted: str) -> SearchPlan:
+def plan_search(config: dict, record_trials: list[FrozenTrial]) -> SearchPlan:
     """Work out, from the record's trials, what each configuration still needs.
 
     Per seed of an untold configuration: no attempt -> attempt 0; last attempt COMPLETE / FAIL / stopped by
     the scheduler -> decided; PRUNED by the rule -> the next rerun, or not converged once ``max_reruns`` are
-    spent; RUNNING -> continued under the same Optuna trial. ``unstarted`` is the error of attempts a killed
-    driver enqueued but never started; they are ignored.
+    spent; RUNNING -> continued under the same Optuna trial. Attempts a killed driver enqueued but never
+    started (:func:`hpo.attempts.is_unstarted`) are ignored.
     """
     from .search_config import seeds
 
@@ -268,9 +269,7 @@ def plan_search(config: dict, record_trials: list[FrozenTrial], unstarted: str) 
     attempts_of: dict[tuple[int, int], list[FrozenTrial]] = {}
     for trial in record_trials:
         lineage = trial.user_attrs.get("lineage") or {}
-        if "configuration" not in lineage or trial.state == TrialState.WAITING:
-            continue
-        if trial.state == TrialState.FAIL and trial.user_attrs.get("error") == unstarted:
+        if "configuration" not in lineage or is_unstarted(trial):
             continue
         attempts_of.setdefault((lineage["configuration"], int(trial.params["seed"])), []).append(trial)
 

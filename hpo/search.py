@@ -16,9 +16,9 @@ from typing import Any
 from lgeseg.config import config_hash
 from lgeseg.tables import fmt, format_table
 
-from .attempts import adjustment_for
+from .attempts import adjustment_for, close_unstarted
 from .cluster import check_resources, start_ray
-from .grid import UNSTARTED, _close_waiting, describe_data, fit, prepare_study
+from .grid import describe_data, fit, prepare_study
 from .optuna_searcher import (
     OptunaSearcher,
     SeedAttempt,
@@ -102,9 +102,9 @@ def run_search(
     sampler_study.set_user_attr("record_study", name)
     dists = distributions(config)
 
-    _close_waiting(record)
+    close_unstarted(record)
     reconcile(config, record, sampler_study, dists)
-    plan = plan_search(config, record.get_trials(deepcopy=False), UNSTARTED)
+    plan = plan_search(config, record.get_trials(deepcopy=False))
     search = config["search"]
     to_sample = search["n_trials"] - plan.configurations
     print(

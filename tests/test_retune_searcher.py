@@ -106,6 +106,32 @@ def test_plan_attempts_marks_failed_points():
     assert plan["l2=0.001,seed=0"].status == "failed" and plan["l2=0.001,seed=0"].attempt is None
 
 
+def test_an_attempt_enqueued_but_never_started_is_owed_again():
+    """A driver killed between enqueue and ask leaves a WAITING trial; closing it must not fail its point."""
+    import optuna
+
+    from hpo.attempts import UNSTARTED, close_unstarted
+
+    config = study_config(
+        {"grid": {"l2": [1e-3]}, "retune": {"max_reruns": 1, "adjustments": [{"learning_rate": 1e-3}]}}
+    )
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(_frozen(0, 1e-3, 0, 0, TrialState.PRUNED))  # rule fired: rerun 1 owed ...
+    study.enqueue_trial(
+        {"l2": 1e-3, "seed": 0, "rerun": 1},  # ... enqueued, then the driver died
+        user_attrs={"lineage": {"point": "l2=0.001,seed=0", "rerun": 1}},
+    )
+    close_unstarted(study)
+    states = [(t.state, t.user_attrs.get("error")) for t in study.get_trials()]
+    assert states == [(TrialState.PRUNED, None), (TrialState.FAIL, UNSTARTED)]
+    plan = plan_attempts(config, study.get_trials())
+    assert plan["l2=0.001,seed=0"].status == PointStatus.PENDING
+    assert plan["l2=0.001,seed=0"].attempt == Attempt(1e-3, 0, 1)
+    # a trial that really failed still fails its point
+    study.add_trial(_frozen(2, 1e-3, 0, 1, TrialState.FAIL))
+    assert plan_attempts(config, study.get_trials())["l2=0.001,seed=0"].status == PointStatus.FAILED
+
+
 def test_attempt_names():
     attempt = Attempt(5e-5, 2, 1)
     assert attempt.name == "l2=5e-05_seed=2_rerun=1"

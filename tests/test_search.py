@@ -15,7 +15,6 @@ from ray.tune.search import Searcher
 from ray.tune.utils import flatten_dict
 
 from hpo.config import study_config
-from hpo.grid import UNSTARTED
 from hpo.optuna_searcher import OptunaSearcher, plan_search, reconcile, sampler_study_name
 from hpo.recorder import OptunaRecorder
 from hpo.retune import RetuneRule
@@ -61,7 +60,7 @@ class Driver:
         reconcile(config, self.record, self.sampler, self.dists)
         rule = RetuneRule.from_config(config["retune"])
         self.recorder = OptunaRecorder(self.record, rule, config["retune"]["max_reruns"])
-        plan = plan_search(config, self.record.get_trials(), UNSTARTED)
+        plan = plan_search(config, self.record.get_trials())
         self.searcher = OptunaSearcher(
             config,
             self.dists,

@@ -10,6 +10,7 @@ again at the next event and at the end, and :meth:`OptunaRecorder.close` raises 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,8 @@ from .attempts import Attempt
 from .failure import failure_message
 from .rule import RetuneRule
 from .storage import StorageBusyError
+
+logger = logging.getLogger(__name__)
 
 #: Wide bounds so reruns and later searches over the same parameters fit one study.
 DISTRIBUTIONS = {
@@ -91,7 +94,7 @@ class OptunaRecorder(Callback):
             except Exception as exc:  # noqa: BLE001 - any storage error is retried, then kept
                 error = exc
                 time.sleep(self.retry_wait * 2**attempt)
-        print(f"warning: Optuna write failed {self.retries} times ({what}: {error}); will retry", flush=True)
+        logger.warning("Optuna write failed %d times (%s: %s); will retry", self.retries, what, error)
         self._unwritten.append((what, fn))
         return None
 

@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Loggers of the project's own packages, shown by the CLI.
+LOGGERS = ("lgeseg", "hpo")
+
+
 class _StderrHandler(logging.StreamHandler):
     """A StreamHandler writing to whatever ``sys.stderr`` is at each record (tests redirect it)."""
 
@@ -39,19 +43,30 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def _library_warnings() -> logging.Handler:
-    """The ``lgeseg`` loggers' warnings (e.g. a run that is not learning) as ``warning: ...`` lines on stderr."""
+class _LevelFormatter(logging.Formatter):
+    """Warnings and errors as ``warning: ...`` lines, notes (INFO) as they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return f"warning: {message}" if record.levelno >= logging.WARNING else message
+
+
+def _library_messages() -> logging.Handler:
+    """The project loggers' notes and warnings (e.g. a run that is not learning) as lines on stderr."""
     handler = _StderrHandler()
-    handler.setLevel(logging.WARNING)
-    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(_LevelFormatter())
     return handler
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = _library_warnings()
-    library = logging.getLogger("lgeseg")
-    library.addHandler(handler)
+    handler = _library_messages()
+    loggers = [logging.getLogger(name) for name in LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
@@ -61,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        library.removeHandler(handler)
+        for logger, level in zip(loggers, levels):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
 
 if __name__ == "__main__":

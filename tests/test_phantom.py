@@ -107,17 +107,19 @@ def test_split_by_patient(small):
     assert all(owners) and sum(map(len, owners)) == SMALL
 
 
-def test_phantom_dir_generates_once_into_the_cache(tmp_path, monkeypatch, capsys):
+def test_phantom_dir_generates_once_into_the_cache(tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO", logger="lgeseg")
     monkeypatch.setenv("LGESEG_CACHE", str(tmp_path))
     calls = []
     real = phantom.generate_phantom
     monkeypatch.setattr(phantom, "generate_phantom", lambda out: calls.append(out) or real(out, n_patients=2, seed=0))
     path = phantom_dir()
     assert path == tmp_path / f"phantom-v{PHANTOM_VERSION}"
-    err = capsys.readouterr().err
-    assert "SYNTHETIC" in err and len(err.strip().splitlines()) == 1
+    notes = [r.getMessage() for r in caplog.records]
+    assert len(notes) == 1 and "SYNTHETIC" in notes[0]
+    caplog.clear()
     assert phantom_dir() == path and len(calls) == 1  # cached: not generated again
-    assert capsys.readouterr().err == ""
+    assert caplog.records == []
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary folder left behind
 
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .png import write_image, write_mask
+
+logger = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes, so that caches of older phantoms are not reused.
 PHANTOM_VERSION = 1
@@ -216,7 +218,7 @@ def phantom_dir() -> Path:
     target = cache / f"phantom-v{PHANTOM_VERSION}"
     if (target / "dataset.json").exists():
         return target
-    print(f"lgeseg: generating the SYNTHETIC phantom dataset (not real patient data) into {target}", file=sys.stderr)
+    logger.info("generating the SYNTHETIC phantom dataset (not real patient data) into %s", target)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache))
     try:

@@ -10,6 +10,7 @@ from typing import Any
 
 import optuna
 
+from lgeseg.metrics import clearly_above_baseline
 from lgeseg.tables import fmt, format_table
 
 from .attempts import PointStatus, plan_attempts
@@ -26,6 +27,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "test GlobalAcc",
     "test MeanIoU",
     "test MeanBF",
+    "learned",
 )
 
 
@@ -37,7 +39,9 @@ def summary_rows(config: dict, study: optuna.Study) -> list[dict[str, Any]]:
         dicts with keys ``l2``, ``seed``, each gridded axis (``architecture``, ``loss``), ``status`` (a
         :class:`hpo.attempts.PointStatus` value),
         ``reruns``, ``epochs``, ``val_accuracy``, ``GlobalAccuracy``, ``MeanIoU``, ``MeanBFScore``,
-        ``trial`` (the latest attempt's Optuna number) and ``error`` (a failed point's recorded error).
+        ``learned`` (whether test MeanIoU is clearly above the majority-class baseline,
+        :func:`lgeseg.metrics.clearly_above_baseline`; None when unknown), ``trial`` (the latest attempt's
+        Optuna number) and ``error`` (a failed point's recorded error).
     """
     rows = []
     for outcome in plan_attempts(config, study.get_trials(deepcopy=False)).values():
@@ -56,6 +60,9 @@ def summary_rows(config: dict, study: optuna.Study) -> list[dict[str, Any]]:
                 "GlobalAccuracy": test.get("GlobalAccuracy"),
                 "MeanIoU": test.get("MeanIoU"),
                 "MeanBFScore": test.get("MeanBFScore"),
+                "learned": clearly_above_baseline(
+                    test.get("MeanIoU"), ((attrs.get("baseline") or {}).get("test") or {}).get("MeanIoU")
+                ),
                 "trial": last.number if last is not None else None,
                 "error": attrs.get("error") if outcome.status == PointStatus.FAILED else None,
             }
@@ -65,7 +72,7 @@ def summary_rows(config: dict, study: optuna.Study) -> list[dict[str, Any]]:
 
 def format_summary(rows: list[dict[str, Any]]) -> str:
     """The rows of :func:`summary_rows` as an aligned text table (:data:`SUMMARY_COLUMNS`), then one line
-    per failed grid point with its error."""
+    per failed grid point with its error, and one line naming the points whose network did not learn."""
     axes = [axis for axis in GRID_AXES if any(axis in r for r in rows)]  # the gridded ones, after seed
     columns = (*SUMMARY_COLUMNS[:2], *axes, *SUMMARY_COLUMNS[2:])
     table = format_table(
@@ -82,6 +89,7 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
                 fmt(r["GlobalAccuracy"]),
                 fmt(r["MeanIoU"]),
                 fmt(r["MeanBFScore"]),
+                {True: "yes", False: "NO", None: fmt(None)}[r.get("learned")],
             ]
             for r in rows
         ],
@@ -91,4 +99,14 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
         for r in rows
         if r.get("error")
     ]
+    not_learned = [
+        f"l2={r['l2']:g} seed={r['seed']}" + "".join(f" {a}={r[a]}" for a in axes)
+        for r in rows
+        if r.get("learned") is False
+    ]
+    if not_learned:
+        failures.append(
+            f"did not learn ({len(not_learned)} of {len(rows)}): {', '.join(not_learned)}: test MeanIoU is not "
+            f"clearly above the majority-class baseline; the report does not rank L2 values on these networks"
+        )
     return "\n".join([table, *failures])

@@ -438,3 +438,17 @@ def test_trivial_baseline_hand_computed():
     assert base["WeightedIoU"] == pytest.approx(25 / 64)
     with pytest.raises(ValueError, match="not an index"):
         trivial_baseline(truth, ["a", "b", "c"], 3)
+
+
+def test_clearly_above_baseline_needs_a_tenth_of_the_headroom():
+    from lgeseg.metrics import LEARN_MARGIN, clearly_above_baseline
+
+    # baseline 0.3: headroom 0.7, so a network needs MeanIoU >= 0.3 + 0.1 * 0.7 = 0.37
+    assert LEARN_MARGIN == 0.1
+    assert clearly_above_baseline(0.38, 0.3) is True
+    assert clearly_above_baseline(0.36, 0.3) is False
+    assert clearly_above_baseline(0.2, 0.3) is False
+    # baseline 0.9: headroom 0.1, so 0.91 is enough and 0.905 is not
+    assert clearly_above_baseline(0.91, 0.9) is True and clearly_above_baseline(0.905, 0.9) is False
+    assert clearly_above_baseline(None, 0.3) is None and clearly_above_baseline(math.nan, 0.3) is None
+    assert clearly_above_baseline(0.5, None) is None

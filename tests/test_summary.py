@@ -1,0 +1,35 @@
+"""The grid's closing summary table: statuses, reruns, and the did-not-learn mark."""
+
+from __future__ import annotations
+
+from hpo.summary import SUMMARY_COLUMNS, format_summary
+
+
+def _row(l2: float, miou: float | None, learned: bool | None, **extra) -> dict:
+    return {
+        "l2": l2,
+        "seed": 0,
+        "status": "complete",
+        "reruns": 0,
+        "epochs": 3,
+        "val_accuracy": 0.9,
+        "GlobalAccuracy": 0.9,
+        "MeanIoU": miou,
+        "MeanBFScore": 0.5,
+        "learned": learned,
+        "trial": 0,
+        "error": None,
+        **extra,
+    }
+
+
+def test_summary_marks_networks_that_did_not_learn():
+    text = format_summary([_row(5e-3, 0.31, False), _row(5e-4, 0.8, True), _row(5e-5, None, None)])
+    lines = text.splitlines()
+    assert lines[0].split() == [w for c in SUMMARY_COLUMNS for w in c.split()]
+    assert lines[1].split()[-1] == "NO" and lines[2].split()[-1] == "yes" and lines[3].split()[-1] == "NaN"
+    assert lines[-1].startswith("did not learn (1 of 3): l2=0.005 seed=0: test MeanIoU is not clearly above")
+
+
+def test_summary_without_unlearned_networks_has_no_such_line():
+    assert "did not learn" not in format_summary([_row(5e-4, 0.8, True)])

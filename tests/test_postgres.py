@@ -46,7 +46,8 @@ def _password(url: str) -> str:
 def test_grid_killed_resumed_reported_and_served_from_postgres(postgres_url, tmp_path, capsys):
     name = f"pg-{uuid.uuid4().hex[:8]}"
     data_dir = generate_phantom(tmp_path / "phantom", n_patients=5, seed=3)
-    config = tiny(data_dir, train={"epochs": 3, "checkpoint_every": 1})
+    # 30 short epochs: a trial seen at epoch 2 is still far from its end when the driver is killed
+    config = tiny(data_dir, train={"epochs": 30, "checkpoint_every": 1})
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(config))
     out = tmp_path / "study"
@@ -97,7 +98,7 @@ def test_grid_killed_resumed_reported_and_served_from_postgres(postgres_url, tmp
     assert _password(postgres_url) not in resumed.stdout + resumed.stderr
     after = optuna.load_study(study_name=name, storage=postgres_url).get_trials()
     assert sorted(t.params["l2"] for t in after) == [5e-5, 5e-3]  # one trial per grid point, none duplicated
-    assert all(t.state == TrialState.COMPLETE and sorted(t.intermediate_values) == [1, 2, 3] for t in after)
+    assert all(t.state == TrialState.COMPLETE and sorted(t.intermediate_values) == list(range(1, 31)) for t in after)
 
     assert main(["report", "--storage", postgres_url, "--study-name", name, "--out", str(tmp_path / "report")]) == 0
     printed = capsys.readouterr().out

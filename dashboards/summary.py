@@ -57,6 +57,11 @@ def _oriented(c: PairedComparison, first: float) -> tuple[float, float, float, I
     return -c.median_diff, -c.ci_high, -c.ci_low, Interval(s.n, -s.mean, -s.high, -s.low, s.sd)
 
 
+def _listing(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def _conclusion(f: Finding, metric: str, n_comparisons: int) -> str:
     best, other = l2_label(f.best), l2_label(f.runner_up)
     if f.survives_patients and f.survives_holm and f.survives_seeds:
@@ -86,7 +91,7 @@ def _conclusion(f: Finding, metric: str, n_comparisons: int) -> str:
         failed.append("the Holm correction")
     return (
         f"A reader may not conclude that {best} is better than {other} on {metric}: the difference does not "
-        f"survive {', '.join(failed)}, so the data are compatible with no difference."
+        f"survive {_listing(failed)}, so the data are compatible with no difference."
     )
 
 

@@ -201,9 +201,10 @@ def test_findings_and_plain_words(hand: tuple[str, StudyRecord]) -> None:
     assert (iou.best_mean, iou.runner_up_mean) == (pytest.approx(0.68), pytest.approx(0.63))
     assert (iou.survives_patients, iou.survives_seeds, iou.survives_holm) == (False, False, False)
     assert iou.conclusion.startswith("A reader may not conclude that L2=5e-05 is better than L2=0.005 on MeanIoU")
+    assert "does not survive patients as the unit, seed variation and the Holm correction, so" in iou.conclusion
     bf = f["MeanBFScore"]
     assert (bf.survives_patients, bf.survives_seeds, bf.survives_holm) == (False, True, False)
-    assert "patients as the unit, the Holm correction" in bf.conclusion
+    assert "does not survive patients as the unit and the Holm correction, so" in bf.conclusion
     text = "\n".join(summary_lines(record, comparisons, units))
     assert (
         "MeanIoU: best L2=5e-05 with 0.680 vs 0.630 for the runner-up L2=0.005, a difference of 0.050 "

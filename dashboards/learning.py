@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lgeseg.metrics import clearly_above_baseline
+from lgeseg.metrics import clearly_above_baseline, confusion_summary
 
 from .load import TrialRecord
 
@@ -37,13 +37,17 @@ def baseline_from_confusion(confusion: list[list[float]]) -> dict[str, float]:
         in the mean, as :func:`lgeseg.metrics.evaluate` does).
     """
     true_px = np.asarray(confusion, dtype=float).sum(axis=1)
-    total = float(true_px.sum())
-    if total == 0:
+    if true_px.sum() == 0:
         return {"majority_class_index": -1, "GlobalAccuracy": math.nan, "MeanIoU": math.nan}
     majority = int(np.argmax(true_px))
-    iou = np.where(true_px > 0, 0.0, math.nan)
-    iou[majority] = true_px[majority] / total
-    return {"majority_class_index": majority, "GlobalAccuracy": true_px[majority] / total, "MeanIoU": float(iou.mean())}
+    predicted = np.zeros((true_px.size, true_px.size))
+    predicted[:, majority] = true_px  # every pixel of every true class predicted as the majority class
+    metrics = confusion_summary(predicted)
+    return {
+        "majority_class_index": majority,
+        "GlobalAccuracy": float(metrics["GlobalAccuracy"]),
+        "MeanIoU": float(metrics["MeanIoU"]),
+    }
 
 
 def baseline_of(trial: TrialRecord) -> dict[str, Any] | None:

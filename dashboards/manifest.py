@@ -7,10 +7,10 @@ must keep working when the data folder has moved or never had a manifest (then i
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from lgeseg.data import read_manifest_table
 from lgeseg.errors import DataError
 
 
@@ -52,17 +52,11 @@ def read_manifest(data_dir: Path | None) -> Manifest | None:
     path = Path(data_dir) / "manifest.csv"
     if not path.is_file():
         return None
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            raw = [{(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read manifest ({exc})") from None
+    columns, raw = read_manifest_table(path)
     if "file" not in columns:
         raise DataError(f"{path}: no 'file' column (columns: {', '.join(columns) or 'none'})")
     rows: dict[str, dict[str, str]] = {}
-    for row in raw:
+    for _, row in raw:
         if row["file"] in rows:
             raise DataError(f"{path}: {row['file']!r} listed twice")
         rows[row["file"]] = row

@@ -228,3 +228,19 @@ def one_line_error(capsys):
         return lines[0]
 
     return run
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A small local Ray for a test module's grid and search runs: 2 CPUs, no dashboard, a capped object store."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=100 * 1024**2,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    yield
+    ray.shutdown()

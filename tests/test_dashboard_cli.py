@@ -22,9 +22,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_dashboard_serves_study_on_loopback(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    optuna.create_study(storage=storage, study_name="demo")
+def start_dashboard(storage: str) -> tuple[subprocess.Popen, int, str]:
+    """Start ``python -m hpo.run dashboard`` on a free port and wait until it answers (60 s at most).
+
+    Returns the server process (the caller terminates it), its port and the body of ``/api/studies``.
+    """
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "hpo.run", "dashboard", "--storage", storage, "--port", str(port)],
@@ -33,17 +35,23 @@ def test_dashboard_serves_study_on_loopback(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                return server, port, response.read().decode()
+        except OSError:
+            if server.poll() is not None or time.monotonic() >= deadline:
+                server.kill()
+                raise AssertionError(f"dashboard did not start: {server.stdout.read()}") from None
+            time.sleep(0.5)
+
+
+def test_dashboard_serves_study_on_loopback(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(storage=storage, study_name="demo")
+    server, port, body = start_dashboard(storage)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
-                    body = response.read().decode()
-                break
-            except OSError:
-                assert server.poll() is None, server.stdout.read()
-                assert time.monotonic() < deadline, "dashboard did not start"
-                time.sleep(0.5)
         assert "demo" in body
         listening = [c for c in _listeners(port)]
         assert listening and all(addr.startswith("127.0.0.1") for addr in listening), listening

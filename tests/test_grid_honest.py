@@ -19,21 +19,6 @@ from lgeseg.errors import ConfigError, DataError
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(
-        num_cpus=1,
-        include_dashboard=False,
-        object_store_memory=80 * 1024**2,
-        log_to_driver=False,
-        configure_logging=False,
-    )
-    yield
-    ray.shutdown()
-
-
 def tiny(data_dir: Path, **sections) -> dict:
     values = {
         "name": "honest",

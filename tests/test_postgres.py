@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -20,7 +19,7 @@ import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
-from test_dashboard_cli import _free_port
+from test_dashboard_cli import start_dashboard
 from test_grid import _grid_command, tiny
 
 from hpo.run import main
@@ -104,25 +103,8 @@ def test_grid_killed_resumed_reported_and_served_from_postgres(postgres_url, tmp
     printed = capsys.readouterr().out
     assert (tmp_path / "report" / "report.html").is_file() and _password(postgres_url) not in printed
 
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "hpo.run", "dashboard", "--storage", postgres_url, "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    server, port, body = start_dashboard(postgres_url)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
-                    body = response.read().decode()
-                break
-            except OSError:
-                assert server.poll() is None, server.stdout.read()
-                assert time.monotonic() < deadline, "dashboard did not start"
-                time.sleep(0.5)
         (study_id,) = [s["study_id"] for s in json.loads(body)["study_summaries"] if s["study_name"] == name]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study_id}", timeout=10) as response:
             detail = json.loads(response.read())

@@ -188,6 +188,32 @@ def _pair_files(root: Path) -> list[str]:
     return images
 
 
+def read_manifest_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header and rows of a ``manifest.csv``: BOM tolerated, names and cells stripped.
+
+    Args:
+        path: the manifest file.
+
+    Returns:
+        (column names in file order, ``[(line number, {column: value}), ...]``); a missing cell is ``""``.
+
+    Raises:
+        DataError: the file cannot be read or parsed as CSV.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            # Keys of None collect surplus fields; values of None stand for missing ones.
+            rows = [
+                (reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None})
+                for row in reader
+            ]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read manifest ({exc})") from None
+    return columns, rows
+
+
 def _read_patients(root: Path, files: list[str]) -> list[str] | None:
     """Patient id per file from ``root/manifest.csv``, or None when there is no manifest.
 
@@ -196,23 +222,13 @@ def _read_patients(root: Path, files: list[str]) -> list[str] | None:
     manifest = root / "manifest.csv"
     if not manifest.exists():
         return None
-    try:
-        with manifest.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            missing = [c for c in ("file", "patient") if c not in columns]
-            if missing:
-                raise DataError(
-                    f"{manifest}: missing column(s) {', '.join(missing)}; "
-                    f"expected a header with file,patient (found {','.join(columns) or 'none'})"
-                )
-            # Keys of None collect surplus fields; values of None stand for missing ones.
-            rows = [
-                (reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None})
-                for row in reader
-            ]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{manifest}: cannot read manifest ({exc})") from None
+    columns, rows = read_manifest_table(manifest)
+    missing = [c for c in ("file", "patient") if c not in columns]
+    if missing:
+        raise DataError(
+            f"{manifest}: missing column(s) {', '.join(missing)}; "
+            f"expected a header with file,patient (found {','.join(columns) or 'none'})"
+        )
     patient_of: dict[str, str] = {}
     for line, row in rows:
         name, patient = row["file"], row["patient"]

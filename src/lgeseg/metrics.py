@@ -162,8 +162,16 @@ def bfscore(pred: np.ndarray, truth: np.ndarray, theta: float | None = None) -> 
     return float(_bf_scores(pred[None].astype(bool), truth[None].astype(bool), theta)[0])
 
 
-def _summary(confusion: np.ndarray, bf_mean: np.ndarray) -> dict[str, np.ndarray]:
-    """Data-set style metrics of confusion matrices ``(..., C, C)``; ``bf_mean`` is the BF column already reduced."""
+def confusion_summary(confusion: np.ndarray, bf_mean: np.ndarray | float = math.nan) -> dict[str, np.ndarray]:
+    """Data-set style metrics of confusion matrices ``(..., C, C)`` (rows = truth, columns = prediction).
+
+    Args:
+        confusion: pixel counts, shape ``(..., C, C)``.
+        bf_mean: the MeanBFScore column, already reduced (BF scores need the masks, not counts); NaN if unknown.
+
+    Returns:
+        ``GlobalAccuracy``, ``MeanAccuracy``, ``MeanIoU``, ``WeightedIoU`` (shape ``(...)``) and ``MeanBFScore``.
+    """
     tp = np.diagonal(confusion, axis1=-2, axis2=-1).astype(np.float64)
     true_px = confusion.sum(axis=-1).astype(np.float64)
     pred_px = confusion.sum(axis=-2).astype(np.float64)
@@ -232,8 +240,8 @@ def evaluate(pred: np.ndarray, truth: np.ndarray, classes: list[str], files: lis
     image_bf = _nanmean(bf, axis=1)
     bf_defined = ~np.isnan(bf)
 
-    dataset = _summary(confusion, _nanmean(image_bf))
-    images = _summary(per_image, image_bf)
+    dataset = confusion_summary(confusion, _nanmean(image_bf))
+    images = confusion_summary(per_image, image_bf)
 
     tp = np.diag(confusion).astype(np.float64)
     true_px = confusion.sum(axis=1)

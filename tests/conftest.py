@@ -244,3 +244,24 @@ def ray_cluster():
     )
     yield
     ray.shutdown()
+
+
+def sqlite_study_ready(db: Path, studies: int = 1) -> bool:
+    """Whether a driver has finished creating the Optuna schema and ``studies`` studies in the SQLite file ``db``.
+
+    Tests that watch a running driver read its storage only then: opening an Optuna RDB storage creates
+    the tables it misses, so a reader racing the driver's own creation breaks it ("table ... already exists").
+    Reads the file read-only, with sqlite3 alone.
+    """
+    import contextlib
+    import sqlite3
+
+    if not db.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as connection:
+            versions = connection.execute("SELECT count(*) FROM alembic_version").fetchone()[0]
+            created = connection.execute("SELECT count(*) FROM studies").fetchone()[0]
+    except sqlite3.Error:
+        return False
+    return versions > 0 and created >= studies

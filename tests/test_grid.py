@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import sqlite_study_ready
 from optuna.trial import TrialState
 
 from hpo.commands.grid import write_report
@@ -166,7 +167,7 @@ def test_driver_killed_mid_run_then_resumed(data_dir, tmp_path):
     try:
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            if (out / "study.db").exists() and driver.poll() is None:
+            if sqlite_study_ready(out / "study.db") and driver.poll() is None:
                 try:
                     trials = load(out).get_trials()
                 except Exception:  # noqa: BLE001 - the study may not exist yet

@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import sqlite_study_ready
 from optuna.trial import TrialState
 
 from hpo.commands.grid import write_report
@@ -137,7 +138,7 @@ def test_driver_killed_mid_search_then_resumed(tiny_data_dir, tmp_path):
             time.sleep(0.2)
             if driver.poll() is not None:
                 pytest.fail(f"the driver ended before it was killed:\n{driver.stdout.read()}")
-            if not (out / "study.db").exists():
+            if not sqlite_study_ready(out / "study.db", studies=2):  # the record and its sampler study
                 continue
             try:
                 record = studies(out)[0]

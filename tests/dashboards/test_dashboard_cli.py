@@ -13,7 +13,7 @@ import optuna
 
 from hpo.run import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:

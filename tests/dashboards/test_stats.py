@@ -401,7 +401,7 @@ def test_one_epoch_networks_are_marked_did_not_learn(
 def test_paper_seeds_yaml_is_the_paper_protocol_with_three_seeds() -> None:
     from hpo.config import load_study_config
 
-    root = Path(__file__).resolve().parents[1] / "study_configs"
+    root = Path(__file__).resolve().parents[2] / "study_configs"
     paper, seeds = load_study_config(root / "paper.yaml"), load_study_config(root / "paper-seeds.yaml")
     assert seeds["seeds"] == [0, 1, 2]
     assert {k: v for k, v in seeds.items() if k not in ("name", "seeds")} == {

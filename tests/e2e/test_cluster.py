@@ -1,4 +1,4 @@
-"""``grid --address`` on a real two-node Ray cluster bound to 127.0.0.1 (tests/two_node_cluster.py).
+"""``grid --address`` on a real two-node Ray cluster bound to 127.0.0.1 (tests/e2e/two_node_cluster.py).
 
 Trials run on both nodes (each trial records its Ray node id), every result lands in a journal-file
 study, and the node killed mid-trial leaves a FAIL with its reason, not a lost or duplicated grid point.
@@ -28,7 +28,7 @@ from hpo.storage import open_storage
 from lgeseg.phantom import generate_phantom
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def two_nodes():
     """A head and a worker node of one CPU each on 127.0.0.1, in their own RAY_TMPDIR (short: socket paths)."""
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     cluster = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "two_node_cluster.py")],
+        [sys.executable, str(ROOT / "tests" / "e2e" / "two_node_cluster.py")],
         cwd=ROOT,
         env={**os.environ, "RAY_TMPDIR": ray_tmp},
         stdin=subprocess.PIPE,

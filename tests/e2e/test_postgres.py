@@ -26,7 +26,7 @@ from hpo.run import main
 from lgeseg.phantom import generate_phantom
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 URL = os.environ.get("LGESEG_TEST_POSTGRES_URL")
 
 

@@ -1,6 +1,6 @@
 """A real two-node Ray cluster on this machine, bound to 127.0.0.1, for the cluster tests (and by hand).
 
-    RAY_TMPDIR=$(mktemp -d /tmp/rayXXXX) python tests/two_node_cluster.py [CPUS_PER_NODE]
+    RAY_TMPDIR=$(mktemp -d /tmp/rayXXXX) python tests/e2e/two_node_cluster.py [CPUS_PER_NODE]
 
 starts a head node and one worker node with Ray's own :class:`ray.cluster_utils.Cluster` (two raylets,
 each with its own object store), prints one JSON line (``address``, ``head_node_id``, ``worker_node_id``)

@@ -23,7 +23,7 @@ from lgeseg.errors import UserError
 from lgeseg.phantom import generate_phantom
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from hpo.optuna_searcher import sampler_study_name
 from hpo.search import run_search
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny(data_dir: Path, search: dict, **sections) -> dict:

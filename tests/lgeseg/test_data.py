@@ -16,7 +16,7 @@ from lgeseg.errors import ConfigError, DataError
 from lgeseg.png import read_image, read_mask, write_mask
 
 REAL_DATA = Path(
-    os.environ.get("LGESEG_REAL_DATA") or Path(__file__).resolve().parents[1].parent / "shared/data/emidec-lge-128"
+    os.environ.get("LGESEG_REAL_DATA") or Path(__file__).resolve().parents[2].parent / "shared/data/emidec-lge-128"
 )
 
 

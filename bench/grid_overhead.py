@@ -5,7 +5,8 @@ both) with the same study config and the same ``--set`` overrides:
 
 * **grid**: ``python -m hpo.run grid --config <quick> --out <tmp> --no-report --set ...``
 * **sequential**: a child process that, for each seed and L2 of the grid, calls
-  ``lgeseg.run.run(hpo.config.point_config(study, l2, seed), <tmp>/<trial>)`` one after the other, with
+  ``lgeseg.run.run(hpo.study_config.run_config_of(study, {"train.l2": l2}, Replicate(seed)),
+  <tmp>/<trial>)`` one after the other, with
   ``torch.set_num_threads(resources.cpu)`` as the Ray trainable does, and on the same device.
 
 Overhead = (grid wall - sequential wall) / grid wall. Modes (each a grid configuration, compared to the
@@ -123,7 +124,8 @@ def sequential_child(args) -> int:
     t_start = time.perf_counter()
     import torch
 
-    from hpo.config import load_study_config, point_config
+    from hpo.record import Replicate
+    from hpo.study_config import load_study_config, run_config_of
     from lgeseg.run import run
 
     study = load_study_config(args.config, args.overrides, args.data)
@@ -131,7 +133,7 @@ def sequential_child(args) -> int:
     t_trials = time.perf_counter()
     for seed in study["seeds"]:
         for l2 in study["grid"]["l2"]:
-            config = point_config(study, l2, seed)
+            config = run_config_of(study, {"train.l2": l2}, Replicate(seed))
             # run() reads the data set itself, as each Ray trial does
             run(config, Path(args.out) / f"l2={l2:g}_seed={seed}")
     end = time.perf_counter()

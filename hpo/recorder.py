@@ -1,4 +1,5 @@
-"""The Optuna recorder: every Tune trial of a grid run becomes an Optuna trial, written from the driver.
+"""The Optuna recorder: every Tune trial of a study becomes an attempt trial of its record, written from the
+driver (the schema: :mod:`hpo.record`).
 
 The driver is the only writer, so SQLite is safe, and any Optuna storage URL works. A trial is created
 when its Tune trial starts (or, on ``--resume``, the interrupted Optuna trial is picked up again), gets
@@ -16,51 +17,21 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from ray.tune import Callback
 
 from lgeseg.errors import UserError
-from lgeseg.losses import LOSSES
-from lgeseg.models import ARCHITECTURES
 
-from .attempts import Attempt
 from .failure import failure_message
+from .record import ATTR, DISTRIBUTIONS, Attempt, TrialReport, attempt_params
 from .rule import RetuneRule
 from .storage import StorageBusyError
 
 logger = logging.getLogger(__name__)
 
-#: Wide bounds so reruns and later searches over the same parameters fit one study.
-DISTRIBUTIONS = {
-    "l2": FloatDistribution(1e-12, 1.0, log=True),
-    "learning_rate": FloatDistribution(1e-10, 10.0, log=True),
-    "batch_size": IntDistribution(1, 65536),
-    "epochs": IntDistribution(1, 1_000_000),
-    "seed": IntDistribution(0, 2**31 - 1),
-    "rerun": IntDistribution(0, 1000),
-    "architecture": CategoricalDistribution(ARCHITECTURES),
-    "loss": CategoricalDistribution(LOSSES),
-}
-
-
-def trial_params(config: dict[str, Any]) -> dict[str, Any]:
-    """The Optuna params of a Tune trial config."""
-    train = config["run"]["train"]
-    return {
-        "l2": train["l2"],
-        "learning_rate": train["learning_rate"],
-        "batch_size": train["batch_size"],
-        "epochs": train["epochs"],
-        "seed": config["run"]["seed"],
-        "rerun": config["attempt"]["rerun"],
-        "architecture": config["run"]["model"]["architecture"],
-        "loss": train["loss"],
-    }
-
 
 class OptunaRecorder(Callback):
-    """A Tune Callback that mirrors the grid's Tune trials into one Optuna study."""
+    """A Tune Callback that mirrors a study's Tune trials into its Optuna record."""
 
     def __init__(
         self, study: optuna.Study, rule: RetuneRule, max_reruns: int, retries: int = 5, retry_wait: float = 0.2
@@ -73,7 +44,7 @@ class OptunaRecorder(Callback):
         self._trials: dict[str, optuna.Trial] = {}  # Tune trial id -> Optuna trial
         self._reported: dict[str, set[int]] = {}  # Tune trial id -> epochs already stored
         self._nodes: dict[str, str] = {}  # Tune trial id -> Ray node id last stored
-        self._numbers = {t.user_attrs.get("trial_name"): t.number for t in study.get_trials(deepcopy=False)}
+        self._numbers = {t.user_attrs.get(ATTR.TRIAL_NAME): t.number for t in study.get_trials(deepcopy=False)}
         self._unwritten: list[tuple[str, Callable[[], None]]] = []
 
     def trial_number(self, trial_name: str) -> int | None:
@@ -134,29 +105,33 @@ class OptunaRecorder(Callback):
 
             self._write("reattach interrupted trial", reattach)
             return
-        params = trial_params(config)
-        attempt = attempt_from_config(config["attempt"])
+        attempt = Attempt.from_config(config["attempt"])
+        params = attempt_params(config["run"], attempt.rerun)
         name = attempt.name
         previous = attempt.previous()
+        lineage = {
+            "point": attempt.point,
+            "rerun": attempt.rerun,
+            "rerun_of": self._numbers.get(previous.name) if previous is not None else None,
+            "adjustment": config["adjustment"],
+        }
+        if attempt.configuration.index is not None:  # a sampled configuration's trials, as d5d5804 wrote them
+            lineage.update(
+                configuration=attempt.configuration.record_number, configuration_index=attempt.configuration.index
+            )
         attrs = {
-            "trial_name": name,
-            "trial_dir": config["trial_dir"],
+            ATTR.TRIAL_NAME: name,
+            ATTR.TRIAL_DIR: config["trial_dir"],
             "ray_trial_id": tid,
             "config_hash": config["config_hash"],
-            "lineage": {
-                "point": attempt.point,
-                "rerun": attempt.rerun,
-                "rerun_of": self._numbers.get(previous.name) if previous is not None else None,
-                "adjustment": config["adjustment"],
-                **config.get("lineage", {}),
-            },
+            ATTR.LINEAGE: lineage,
         }
 
         def create() -> None:
             waiting = [
                 t
                 for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-                if t.user_attrs.get("trial_name") == name
+                if t.user_attrs.get(ATTR.TRIAL_NAME) == name
             ]
             if not waiting:  # a retry after the enqueue went through must not enqueue twice
                 self.study.enqueue_trial(params, user_attrs=attrs)
@@ -172,76 +147,52 @@ class OptunaRecorder(Callback):
         if node and self._nodes.get(tid) != node:  # once per trial, again if it moved to another node
             self._nodes[tid] = node
             self._write("node id", lambda: self._trials[tid].set_user_attr("node_id", node))
-        if result.get("finished") or "epoch" not in result:
+        report = TrialReport.from_result(result)
+        if report is None or report.finished:
             return
         reported = self._reported.setdefault(tid, set())
-        if result["epoch"] in reported:  # an epoch replayed by a resumed run
+        if report.epoch in reported:  # an epoch replayed by a resumed run
             return
-        reported.add(result["epoch"])
-        self._write("intermediate value", lambda: self._trials[tid].report(result["val_accuracy"], result["epoch"]))
+        reported.add(report.epoch)
+        self._write("intermediate value", lambda: self._trials[tid].report(report.val_accuracy, report.epoch))
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         result = trial.last_result or {}
-        if self.rule.fails(result):
-            attempt = attempt_from_config(trial.config["attempt"])
-            retune = {
-                "reason": self.rule.reason(result),
-                "check_epoch": self.rule.check_epoch(result["epochs"]),
-                "best_val_accuracy": result["best_val_accuracy"],
-                "replaced_by": attempt.next().name if attempt.rerun < self.max_reruns else None,
-            }
+        report = TrialReport.from_result({**result, "done": bool(result.get("done"))})
+        if report is None:
+            pass  # stopped before its first epoch: stays RUNNING for --resume
+        elif self.rule.fails(result):
+            self._finish(trial.trial_id, TrialState.PRUNED, None, self._retune_attrs(trial, report, result))
+        elif report.finished and report.val_MeanIoU is None:
+            error = "validation MeanIoU is undefined (a class never occurs in the validation split)"
             self._finish(
-                trial.trial_id,
-                TrialState.PRUNED,
-                None,
-                {"retune": retune, "epochs_run": result["epoch"], "best_val_accuracy": result["best_val_accuracy"]},
+                trial.trial_id, TrialState.FAIL, None, {ATTR.ERROR: error, ATTR.TEST_METRICS: report.test_metrics}
             )
-        elif result.get("finished") and result["val_MeanIoU"] is None:
+        elif report.finished:
+            self._finish(trial.trial_id, TrialState.COMPLETE, report.val_MeanIoU, _complete_attrs(report))
+        elif report.done:  # stopped by the trial scheduler (a search's ASHA), not by the rule
+            stopped = {"epoch": report.epoch, "val_accuracy": report.val_accuracy}
+            attrs = {ATTR.STOPPED_BY_SCHEDULER: stopped, ATTR.EPOCHS_RUN: report.epoch}
             self._finish(
-                trial.trial_id,
-                TrialState.FAIL,
-                None,
-                {
-                    "error": "validation MeanIoU is undefined (a class never occurs in the validation split)",
-                    "test_metrics": result["test_metrics"],
-                },
-            )
-        elif result.get("finished"):
-            run_info = result["run_info"]
-            self._finish(
-                trial.trial_id,
-                TrialState.COMPLETE,
-                result["val_MeanIoU"],
-                {
-                    "test_metrics": result["test_metrics"],
-                    "val_metrics": result["val_metrics"],
-                    "epochs_run": run_info["epochs_run"],
-                    "best_val_accuracy": run_info["best_val_accuracy"],
-                    "selected_epoch": run_info["selected_epoch"],
-                    "device": run_info["device"],
-                    "baseline": run_info.get("baseline"),
-                    "wall_time_s": run_info["wall_time_s"],
-                    "split_hash": run_info["split_hash"],
-                    "versions": {**run_info["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
-                },
-            )
-        elif result.get("done"):  # stopped by the trial scheduler (a search's ASHA), not by the rule
-            self._finish(
-                trial.trial_id,
-                TrialState.PRUNED,
-                None,
-                {
-                    "stopped_by_scheduler": {"epoch": result["epoch"], "val_accuracy": result["val_accuracy"]},
-                    "epochs_run": result["epoch"],
-                    "best_val_accuracy": result["best_val_accuracy"],
-                },
+                trial.trial_id, TrialState.PRUNED, None, {**attrs, ATTR.BEST_VAL_ACCURACY: report.best_val_accuracy}
             )
         # else: stopped with the experiment (driver interrupted); stays RUNNING for --resume
         self._reported.pop(trial.trial_id, None)
         self._nodes.pop(trial.trial_id, None)
 
+    def _retune_attrs(self, trial, report: TrialReport, result: dict) -> dict[str, Any]:
+        """Why the retune rule stopped ``trial``, and which attempt replaces it."""
+        attempt = Attempt.from_config(trial.config["attempt"])
+        retune = {
+            "reason": self.rule.reason(result),
+            "check_epoch": self.rule.check_epoch(report.epochs),
+            "best_val_accuracy": report.best_val_accuracy,
+            "replaced_by": attempt.next().name if attempt.rerun < self.max_reruns else None,
+        }
+        return {ATTR.RETUNE: retune, ATTR.EPOCHS_RUN: report.epoch, ATTR.BEST_VAL_ACCURACY: report.best_val_accuracy}
+
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._finish(trial.trial_id, TrialState.FAIL, None, {"error": failure_message(trial)})
+        self._finish(trial.trial_id, TrialState.FAIL, None, {ATTR.ERROR: failure_message(trial)})
         self._reported.pop(trial.trial_id, None)
         self._nodes.pop(trial.trial_id, None)
 
@@ -256,14 +207,21 @@ class OptunaRecorder(Callback):
         self._write(f"finish trial ({state.name})", write)
 
 
-def attempt_from_config(values: dict[str, Any]) -> Any:
-    """The attempt a Ray trial config carries: a grid's :class:`~hpo.attempts.Attempt`, or a search's
-    :class:`~hpo.optuna_searcher.SeedAttempt` (its config names its configuration). Both give the names."""
-    if "configuration" in values:
-        from .optuna_searcher import SeedAttempt
-
-        return SeedAttempt.from_config(values)
-    return Attempt.from_config(values)
+def _complete_attrs(report: TrialReport) -> dict[str, Any]:
+    """The user attrs of a finished attempt: its metrics and how its run went."""
+    info = report.run_info or {}
+    return {
+        ATTR.TEST_METRICS: report.test_metrics,
+        ATTR.VAL_METRICS: report.val_metrics,
+        ATTR.EPOCHS_RUN: info["epochs_run"],
+        ATTR.BEST_VAL_ACCURACY: info["best_val_accuracy"],
+        "selected_epoch": info["selected_epoch"],
+        "device": info["device"],
+        "baseline": info.get("baseline"),
+        "wall_time_s": info["wall_time_s"],
+        "split_hash": info["split_hash"],
+        "versions": {**info["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
+    }
 
 
 def _version(package: str) -> str:

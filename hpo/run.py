@@ -13,7 +13,7 @@ import sys
 
 from lgeseg.errors import UserError
 
-from .commands import dashboard, evaluate, grid, import_nifti, report, search, train
+from .commands import dashboard, evaluate, import_nifti, report, study, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hyperparameter studies of U-Net segmentation of LGE-MRI (the Rukundo L2 study).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (grid, search, train, evaluate, report, dashboard, import_nifti):
+    for module in (study, train, evaluate, report, dashboard, import_nifti):
         module.register(sub)
     return parser
 

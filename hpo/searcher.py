@@ -1,9 +1,10 @@
-"""A Ray Tune Searcher that hands out the grid's attempts and the reruns the retune rule asks for.
+"""The study's one Ray Tune Searcher: it hands out attempts, queues the reruns the retune rule asks for, and
+(in a sampled search) asks :class:`hpo.sampling.Sampling` for configurations and reports replicates' ends.
 
-Each grid point (L2, seed) gets attempt 0; when the retune rule stops an attempt, the next one, carrying
-the next entry of ``retune.adjustments``, is queued at once and starts as soon as a slot frees up,
-not after the whole round. Which attempts are still owed is decided from the Optuna storage
-(:func:`hpo.attempts.plan_attempts`), never from Ray's own restore, which loses searcher state.
+A grid's attempts are all known when it starts; a search's come from its sampler as slots free up. Either
+way, when the retune rule stops an attempt the next one, carrying the next ``retune.adjustments`` entry,
+goes to the front of the queue at once. What is owed on ``--resume`` is decided from the Optuna record
+(:func:`hpo.record.plan_study`), never from Ray's own restore, which loses searcher state.
 """
 
 from __future__ import annotations
@@ -13,15 +14,30 @@ from collections.abc import Callable, Iterable
 
 from ray.tune.search import Searcher
 
-from .attempts import Attempt
+from .record import Attempt, Outcome, Status, TrialReport, reported_outcome
 from .rule import RetuneRule
+from .sampling import Sampling
 
 
-class GridSearcher(Searcher):
-    """Hands out queued attempts; queues a rerun when :class:`RetuneRule` stopped an attempt."""
+class StudySearcher(Searcher):
+    """Hands out queued attempts; queues a rerun when :class:`RetuneRule` stopped one.
+
+    Args:
+        attempts: the attempts owed when the run starts (the resume plan's).
+        rule, max_reruns: the study's retune rule and its rerun budget.
+        make_config: the Ray trial config of an attempt (:func:`hpo.study.trial_config`).
+        sampling: a search's sampler (None for a grid, whose attempts are all in ``attempts``).
+        trial_number: the record number of an attempt by name (the recorder's), for the outcomes.
+    """
 
     def __init__(
-        self, attempts: Iterable[Attempt], rule: RetuneRule, max_reruns: int, make_config: Callable[[Attempt], dict]
+        self,
+        attempts: Iterable[Attempt],
+        rule: RetuneRule,
+        max_reruns: int,
+        make_config: Callable[[Attempt], dict],
+        sampling: Sampling | None = None,
+        trial_number: Callable[[str], int | None] = lambda name: None,
     ) -> None:
         super().__init__(metric="val_accuracy", mode="max")
         self._queue: deque[Attempt] = deque(attempts)
@@ -29,17 +45,39 @@ class GridSearcher(Searcher):
         self._rule = rule
         self._max_reruns = max_reruns
         self._make_config = make_config
+        self._sampling = sampling
+        self._trial_number = trial_number
 
     def suggest(self, trial_id: str) -> dict | str | None:
+        if not self._queue and self._sampling is not None and self._sampling.wants_more():
+            self._queue.extend(self._sampling.sample())
         if self._queue:
             attempt = self._queue.popleft()
             self._running[trial_id] = attempt
             return self._make_config(attempt)
+        # Configurations with nothing queued or running cannot progress here: --resume picks them up.
         return None if self._running else Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         attempt = self._running.pop(trial_id, None)
-        if attempt is None or error or not result:
+        if attempt is None or (not error and not result):  # removed before it started: still owed
             return
-        if self._rule.fails(result) and attempt.rerun < self._max_reruns:
-            self._queue.appendleft(attempt.next())  # reruns go before untouched grid points
+        report = TrialReport.from_result(result)
+        if not error and report is not None and self._rule.fails(report.to_result()):
+            if attempt.rerun < self._max_reruns:
+                self._queue.appendleft(attempt.next())  # reruns go before untouched attempts
+                return
+            outcome = Outcome(
+                Status.NOT_CONVERGED,
+                self._number(attempt),
+                attempt.rerun,
+                epoch=report.epoch,
+                val_accuracy=report.best_val_accuracy,
+            )
+        else:
+            outcome = reported_outcome(report, error, self._number(attempt), attempt.rerun)
+        if outcome is not None and self._sampling is not None:
+            self._sampling.settle(attempt, outcome)
+
+    def _number(self, attempt: Attempt) -> int | None:
+        return attempt.optuna_number if attempt.optuna_number is not None else self._trial_number(attempt.name)

@@ -1,29 +1,27 @@
-"""The grid's closing summary: one row per grid point, read back from the Optuna study.
+"""A study's closing table: one row per configuration and replicate, keyed by the space, read from the plan.
 
-Each point's status and rerun count come from :func:`hpo.attempts.plan_attempts`, the same reading of
-the storage that decides what ``--resume`` still runs, so the table and the resume plan never disagree.
+Each row's status and rerun count come from :func:`hpo.record.plan_study`, the same reading of the record
+that decides what ``--resume`` still runs, so the table and the resume plan never disagree. A grid's rows
+are keyed by their values (``L2`` and any other gridded axis), a search's by configuration (``c003``)
+and the searched keys.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import optuna
-
 from lgeseg.metrics import clearly_above_baseline
 from lgeseg.tables import fmt, format_table
 
-from .attempts import PointStatus, plan_attempts
-from .config import GRID_AXES
+from .record import ConfigurationPlan, Status
 
-#: Columns of :func:`format_summary`, in order.
+#: Columns of :func:`format_summary` after the space's and the replicate's, in order.
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "L2",
-    "seed",
     "status",
     "reruns",
     "epochs",
     "val acc",
+    "val MeanIoU",
     "test GlobalAcc",
     "test MeanIoU",
     "test MeanBF",
@@ -31,61 +29,74 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 )
 
 
-def summary_rows(config: dict, study: optuna.Study) -> list[dict[str, Any]]:
-    """One row per grid point (seed-major, in config order): its status, the reruns that ran, and its
-    latest attempt's epochs, best validation accuracy and test metrics (None where there are none).
+def _space_cells(plan: ConfigurationPlan) -> dict[str, str]:
+    """The configuration's columns: a grid point's values (``L2`` first), or ``config`` and the searched keys."""
+    configuration = plan.configuration
+    cells = {} if configuration.index is None else {"config": f"c{configuration.index:03d}"}
+    for key, value in configuration.params:
+        column = "L2" if key == "train.l2" and configuration.index is None else key
+        column = column.rsplit(".", 1)[-1] if configuration.index is None else column
+        cells[column] = f"{value:g}" if isinstance(value, float) else str(value)
+    return cells
+
+
+def summary_rows(config: dict, plans: list[ConfigurationPlan]) -> list[dict[str, Any]]:
+    """One row per configuration and replicate, in plan order: its status, the reruns that ran, and its
+    latest attempt's epochs, best validation accuracy, validation MeanIoU (the objective) and test metrics
+    (None where there are none).
 
     Returns:
-        dicts with keys ``l2``, ``seed``, each gridded axis (``architecture``, ``loss``), ``status`` (a
-        :class:`hpo.attempts.PointStatus` value),
-        ``reruns``, ``epochs``, ``val_accuracy``, ``GlobalAccuracy``, ``MeanIoU``, ``MeanBFScore``,
-        ``learned`` (whether test MeanIoU is clearly above the majority-class baseline,
-        :func:`lgeseg.metrics.clearly_above_baseline`; None when unknown), ``trial`` (the latest attempt's
-        Optuna number) and ``error`` (a failed point's recorded error).
+        dicts with keys ``space`` (column -> shown value), ``point`` (:attr:`hpo.record.Attempt.point`),
+        ``seed``, ``status`` (a :class:`hpo.record.Status` value), ``reruns``, ``epochs``, ``val_accuracy``,
+        ``value``, ``GlobalAccuracy``, ``MeanIoU``, ``MeanBFScore``, ``learned`` (whether test MeanIoU is
+        clearly above the majority-class baseline, :func:`lgeseg.metrics.clearly_above_baseline`; None when
+        unknown), ``trial`` (the latest attempt's Optuna number) and ``error`` (a failed replicate's error).
     """
     rows = []
-    for outcome in plan_attempts(config, study.get_trials(deepcopy=False)).values():
-        last = outcome.last
-        attrs = last.user_attrs if last is not None else {}
-        test = (attrs.get("test_metrics") or {}).get("dataset", {})
-        rows.append(
-            {
-                "l2": outcome.l2,
-                "seed": outcome.seed,
-                **dict(outcome.choices),
-                "status": outcome.status,
-                "reruns": outcome.reruns,
-                "epochs": attrs.get("epochs_run"),
-                "val_accuracy": attrs.get("best_val_accuracy"),
-                "GlobalAccuracy": test.get("GlobalAccuracy"),
-                "MeanIoU": test.get("MeanIoU"),
-                "MeanBFScore": test.get("MeanBFScore"),
-                "learned": clearly_above_baseline(
-                    test.get("MeanIoU"), ((attrs.get("baseline") or {}).get("test") or {}).get("MeanIoU")
-                ),
-                "trial": last.number if last is not None else None,
-                "error": attrs.get("error") if outcome.status == PointStatus.FAILED else None,
-            }
-        )
+    for plan in plans:
+        for replicate, step in plan.replicates.items():
+            last = step.last
+            attrs = last.user_attrs if last is not None else {}
+            test = (attrs.get("test_metrics") or {}).get("dataset", {})
+            rows.append(
+                {
+                    "space": _space_cells(plan),
+                    "point": step.first.point,
+                    "seed": replicate.seed,
+                    "status": step.status,
+                    "reruns": step.reruns,
+                    "epochs": attrs.get("epochs_run"),
+                    "val_accuracy": attrs.get("best_val_accuracy"),
+                    "value": step.outcome.value if step.outcome is not None else None,
+                    "GlobalAccuracy": test.get("GlobalAccuracy"),
+                    "MeanIoU": test.get("MeanIoU"),
+                    "MeanBFScore": test.get("MeanBFScore"),
+                    "learned": clearly_above_baseline(
+                        test.get("MeanIoU"), ((attrs.get("baseline") or {}).get("test") or {}).get("MeanIoU")
+                    ),
+                    "trial": last.number if last is not None else None,
+                    "error": attrs.get("error") if step.status == Status.FAILED else None,
+                }
+            )
     return rows
 
 
 def format_summary(rows: list[dict[str, Any]]) -> str:
-    """The rows of :func:`summary_rows` as an aligned text table (:data:`SUMMARY_COLUMNS`), then one line
-    per failed grid point with its error, and one line naming the points whose network did not learn."""
-    axes = [axis for axis in GRID_AXES if any(axis in r for r in rows)]  # the gridded ones, after seed
-    columns = (*SUMMARY_COLUMNS[:2], *axes, *SUMMARY_COLUMNS[2:])
+    """The rows of :func:`summary_rows` as an aligned text table (the space's columns, ``seed``, then
+    :data:`SUMMARY_COLUMNS`), one line per failed replicate with its error, and one line naming the
+    replicates whose network did not learn."""
+    space = list(rows[0]["space"]) if rows else []
     table = format_table(
-        columns,
+        (*space, "seed", *SUMMARY_COLUMNS),
         [
             [
-                f"{r['l2']:g}",
+                *(r["space"].get(c, "") for c in space),
                 str(r["seed"]),
-                *(str(r[a]) for a in axes),
                 r["status"],
                 str(r["reruns"]),
                 fmt(r["epochs"]),
                 fmt(r["val_accuracy"]),
+                fmt(r["value"]),
                 fmt(r["GlobalAccuracy"]),
                 fmt(r["MeanIoU"]),
                 fmt(r["MeanBFScore"]),
@@ -94,16 +105,8 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
             for r in rows
         ],
     )
-    failures = [
-        f"failed l2={r['l2']:g} seed={r['seed']}" + "".join(f" {a}={r[a]}" for a in axes) + f": {r['error']}"
-        for r in rows
-        if r.get("error")
-    ]
-    not_learned = [
-        f"l2={r['l2']:g} seed={r['seed']}" + "".join(f" {a}={r[a]}" for a in axes)
-        for r in rows
-        if r.get("learned") is False
-    ]
+    failures = [f"failed {r['point'].replace(',', ' ')}: {r['error']}" for r in rows if r.get("error")]
+    not_learned = [r["point"].replace(",", " ") for r in rows if r.get("learned") is False]
     if not_learned:
         failures.append(
             f"did not learn ({len(not_learned)} of {len(rows)}): {', '.join(not_learned)}: test MeanIoU is not "

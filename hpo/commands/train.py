@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from hpo.config import grid_choices, load_study_config, point_config
+    from hpo.record import Replicate
+    from hpo.study_config import grid_configurations, load_study_config, run_config_of
     from lgeseg.data import load_dataset
     from lgeseg.metrics import format_tables
     from lgeseg.run import run
@@ -43,7 +44,8 @@ def main(args: argparse.Namespace) -> int:
     study = load_study_config(args.config, overrides, args.data)
     l2 = study["grid"]["l2"][0] if args.l2 is None else args.l2
     seed = study["seeds"][0] if args.seed is None else args.seed
-    config = point_config(study, l2, seed, choices=grid_choices(study)[0])  # the first of any gridded axes
+    first = grid_configurations(study)[0].values  # the first of any gridded axes
+    config = run_config_of(study, {**first, "train.l2": l2}, Replicate(seed))
     out = Path(args.out) if args.out else Path("runs") / f"{study['name']}-train" / f"l2={l2:g}_seed={seed}"
 
     dataset = load_dataset(config["data"], progress=sys.stderr.isatty())

@@ -87,11 +87,14 @@ CHOICES = {
 }
 
 
-def _type_ok(value: Any, default: Any) -> bool:
+def type_ok(value: Any, default: Any) -> bool:
+    """Whether ``value`` may stand where the config's ``default`` does: the same kind (an int for a float,
+    never a bool for a number); a float must be finite (NaN and inf are never a setting); a None default
+    takes anything. The one type check of run, study and search-space values."""
     if isinstance(default, bool):
         return isinstance(value, bool)
     if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if isinstance(default, int):
         return isinstance(value, int) and not isinstance(value, bool)
     if default is None:
@@ -99,7 +102,8 @@ def _type_ok(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def _type_name(default: Any) -> str:
+def type_name(default: Any) -> str:
+    """How :func:`type_ok` names the kind of ``default`` in an error ("a number", ...)."""
     return {
         bool: "a boolean",
         float: "a number",
@@ -131,8 +135,8 @@ def merge(defaults: dict, values: dict | None, where: str = "", nullable: set[st
             if value not in ("auto", True, False):
                 raise ConfigError(f"config key '{dotted}' must be auto, true or false, got {value!r}")
             out[key] = value
-        elif not _type_ok(value, default):
-            raise ConfigError(f"config key '{dotted}' must be {_type_name(default)}, got {value!r}")
+        elif not type_ok(value, default):
+            raise ConfigError(f"config key '{dotted}' must be {type_name(default)}, got {value!r}")
         else:
             out[key] = float(value) if isinstance(default, float) else value
     return out
@@ -148,12 +152,22 @@ def set_dotted(config: dict, assignment: str) -> None:
         value = safe_load(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.problem})") from None
+    put_dotted(config, key, value, f"--set {key}")
+
+
+def put_dotted(config: dict, key: str, value: Any, where: str = "") -> None:
+    """Set dotted ``key`` (``train.l2``) of ``config`` in place, making sections the config left out
+    (:func:`merge` validates the key later). The one home of dotted keys.
+
+    Raises:
+        ConfigError: when a part of ``key`` names a value, not a section.
+    """
     parts = key.split(".")
     node = config
     for part in parts[:-1]:
-        node = node.setdefault(part, {})  # a section the file left out; merge() validates the key
+        node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: '{part}' is not a config section")
+            raise ConfigError(f"{where or key}: '{part}' is not a config section")
     node[parts[-1]] = value
 
 

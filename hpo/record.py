@@ -1,0 +1,520 @@
+"""The study record: how a study is written into Optuna and read back. No Ray, so dashboards read it too.
+
+A study is a space of *configurations* (a grid's categorical axes, or what a sampler proposes) times
+*replicates* (seeds now; cross-validation folds next). Each replicate of a configuration is trained by
+*attempts*: rerun 0 is the protocol itself, rerun k carries the k-th retune adjustment. The record (one
+Optuna study per study) holds one trial per attempt and, for a sampled search, one trial per configuration
+(user attr ``kind`` = :data:`CONFIGURATION`). This module is the one home of that schema:
+
+* the names: :attr:`Attempt.name` (trial folder and ``trial_name``) and :attr:`Attempt.point` (lineage
+  ``point``), derived from the configuration and :class:`Replicate` in one place;
+* the attribute keys (:data:`ATTR`), the attempt params and their wide distributions (:func:`attempt_params`);
+* the one status vocabulary (:class:`Status`);
+* what a trial reports to Tune (:class:`TrialReport`);
+* a replicate's outcome (:func:`stored_outcome`, :func:`reported_outcome`) and a configuration's outcome
+  from its replicates (:func:`configuration_outcome`: the mean validation value, never a test value);
+* the resume plan (:func:`plan_study`), read by the searcher, the closing table and the report alike.
+
+Adding the fold axis: give :class:`Replicate` its ``fold`` in :func:`hpo.study_config.replicates` and in
+:meth:`Replicate.apply`; names, lineage and the plan follow from :class:`Replicate`.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from lgeseg.losses import LOSSES
+from lgeseg.models import ARCHITECTURES
+
+
+class ATTR:
+    """User-attribute keys of the record's trials (attempts unless marked)."""
+
+    KIND = "kind"  #: configuration trials: :data:`CONFIGURATION`
+    CONFIGURATION = "configuration"  #: configuration trials: the configuration's index
+    SAMPLER_TRIAL = "sampler_trial"  #: configuration trials: its trial in the sampler study
+    TRIAL_NAME = "trial_name"  #: :attr:`Attempt.name` (``c<index>`` for a configuration trial)
+    TRIAL_DIR = "trial_dir"
+    LINEAGE = "lineage"  #: point, rerun, rerun_of, adjustment (+ configuration, configuration_index)
+    ERROR = "error"
+    RETUNE = "retune"  #: why the retune rule stopped the attempt, and its replacement
+    STOPPED_BY_SCHEDULER = "stopped_by_scheduler"
+    TEST_METRICS = "test_metrics"
+    VAL_METRICS = "val_metrics"
+    EPOCHS_RUN = "epochs_run"
+    BEST_VAL_ACCURACY = "best_val_accuracy"
+    REPLICATES = "seeds"  #: configuration trials: every replicate's outcome (named ``seeds`` since d5d5804)
+
+
+#: ``kind`` of a configuration trial in the record.
+CONFIGURATION = "configuration"
+#: Suffix of the sampler study's name (a sampled search only).
+SAMPLER_SUFFIX = "/sampler"
+
+
+def sampler_study_name(name: str) -> str:
+    """The sampler study that goes with record study ``name``."""
+    return f"{name}{SAMPLER_SUFFIX}"
+
+
+class Status:
+    """Where an attempt's replicate (and a configuration) stands: the one vocabulary of the resume plan, the
+    closing table, the stored replicate outcomes and the exit status."""
+
+    PENDING = "pending"  #: nothing recorded yet, or a rerun is owed
+    INTERRUPTED = "interrupted"  #: the last attempt was RUNNING when its driver stopped
+    COMPLETE = "complete"  #: the last attempt finished
+    NOT_CONVERGED = "not converged"  #: every attempt was stopped by the retune rule, no reruns left
+    STOPPED = "stopped by ASHA"  #: the trial scheduler stopped the last attempt
+    FAILED = "failed"  #: the last attempt failed (recorded with its error, not retried)
+
+    #: Statuses ``--resume`` still has work for.
+    UNFINISHED = (PENDING, INTERRUPTED)
+    #: Statuses that make a study command exit with status 1.
+    UNSUCCESSFUL = (PENDING, INTERRUPTED, FAILED)
+    #: Spellings stored by d5d5804's search in configuration trials, read as today's.
+    LEGACY = {"not_converged": NOT_CONVERGED, "pruned": STOPPED}
+
+    @classmethod
+    def read(cls, stored: str) -> str:
+        """A stored status in today's vocabulary."""
+        return cls.LEGACY.get(stored, stored)
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """One repetition of a configuration: a seed now; a cross-validation ``fold`` joins it next.
+
+    Every name and key of a replicate comes from here, so adding an axis is one change.
+    """
+
+    seed: int
+    fold: int | None = None
+
+    @property
+    def key(self) -> str:
+        """Its part of a lineage point: ``seed=<S>`` (``,fold=<F>`` when folded)."""
+        return f"seed={self.seed}" + (f",fold={self.fold}" if self.fold is not None else "")
+
+    @property
+    def name(self) -> str:
+        """Its part of a trial name: ``seed=<S>`` (``_fold=<F>`` when folded)."""
+        return self.key.replace(",", "_")
+
+    def apply(self, run: dict[str, Any]) -> dict[str, Any]:
+        """The run-config values this replicate sets (merged into the run config of an attempt)."""
+        return {"seed": self.seed}
+
+    def to_config(self) -> dict[str, Any]:
+        return {"seed": self.seed, "fold": self.fold}
+
+    @classmethod
+    def of_params(cls, params: dict[str, Any]) -> Replicate:
+        """The replicate of an attempt trial's params."""
+        fold = params.get("fold")
+        return cls(int(params["seed"]), None if fold is None else int(fold))
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One point of the space: dotted run-config key -> value, in the space's order.
+
+    A grid point is named by its values (``l2=<L2>`` then the other axes, as trial folders always were); a
+    sampled configuration by its index ``c<index>`` and carries its configuration trial's number.
+    """
+
+    params: tuple[tuple[str, Any], ...]
+    index: int | None = None  #: a sampled configuration's index (None for a grid point)
+    record_number: int | None = None  #: its configuration trial in the record (sampled only)
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def _parts(self) -> tuple[list[str], list[str]]:
+        """(before, after) the replicate in a grid point's name: ``l2=<L2>`` first, the other axes after."""
+        if self.index is not None:
+            return [f"c{self.index:03d}"], []
+        head = [f"l2={v:g}" for k, v in self.params if k == "train.l2"]
+        tail = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.params if k != "train.l2"]
+        return head, tail
+
+    @property
+    def label(self) -> str:
+        """The configuration's own name, e.g. ``c003`` or ``l2=0.005,loss=dice``."""
+        head, tail = self._parts()
+        return ",".join(head + tail)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try at one replicate of one configuration; ``rerun`` 0 is the protocol, k > 0 carries adjustment k."""
+
+    configuration: Configuration
+    replicate: Replicate
+    rerun: int = 0
+    optuna_number: int | None = None  #: an interrupted attempt trial this one continues
+
+    @property
+    def point(self) -> str:
+        """The replicate's name, the lineage ``point``: ``l2=<L2>,seed=<S>[,<axis>=<v>...]`` or ``c<i>,seed=<S>``."""
+        head, tail = self.configuration._parts()
+        return ",".join([*head, self.replicate.key, *tail])
+
+    @property
+    def name(self) -> str:
+        """The attempt's name (trial folder and ``trial_name``): the point with ``_`` and ``_rerun=<k>``."""
+        head, tail = self.configuration._parts()
+        return "_".join([*head, self.replicate.name, *tail, f"rerun={self.rerun}"])
+
+    def next(self) -> Attempt:
+        """The rerun that replaces this attempt when the retune rule stops it."""
+        return replace(self, rerun=self.rerun + 1, optuna_number=None)
+
+    def previous(self) -> Attempt | None:
+        """The attempt this rerun replaces (None for the protocol's own attempt)."""
+        return replace(self, rerun=self.rerun - 1, optuna_number=None) if self.rerun > 0 else None
+
+    def to_config(self) -> dict[str, Any]:
+        """The attempt as the plain dict a Ray trial config carries."""
+        c = self.configuration
+        return {
+            "params": [list(p) for p in c.params],
+            "index": c.index,
+            "record_number": c.record_number,
+            "replicate": self.replicate.to_config(),
+            "rerun": self.rerun,
+            "optuna_number": self.optuna_number,
+        }
+
+    @classmethod
+    def from_config(cls, values: dict[str, Any]) -> Attempt:
+        """The attempt of a Ray trial config's ``attempt`` dict (see :meth:`to_config`)."""
+        c = Configuration(tuple((k, v) for k, v in values["params"]), values["index"], values["record_number"])
+        return cls(c, Replicate(**values["replicate"]), values["rerun"], values.get("optuna_number"))
+
+
+#: Wide bounds of an attempt's params, so reruns and later studies over the same parameters fit one record.
+DISTRIBUTIONS = {
+    "l2": FloatDistribution(1e-12, 1.0, log=True),
+    "learning_rate": FloatDistribution(1e-10, 10.0, log=True),
+    "batch_size": IntDistribution(1, 65536),
+    "epochs": IntDistribution(1, 1_000_000),
+    "seed": IntDistribution(0, 2**31 - 1),
+    "rerun": IntDistribution(0, 1000),
+    "architecture": CategoricalDistribution(ARCHITECTURES),
+    "loss": CategoricalDistribution(LOSSES),
+}
+
+
+def attempt_params(run: dict[str, Any], rerun: int) -> dict[str, Any]:
+    """The Optuna params of an attempt trial, from its run config (:data:`DISTRIBUTIONS`)."""
+    train = run["train"]
+    return {
+        "l2": train["l2"],
+        "learning_rate": train["learning_rate"],
+        "batch_size": train["batch_size"],
+        "epochs": train["epochs"],
+        "seed": run["seed"],
+        "rerun": rerun,
+        "architecture": run["model"]["architecture"],
+        "loss": train["loss"],
+    }
+
+
+def _nested(result: dict[str, Any]) -> dict[str, Any]:
+    """Tune hands some callbacks the result flattened (``test_metrics/dataset/MeanIoU``): nest it again."""
+    out: dict[str, Any] = {}
+    for key, value in result.items():
+        node, parts = out, key.split("/")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+@dataclass
+class TrialReport:
+    """What a trial reports to Tune: every epoch, then (``finished``) the evaluated network's metrics.
+
+    Epoch fields are per-epoch numbers in [0, 1] (accuracies) or losses; ``val_MeanIoU`` is the selected
+    network's validation MeanIoU (None when undefined), ``test_metrics`` its :func:`lgeseg.metrics` summary.
+    """
+
+    epoch: int
+    epochs: int
+    val_accuracy: float
+    best_val_accuracy: float
+    finished: bool = False
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    val_loss: float | None = None
+    epoch_seconds: float | None = None
+    replayed: bool = False
+    val_MeanIoU: float | None = None
+    val_metrics: dict[str, Any] | None = None
+    test_metrics: dict[str, Any] | None = None
+    run_info: dict[str, Any] | None = None
+    node_id: str | None = None
+    done: bool = False  #: set by Tune on a trial's last result (the scheduler stopped it when not finished)
+
+    def to_result(self) -> dict[str, Any]:
+        """The dict ``tune.report`` takes (Tune adds ``done`` itself)."""
+        return {k: v for k, v in asdict(self).items() if k != "done"}
+
+    @classmethod
+    def from_result(cls, result: dict[str, Any] | None) -> TrialReport | None:
+        """A Tune result (nested or flattened) as a report; None when it carries no epoch."""
+        result = _nested(result or {})
+        if "epoch" not in result or "epochs" not in result:
+            return None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in result.items() if k in known})
+
+    @property
+    def test_MeanIoU(self) -> float | None:
+        return ((self.test_metrics or {}).get("dataset") or {}).get("MeanIoU")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one replicate of a configuration ended (its last attempt), or where it stands."""
+
+    status: str  #: a :class:`Status` value
+    trial: int | None = None  #: record number of the attempt that decided it
+    rerun: int = 0
+    value: float | None = None  #: validation MeanIoU (complete only): the objective
+    test_MeanIoU: float | None = None  #: reported, never optimised
+    epoch: int | None = None  #: where a stopped attempt stopped
+    val_accuracy: float | None = None  #: its best validation accuracy there
+
+
+def stored_outcome(last: FrozenTrial, max_reruns: int) -> Outcome | None:
+    """The outcome a stored last attempt gives its replicate, or None when it still owes work."""
+    rerun, attrs = int(last.params.get("rerun", 0)), last.user_attrs
+    stopped = {"epoch": attrs.get(ATTR.EPOCHS_RUN), "val_accuracy": attrs.get(ATTR.BEST_VAL_ACCURACY)}
+    if last.state == TrialState.COMPLETE:
+        test = ((attrs.get(ATTR.TEST_METRICS) or {}).get("dataset") or {}).get("MeanIoU")
+        return Outcome(Status.COMPLETE, last.number, rerun, last.value, test)
+    if last.state == TrialState.FAIL:
+        return Outcome(Status.FAILED, last.number, rerun)
+    if last.state == TrialState.PRUNED and ATTR.STOPPED_BY_SCHEDULER in attrs:
+        return Outcome(Status.STOPPED, last.number, rerun, **stopped)
+    if last.state == TrialState.PRUNED and rerun >= max_reruns:
+        return Outcome(Status.NOT_CONVERGED, last.number, rerun, **stopped)
+    return None
+
+
+def reported_outcome(report: TrialReport | None, failed: bool, number: int | None, rerun: int) -> Outcome | None:
+    """The outcome an attempt's last Tune report gives its replicate (the rule's verdict is the caller's);
+    None when the experiment stopped it (continued on ``--resume``)."""
+    if failed or (report is not None and report.finished and report.val_MeanIoU is None):
+        return Outcome(Status.FAILED, number, rerun)
+    if report is None:
+        return None
+    if report.finished:
+        return Outcome(Status.COMPLETE, number, rerun, report.val_MeanIoU, report.test_MeanIoU)
+    if report.done:
+        return Outcome(Status.STOPPED, number, rerun, epoch=report.epoch, val_accuracy=report.best_val_accuracy)
+    return None
+
+
+def configuration_outcome(outcomes: dict[Replicate, Outcome]) -> tuple[TrialState, float | None, dict[str, Any]]:
+    """The state, objective and user attrs of a configuration whose replicates all have an outcome.
+
+    COMPLETE with the mean over replicates of each one's validation MeanIoU (never a test value) when every
+    replicate completed; FAIL when one failed; else PRUNED (not converged, or stopped by the scheduler).
+    The attrs hold every replicate's outcome and the spread (sample sd; None for one replicate).
+    """
+    decided = sorted(outcomes.items(), key=lambda kv: (kv[0].seed, kv[0].fold or 0))
+    replicates = [
+        {
+            **r.to_config(),
+            "status": o.status,
+            "value": o.value,
+            "test_MeanIoU": o.test_MeanIoU,
+            "trial": o.trial,
+            "rerun": o.rerun,
+        }
+        for r, o in decided
+    ]
+    attrs: dict[str, Any] = {
+        ATTR.REPLICATES: replicates,
+        "n_seeds": len(outcomes),
+        "reruns": sum(o.rerun for o in outcomes.values()),
+    }
+    statuses = {o.status for o in outcomes.values()}
+    if Status.FAILED in statuses:
+        return TrialState.FAIL, None, {**attrs, ATTR.ERROR: "a replicate failed (see its attempt trial)"}
+    if statuses != {Status.COMPLETE}:
+        return TrialState.PRUNED, None, attrs
+    values = [o.value for o in outcomes.values()]
+    tests = [o.test_MeanIoU for o in outcomes.values() if o.test_MeanIoU is not None]
+    attrs.update(
+        value_mean=statistics.fmean(values),
+        value_std=statistics.stdev(values) if len(values) > 1 else None,
+        value_min=min(values),
+        value_max=max(values),
+        test_MeanIoU_mean=statistics.fmean(tests) if len(tests) == len(values) else None,
+    )
+    return TrialState.COMPLETE, statistics.fmean(values), attrs
+
+
+def pruned_report(outcomes: dict[Replicate, Outcome]) -> tuple[int, float] | None:
+    """For a PRUNED configuration, (epoch, validation accuracy) of the replicate that stopped it soonest, for
+    the sampler (TPE ranks pruned trials by how far and how well they got)."""
+    stopped = [o for o in outcomes.values() if o.status in (Status.NOT_CONVERGED, Status.STOPPED) and o.epoch]
+    if not stopped:
+        return None
+    worst = min(stopped, key=lambda o: (o.epoch, o.val_accuracy if o.val_accuracy is not None else -math.inf))
+    return worst.epoch, worst.val_accuracy if worst.val_accuracy is not None else 0.0
+
+
+def configuration_trials(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """The record's configuration trials, by configuration index."""
+    found = [t for t in trials if t.user_attrs.get(ATTR.KIND) == CONFIGURATION]
+    return sorted(found, key=lambda t: t.user_attrs[ATTR.CONFIGURATION])
+
+
+def configuration_of(trial: FrozenTrial) -> Configuration:
+    """The configuration a record configuration trial stands for."""
+    return Configuration(tuple(trial.params.items()), trial.user_attrs[ATTR.CONFIGURATION], trial.number)
+
+
+#: The ``error`` of a trial a driver enqueued but was killed before starting (see :func:`close_unstarted`).
+UNSTARTED = "left unstarted by an interrupted driver"
+
+
+def close_unstarted(study) -> None:
+    """A WAITING trial can only be left by a driver killed between enqueue and ask: close it as FAIL, marked
+    :data:`UNSTARTED`, so the plan treats it as never run (the attempt it stood for is owed again)."""
+    for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial = study.ask()
+        trial.set_user_attr(ATTR.ERROR, UNSTARTED)
+        study.tell(trial, state=TrialState.FAIL)
+
+
+def is_unstarted(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` is an enqueued attempt that never started (WAITING, or closed by :func:`close_unstarted`)."""
+    return trial.state == TrialState.WAITING or (
+        trial.state == TrialState.FAIL and trial.user_attrs.get(ATTR.ERROR) == UNSTARTED
+    )
+
+
+@dataclass
+class ReplicatePlan:
+    """Where one replicate of a configuration stands in the record."""
+
+    first: Attempt  #: its protocol attempt (names the point)
+    attempt: Attempt | None  #: what still has to run, or None
+    status: str  #: a :class:`Status` value
+    outcome: Outcome | None = None  #: how it ended, when it has
+    history: list[FrozenTrial] = field(default_factory=list)  #: its attempt trials, by rerun
+
+    @property
+    def last(self) -> FrozenTrial | None:
+        return self.history[-1] if self.history else None
+
+    @property
+    def reruns(self) -> int:
+        """Reruns that ran (started): the rerun number of its latest attempt."""
+        return int(self.last.params.get("rerun", 0)) if self.last is not None else 0
+
+
+@dataclass
+class ConfigurationPlan:
+    """A configuration and where each of its replicates stands."""
+
+    configuration: Configuration
+    replicates: dict[Replicate, ReplicatePlan]
+    sampler_number: int | None = None  #: its sampler-study trial (sampled configurations only)
+    told: bool = False  #: a sampled configuration whose outcome the record and the sampler already have
+
+    @property
+    def owed(self) -> list[Attempt]:
+        return [p.attempt for p in self.replicates.values() if p.attempt is not None]
+
+    @property
+    def outcomes(self) -> dict[Replicate, Outcome]:
+        """The replicates that have ended, with their outcomes."""
+        return {r: p.outcome for r, p in self.replicates.items() if p.outcome is not None}
+
+
+def plan_replicate(first: Attempt, history: list[FrozenTrial], max_reruns: int) -> ReplicatePlan:
+    """What a replicate still needs, from its attempt trials: none -> attempt 0; COMPLETE / FAIL / stopped by
+    the scheduler -> ended; PRUNED by the rule -> the next rerun, or not converged once ``max_reruns`` are
+    spent; RUNNING -> continued under the same Optuna trial from its last checkpoint."""
+    history = sorted(history, key=lambda t: t.params.get("rerun", 0))
+    if not history:
+        return ReplicatePlan(first, first, Status.PENDING)
+    last = history[-1]
+    rerun = int(last.params.get("rerun", 0))
+    outcome = stored_outcome(last, max_reruns)
+    if outcome is not None:
+        return ReplicatePlan(first, None, outcome.status, outcome, history)
+    if last.state == TrialState.RUNNING:
+        attempt = replace(first, rerun=rerun, optuna_number=last.number)
+        return ReplicatePlan(first, attempt, Status.INTERRUPTED, None, history)
+    return ReplicatePlan(first, replace(first, rerun=rerun + 1), Status.PENDING, None, history)
+
+
+def plan_study(
+    configurations: Iterable[Configuration],
+    replicates: list[Replicate],
+    trials: Iterable[FrozenTrial],
+    max_reruns: int,
+    sampler_numbers: dict[int, int] | None = None,
+) -> list[ConfigurationPlan]:
+    """The resume plan: for every configuration and replicate, what the record says and what is owed.
+
+    Attempts are matched to replicates by their lineage ``point`` (:attr:`Attempt.point`), as grid and search
+    studies have recorded it since d5d5804; attempts a killed driver enqueued but never started are ignored.
+    """
+    by_point: dict[str, list[FrozenTrial]] = {}
+    for trial in trials:
+        lineage = trial.user_attrs.get(ATTR.LINEAGE)
+        if lineage and not is_unstarted(trial):
+            by_point.setdefault(lineage["point"], []).append(trial)
+    plans = []
+    for configuration in configurations:
+        steps = {}
+        for replicate in replicates:
+            first = Attempt(configuration, replicate)
+            steps[replicate] = plan_replicate(first, by_point.get(first.point, []), max_reruns)
+        number = (sampler_numbers or {}).get(configuration.record_number)
+        plans.append(ConfigurationPlan(configuration, steps, number))
+    return plans
+
+
+__all__ = [
+    "ATTR",
+    "CONFIGURATION",
+    "DISTRIBUTIONS",
+    "Attempt",
+    "Configuration",
+    "ConfigurationPlan",
+    "Outcome",
+    "Replicate",
+    "ReplicatePlan",
+    "Status",
+    "TrialReport",
+    "attempt_params",
+    "close_unstarted",
+    "configuration_of",
+    "configuration_outcome",
+    "configuration_trials",
+    "is_unstarted",
+    "plan_replicate",
+    "plan_study",
+    "pruned_report",
+    "reported_outcome",
+    "sampler_study_name",
+    "stored_outcome",
+]

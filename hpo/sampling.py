@@ -1,0 +1,215 @@
+"""A search's sampler: Optuna proposes configurations and learns only their values. No Ray.
+
+Two Optuna studies share the storage: the **record** (:mod:`hpo.record`: every attempt, plus one trial per
+sampled configuration) and the **sampler study** (``<name>/sampler``), where the sampler asks and learns,
+so it never sees an attempt, a replicate or a stopped rerun: only configuration values. A configuration is
+told when every replicate has ended (:func:`hpo.record.configuration_outcome`). :class:`Sampling` holds
+the two jobs the searcher hands it, :meth:`~Sampling.sample` and :meth:`~Sampling.settle`;
+:func:`reconcile` repairs the pair after a driver was killed between their writes.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any, TextIO
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from lgeseg.tables import fmt
+
+from .record import (
+    ATTR,
+    CONFIGURATION,
+    Attempt,
+    ConfigurationPlan,
+    Outcome,
+    Replicate,
+    Status,
+    configuration_of,
+    configuration_outcome,
+    configuration_trials,
+    plan_replicate,
+    pruned_report,
+)
+
+#: ``error`` of a sampler trial whose sampling a killed driver interrupted.
+UNSAMPLED = "sampling interrupted by a killed driver; not a configuration"
+
+
+def make_sampler(search: dict, dists: dict[str, BaseDistribution], index: int) -> optuna.samplers.BaseSampler:
+    """Optuna's sampler for configuration ``index`` of a search.
+
+    TPE, random, GP and CMA-ES are stateless between asks (their history is the sampler study; CMA-ES keeps
+    its state in the trials), so each ask gets a fresh sampler seeded from ``(seed, index)``: a resumed search
+    neither replays the random draws of the configurations it already has nor depends on where it was killed.
+    QMC and grid walk one fixed sequence, so they keep ``seed``.
+    """
+    kind, seed = search["sampler"], search["seed"]
+    derived = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+    startup = {} if search["startup_trials"] is None else {"n_startup_trials": search["startup_trials"]}
+    with warnings.catch_warnings():  # QMC and TPE's constant liar are "experimental": nothing to act on
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if kind == "tpe":
+            return optuna.samplers.TPESampler(seed=derived, constant_liar=search["max_concurrent"] > 1, **startup)
+        if kind == "random":
+            return optuna.samplers.RandomSampler(seed=derived)
+        if kind == "gp":
+            return optuna.samplers.GPSampler(seed=derived, **startup)
+        if kind == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=derived, **startup)
+        if kind == "qmc":
+            return optuna.samplers.QMCSampler(seed=seed, scramble=True)
+        if kind == "grid":
+            choices = {k: list(d.choices) for k, d in dists.items() if isinstance(d, CategoricalDistribution)}
+            return optuna.samplers.GridSampler(choices, seed=seed)
+    raise ValueError(f"unknown sampler {kind!r}")
+
+
+def add_configuration(
+    record: optuna.Study, index: int, sampled: FrozenTrial | optuna.Trial, dists: dict[str, BaseDistribution]
+) -> FrozenTrial:
+    """Record configuration ``index`` (sampled as sampler trial ``sampled``) as a RUNNING record trial."""
+    record.add_trial(
+        create_trial(
+            state=TrialState.RUNNING,
+            params=dict(sampled.params),
+            distributions=dict(dists),
+            user_attrs={
+                ATTR.KIND: CONFIGURATION,
+                ATTR.CONFIGURATION: index,
+                ATTR.SAMPLER_TRIAL: sampled.number,
+                ATTR.TRIAL_NAME: f"c{index:03d}",
+            },
+        )
+    )
+    created = record.get_trials(deepcopy=False)[-1]  # the driver is the only writer
+    assert created.user_attrs.get(ATTR.SAMPLER_TRIAL) == sampled.number
+    return created
+
+
+def tell_sampler(
+    sampler_study: optuna.Study, number: int, state: TrialState, value: float | None, report: tuple[int, float] | None
+) -> None:
+    """Tell sampler trial ``number`` its configuration's outcome (once; a PRUNED one with how far it got)."""
+    trial = sampler_study.get_trials(deepcopy=False)[number]
+    if trial.state.is_finished():
+        return
+    if report is not None and state == TrialState.PRUNED:
+        optuna.Trial(sampler_study, trial._trial_id).report(report[1], report[0])
+    sampler_study.tell(number, value if state == TrialState.COMPLETE else None, state=state)
+
+
+def reconcile(
+    n_trials: int, record: optuna.Study, sampler_study: optuna.Study, dists: dict[str, BaseDistribution]
+) -> None:
+    """Bring the two studies into agreement after a driver was killed between their writes.
+
+    A sampler trial without a configuration record is adopted (recorded) when its sampling finished and fewer
+    than ``n_trials`` configurations exist, else closed as FAIL; a sampler trial still RUNNING whose record
+    was told gets the record's outcome.
+    """
+    configurations = configuration_trials(record.get_trials(deepcopy=False))
+    linked = {t.user_attrs[ATTR.SAMPLER_TRIAL]: t for t in configurations}
+    for trial in sampler_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        mine = linked.get(trial.number)
+        if mine is None and set(trial.params) == set(dists) and len(configurations) < n_trials:
+            configurations.append(add_configuration(record, len(configurations), trial, dists))
+        elif mine is None:
+            optuna.Trial(sampler_study, trial._trial_id).set_user_attr(ATTR.ERROR, UNSAMPLED)
+            sampler_study.tell(trial.number, state=TrialState.FAIL)
+        elif mine.state.is_finished():
+            tell_sampler(sampler_study, trial.number, mine.state, mine.value, None)
+
+
+class Sampling:
+    """The sampler's side of a search: new configurations on demand, configuration values when decided.
+
+    ``plans`` are the record's open (untold) configurations from :func:`hpo.record.plan_study`; those whose
+    replicates all ended before the driver was killed are told at once.
+    """
+
+    def __init__(
+        self,
+        config: dict,
+        dists: dict[str, BaseDistribution],
+        record: optuna.Study,
+        sampler_study: optuna.Study,
+        replicates: list[Replicate],
+        plans: list[ConfigurationPlan],
+        created: int,
+        stream: TextIO | None = None,
+    ) -> None:
+        self._search = config["search"]
+        self._max_reruns = config["retune"]["max_reruns"]
+        self._dists = dists
+        self._record = record
+        self._sampler_study = sampler_study
+        self._replicates = replicates
+        self._created = created
+        self._open = {p.configuration.index: p for p in plans}
+        self._stream = stream or sys.stdout
+        for plan in list(self._open.values()):
+            if len(plan.outcomes) == len(replicates):
+                self._tell(plan)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its search algorithm (and this with it) with the experiment state; a stream does not.
+        return {**self.__dict__, "_stream": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _stream=sys.stdout)
+
+    def wants_more(self) -> bool:
+        """Whether a new configuration may be sampled now (fewer than ``n_trials`` exist, fewer than
+        ``max_concurrent`` are open)."""
+        return self._created < self._search["n_trials"] and len(self._open) < self._search["max_concurrent"]
+
+    def sample(self) -> list[Attempt]:
+        """Ask the sampler for the next configuration, record it, and return its replicates' first attempts."""
+        index = self._created
+        self._sampler_study.sampler = make_sampler(self._search, self._dists, index)
+        sampled = self._sampler_study.ask(self._dists)
+        record = add_configuration(self._record, index, sampled, self._dists)
+        self._created += 1
+        configuration = configuration_of(record)
+        steps = {r: plan_replicate(Attempt(configuration, r), [], self._max_reruns) for r in self._replicates}
+        self._open[index] = ConfigurationPlan(configuration, steps, sampled.number)
+        shown = ", ".join(f"{k}={fmt(v)}" for k, v in sampled.params.items())
+        self._line(f"sample  c{index:03d} ({self._search['sampler']}, {index + 1}/{self._search['n_trials']}): {shown}")
+        return [Attempt(configuration, r) for r in self._replicates]
+
+    def settle(self, attempt: Attempt, outcome: Outcome) -> None:
+        """Record how ``attempt``'s replicate ended; tell the configuration once every replicate has."""
+        if outcome.status == Status.STOPPED:
+            self._line(f"asha    {attempt.name} stopped by ASHA at epoch {outcome.epoch}")
+        plan = self._open[attempt.configuration.index]
+        plan.replicates[attempt.replicate].outcome = outcome
+        if len(plan.outcomes) == len(self._replicates):
+            self._tell(plan)
+
+    def _tell(self, plan: ConfigurationPlan) -> None:
+        index, number = plan.configuration.index, plan.configuration.record_number
+        state, value, attrs = configuration_outcome(plan.outcomes)
+        handle = optuna.Trial(self._record, self._record.get_trials(deepcopy=False)[number]._trial_id)
+        for key, val in attrs.items():
+            handle.set_user_attr(key, val)
+        self._record.tell(number, value, state=state, skip_if_finished=True)
+        tell_sampler(self._sampler_study, plan.sampler_number, state, value, pruned_report(plan.outcomes))
+        del self._open[index]
+        if state == TrialState.COMPLETE:
+            spread = f" ± {attrs['value_std']:.4f} (sd)" if attrs["value_std"] is not None else ""
+            told = f"val MeanIoU {value:.4f}{spread} over {attrs['n_seeds']} seed(s)"
+        else:
+            told = {TrialState.PRUNED: "pruned (not converged, or stopped by ASHA)", TrialState.FAIL: "failed"}[state]
+        self._line(f"told    c{index:03d}: {told}")
+
+    def _line(self, text: str) -> None:
+        self._stream.write(text + "\n")
+        self._stream.flush()
+
+
+__all__ = ["UNSAMPLED", "Sampling", "add_configuration", "make_sampler", "reconcile", "tell_sampler"]

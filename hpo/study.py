@@ -1,0 +1,316 @@
+"""The one study driver: a space of configurations times replicates, trained on Ray Tune, recorded in Optuna.
+
+:func:`run_study` holds only the flow, the same for a grid and a sampled search: it reads the data once
+(:func:`describe_data`), starts or joins Ray and checks the cluster (:mod:`hpo.cluster`), opens (or, with
+``resume``, reopens) the record (:func:`prepare_study`, :mod:`hpo.storage`), works out from it what is
+still owed (:func:`hpo.record.plan_study`), runs the attempts on Ray Tune with the retune rule
+(:func:`tune_study`) and prints the closing table (:mod:`hpo.summary`). A grid's configurations are its
+whole categorical space; a search's come from Optuna's sampler (:mod:`hpo.sampling`). The report is the
+command's business.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from lgeseg.config import config_hash
+from lgeseg.data import load_dataset, split_dataset
+from lgeseg.errors import ConfigError
+from lgeseg.fingerprint import check_same, data_fingerprint
+from lgeseg.models import halvings
+from lgeseg.padding import check_size
+
+from .cluster import check_resources, start_ray
+from .record import (
+    Attempt,
+    ConfigurationPlan,
+    close_unstarted,
+    configuration_of,
+    configuration_trials,
+    plan_study,
+    sampler_study_name,
+)
+from .rule import RetuneRule
+from .storage import default_storage, default_study_dir, mask_url, open_storage, resolve, start_study
+from .study_config import grid_configurations, max_epochs, replicates, run_config_of, space
+from .summary import format_summary, summary_rows
+
+if TYPE_CHECKING:
+    import optuna
+
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the recorder keeps the results
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
+
+
+@dataclass
+class StudyResult:
+    """What a study run leaves: where its record is and where each configuration's replicates stand."""
+
+    study_name: str  #: the record's Optuna study name
+    storage: str  #: its storage URL (unmasked: print it only through :func:`hpo.storage.mask_url`)
+    out_dir: Path  #: the study folder (``config.yaml``, ``trials/``, the SQLite file by default)
+    rows: list[dict[str, Any]]  #: one per configuration and replicate, see :func:`hpo.summary.summary_rows`
+    unfinished: bool  #: whether ``--resume`` still has work (attempts owed, configurations to sample)
+
+
+def model_variants(config: dict) -> list[dict]:
+    """Every ``model`` section a study's trials can use: the config's own with each combination of the
+    space's categorical ``model.*`` choices (a grid's ``architecture`` axis included)."""
+    axes = {k: d.choices for k, d in space(config).items() if k.startswith("model.") and hasattr(d, "choices")}
+    variants = []
+    for values in itertools.product(*axes.values()):
+        model = dict(config["model"])
+        model.update({k.split(".", 1)[1]: v for k, v in zip(axes, values)})
+        variants.append(model)
+    return variants
+
+
+def describe_data(config: dict) -> dict[str, Any]:
+    """Read the data set once in the driver, so a bad folder, or images a network of the study cannot take,
+    fail here with one clear line, not in every trial; the synthetic phantom is generated here, once.
+
+    The image-size rule is :func:`lgeseg.models.halvings`, as ``train`` applies it: a MONAI U-Net with
+    strides [1, 2, 2, 2] takes any sides divisible by 8.
+
+    Returns the study attributes of the data: folder, labels, and the data and split fingerprints that
+    ``--resume`` compares (:mod:`lgeseg.fingerprint`).
+    """
+    dataset = load_dataset(config["data"])
+    for model in model_variants(config):
+        check_size(*dataset.images.shape[1:], halvings(model), model["pad"])
+    s = config["split"]
+    split = split_dataset(dataset, s["train"], s["val"], s["test"], seed=s["seed"])
+    return {
+        "data_dir": str(Path(dataset.root).resolve()),
+        "labels": dataset.labels,
+        "synthetic": dataset.synthetic,
+        "data_fingerprint": data_fingerprint(dataset),
+        "split": split.to_json(dataset),
+    }
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            found = _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+            if found:
+                return found
+        return None
+    return None if a == b else f"{where} ({b!r} stored, {a!r} now)"
+
+
+def adjustment_for(retune: dict[str, Any], rerun: int) -> dict[str, Any] | None:
+    """The hyperparameter changes rerun ``rerun`` carries (None for the protocol's own attempt)."""
+    return dict(retune["adjustments"][rerun - 1]) if rerun > 0 else None
+
+
+def trial_config(config: dict, attempt: Attempt, out_dir: Path) -> dict[str, Any]:
+    """What the Ray trial of ``attempt`` receives."""
+    adjustment = adjustment_for(config["retune"], attempt.rerun)
+    run = run_config_of(config, attempt.configuration.values, attempt.replicate, adjustment)
+    return {
+        "attempt": attempt.to_config(),
+        "trial_name": attempt.name,
+        "trial_dir": str(out_dir / "trials" / attempt.name),
+        "run": run,
+        "adjustment": adjustment,
+        "config_hash": config_hash(run),
+        "threads": max(1, int(config["resources"]["cpu"])),
+    }
+
+
+def prepare_study(
+    config: dict, name: str, storage: str, out: Path, resume: bool, data: dict[str, Any], stream
+) -> optuna.Study:
+    """Open (or create) the record a run writes into; store its config and data attributes when new, or
+    refuse a resume whose config differs from the stored one, naming the first differing key."""
+    study = start_study(storage, name, resume)
+    stored = study.user_attrs.get("config")
+    if stored is not None and stored != config:
+        raise ConfigError(
+            f"the config differs from the one study '{name}' was started with: "
+            f"{_first_difference(config, stored)}; resume with the same config or use a new "
+            f"--study-name"
+        )
+    check_same(
+        f"study '{name}'",
+        study.user_attrs.get("data_fingerprint"),
+        study.user_attrs.get("split"),
+        data["data_fingerprint"],
+        data["split"],
+        "start a new study with --study-name NAME (and --out DIR)",
+    )
+    if stored is None:
+        for key, value in {"config": config, "out_dir": str(out), **data}.items():
+            study.set_user_attr(key, value)
+        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    elif "data_fingerprint" not in study.user_attrs:  # a study started before fingerprints were recorded
+        for key in ("data_fingerprint", "split"):
+            study.set_user_attr(key, data[key])
+    if data["synthetic"]:
+        print(f"data: SYNTHETIC phantom at {data['data_dir']} (no --data given)", file=stream)
+    else:
+        print(f"data: {data['data_dir']}", file=stream)
+    return study
+
+
+def open_sampler_study(config: dict, record: optuna.Study, storage: str) -> optuna.Study:
+    """A search's sampler study beside the record (created on first use), reconciled with it."""
+    import optuna
+
+    from .sampling import reconcile
+
+    sampler_study = optuna.create_study(
+        storage=open_storage(storage),
+        study_name=sampler_study_name(record.study_name),
+        direction="maximize",
+        load_if_exists=True,
+    )
+    sampler_study.set_user_attr("record_study", record.study_name)
+    reconcile(config["search"]["n_trials"], record, sampler_study, space(config))
+    return sampler_study
+
+
+def plan(config: dict, record: optuna.Study) -> list[ConfigurationPlan]:
+    """The resume plan of every configuration the study has so far (a grid: all; a search: those sampled)."""
+    trials = record.get_trials(deepcopy=False)
+    if "search" in config:
+        sampled = configuration_trials(trials)
+        configurations = [configuration_of(t) for t in sampled]
+        numbers = {t.number: t.user_attrs["sampler_trial"] for t in sampled}
+    else:
+        configurations, numbers, sampled = grid_configurations(config), {}, []
+    plans = plan_study(configurations, replicates(config), trials, config["retune"]["max_reruns"], numbers)
+    for p, trial in zip(plans, sampled):
+        p.told = trial.state.is_finished()
+    return plans
+
+
+def _header(config: dict, name: str, storage: str, plans: list[ConfigurationPlan]) -> str:
+    owed = sum(len(p.owed) for p in plans)
+    if "search" not in config:
+        points = sum(len(p.replicates) for p in plans)
+        done = points - owed
+        return f"study '{name}' in {mask_url(storage)}: {points} grid points, {done} already finished, {owed} to run"
+    search = config["search"]
+    open_ = [p for p in plans if not p.told]
+    return (
+        f"study '{name}' in {mask_url(storage)}: {search['n_trials']} configurations "
+        f"({search['sampler']} sampler, {search['seeds_per_trial']} seed(s) each), "
+        f"{len(plans) - len(open_)} finished, {len(open_)} in progress, {search['n_trials'] - len(plans)} to sample"
+    )
+
+
+def run_study(
+    config: dict,
+    storage: str | None = None,
+    study_name: str | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    stream=None,
+) -> StudyResult:
+    """Run (or finish, with ``resume``) the study ``config``, a grid or a search; see the module docstring.
+
+    Args:
+        config: a validated study config (:func:`hpo.study_config.load_study_config`).
+        storage: Optuna storage URL or bare file path; default ``<out_dir>/study.db``.
+        study_name: default the config's ``name``.
+        out_dir: study folder; default ``runs/<study_name>``.
+        resume: finish an existing study of that name (otherwise an existing one is an error).
+        address: a Ray cluster to join instead of starting a local Ray with ``num_cpus`` CPUs.
+        stream: where progress and the closing table are printed (default stdout).
+
+    Returns:
+        the study's :class:`StudyResult`.
+
+    Raises:
+        UserError: bad data, images a network of the study cannot take, data that changed since the study
+            began, a cluster that cannot hold a trial, a storage that cannot be opened or stays busy, an
+            existing study without ``resume``, or a config that differs from the stored one
+            (:class:`~lgeseg.errors.ConfigError`); each before any trial runs.
+    """
+    stream = stream or sys.stdout
+    name = study_name or config["name"]
+    data = describe_data(config)
+    start_ray(address, num_cpus)  # before anything is stored: a cluster that cannot run a trial is an error
+    check_resources(config["resources"])
+    out = Path(out_dir or default_study_dir(name)).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    storage = resolve(storage) if storage else default_storage(out)
+    record = prepare_study(config, name, storage, out, resume, data, stream)
+    close_unstarted(record)
+    sampler_study = open_sampler_study(config, record, storage) if "search" in config else None
+    plans = plan(config, record)
+    print(_header(config, name, storage, plans), file=stream)
+    if any(p.owed for p in plans) or (sampler_study is not None and len(plans) < config["search"]["n_trials"]):
+        tune_study(config, record, sampler_study, plans, out, stream)
+    plans = plan(config, record)
+    rows = summary_rows(config, plans)
+    print(format_summary(rows), file=stream)
+    also = f" (studies '{name}' and '{sampler_study_name(name)}')" if sampler_study is not None else ""
+    print(f"storage: {mask_url(storage)}{also}\ntrials:  {out / 'trials'}", file=stream)
+    unfinished = any(p.owed for p in plans) or (sampler_study is not None and len(plans) < config["search"]["n_trials"])
+    return StudyResult(name, storage, out, rows, unfinished)
+
+
+def tune_study(
+    config: dict, record, sampler_study, plans: list[ConfigurationPlan], out: Path, stream, scheduler=None
+) -> None:
+    """Run Ray Tune until the searcher has nothing left: one trainable per attempt with the config's
+    resources, the retune stopper, the recorder and the progress lines (a search may add ASHA). The
+    recorder's queued writes are flushed at the end."""
+    from ray import tune
+
+    from .progress import ProgressPrinter
+    from .recorder import OptunaRecorder
+    from .retune import RetuneStopper
+    from .sampling import Sampling
+    from .searcher import StudySearcher
+    from .trainable import train_trial
+
+    rule = RetuneRule.from_config(config["retune"])
+    max_reruns = config["retune"]["max_reruns"]
+    recorder = OptunaRecorder(record, rule, max_reruns)
+    attempts = [a for p in plans for a in p.owed]
+    sampling = None
+    if sampler_study is not None:
+        open_ = [p for p in plans if not p.told]
+        sampling = Sampling(config, space(config), record, sampler_study, replicates(config), open_, len(plans), stream)
+        if config["search"]["scheduler"] == "asha":
+            from ray.tune.schedulers import ASHAScheduler
+
+            # ASHA stops every trial that reaches max_t; one past the last epoch lets a trial that survives
+            # the rungs send its final report (the evaluated network) instead of being cut at its last epoch.
+            scheduler = ASHAScheduler(
+                time_attr="epoch", metric="val_accuracy", mode="max", max_t=max_epochs(config) + 1
+            )
+    searcher = StudySearcher(
+        attempts, rule, max_reruns, lambda a: trial_config(config, a, out), sampling, recorder.trial_number
+    )
+    resources = {"cpu": config["resources"]["cpu"], "gpu": config["resources"]["gpu"]}
+    tuner = tune.Tuner(
+        tune.with_resources(train_trial, resources),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name="tune",
+            storage_path=str(out / "ray"),
+            stop=RetuneStopper(rule),
+            callbacks=[recorder, ProgressPrinter(rule, max_reruns, stream)],
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+    try:
+        tuner.fit()
+    finally:
+        recorder.close()

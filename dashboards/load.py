@@ -1,4 +1,4 @@
-"""Read a grid study (Optuna storage + trial folders) into plain records.
+"""Read a study's attempts (Optuna storage + trial folders) into plain records.
 
 The figures, statistics and summary never touch Optuna or the file system themselves: they take the
 :class:`StudyRecord` built here, so they can be tested on hand-made records and so a study that is
@@ -18,6 +18,12 @@ from typing import Any
 import optuna
 
 from hpo.storage import mask_url
+
+#: Categorical axes a study's trials may vary besides L2, each a report group: param -> (config section, default).
+GROUPING_AXES: dict[str, tuple[str, str]] = {
+    "architecture": ("model", "matlab-unet"),
+    "loss": ("train", "cross-entropy"),
+}
 
 
 @dataclass
@@ -46,6 +52,12 @@ class TrialRecord:
     baseline: dict[str, Any] | None = None
     split_hash: str | None = None  #: hash of the train/val/test file lists the trial ran on
     architecture: str | None = None  # the ``architecture`` param (None in studies recorded before it)
+    loss: str | None = None  # the ``loss`` param (None in studies recorded before it)
+
+    def axis(self, name: str, default: Any) -> Any:
+        """The trial's value of grouping axis ``name`` (:data:`GROUPING_AXES`), ``default`` when unrecorded."""
+        value = getattr(self, name)
+        return default if value is None else value
 
     @property
     def is_complete(self) -> bool:
@@ -103,16 +115,25 @@ class StudyRecord:
         """Distinct seeds of the finished trials, ascending."""
         return sorted({t.seed for t in self.complete if t.seed is not None})
 
-    def by_architecture(self) -> dict[str | None, StudyRecord]:
-        """The record split by network architecture when its trials used more than one (sorted by name),
-        else ``{None: self}``. Trials recorded without the param count as the study config's architecture."""
-        default = (self.config.get("model") or {}).get("architecture", "matlab-unet")
-        names = sorted({t.architecture or default for t in self.trials})
-        if len(names) <= 1:
+    def by_groups(self) -> dict[str | None, StudyRecord]:
+        """The record split by every categorical axis other than L2 that its trials vary (architecture, loss:
+        :data:`GROUPING_AXES`), labelled ``architecture=<a>, loss=<l>`` and sorted, so L2 values are only
+        ever compared within one group; ``{None: self}`` when nothing varies. Trials recorded without a
+        param count as the study config's value."""
+        defaults = {
+            name: (self.config.get(section) or {}).get(name, fallback)
+            for name, (section, fallback) in GROUPING_AXES.items()
+        }
+        varied = [a for a in GROUPING_AXES if len({t.axis(a, defaults[a]) for t in self.trials}) > 1]
+        if not varied:
             return {None: self}
+
+        def label(trial: TrialRecord) -> str:
+            return ", ".join(f"{a}={trial.axis(a, defaults[a])}" for a in varied)
+
         return {
-            name: replace(self, trials=[t for t in self.trials if (t.architecture or default) == name])
-            for name in names
+            name: replace(self, trials=[t for t in self.trials if label(t) == name])
+            for name in sorted({label(t) for t in self.trials})
         }
 
     def by_number(self, number: int | None) -> TrialRecord | None:
@@ -120,7 +141,7 @@ class StudyRecord:
         return next((t for t in self.trials if t.number == number), None)
 
     def by_name(self, name: str | None) -> TrialRecord | None:
-        """The trial whose ``trial_name`` (:attr:`hpo.attempts.Attempt.name`) is ``name``, if any."""
+        """The trial whose ``trial_name`` (:attr:`hpo.record.Attempt.name`) is ``name``, if any."""
         return next((t for t in self.trials if name is not None and t.name == name), None)
 
 
@@ -192,6 +213,7 @@ def _trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         baseline=attrs.get("baseline"),
         split_hash=attrs.get("split_hash"),
         architecture=params.get("architecture"),
+        loss=params.get("loss"),
     )
 
 

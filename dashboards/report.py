@@ -10,14 +10,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import html
-import importlib.util
 import json
-import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import optuna
 import plotly.graph_objects as go
 
 from hpo.storage import mask_url, open_study, sqlite_path, study_storage
@@ -28,6 +26,8 @@ from .caveats import caveat_lines
 from .figures import TRIAL_COLUMNS, figure1, sensitivity, table, training_curves, trial_rows
 from .load import StudyRecord, load_study
 from .masks import figure2
+from .page import CSS, check_static_export, export_static, html_table, save_figures
+from .search import build_search_report
 from .stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, PairedComparison, Units, paired_comparisons, study_units
 from .strata import STRATA_COLUMNS, StratumRow, strata, strata_figure, strata_rows
 from .summary import findings, summary_lines
@@ -41,14 +41,6 @@ SECTIONS: dict[str, str] = {
     "curves": "3. Training curves",
     "figure2": "4. Figure 2 — masks of selected test images",
 }
-_CSS = """
-body{font-family:Helvetica,Arial,sans-serif;margin:24px auto;max-width:1400px;color:#222}
-h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;font-size:12px;margin:8px 0}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#eee}
-td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}.meta{color:#666;font-size:12px}
-.synthetic{background:#fff3cd;border:1px solid #e0c36b;padding:6px 10px}
-"""
 
 
 @dataclass(frozen=True)
@@ -103,37 +95,39 @@ def build_figures(record: StudyRecord, analysis: Analysis) -> dict[str, go.Figur
     return figures
 
 
-def _html_table(columns: tuple[str, ...], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-#: One part of the report: (architecture, or None when the study has one; its record, figures and analysis).
+#: One part of the report: (its group, e.g. ``loss=dice``, or None when nothing but L2 varies; its record,
+#: figures and analysis).
 Part = tuple[str | None, StudyRecord, dict[str, go.Figure], Analysis]
 
 
+def slug(group: str) -> str:
+    """A group's label as an HTML id and file-name part: ``architecture=monai-unet, loss=dice`` ->
+    ``architecture-monai-unet-loss-dice``."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", group).strip("-")
+
+
 def report_parts(record: StudyRecord, by: Sequence[str] = ()) -> list[Part]:
-    """The report's parts: one per architecture when the study grids over several (each with its own
-    figures, statistics and summary, so L2 values are never compared across networks), else one."""
+    """The report's parts, chosen by the shape of the space: one per group of the categorical axes other than
+    L2 that the study varies (architecture, loss: :meth:`StudyRecord.by_groups`), each with its own figures,
+    statistics and summary, so L2 values are never compared across networks or losses; else one."""
     parts = []
-    for architecture, part in record.by_architecture().items():
+    for group, part in record.by_groups().items():
         analysis = analyse(part, by)
         figures = build_figures(part, analysis)
-        if architecture:  # the figures also go to optuna-dashboard and static files, away from the headings
+        if group:  # the figures also go to optuna-dashboard and static files, away from the headings
             for fig in figures.values():
-                fig.update_layout(title_text=f"{architecture}: {fig.layout.title.text or ''}")
-        parts.append((architecture, part, figures, analysis))
+                fig.update_layout(title_text=f"{group}: {fig.layout.title.text or ''}")
+        parts.append((group, part, figures, analysis))
     return parts
 
 
 def _render_part(
-    record: StudyRecord, figures: dict[str, go.Figure], analysis: Analysis, architecture: str | None, first: bool
+    record: StudyRecord, figures: dict[str, go.Figure], analysis: Analysis, group: str | None, first: bool
 ) -> list[str]:
     """The HTML of one part; ``first`` inlines plotly.js with its first figure."""
-    suffix = f" — {architecture}" if architecture else ""
-    ids = f"-{architecture}" if architecture else ""
-    parts = [f"<h1>Architecture {html.escape(architecture)}</h1>"] if architecture else []
+    suffix = f" — {group}" if group else ""
+    ids = f"-{slug(group)}" if group else ""
+    parts = [f"<h1>{html.escape(group)}</h1>"] if group else []
     lines = [*summary_lines(record, analysis.comparisons, analysis.units), *caveat_lines(record)]
     parts.append(
         f"<h2>Summary{html.escape(suffix)}</h2><ul>"
@@ -164,22 +158,22 @@ def _render_part(
             default_width="100%",
         )
         parts.append(
-            f"<h2>Strata by {html.escape(column + suffix)}</h2>{div}" + _html_table(STRATA_COLUMNS, strata_rows(rows))
+            f"<h2>Strata by {html.escape(column + suffix)}</h2>{div}" + html_table(STRATA_COLUMNS, strata_rows(rows))
         )
     parts.append(
-        f"<h2>5. Tables{html.escape(suffix)}</h2><h3>All trials</h3>" + _html_table(TRIAL_COLUMNS, trial_rows(record))
+        f"<h2>5. Tables{html.escape(suffix)}</h2><h3>All trials</h3>" + html_table(TRIAL_COLUMNS, trial_rows(record))
     )
     parts.append(
         "<h3>Did the networks learn? (test MeanIoU against predicting the majority class everywhere)</h3>"
-        + _html_table(LEARNING_COLUMNS, learning_rows(record))
+        + html_table(LEARNING_COLUMNS, learning_rows(record))
     )
     parts.append(
         "<h3>Data-set test metrics over seeds (mean, SD, 95% Student-t interval)</h3>"
-        + _html_table(SEED_COLUMNS, seed_rows(record))
+        + html_table(SEED_COLUMNS, seed_rows(record))
     )
     parts.append(
         f"<h3 id='paired{ids}'>{html.escape(_paired_title(analysis))}</h3>"
-        + _html_table(PAIRED_COLUMNS, paired_rows(analysis.comparisons))
+        + html_table(PAIRED_COLUMNS, paired_rows(analysis.comparisons))
     )
     return parts
 
@@ -193,63 +187,13 @@ def render_html(record: StudyRecord, parts: list[Part]) -> str:
         f"generated {_dt.datetime.now().isoformat(timespec='seconds')} · regions "
         f"{html.escape(', '.join(f'{k}={v}' for k, v in record.labels.items()))}</p>",
     ]
-    for index, (architecture, part, figures, analysis) in enumerate(parts):
-        html_parts += _render_part(part, figures, analysis, architecture, index == 0)
+    for index, (group, part, figures, analysis) in enumerate(parts):
+        html_parts += _render_part(part, figures, analysis, group, index == 0)
     body = "\n".join(html_parts)
     return (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>HPO report {html.escape(record.name)}"
-        f"</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n"
+        f"</title><style>{CSS}</style></head><body>\n{body}\n</body></html>\n"
     )
-
-
-def _check_static_export(fmt: str) -> None:
-    """Raise :class:`UserError` saying what to install when kaleido or a Chrome/Chromium is missing.
-
-    The browser is looked for as kaleido (>= 1) does, through choreographer: ``$BROWSER_PATH``, then
-    Chrome/Chromium/Edge/Brave on ``PATH`` or at their usual install paths.
-    """
-    if importlib.util.find_spec("kaleido") is None:
-        raise UserError(f"--format {fmt} needs kaleido (pip install kaleido); or use --format html")
-    from choreographer.browsers.chromium import Chromium
-
-    browser = Chromium.find_browser(skip_local=False)
-    if browser is None:
-        raise UserError(
-            f"--format {fmt} needs a Chrome/Chromium browser for kaleido (e.g. Debian: apt-get "
-            f"install chromium; or set BROWSER_PATH); or use --format html"
-        )
-    if not (os.path.isfile(browser) and os.access(browser, os.X_OK)):
-        raise UserError(f"--format {fmt}: browser {browser} (BROWSER_PATH) is not an executable file")
-
-
-def export_static(figures: dict[str, go.Figure], folder: Path, fmt: str) -> list[Path]:
-    """Write each figure as ``folder/<key>.<fmt>`` (png, svg or pdf), 1400 px wide, in one kaleido session."""
-    import plotly.io as pio
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{key}.{fmt}" for key in figures]
-    try:
-        pio.write_images(
-            list(figures.values()),
-            paths,
-            format=fmt,
-            width=1400,
-            height=[fig.layout.height or 600 for fig in figures.values()],
-        )
-    except Exception as exc:  # noqa: BLE001 - kaleido and browser failures all mean "cannot export"
-        raise UserError(f"static export to {folder} failed: {str(exc).splitlines()[0]}") from None
-    return paths
-
-
-def save_figures(study: optuna.Study, figures: dict[str, go.Figure]) -> None:
-    """Save the figures into ``study`` for optuna-dashboard's Plotly panel (id ``report-<key>``, overwritten).
-
-    The study comes from :func:`hpo.storage.open_study`, so each write waits while the database is busy.
-    """
-    from optuna_dashboard import save_plotly_graph_object
-
-    for key, fig in figures.items():
-        save_plotly_graph_object(study, fig, graph_object_id=f"report-{key}")
 
 
 def report_json(record: StudyRecord, analysis: Analysis) -> dict:
@@ -292,7 +236,7 @@ def build_report(
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt != "html":
-        _check_static_export(fmt)
+        check_static_export(fmt)
     study = open_study(storage, study_name)
     url = study_storage(storage, study.study_name)
     record = load_study(study, url)
@@ -303,23 +247,21 @@ def build_report(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if "search" in record.config:  # a search study has its own page: dashboards/search.py
-        from .search import build_search_report
-
         return build_search_report(study, record, folder, fmt, save_to_dashboard)
     parts = report_parts(record, by)
     figures = {
-        f"{key}-{architecture}" if architecture else key: fig
-        for architecture, _, part_figures, _ in parts
+        f"{key}-{slug(group)}" if group else key: fig
+        for group, _, part_figures, _ in parts
         for key, fig in part_figures.items()
     }
     path = folder / "report.html"
     path.write_text(render_html(record, parts), encoding="utf-8")
     if len(parts) == 1:
         summary = report_json(record, parts[0][3])
-    else:  # one report per architecture
+    else:  # one report per group
         summary = {
             "study": record.name,
-            "architectures": {architecture: report_json(part, analysis) for architecture, part, _, analysis in parts},
+            "groups": {group: report_json(part, analysis) for group, part, _, analysis in parts},
         }
     (folder / "report.json").write_text(json.dumps(summary, indent=1, allow_nan=False), encoding="utf-8")
     if fmt != "html":

@@ -28,10 +28,12 @@ from optuna.importance import (
 )
 from optuna.trial import TrialState
 
+from hpo.record import configuration_trials as _configurations
 from hpo.storage import mask_url
 
 from .figures import TRIAL_COLUMNS, empty_figure, fmt, table, training_curves, trial_rows
 from .load import StudyRecord
+from .page import CSS, export_static, html_table, save_figures
 
 #: The L2 values of Rukundo's study, marked on the sensitivity curve.
 PAPER_L2: tuple[float, ...] = (5.0e-3, 5.0e-4, 5.0e-5)
@@ -72,13 +74,9 @@ def searched(record: StudyRecord) -> list[str]:
 
 
 def configuration_trials(study: optuna.Study, state: TrialState | None = None) -> list[optuna.trial.FrozenTrial]:
-    """The record's configuration trials in configuration order (optionally of one state)."""
-    found = [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get("kind") == "configuration" and (state is None or t.state == state)
-    ]
-    return sorted(found, key=lambda t: t.user_attrs["configuration"])
+    """The record's configuration trials in configuration order (optionally of one state), read through
+    :func:`hpo.record.configuration_trials`."""
+    return [t for t in _configurations(study.get_trials(deepcopy=False)) if state is None or t.state == state]
 
 
 def importances(study: optuna.Study, params: list[str]) -> dict[str, dict[str, float]]:
@@ -322,8 +320,6 @@ def render_html(
     study: optuna.Study,
     record: StudyRecord,
     figures: dict[str, go.Figure],
-    css: str,
-    html_table: Callable[[tuple[str, ...], list[list[str]]], str],
 ) -> str:
     """The whole search report page; plotly.js is inlined with the first figure only."""
     import datetime as _dt
@@ -359,7 +355,7 @@ def render_html(
     body = "\n".join(parts)
     return (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>HPO report {html.escape(record.name)}"
-        f"</title><style>{css}</style></head><body>\n{body}\n</body></html>\n"
+        f"</title><style>{CSS}</style></head><body>\n{body}\n</body></html>\n"
     )
 
 
@@ -368,11 +364,9 @@ def build_search_report(
 ) -> Path:
     """:func:`dashboards.report.build_report` for a search study: write ``report.html`` (plus static images
     for png/svg) into ``folder``, save the figures into the study for optuna-dashboard; return the path."""
-    from .report import _CSS, _html_table, export_static, save_figures
-
     figures = build_figures(study, record)
     path = folder / "report.html"
-    path.write_text(render_html(study, record, figures, _CSS, _html_table), encoding="utf-8")
+    path.write_text(render_html(study, record, figures), encoding="utf-8")
     if fmt != "html":
         export_static(figures, folder / "figures", fmt)
     if save_to_dashboard:

@@ -376,4 +376,5 @@ def test_grid_over_two_architectures_is_recorded_and_reported_side_by_side(ray_c
     assert "architecture" in out and "l2=5e-05_seed=0_architecture=monai-unet_rerun=0" in out
     page = report.read_text()
     for architecture in ("matlab-unet", "monai-unet"):
-        assert f"<h1>Architecture {architecture}</h1>" in page and f'id="fig-figure1-{architecture}"' in page
+        assert f"<h1>architecture={architecture}</h1>" in page
+        assert f'id="fig-figure1-architecture-{architecture}"' in page

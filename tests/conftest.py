@@ -265,3 +265,21 @@ def sqlite_study_ready(db: Path, studies: int = 1) -> bool:
     except sqlite3.Error:
         return False
     return versions > 0 and created >= studies
+
+
+def grid_attempt(l2: float, seed: int, rerun: int = 0, optuna_number: int | None = None, **axes):
+    """The :class:`hpo.record.Attempt` of a grid point: ``train.l2`` = ``l2``, then ``axes`` as dotted keys
+    (``model.architecture``, ``train.loss``), replicate ``seed``."""
+    from hpo.record import Attempt, Configuration, Replicate
+
+    configuration = Configuration((("train.l2", l2), *axes.items()))
+    return Attempt(configuration, Replicate(seed), rerun, optuna_number)
+
+
+def grid_plan(config: dict, trials) -> dict:
+    """A grid study's resume plan by point (:attr:`hpo.record.Attempt.point`) -> :class:`hpo.record.ReplicatePlan`."""
+    from hpo.record import plan_study
+    from hpo.study_config import grid_configurations, replicates
+
+    plans = plan_study(grid_configurations(config), replicates(config), trials, config["retune"]["max_reruns"])
+    return {step.first.point: step for p in plans for step in p.replicates.values()}

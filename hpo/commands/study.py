@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import add_config_arguments
+
+if TYPE_CHECKING:
+    from hpo.study import StudyResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,12 +59,12 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
 
 
-def write_report(study_name: str, storage: str, out_dir: Path) -> Path:
+def write_report(result: StudyResult) -> Path:
     """The study's HTML report (and its figures saved into the study), asked for by the command, so that
     :mod:`hpo.study` never imports :mod:`dashboards`."""
     from dashboards.report import build_report
 
-    path = build_report(storage, study_name, out_dir)
+    path = build_report(result.storage, result.study_name, result.out_dir)
     print(f"report:  {path}")
     return path
 
@@ -88,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
     )
     if not args.no_report:
-        write_report(result.study_name, result.storage, result.out_dir)
+        write_report(result)
     if result.unfinished:
         print("the study is unfinished: run the same command with --resume to finish it")
     return 1 if result.unfinished or any(r["status"] in Status.UNSUCCESSFUL for r in result.rows) else 0

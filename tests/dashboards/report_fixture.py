@@ -16,14 +16,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+from conftest import grid_attempt as Attempt
 from PIL import Image
 
-from hpo.attempts import Attempt
-from hpo.config import study_config
-from hpo.grid import trial_config
 from hpo.recorder import OptunaRecorder
 from hpo.rule import RetuneRule
 from hpo.storage import start_study
+from hpo.study import trial_config
+from hpo.study_config import study_config
 from lgeseg.metrics import evaluate, write_json
 from lgeseg.png import write_mask
 

@@ -345,12 +345,13 @@ def test_one_epoch_networks_are_marked_did_not_learn(
     """Real 1-epoch U-Nets through the grid's trainable and the Optuna recorder (no Ray cluster)."""
     from types import SimpleNamespace
 
+    from conftest import grid_attempt as Attempt
+
     import hpo.trainable
-    from hpo.config import study_config
-    from hpo.grid import describe_data, trial_config
     from hpo.recorder import OptunaRecorder
     from hpo.retune import RetuneRule
-    from hpo.searcher import Attempt
+    from hpo.study import describe_data, trial_config
+    from hpo.study_config import study_config
 
     config = study_config(
         {
@@ -399,7 +400,7 @@ def test_one_epoch_networks_are_marked_did_not_learn(
 
 
 def test_paper_seeds_yaml_is_the_paper_protocol_with_three_seeds() -> None:
-    from hpo.config import load_study_config
+    from hpo.study_config import load_study_config
 
     root = Path(__file__).resolve().parents[2] / "study_configs"
     paper, seeds = load_study_config(root / "paper.yaml"), load_study_config(root / "paper-seeds.yaml")

@@ -15,10 +15,10 @@ import pytest
 from conftest import sqlite_study_ready
 from optuna.trial import TrialState
 
-from hpo.commands.grid import write_report
-from hpo.config import study_config
-from hpo.grid import run_grid
+from hpo.commands.study import write_report
 from hpo.run import main
+from hpo.study import run_study
+from hpo.study_config import study_config
 from lgeseg.errors import UserError
 from lgeseg.phantom import generate_phantom
 
@@ -57,7 +57,7 @@ def load(out: Path, name: str = "tiny") -> optuna.Study:
 
 
 def test_one_complete_trial_per_l2_with_metrics(ray_cluster, data_dir, tmp_path, capsys):
-    result = run_grid(tiny(data_dir), out_dir=tmp_path / "study")
+    result = run_study(tiny(data_dir), out_dir=tmp_path / "study")
     report = write_report(result)
     study = load(tmp_path / "study")
     trials = study.get_trials()
@@ -82,17 +82,17 @@ def test_one_complete_trial_per_l2_with_metrics(ray_cluster, data_dir, tmp_path,
     assert "test MeanIoU" in out and "report:" in out
     # The same study again without --resume is refused; with --resume nothing is redone.
     with pytest.raises(UserError, match="already exists.*--resume"):
-        run_grid(tiny(data_dir), out_dir=tmp_path / "study")
-    run_grid(tiny(data_dir), out_dir=tmp_path / "study", resume=True)
+        run_study(tiny(data_dir), out_dir=tmp_path / "study")
+    run_study(tiny(data_dir), out_dir=tmp_path / "study", resume=True)
     assert len(load(tmp_path / "study").get_trials()) == 2
     # Resuming with another config is refused, naming the key.
     with pytest.raises(UserError, match="train.epochs"):
-        run_grid(tiny(data_dir, train={"epochs": 3}), out_dir=tmp_path / "study", resume=True)
+        run_study(tiny(data_dir, train={"epochs": 3}), out_dir=tmp_path / "study", resume=True)
 
 
 def test_retune_rule_fires_and_reruns_carry_adjustments(ray_cluster, data_dir, tmp_path):
     config = tiny(data_dir, grid={"l2": [5e-4]}, retune={"target_accuracy": 0.999})
-    result = run_grid(config, out_dir=tmp_path / "study")
+    result = run_study(config, out_dir=tmp_path / "study")
     trials = sorted(load(tmp_path / "study").get_trials(), key=lambda t: t.number)
     assert [t.state for t in trials] == [TrialState.PRUNED] * 3
     assert [t.params["rerun"] for t in trials] == [0, 1, 2]
@@ -112,7 +112,7 @@ def test_retune_rule_fires_and_reruns_carry_adjustments(ray_cluster, data_dir, t
 def test_gpu_request_without_gpu_fails_at_once(ray_cluster, data_dir, tmp_path):
     config = tiny(data_dir, resources={"gpu": 1})
     with pytest.raises(UserError, match="resources.gpu.*cluster has 0"):  # raised, not left pending
-        run_grid(config, out_dir=tmp_path / "study")
+        run_study(config, out_dir=tmp_path / "study")
     assert not (tmp_path / "study" / "study.db").exists()  # nothing stored, so a corrected rerun needs no --resume
 
 
@@ -204,7 +204,7 @@ def test_driver_killed_mid_run_then_resumed(data_dir, tmp_path):
 def test_journal_file_storage(ray_cluster, data_dir, tmp_path):
     log = tmp_path / "study.log"
     config = tiny(data_dir, grid={"l2": [5e-4]}, train={"epochs": 1})
-    run_grid(config, storage=f"journal:///{log}", out_dir=tmp_path / "study")
+    run_study(config, storage=f"journal:///{log}", out_dir=tmp_path / "study")
     from hpo.storage import open_storage
 
     (trial,) = optuna.load_study(study_name="tiny", storage=open_storage(str(log))).get_trials()
@@ -249,9 +249,9 @@ def finished_study(data_dir: Path, tmp_path: Path) -> tuple[dict, Path, Path]:
     """A one-point study whose point is already COMPLETE (so ``--resume`` trains nothing): config, its
     YAML file and the study folder."""
     import yaml
+    from conftest import grid_attempt as Attempt
 
-    from hpo.attempts import Attempt
-    from hpo.recorder import DISTRIBUTIONS
+    from hpo.record import DISTRIBUTIONS
 
     config = tiny(data_dir, grid={"l2": [5e-4]})
     out = tmp_path / "study"
@@ -284,7 +284,7 @@ def test_grid_waits_for_a_lock_shorter_than_the_wait(ray_cluster, data_dir, tmp_
     config, _, out = finished_study(data_dir, tmp_path)
     monkeypatch.setenv("LGESEG_STORAGE_WAIT_S", "30")
     with locked(out / "study.db", 1.5):
-        result = run_grid(config, out_dir=out, resume=True)
+        result = run_study(config, out_dir=out, resume=True)
     assert [r["status"] for r in result.rows] == ["complete"] and "is busy" in caplog.text
 
 
@@ -353,7 +353,7 @@ def test_grid_over_two_architectures_is_recorded_and_reported_side_by_side(ray_c
         },
         grid={"architecture": ["matlab-unet", "monai-unet"]},
     )
-    result = run_grid(config, out_dir=tmp_path / "study")
+    result = run_study(config, out_dir=tmp_path / "study")
     report = write_report(result)
     trials = load(tmp_path / "study").get_trials()
     assert sorted((t.params["architecture"], t.params["l2"]) for t in trials) == [
@@ -368,7 +368,7 @@ def test_grid_over_two_architectures_is_recorded_and_reported_side_by_side(ray_c
         info = json.loads((Path(trial.user_attrs["trial_dir"]) / "run.json").read_text())
         assert info["architecture"] == trial.params["architecture"] and info["loss"] == "dice-ce"
         assert trial.user_attrs["lineage"]["point"].endswith(f"architecture={trial.params['architecture']}")
-    assert [(r["architecture"], r["status"]) for r in result.rows] == [
+    assert [(r["space"]["architecture"], r["status"]) for r in result.rows] == [
         ("matlab-unet", "complete"),
         ("monai-unet", "complete"),
     ] * 2

@@ -6,7 +6,17 @@ import math
 
 import pytest
 
-from hpo.config import DEFAULT_CONFIG, STUDY_DEFAULTS, grid_choices, load_study_config, point_config, study_config
+from hpo.record import Configuration, Replicate
+from hpo.study_config import (
+    DEFAULT_CONFIG,
+    STUDY_DEFAULTS,
+    grid_configurations,
+    load_study_config,
+    replicates,
+    run_config_of,
+    space,
+    study_config,
+)
 from lgeseg.config import RUN_DEFAULTS, config_hash, load_yaml, merge, run_config, set_dotted
 from lgeseg.errors import ConfigError
 
@@ -76,7 +86,8 @@ def test_paper_yaml_equals_the_built_in_defaults():
     defaults = study_config({"name": paper["name"]})
     for section in ("split", "model", "train", "grid", "retune", "data", "seeds"):
         assert paper[section] == defaults[section], section
-    assert config_hash(point_config(paper, 5e-4, 0)) == config_hash(run_config({"train": {"l2": 5e-4}}))
+    point = run_config_of(paper, {"train.l2": 5e-4}, Replicate(0))
+    assert config_hash(point) == config_hash(run_config({"train": {"l2": 5e-4}}))
 
 
 def test_quick_yaml_keeps_the_protocols_shape():
@@ -111,27 +122,42 @@ def test_run_defaults_are_matlab_r2020b():
     assert "l2" not in STUDY_DEFAULTS["train"]  # L2 comes from the grid only
 
 
-def test_point_config_sets_l2_and_seed():
+def test_run_config_of_sets_the_configuration_and_the_replicate():
     study = load_study_config(DEFAULT_CONFIG)
-    config = point_config(study, 5e-5, 3)
+    config = run_config_of(study, {"train.l2": 5e-5}, Replicate(3))
     assert config["train"]["l2"] == 5e-5 and config["seed"] == 3
-    adjusted = point_config(study, 5e-5, 3, {"learning_rate": 1e-3})
+    adjusted = run_config_of(study, {"train.l2": 5e-5}, Replicate(3), {"learning_rate": 1e-3})
     assert adjusted["train"]["learning_rate"] == 1e-3 and adjusted["train"]["l2"] == 5e-5
 
 
-def test_grid_axes_set_architecture_and_loss():
+def test_a_grid_is_a_categorical_space_times_its_seeds():
     study = study_config(
-        {"grid": {"l2": [1e-3], "architecture": ["matlab-unet", "monai-segresnet"], "loss": ["cross-entropy", "dice"]}}
+        {
+            "seeds": [0, 1],
+            "grid": {
+                "l2": [1e-3],
+                "architecture": ["matlab-unet", "monai-segresnet"],
+                "loss": ["cross-entropy", "dice"],
+            },
+        }
     )
-    assert grid_choices(study) == [
-        (("architecture", a), ("loss", loss))
+    assert [c.values for c in grid_configurations(study)] == [
+        {"train.l2": 1e-3, "model.architecture": a, "train.loss": loss}
         for a in ("matlab-unet", "monai-segresnet")
         for loss in ("cross-entropy", "dice")
     ]
-    config = point_config(study, 1e-3, 0, choices=(("architecture", "monai-segresnet"), ("loss", "dice")))
+    assert {k: list(d.choices) for k, d in space(study).items()} == {
+        "train.l2": [1e-3],
+        "model.architecture": ["matlab-unet", "monai-segresnet"],
+        "train.loss": ["cross-entropy", "dice"],
+    }
+    assert replicates(study) == [Replicate(0), Replicate(1)]
+    config = run_config_of(study, grid_configurations(study)[3].values, Replicate(1))
     assert config["model"]["architecture"] == "monai-segresnet" and config["train"]["loss"] == "dice"
+    assert config["seed"] == 1
     assert study["model"]["architecture"] == "matlab-unet"  # the study config is not changed
-    assert grid_choices(study_config({})) == [()]
+    plain = grid_configurations(study_config({}))  # the paper's grid: L2 alone
+    assert len(plain) == 3 and plain[0] == Configuration((("train.l2", 5e-3),))
 
 
 @pytest.mark.parametrize(

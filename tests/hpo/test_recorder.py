@@ -6,13 +6,13 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+from conftest import grid_attempt as Attempt
 from optuna.trial import TrialState
 
-from hpo.attempts import Attempt
-from hpo.config import study_config
-from hpo.grid import trial_config
 from hpo.recorder import OptunaRecorder
 from hpo.rule import RetuneRule
+from hpo.study import trial_config
+from hpo.study_config import study_config
 from lgeseg.errors import UserError
 
 CONFIG = study_config(

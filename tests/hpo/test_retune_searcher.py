@@ -1,16 +1,20 @@
-"""The retune rule, the grid searcher and the resume plan, without Ray running."""
+"""The retune rule, the study searcher and the resume plan, without Ray running."""
 
 from __future__ import annotations
 
+from conftest import grid_attempt as Attempt
+from conftest import grid_plan as plan_attempts
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 from ray.tune.search import Searcher
 
-from hpo.attempts import Attempt, PointStatus, grid_points, plan_attempts
-from hpo.config import study_config
+from hpo.record import Attempt as RecordAttempt
+from hpo.record import Status as PointStatus
+from hpo.record import TrialReport
 from hpo.retune import RetuneStopper
 from hpo.rule import RetuneRule
-from hpo.searcher import GridSearcher
+from hpo.searcher import StudySearcher as GridSearcher
+from hpo.study_config import grid_configurations, replicates, study_config
 
 
 def result(epoch: int, best: float, epochs: int = 180, **extra) -> dict:
@@ -110,7 +114,7 @@ def test_an_attempt_enqueued_but_never_started_is_owed_again():
     """A driver killed between enqueue and ask leaves a WAITING trial; closing it must not fail its point."""
     import optuna
 
-    from hpo.attempts import UNSTARTED, close_unstarted
+    from hpo.record import UNSTARTED, close_unstarted
 
     config = study_config(
         {"grid": {"l2": [1e-3]}, "retune": {"max_reruns": 1, "adjustments": [{"learning_rate": 1e-3}]}}
@@ -161,27 +165,37 @@ def test_attempt_names_link_reruns():
     attempt = Attempt(5e-4, 0, 1)
     assert attempt.next().name == "l2=0.0005_seed=0_rerun=2" and attempt.previous() == Attempt(5e-4, 0, 0)
     assert Attempt(5e-4, 0).previous() is None
-    assert Attempt.from_config(Attempt(5e-4, 0, 1, 7).to_config()) == Attempt(5e-4, 0, 1, 7)
+    assert RecordAttempt.from_config(Attempt(5e-4, 0, 1, 7).to_config()) == Attempt(5e-4, 0, 1, 7)
 
 
 def test_grid_axes_multiply_the_points_and_join_names():
     """Three L2 values x two architectures x one seed = six points, each named by its architecture."""
     config = study_config({"grid": {"l2": [1e-2, 1e-3, 1e-4], "architecture": ["matlab-unet", "monai-unet"]}})
-    points = grid_points(config)
+    points = [RecordAttempt(c, r) for c in grid_configurations(config) for r in replicates(config)]
+    monai = {"model.architecture": "monai-unet"}
     assert len(points) == 6 and len({p.point for p in points}) == 6
-    assert points[1] == Attempt(1e-2, 0, choices=(("architecture", "monai-unet"),))
+    assert points[1] == Attempt(1e-2, 0, **monai)
     assert points[1].name == "l2=0.01_seed=0_architecture=monai-unet_rerun=0"
     assert points[1].point == "l2=0.01,seed=0,architecture=monai-unet"
-    assert points[1].next().choices == points[1].choices
+    assert points[1].next().configuration == points[1].configuration
     # a plain L2 grid keeps its names (studies recorded before the axes resume unchanged)
-    assert [p.point for p in grid_points(study_config({"grid": {"l2": [1e-3]}}))] == ["l2=0.001,seed=0"]
+    assert list(plan_attempts(study_config({"grid": {"l2": [1e-3]}}), [])) == ["l2=0.001,seed=0"]
     # the storage is read per point: a pruned monai-unet point gets its rerun with the architecture kept
     pruned = _frozen(0, 1e-3, 0, 0, TrialState.PRUNED)
     pruned.user_attrs["lineage"]["point"] = "l2=0.001,seed=0,architecture=monai-unet"
     plan = plan_attempts({**config, "retune": {**config["retune"], "max_reruns": 1}}, [pruned])
-    assert plan["l2=0.001,seed=0,architecture=monai-unet"].attempt == Attempt(
-        1e-3, 0, 1, choices=(("architecture", "monai-unet"),)
-    )
+    assert plan["l2=0.001,seed=0,architecture=monai-unet"].attempt == Attempt(1e-3, 0, 1, **monai)
     assert plan["l2=0.001,seed=0,architecture=matlab-unet"].status == "pending"
+    assert RecordAttempt.from_config(points[1].to_config()) == points[1]
 
-    assert Attempt.from_config(points[1].to_config()) == points[1]
+
+def test_trial_report_reads_nested_and_flattened_results():
+    """Tune hands the searcher a flattened result and the recorder a nested one: both read the same."""
+    nested = {"epoch": 3, "epochs": 3, "val_accuracy": 0.9, "best_val_accuracy": 0.9, "finished": True}
+    nested["test_metrics"] = {"dataset": {"MeanIoU": 0.7}}
+    flat = {**{k: v for k, v in nested.items() if k != "test_metrics"}, "test_metrics/dataset/MeanIoU": 0.7}
+    assert TrialReport.from_result(nested) == TrialReport.from_result(flat)
+    assert TrialReport.from_result(flat).test_MeanIoU == 0.7
+    assert TrialReport.from_result({"val_MeanIoU": 0.5}) is None
+    report = TrialReport(epoch=1, epochs=2, val_accuracy=0.5, best_val_accuracy=0.5)
+    assert TrialReport.from_result(report.to_result()) == report

@@ -1,5 +1,5 @@
-"""Search studies without Ray running: the ``search:`` config, the Optuna searcher driven with stand-in Tune
-trials (through the real recorder), the resume plan, and the record's configurations."""
+"""Search studies without Ray running: the ``search:`` config, the study searcher and its sampling driven
+with stand-in Tune trials (through the real recorder), the resume plan, and the record's configurations."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.utils import flatten_dict
 
-from hpo.config import study_config
-from hpo.optuna_searcher import OptunaSearcher, plan_search, reconcile, sampler_study_name
+from hpo.record import sampler_study_name
 from hpo.recorder import OptunaRecorder
-from hpo.retune import RetuneRule
-from hpo.search import search_trial_config
-from hpo.search_config import distributions
+from hpo.rule import RetuneRule
+from hpo.sampling import Sampling, reconcile
+from hpo.searcher import StudySearcher
+from hpo.study import plan, trial_config
+from hpo.study_config import distributions, replicates, study_config
 
 SPACE = {"train.l2": {"low": 1e-6, "high": 1e-1, "log": True}, "model.width": {"choices": [4, 8]}}
 
@@ -57,18 +58,19 @@ class Driver:
             storage=self.storage, study_name=sampler_study_name("s"), direction="maximize", load_if_exists=True
         )
         self.dists = distributions(config)
-        reconcile(config, self.record, self.sampler, self.dists)
+        reconcile(config["search"]["n_trials"], self.record, self.sampler, self.dists)
         rule = RetuneRule.from_config(config["retune"])
-        self.recorder = OptunaRecorder(self.record, rule, config["retune"]["max_reruns"])
-        plan = plan_search(config, self.record.get_trials())
-        self.searcher = OptunaSearcher(
-            config,
-            self.dists,
-            self.record,
-            self.sampler,
-            plan,
+        max_reruns = config["retune"]["max_reruns"]
+        self.recorder = OptunaRecorder(self.record, rule, max_reruns)
+        plans = plan(config, self.record)
+        untold = [p for p in plans if not p.told]
+        sampling = Sampling(config, self.dists, self.record, self.sampler, replicates(config), untold, len(plans))
+        self.searcher = StudySearcher(
+            [a for p in plans for a in p.owed],
             rule,
-            lambda a: search_trial_config(config, a, tmp_path),
+            max_reruns,
+            lambda a: trial_config(config, a, tmp_path),
+            sampling,
             self.recorder.trial_number,
         )
         self.count = 0
@@ -152,6 +154,7 @@ def test_rule_fires_inside_a_search_and_the_sampler_learns_the_reruns_value(tmp_
     assert configuration.user_attrs["seeds"] == [
         {
             "seed": 0,
+            "fold": None,
             "status": "complete",
             "value": 0.42,
             "test_MeanIoU": 0.40,
@@ -319,13 +322,13 @@ def test_search_section_errors_are_one_line(one_line_error, tmp_path, values, me
     assert message in one_line_error(["search", "--config", str(path)])
 
 
-def test_grid_and_search_commands_refuse_the_other_kind(one_line_error, tmp_path):
+def test_the_grid_command_refuses_a_search_config(one_line_error, tmp_path):
+    """``grid`` is the alias that insists on a grid; ``search`` runs any study config (one flow)."""
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump({"search": {"space": SPACE}}))
     assert "has a 'search:' section; run it with `python -m hpo.run search" in one_line_error(
         ["grid", "--config", str(path)]
     )
-    assert "no 'search:' section (a grid study)" in one_line_error(["search", "--config", "study_configs/quick.yaml"])
 
 
 def test_an_attempt_stopped_by_asha_prunes_its_configuration_without_a_rerun(tmp_path):
@@ -339,6 +342,6 @@ def test_an_attempt_stopped_by_asha_prunes_its_configuration_without_a_rerun(tmp
     assert attempt.user_attrs["stopped_by_scheduler"] == {"epoch": 1, "val_accuracy": 0.95}
     (configuration,) = drive.configurations()
     assert configuration.state == TrialState.PRUNED
-    assert configuration.user_attrs["seeds"][0]["status"] == "pruned"
+    assert configuration.user_attrs["seeds"][0]["status"] == "stopped by ASHA"
     (told,) = drive.sampler.get_trials()
     assert told.state == TrialState.PRUNED and told.intermediate_values == {1: 0.95}

@@ -16,10 +16,10 @@ import yaml
 from conftest import sqlite_study_ready
 from optuna.trial import TrialState
 
-from hpo.commands.grid import write_report
-from hpo.config import study_config
-from hpo.optuna_searcher import sampler_study_name
-from hpo.search import run_search
+from hpo.commands.study import write_report
+from hpo.record import sampler_study_name
+from hpo.study import run_study
+from hpo.study_config import study_config
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ def configurations(record: optuna.Study) -> list:
 
 def test_tpe_search_records_configurations_with_seed_means(ray_cluster, tiny_data_dir, tmp_path, capsys):
     config = tiny(tiny_data_dir, {"n_trials": 2, "seeds_per_trial": 2, "max_concurrent": 2})
-    result = run_search(config, out_dir=tmp_path / "study")
+    result = run_study(config, out_dir=tmp_path / "study")
     report = write_report(result)
     record, sampler = studies(tmp_path / "study")
     found = configurations(record)
@@ -88,13 +88,13 @@ def test_tpe_search_records_configurations_with_seed_means(ray_cluster, tiny_dat
     assert "Sensitivity to L2 (continuous)" in report.read_text()
     out = capsys.readouterr().out
     assert "sample  c000 (tpe, 1/2)" in out and "told    c001" in out
-    run_search(config, out_dir=tmp_path / "study", resume=True)  # nothing is owed: nothing runs
+    run_study(config, out_dir=tmp_path / "study", resume=True)  # nothing is owed: nothing runs
     assert len(studies(tmp_path / "study")[0].get_trials()) == 6
 
 
 def test_rule_fires_inside_a_search(ray_cluster, tiny_data_dir, tmp_path):
     config = tiny(tiny_data_dir, {"n_trials": 1}, retune={"target_accuracy": 0.999})
-    result = run_search(config, out_dir=tmp_path / "study")
+    result = run_study(config, out_dir=tmp_path / "study")
     record, sampler = studies(tmp_path / "study")
     (configuration,) = configurations(record)
     attempts = sorted((t for t in record.get_trials() if "lineage" in t.user_attrs), key=lambda t: t.number)

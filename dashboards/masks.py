@@ -75,13 +75,21 @@ def figure2(record: StudyRecord) -> go.Figure:
     if record.data_dir is None:
         return empty_figure(title, "The study does not record its data folder (data_dir).")
     networks = _representatives(record)
-    labels, classes = record.labels, record.classes
     try:
-        ignore = read_ignore(record.data_dir, labels)
-        rows = [_read_figure2_row(record.data_dir, file, networks, labels, ignore) for file, _ in chosen]
+        ignore = read_ignore(record.data_dir, record.labels)
+        rows = [_read_figure2_row(record.data_dir, file, networks, record.labels, ignore) for file, _ in chosen]
     except UserError as exc:
         return empty_figure(title, f"Cannot read the images: {exc}")
-    l2s = list(networks)
+    fig, columns = _figure2_grid(chosen, list(networks))
+    gray_values = _gray_values(record.labels, ignore)
+    for r, ((file, _), row) in enumerate(zip(chosen, rows), start=1):
+        _add_figure2_row(fig, r, file, row, networks, record.classes, gray_values, last_row=r == len(chosen))
+    _figure2_layout(fig, title, networks, len(chosen), len(columns))
+    return fig
+
+
+def _figure2_grid(chosen: list[tuple[str, str]], l2s: list[float]) -> tuple[go.Figure, list[str]]:
+    """The empty panel grid (one row per chosen image) and its column titles."""
     columns = (
         ["Image"]
         + [f"Network {l2_label(l2)}" for l2 in l2s]
@@ -94,78 +102,99 @@ def figure2(record: StudyRecord) -> go.Figure:
     fig = make_subplots(
         rows=len(chosen), cols=len(columns), subplot_titles=titles, horizontal_spacing=0.01, vertical_spacing=0.06
     )
-    # Class index -> the dataset's pixel value; unlabelled manual pixels keep their own (ignore) value.
+    return fig, columns
+
+
+def _gray_values(labels: dict[str, int], ignore: int | None) -> np.ndarray:
+    """Class index -> the dataset's pixel value; unlabelled manual pixels keep their own (ignore) value."""
     gray_values = np.zeros(IGNORE_INDEX + 1, dtype=np.uint8)
     gray_values[: len(labels)] = list(labels.values())
     gray_values[IGNORE_INDEX] = 0 if ignore is None else ignore
-    diff_colors = ["#ffffff"] + [CLASS_PALETTE[i % len(CLASS_PALETTE)] for i in range(len(classes))]
-    for r, ((file, _), (image, preds, truth)) in enumerate(zip(chosen, rows), start=1):
+    return gray_values
+
+
+def _add_figure2_row(
+    fig: go.Figure,
+    r: int,
+    file: str,
+    row: tuple[np.ndarray, dict[float, np.ndarray], np.ndarray],
+    networks: dict[float, TrialRecord],
+    classes: list[str],
+    gray_values: np.ndarray,
+    last_row: bool,
+) -> None:
+    """Row ``r`` (1-based) of Figure 2: the image, each L2's network mask, the manual mask, each difference."""
+    image, preds, truth = row
+    l2s = list(networks)
+    fig.add_trace(
+        go.Heatmap(
+            z=image,
+            colorscale="gray",
+            zmin=0,
+            zmax=1,
+            showscale=False,
+            meta={"file": file, "kind": "image"},
+            hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra>image</extra>",
+        ),
+        row=r,
+        col=1,
+    )
+    masks = [(f"network {l2_label(l2)}", preds[l2]) for l2 in l2s] + [("manual", truth)]
+    for c, (name, mask) in enumerate(masks, start=2):
         fig.add_trace(
             go.Heatmap(
-                z=image,
+                z=gray_values[mask],
                 colorscale="gray",
                 zmin=0,
-                zmax=1,
+                zmax=255,
                 showscale=False,
-                meta={"file": file, "kind": "image"},
-                hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra>image</extra>",
+                meta={"file": file, "kind": "mask", "source": name},
+                hovertemplate=f"x %{{x}}, y %{{y}}: %{{z}}<extra>{name}</extra>",
             ),
             row=r,
-            col=1,
+            col=c,
         )
-        masks = [(f"network {l2_label(l2)}", preds[l2]) for l2 in l2s] + [("manual", truth)]
-        for c, (name, mask) in enumerate(masks, start=2):
-            fig.add_trace(
-                go.Heatmap(
-                    z=gray_values[mask],
-                    colorscale="gray",
-                    zmin=0,
-                    zmax=255,
-                    showscale=False,
-                    meta={"file": file, "kind": "mask", "source": name},
-                    hovertemplate=f"x %{{x}}, y %{{y}}: %{{z}}<extra>{name}</extra>",
-                ),
-                row=r,
-                col=c,
-            )
-        for c, l2 in enumerate(l2s, start=len(l2s) + 3):
-            last = r == len(chosen) and l2 == l2s[-1]
-            fig.add_trace(
-                go.Heatmap(
-                    z=difference_map(preds[l2], truth),
-                    colorscale=_discrete_scale(diff_colors),
-                    zmin=-0.5,
-                    zmax=len(classes) + 0.5,
-                    showscale=last,
-                    colorbar={
-                        "title": {"text": "expected"},
-                        "tickvals": list(range(len(classes) + 1)),
-                        "ticktext": ["agree"] + classes,
-                        "len": 0.5,
-                        "outlinewidth": 1,
-                    },
-                    meta={"file": file, "kind": "difference", "l2": l2, "trial": networks[l2].number},
-                    hovertemplate=f"x %{{x}}, y %{{y}}: %{{z}}<extra>{l2_label(l2)}</extra>",
-                ),
-                row=r,
-                col=c,
-            )
+    diff_colors = ["#ffffff"] + [CLASS_PALETTE[i % len(CLASS_PALETTE)] for i in range(len(classes))]
+    for c, l2 in enumerate(l2s, start=len(l2s) + 3):
+        fig.add_trace(
+            go.Heatmap(
+                z=difference_map(preds[l2], truth),
+                colorscale=_discrete_scale(diff_colors),
+                zmin=-0.5,
+                zmax=len(classes) + 0.5,
+                showscale=last_row and l2 == l2s[-1],
+                colorbar={
+                    "title": {"text": "expected"},
+                    "tickvals": list(range(len(classes) + 1)),
+                    "ticktext": ["agree"] + classes,
+                    "len": 0.5,
+                    "outlinewidth": 1,
+                },
+                meta={"file": file, "kind": "difference", "l2": l2, "trial": networks[l2].number},
+                hovertemplate=f"x %{{x}}, y %{{y}}: %{{z}}<extra>{l2_label(l2)}</extra>",
+            ),
+            row=r,
+            col=c,
+        )
+
+
+def _figure2_layout(fig: go.Figure, title: str, networks: dict[float, TrialRecord], n_rows: int, n_cols: int) -> None:
+    """Square panels without axes, the title naming how images and networks were chosen, the size."""
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
-    for i in range(1, len(chosen) * len(columns) + 1):
+    for i in range(1, n_rows * n_cols + 1):
         suffix = "" if i == 1 else str(i)
         fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
     seeds = ", ".join(f"{l2_label(l2)}: seed {t.seed}" for l2, t in networks.items())
     fig.update_layout(
         title=f"{title}<br><sup>best / median / worst by per-image MeanIoU averaged over L2; "
         f"masks of the lowest seed ({seeds})</sup>",
-        height=60 + 190 * len(chosen),
+        height=60 + 190 * n_rows,
         template="plotly_white",
         font={"size": 10},
         margin={"t": 110, "l": 10, "r": 10},
     )
     fig.update_annotations(font_size=10)
-    return fig
 
 
 def _read_figure2_row(

@@ -86,6 +86,3 @@ def failure_message(trial) -> str:
         if message:
             return message
     return UNKNOWN
-
-
-__all__ = ["UNKNOWN", "exception_message", "failure_message"]

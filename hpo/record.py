@@ -115,12 +115,6 @@ class Replicate:
     def to_config(self) -> dict[str, Any]:
         return {"seed": self.seed, "fold": self.fold}
 
-    @classmethod
-    def of_params(cls, params: dict[str, Any]) -> Replicate:
-        """The replicate of an attempt trial's params."""
-        fold = params.get("fold")
-        return cls(int(params["seed"]), None if fold is None else int(fold))
-
 
 @dataclass(frozen=True)
 class Configuration:
@@ -145,12 +139,6 @@ class Configuration:
         head = [f"l2={v:g}" for k, v in self.params if k == "train.l2"]
         tail = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.params if k != "train.l2"]
         return head, tail
-
-    @property
-    def label(self) -> str:
-        """The configuration's own name, e.g. ``c003`` or ``l2=0.005,loss=dice``."""
-        head, tail = self._parts()
-        return ",".join(head + tail)
 
 
 @dataclass(frozen=True)
@@ -491,30 +479,3 @@ def plan_study(
         number = (sampler_numbers or {}).get(configuration.record_number)
         plans.append(ConfigurationPlan(configuration, steps, number))
     return plans
-
-
-__all__ = [
-    "ATTR",
-    "CONFIGURATION",
-    "DISTRIBUTIONS",
-    "Attempt",
-    "Configuration",
-    "ConfigurationPlan",
-    "Outcome",
-    "Replicate",
-    "ReplicatePlan",
-    "Status",
-    "TrialReport",
-    "attempt_params",
-    "close_unstarted",
-    "configuration_of",
-    "configuration_outcome",
-    "configuration_trials",
-    "is_unstarted",
-    "plan_replicate",
-    "plan_study",
-    "pruned_report",
-    "reported_outcome",
-    "sampler_study_name",
-    "stored_outcome",
-]

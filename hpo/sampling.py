@@ -210,6 +210,3 @@ class Sampling:
     def _line(self, text: str) -> None:
         self._stream.write(text + "\n")
         self._stream.flush()
-
-
-__all__ = ["UNSAMPLED", "Sampling", "add_configuration", "make_sampler", "reconcile", "tell_sampler"]

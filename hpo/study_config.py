@@ -36,7 +36,6 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from lgeseg.config import (
     RUN_DEFAULTS,
     check_model_train,
-    config_hash,
     load_yaml,
     merge,
     put_dotted,
@@ -426,31 +425,3 @@ def max_epochs(config: dict) -> int:
         epochs += list(spec.get("choices", [])) + [spec.get("high", 0)]
     epochs += [a["epochs"] for a in config["retune"]["adjustments"] if "epochs" in a]
     return int(max(epochs))
-
-
-__all__ = [
-    "ADJUSTABLE",
-    "DEFAULT_CONFIG",
-    "GRID_AXES",
-    "L2_KEY",
-    "NOT_SEARCHABLE",
-    "SAMPLERS",
-    "SCHEDULERS",
-    "SEARCH_DEFAULTS",
-    "STUDY_DEFAULTS",
-    "check_search",
-    "check_study",
-    "config_hash",
-    "distributions",
-    "grid_configurations",
-    "grid_size",
-    "grid_space",
-    "load_study_config",
-    "max_epochs",
-    "replicates",
-    "run_config_of",
-    "search_study_config",
-    "searchable_keys",
-    "space",
-    "study_config",
-]

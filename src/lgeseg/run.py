@@ -23,7 +23,7 @@ import yaml
 
 from . import __version__
 from .config import config_hash, run_config, safe_load
-from .data import Dataset, load_dataset, split_dataset, write_mask
+from .data import Dataset, Split, load_dataset, split_dataset, write_mask
 from .diagnostics import learning_warnings
 from .errors import TrainingError
 from .fingerprint import check_same, data_fingerprint, recorded_fingerprints
@@ -118,32 +118,17 @@ def run(
     config = run_config(config)
     out = Path(out_dir)
     started = time.time()
-    # Data and config meet here: every check comes before anything is written.
     dataset = dataset if dataset is not None else load_dataset(config["data"])
-    height, width = dataset.images.shape[1:]
-    depth = halvings(config["model"])  # model.depth for the MATLAB U-Net, a MONAI network's own otherwise
-    check_size(height, width, depth, config["model"]["pad"])
-    s = config["split"]
-    split = split_dataset(dataset, s["train"], s["val"], s["test"], seed=s["seed"])
-    split_info = split.to_json(dataset)
-    written = out / "config.yaml"
-    if written.exists() and config_hash(safe_load(written.read_text())) != config_hash(config):
-        raise TrainingError(f"{out}: holds a run with another config; use a new output folder or delete it")
-    fingerprint = data_fingerprint(dataset)
-    what, stored_data, stored_split = recorded_fingerprints(out)
-    check_same(what, stored_data, stored_split, fingerprint, split_info, "use a new --out")
-
+    checked = _check_inputs(config, dataset, out)  # every check comes before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    info_path = out / "run.json"
-    if info_path.exists() and (out / "metrics.json").exists():
-        info = json.loads(info_path.read_text())
-        if info.get("finished") and info.get("config_hash") == config_hash(config):
-            return _read_back(out, info)
+    done = _finished_run(out, config)
+    if done is not None:
+        return done
 
-    (out / "split.json").write_text(json.dumps(split_info, indent=1))
+    (out / "split.json").write_text(json.dumps(checked.split_info, indent=1))
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-
-    trained_on = pad_dataset(dataset, depth) if config["model"]["pad"] else dataset
+    trained_on = pad_dataset(dataset, checked.depth) if config["model"]["pad"] else dataset
+    split = checked.split
     result = fit(
         config,
         trained_on,
@@ -151,29 +136,13 @@ def run(
         out,
         on_epoch=on_epoch,
         progress=progress,
-        record={"data_fingerprint": fingerprint, "split": split_info},
+        record={"data_fingerprint": checked.fingerprint, "split": checked.split_info},
     )
-    model = result.model
-    selected_epoch = len(result.history)
-    if config["train"]["select"] == "best_val":
-        model.load_state_dict(result.best_state)
-        selected_epoch = result.best_epoch
-
-    device = next(model.parameters()).device
-    classes = list(dataset.labels)
-    outputs = {}
-    for name in ("test", "val"):
-        idx = getattr(split, name)
-        x = torch.from_numpy(trained_on.images[idx]).unsqueeze(1).to(device)
-        pred = crop(predict(model, x, config["train"]["precision"]).cpu().numpy(), height, width)
-        outputs[name] = (pred, evaluate(pred, dataset.masks[idx], classes, [dataset.files[i] for i in idx]))
+    model, selected_epoch = _selected_network(config, result)
+    outputs = _evaluate_splits(config, model, trained_on, dataset, split)
     test_pred, test_metrics = outputs["test"]
-    # The floor a network must clearly beat: the training split's majority class predicted everywhere.
-    majority = majority_class(dataset.masks[split.train], len(classes))
-    baseline = {
-        name: trivial_baseline(dataset.masks[getattr(split, name)], classes, majority) for name in ("val", "test")
-    }
     val_metrics = outputs["val"][1]
+    baseline = _baseline(dataset, split)
     warnings = learning_warnings(result.history, val_metrics["dataset"]["MeanIoU"], baseline["val"]["MeanIoU"])
     _write_predictions(out / "predictions", test_pred, [dataset.files[i] for i in split.test], dataset.labels)
     write_json(val_metrics, out / "val_metrics.json")
@@ -186,8 +155,8 @@ def run(
         "architecture": config["model"]["architecture"],
         "loss": config["train"]["loss"],
         "config_hash": config_hash(config),
-        "split_hash": split_info["hash"],
-        "data_fingerprint": fingerprint,
+        "split_hash": checked.split_info["hash"],
+        "data_fingerprint": checked.fingerprint,
         "data_dir": str(dataset.root),
         "synthetic": dataset.synthetic,
         "labels": dataset.labels,
@@ -203,8 +172,81 @@ def run(
         "versions": versions(),
         "command": sys.argv,
     }
-    info_path.write_text(json.dumps(json_safe(info), indent=1, allow_nan=False))
+    (out / "run.json").write_text(json.dumps(json_safe(info), indent=1, allow_nan=False))
     return _read_back(out, info)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """What :func:`_check_inputs` established about a run's data before anything is written."""
+
+    split: Split
+    split_info: dict  #: the split's file lists and hash (``split.json``)
+    fingerprint: dict  #: the data fingerprint (:func:`lgeseg.fingerprint.data_fingerprint`)
+    depth: int  #: how often the network halves the image (:func:`lgeseg.models.halvings`)
+
+
+def _check_inputs(config: dict, dataset: Dataset, out: Path) -> _Checked:
+    """Data and config meet here: images the network cannot take, a folder holding another config's run,
+    or a run of other data or another split are refused (see :func:`run`)."""
+    height, width = dataset.images.shape[1:]
+    depth = halvings(config["model"])  # model.depth for the MATLAB U-Net, a MONAI network's own otherwise
+    check_size(height, width, depth, config["model"]["pad"])
+    s = config["split"]
+    split = split_dataset(dataset, s["train"], s["val"], s["test"], seed=s["seed"])
+    split_info = split.to_json(dataset)
+    written = out / "config.yaml"
+    if written.exists() and config_hash(safe_load(written.read_text())) != config_hash(config):
+        raise TrainingError(f"{out}: holds a run with another config; use a new output folder or delete it")
+    fingerprint = data_fingerprint(dataset)
+    what, stored_data, stored_split = recorded_fingerprints(out)
+    check_same(what, stored_data, stored_split, fingerprint, split_info, "use a new --out")
+    return _Checked(split, split_info, fingerprint, depth)
+
+
+def _finished_run(out: Path, config: dict) -> RunResult | None:
+    """The run already finished in ``out`` with the same config, read back; None when there is none."""
+    info_path = out / "run.json"
+    if info_path.exists() and (out / "metrics.json").exists():
+        info = json.loads(info_path.read_text())
+        if info.get("finished") and info.get("config_hash") == config_hash(config):
+            return _read_back(out, info)
+    return None
+
+
+def _selected_network(config: dict, result) -> tuple[torch.nn.Module, int]:
+    """The network ``train.select`` picks from a finished fit (the final one, or the best on validation
+    accuracy) and its epoch (1-based)."""
+    model = result.model
+    if config["train"]["select"] == "best_val":
+        model.load_state_dict(result.best_state)
+        return model, result.best_epoch
+    return model, len(result.history)
+
+
+def _evaluate_splits(
+    config: dict, model: torch.nn.Module, trained_on: Dataset, dataset: Dataset, split: Split
+) -> dict[str, tuple[np.ndarray, dict]]:
+    """Predictions (N, H, W label indices, cropped back to the original size) and metrics
+    (:func:`lgeseg.metrics.evaluate`) of the test and validation splits: ``{"test": (pred, metrics), "val": ...}``."""
+    height, width = dataset.images.shape[1:]
+    device = next(model.parameters()).device
+    classes = list(dataset.labels)
+    outputs = {}
+    for name in ("test", "val"):
+        idx = getattr(split, name)
+        x = torch.from_numpy(trained_on.images[idx]).unsqueeze(1).to(device)
+        pred = crop(predict(model, x, config["train"]["precision"]).cpu().numpy(), height, width)
+        outputs[name] = (pred, evaluate(pred, dataset.masks[idx], classes, [dataset.files[i] for i in idx]))
+    return outputs
+
+
+def _baseline(dataset: Dataset, split: Split) -> dict[str, dict]:
+    """The floor a network must clearly beat: the training split's majority class predicted everywhere,
+    scored on the validation and test splits (:func:`lgeseg.metrics.trivial_baseline`)."""
+    classes = list(dataset.labels)
+    majority = majority_class(dataset.masks[split.train], len(classes))
+    return {name: trivial_baseline(dataset.masks[getattr(split, name)], classes, majority) for name in ("val", "test")}
 
 
 def _read_back(out: Path, info: dict) -> RunResult:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from lgeseg.metrics import clearly_above_baseline, confusion_summary
+from lgeseg.tables import as_nan
 
 from .load import TrialRecord
 
@@ -59,16 +60,12 @@ def baseline_of(trial: TrialRecord) -> dict[str, Any] | None:
     return baseline_from_confusion(confusion) if confusion else None
 
 
-def _float(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
 def learning_margin(trial: TrialRecord) -> float:
     """Test MeanIoU minus the baseline's test MeanIoU; NaN when either is unknown."""
     baseline = baseline_of(trial)
     if baseline is None:
         return math.nan
-    return _float((trial.test_metrics or {}).get("dataset", {}).get("MeanIoU")) - _float(baseline.get("MeanIoU"))
+    return as_nan((trial.test_metrics or {}).get("dataset", {}).get("MeanIoU")) - as_nan(baseline.get("MeanIoU"))
 
 
 def learned(trial: TrialRecord) -> bool | None:
@@ -77,8 +74,8 @@ def learned(trial: TrialRecord) -> bool | None:
     baseline = baseline_of(trial)
     if baseline is None:
         return None
-    miou = _float((trial.test_metrics or {}).get("dataset", {}).get("MeanIoU"))
-    return clearly_above_baseline(miou, _float(baseline.get("MeanIoU")))
+    miou = as_nan((trial.test_metrics or {}).get("dataset", {}).get("MeanIoU"))
+    return clearly_above_baseline(miou, as_nan(baseline.get("MeanIoU")))
 
 
 def learning_label(trial: TrialRecord) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import optuna
 
 from hpo.storage import mask_url
+from lgeseg.tables import as_none
 
 #: Categorical axes a study's trials may vary besides L2, each a report group: param -> (config section, default).
 GROUPING_AXES: dict[str, tuple[str, str]] = {
@@ -145,17 +145,6 @@ class StudyRecord:
         return next((t for t in self.trials if name is not None and t.name == name), None)
 
 
-def _float(value: Any) -> float | None:
-    """``value`` as a float, or None for missing / NaN (JSON stores NaN as null)."""
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
-
-
 def _int(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -173,7 +162,7 @@ def _read_history(path: Path) -> dict[int, float]:
     try:
         with path.open(newline="") as handle:
             for row in csv.DictReader(handle):
-                epoch, accuracy = row.get("epoch"), _float(row.get("val_accuracy"))
+                epoch, accuracy = row.get("epoch"), as_none(row.get("val_accuracy"))
                 if epoch and epoch.strip().isdigit() and accuracy is not None:
                     curve[int(epoch)] = accuracy
     except OSError:
@@ -188,26 +177,26 @@ def _trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
     test_metrics = attrs.get("test_metrics")
     if test_metrics is None and trial_dir is not None and trial.state == optuna.trial.TrialState.COMPLETE:
         test_metrics = _read_json(trial_dir / "metrics.json")
-    curve = {int(step): float(v) for step, v in trial.intermediate_values.items() if _float(v) is not None}
+    curve = {int(step): float(v) for step, v in trial.intermediate_values.items() if as_none(v) is not None}
     if not curve and trial_dir is not None:
         curve = _read_history(trial_dir / "history.csv")
     return TrialRecord(
         number=trial.number,
         state=trial.state.name,
         name=str(attrs.get("trial_name") or f"trial {trial.number}"),
-        l2=_float(params.get("l2")),
+        l2=as_none(params.get("l2")),
         seed=_int(params.get("seed")),
-        learning_rate=_float(params.get("learning_rate")),
+        learning_rate=as_none(params.get("learning_rate")),
         batch_size=_int(params.get("batch_size")),
         epochs=_int(params.get("epochs")),
         rerun=int(params.get("rerun", 0) or 0),
-        value=_float(trial.value) if trial.values else None,
+        value=as_none(trial.value) if trial.values else None,
         curve=dict(sorted(curve.items())),
         test_metrics=test_metrics,
         val_metrics=attrs.get("val_metrics"),
         trial_dir=trial_dir,
         epochs_run=_int(attrs.get("epochs_run")),
-        best_val_accuracy=_float(attrs.get("best_val_accuracy")),
+        best_val_accuracy=as_none(attrs.get("best_val_accuracy")),
         lineage=dict(attrs.get("lineage") or {}),
         retune=dict(attrs.get("retune") or {}),
         baseline=attrs.get("baseline"),

@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 
 from hpo.record import configuration_trials as _configurations
 from hpo.storage import mask_url
+from lgeseg.tables import setting
 
 from .figures import TRIAL_COLUMNS, empty_figure, fmt, table, training_curves, trial_rows
 from .load import StudyRecord
@@ -236,9 +237,7 @@ def configuration_rows(study: optuna.Study, params: list[str]) -> list[list[str]
     rows = []
     for t in configuration_trials(study):
         attrs = t.user_attrs
-        values = [
-            f"{t.params[p]:.4g}" if isinstance(t.params.get(p), float) else str(t.params.get(p, "n/a")) for p in params
-        ]
+        values = [setting(t.params[p], 4) if p in t.params else "n/a" for p in params]
         rows.append(
             [
                 f"c{attrs['configuration']:03d}",
@@ -295,7 +294,7 @@ def summary_lines(study: optuna.Study, record: StudyRecord) -> list[str]:
     )
     if done:
         best = max(done, key=lambda t: t.value)
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+        shown = ", ".join(f"{k}={setting(v, 4)}" for k, v in best.params.items())
         spread = best.user_attrs.get("value_std")
         lines.append(
             f"Best configuration c{best.user_attrs['configuration']:03d}: {shown}; validation MeanIoU "

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import stats as sps
 
 from lgeseg.metrics import DATASET_METRICS
+from lgeseg.tables import as_nan
 
 from .learning import learned
 from .load import StudyRecord, TrialRecord
@@ -44,17 +45,12 @@ BOOTSTRAP_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0
 
 
-def _nan(value: object) -> float:
-    """``value`` as float with None (JSON null) turned into NaN."""
-    return math.nan if value is None else float(value)  # type: ignore[arg-type]
-
-
 def metric_value(trial: TrialRecord, metric: str, cls: str | None = None) -> float:
     """A test metric of ``trial``: a data-set metric, or the class metric of region ``cls``."""
     metrics = trial.test_metrics or {}
     if cls is None:
-        return _nan((metrics.get("dataset") or {}).get(metric))
-    return _nan(((metrics.get("class") or {}).get(cls) or {}).get(metric))
+        return as_nan((metrics.get("dataset") or {}).get(metric))
+    return as_nan(((metrics.get("class") or {}).get(cls) or {}).get(metric))
 
 
 def nanmean(values: Sequence[float]) -> float:
@@ -144,7 +140,7 @@ def unit_values(
             if files is not None and file not in files:
                 continue
             slices.add(file)
-            value = _nan(row.get(metric))
+            value = as_nan(row.get(metric))
             if math.isnan(value):
                 n_nan += 1
                 continue

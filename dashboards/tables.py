@@ -6,10 +6,8 @@ strings) ``report.json``.
 
 from __future__ import annotations
 
-import math
-
 from lgeseg.metrics import DATASET_METRICS, LEARN_MARGIN
-from lgeseg.tables import MISSING
+from lgeseg.tables import MISSING, as_nan
 
 from .figures import fmt, fmt_p
 from .learning import baseline_of, learning_label, learning_margin
@@ -121,7 +119,7 @@ def learning_rows(record: StudyRecord) -> list[list[str]]:
                 f"{t.l2:g}",
                 str(t.seed),
                 fmt(metric_value(t, "MeanIoU"), 4),
-                fmt(math.nan if base is None else float(base), 4),
+                fmt(as_nan(base), 4),
                 str(baseline.get("majority_class", baseline.get("majority_class_index", MISSING))),
                 fmt(learning_margin(t), 4),
                 learning_label(t),

@@ -19,7 +19,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from lgeseg.tables import fmt
+from lgeseg.tables import setting
 
 from .record import (
     ATTR,
@@ -178,7 +178,7 @@ class Sampling:
         configuration = configuration_of(record)
         steps = {r: plan_replicate(Attempt(configuration, r), [], self._max_reruns) for r in self._replicates}
         self._open[index] = ConfigurationPlan(configuration, steps, sampled.number)
-        shown = ", ".join(f"{k}={fmt(v)}" for k, v in sampled.params.items())
+        shown = ", ".join(f"{k}={setting(v, 4)}" for k, v in sampled.params.items())
         self._line(f"sample  c{index:03d} ({self._search['sampler']}, {index + 1}/{self._search['n_trials']}): {shown}")
         return [Attempt(configuration, r) for r in self._replicates]
 

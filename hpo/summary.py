@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lgeseg.metrics import clearly_above_baseline
-from lgeseg.tables import fmt, format_table
+from lgeseg.tables import fmt, format_table, setting
 
 from .record import ConfigurationPlan, Status
 
@@ -36,7 +36,7 @@ def _space_cells(plan: ConfigurationPlan) -> dict[str, str]:
     for key, value in configuration.params:
         column = "L2" if key == "train.l2" and configuration.index is None else key
         column = column.rsplit(".", 1)[-1] if configuration.index is None else column
-        cells[column] = f"{value:g}" if isinstance(value, float) else str(value)
+        cells[column] = setting(value)
     return cells
 
 

@@ -23,6 +23,29 @@ def fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def as_nan(value: Any) -> float:
+    """``value`` as a float for arithmetic, a missing one (None, JSON's null) as NaN. The one coercion of
+    stored numbers into NaN; :func:`as_none` is its inverse."""
+    return math.nan if value is None else float(value)
+
+
+def as_none(value: Any) -> float | None:
+    """``value`` as a float, or None when it is missing, NaN or not a number (for storing as JSON null)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def setting(value: Any, digits: int = 6) -> str:
+    """A hyperparameter's value for a table cell or a name (``5e-05``, ``0.0004044``): floats with ``digits``
+    significant digits (``g``), None and NaN as :data:`MISSING`, anything else as ``str``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Aligned text: the first column left-aligned, the rest right-aligned, each as wide as its widest
     cell, two spaces between columns, no trailing spaces."""

@@ -104,7 +104,7 @@ def test_rule_fires_inside_a_search(ray_cluster, tiny_data_dir, tmp_path):
     # the configuration's outcome is its rerun's (not converged), and that is what the sampler was told
     assert configuration.state == TrialState.PRUNED and sampler.get_trials()[0].state == TrialState.PRUNED
     assert configuration.user_attrs["seeds"][0]["trial"] == attempts[1].number
-    assert configuration.user_attrs["seeds"][0]["status"] == "not_converged"
+    assert configuration.user_attrs["seeds"][0]["status"] == "not converged"
     assert result.rows[0]["status"] == "not converged"
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import optuna
 
+from hpo.record import ATTR
 from hpo.storage import mask_url
 from lgeseg.tables import as_none
 
@@ -173,8 +174,8 @@ def _read_history(path: Path) -> dict[int, float]:
 def _trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
     """Turn one Optuna trial into a record, falling back to its folder for metrics and curve."""
     attrs, params = trial.user_attrs, trial.params
-    trial_dir = Path(attrs["trial_dir"]) if attrs.get("trial_dir") else None
-    test_metrics = attrs.get("test_metrics")
+    trial_dir = Path(attrs[ATTR.TRIAL_DIR]) if attrs.get(ATTR.TRIAL_DIR) else None
+    test_metrics = attrs.get(ATTR.TEST_METRICS)
     if test_metrics is None and trial_dir is not None and trial.state == optuna.trial.TrialState.COMPLETE:
         test_metrics = _read_json(trial_dir / "metrics.json")
     curve = {int(step): float(v) for step, v in trial.intermediate_values.items() if as_none(v) is not None}
@@ -183,7 +184,7 @@ def _trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
     return TrialRecord(
         number=trial.number,
         state=trial.state.name,
-        name=str(attrs.get("trial_name") or f"trial {trial.number}"),
+        name=str(attrs.get(ATTR.TRIAL_NAME) or f"trial {trial.number}"),
         l2=as_none(params.get("l2")),
         seed=_int(params.get("seed")),
         learning_rate=as_none(params.get("learning_rate")),
@@ -193,14 +194,14 @@ def _trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         value=as_none(trial.value) if trial.values else None,
         curve=dict(sorted(curve.items())),
         test_metrics=test_metrics,
-        val_metrics=attrs.get("val_metrics"),
+        val_metrics=attrs.get(ATTR.VAL_METRICS),
         trial_dir=trial_dir,
-        epochs_run=_int(attrs.get("epochs_run")),
-        best_val_accuracy=as_none(attrs.get("best_val_accuracy")),
-        lineage=dict(attrs.get("lineage") or {}),
-        retune=dict(attrs.get("retune") or {}),
-        baseline=attrs.get("baseline"),
-        split_hash=attrs.get("split_hash"),
+        epochs_run=_int(attrs.get(ATTR.EPOCHS_RUN)),
+        best_val_accuracy=as_none(attrs.get(ATTR.BEST_VAL_ACCURACY)),
+        lineage=dict(attrs.get(ATTR.LINEAGE) or {}),
+        retune=dict(attrs.get(ATTR.RETUNE) or {}),
+        baseline=attrs.get(ATTR.BASELINE),
+        split_hash=attrs.get(ATTR.SPLIT_HASH),
         architecture=params.get("architecture"),
         loss=params.get("loss"),
     )

@@ -1,4 +1,4 @@
-"""Progress of a grid run: one line per trial event and a live table, instead of Ray's own output.
+"""Progress of a study run: one line per trial event and a live table, instead of Ray's own output.
 
 On a terminal the table (trial, L2, epoch, validation accuracy) is redrawn in place below the event
 lines; elsewhere (a log file, CI) it is printed every ``interval`` seconds.
@@ -15,6 +15,7 @@ from ray.tune import Callback
 from lgeseg.tables import MISSING, fmt, format_table
 
 from .failure import failure_message
+from .record import TrialReport
 from .rule import RetuneRule
 
 
@@ -104,10 +105,10 @@ class ProgressPrinter(Callback):
         )
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        row = self._rows.get(trial.config["trial_name"])
-        if row is None or "epoch" not in result:
+        row, report = self._rows.get(trial.config["trial_name"]), TrialReport.from_result(result)
+        if row is None or report is None:
             return
-        row.update(epoch=result["epoch"], val_accuracy=result["val_accuracy"], best=result["best_val_accuracy"])
+        row.update(epoch=report.epoch, val_accuracy=report.val_accuracy, best=report.best_val_accuracy)
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
         if self._rows and time.monotonic() - self._last_table >= self.interval:
@@ -122,16 +123,15 @@ class ProgressPrinter(Callback):
             then = f"-> rerun {rerun + 1} queued" if rerun < self.max_reruns else "-> no reruns left: not converged"
             row["status"] = "retuned"
             self._line("retune", name, f"{self.rule.reason(result)} {then}")
-        elif result.get("finished"):
+        elif (report := TrialReport.from_result(result)) is not None and report.finished:
             row["status"] = "done"
-            test = result["test_metrics"]["dataset"]
             self._line(
                 "finish",
                 name,
-                f"val acc {fmt(result['val_accuracy'])}, val MeanIoU "
-                f"{fmt(result['val_MeanIoU'])}, test MeanIoU {fmt(test['MeanIoU'])}",
+                f"val acc {fmt(report.val_accuracy)}, val MeanIoU "
+                f"{fmt(report.val_MeanIoU)}, test MeanIoU {fmt(report.test_MeanIoU)}",
             )
-            for warning in result.get("run_info", {}).get("warnings", []):  # lgeseg.diagnostics
+            for warning in (report.run_info or {}).get("warnings", []):  # lgeseg.diagnostics
                 self._line("warning", name, warning)
         else:
             row["status"] = "stopped"

@@ -50,6 +50,8 @@ class ATTR:
     VAL_METRICS = "val_metrics"
     EPOCHS_RUN = "epochs_run"
     BEST_VAL_ACCURACY = "best_val_accuracy"
+    BASELINE = "baseline"  #: the majority-class baseline's metrics per split (lgeseg.run)
+    SPLIT_HASH = "split_hash"
     REPLICATES = "seeds"  #: configuration trials: every replicate's outcome (named ``seeds`` since d5d5804)
 
 

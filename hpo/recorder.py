@@ -217,9 +217,9 @@ def _complete_attrs(report: TrialReport) -> dict[str, Any]:
         ATTR.BEST_VAL_ACCURACY: info["best_val_accuracy"],
         "selected_epoch": info["selected_epoch"],
         "device": info["device"],
-        "baseline": info.get("baseline"),
+        ATTR.BASELINE: info.get("baseline"),
         "wall_time_s": info["wall_time_s"],
-        "split_hash": info["split_hash"],
+        ATTR.SPLIT_HASH: info["split_hash"],
         "versions": {**info["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
     }
 

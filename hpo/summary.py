@@ -13,7 +13,7 @@ from typing import Any
 from lgeseg.metrics import clearly_above_baseline
 from lgeseg.tables import fmt, format_table, setting
 
-from .record import ConfigurationPlan, Status
+from .record import ATTR, ConfigurationPlan, Status
 
 #: Columns of :func:`format_summary` after the space's and the replicate's, in order.
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -57,7 +57,7 @@ def summary_rows(config: dict, plans: list[ConfigurationPlan]) -> list[dict[str,
         for replicate, step in plan.replicates.items():
             last = step.last
             attrs = last.user_attrs if last is not None else {}
-            test = (attrs.get("test_metrics") or {}).get("dataset", {})
+            test = (attrs.get(ATTR.TEST_METRICS) or {}).get("dataset", {})
             rows.append(
                 {
                     "space": _space_cells(plan),
@@ -65,17 +65,17 @@ def summary_rows(config: dict, plans: list[ConfigurationPlan]) -> list[dict[str,
                     "seed": replicate.seed,
                     "status": step.status,
                     "reruns": step.reruns,
-                    "epochs": attrs.get("epochs_run"),
-                    "val_accuracy": attrs.get("best_val_accuracy"),
+                    "epochs": attrs.get(ATTR.EPOCHS_RUN),
+                    "val_accuracy": attrs.get(ATTR.BEST_VAL_ACCURACY),
                     "value": step.outcome.value if step.outcome is not None else None,
                     "GlobalAccuracy": test.get("GlobalAccuracy"),
                     "MeanIoU": test.get("MeanIoU"),
                     "MeanBFScore": test.get("MeanBFScore"),
                     "learned": clearly_above_baseline(
-                        test.get("MeanIoU"), ((attrs.get("baseline") or {}).get("test") or {}).get("MeanIoU")
+                        test.get("MeanIoU"), ((attrs.get(ATTR.BASELINE) or {}).get("test") or {}).get("MeanIoU")
                     ),
                     "trial": last.number if last is not None else None,
-                    "error": attrs.get("error") if step.status == Status.FAILED else None,
+                    "error": attrs.get(ATTR.ERROR) if step.status == Status.FAILED else None,
                 }
             )
     return rows

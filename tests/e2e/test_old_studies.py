@@ -109,7 +109,7 @@ def test_old_studies_open_in_the_dashboard(old):
     for kind, name in (("grid", "old-grid"), ("search", "old-search")):
         server, port, body = start_dashboard(_storage(old, kind))
         try:
-            studies = json.loads(body)["studies"]
+            studies = json.loads(body)["study_summaries"]
             study = next(s for s in studies if s["study_name"] == name)
             url = f"http://127.0.0.1:{port}/api/studies/{study['study_id']}"
             with urllib.request.urlopen(url, timeout=10) as response:

@@ -28,10 +28,10 @@ from .load import StudyRecord, load_study
 from .masks import figure2
 from .page import CSS, check_static_export, export_static, html_table, save_figures
 from .search import build_search_report
+from .stat_tables import LEARNING_COLUMNS, PAIRED_COLUMNS, SEED_COLUMNS, learning_rows, paired_rows, seed_rows
 from .stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, PairedComparison, Units, paired_comparisons, study_units
 from .strata import STRATA_COLUMNS, StratumRow, strata, strata_figure, strata_rows
-from .summary import findings, summary_lines
-from .tables import LEARNING_COLUMNS, PAIRED_COLUMNS, SEED_COLUMNS, learning_rows, paired_rows, seed_rows
+from .written_summary import findings, summary_lines
 
 FORMATS: tuple[str, ...] = ("html", "png", "svg", "pdf")
 #: Section headings of the report, by figure key, in page order.

@@ -4,7 +4,7 @@
 (:func:`describe_data`), starts or joins Ray and checks the cluster (:mod:`hpo.cluster`), opens (or, with
 ``resume``, reopens) the record (:func:`prepare_study`, :mod:`hpo.storage`), works out from it what is
 still owed (:func:`hpo.record.plan_study`), runs the attempts on Ray Tune with the retune rule
-(:func:`tune_study`) and prints the closing table (:mod:`hpo.summary`). A grid's configurations are its
+(:func:`tune_study`) and prints the closing table (:mod:`hpo.closing_table`). A grid's configurations are its
 whole categorical space; a search's come from Optuna's sampler (:mod:`hpo.sampling`). The report is the
 command's business.
 """
@@ -27,6 +27,7 @@ from lgeseg.fingerprint import check_same, data_fingerprint
 from lgeseg.models import halvings
 from lgeseg.padding import check_size
 
+from .closing_table import format_summary, summary_rows
 from .cluster import check_resources, start_ray
 from .record import (
     Attempt,
@@ -40,7 +41,6 @@ from .record import (
 from .rule import RetuneRule
 from .storage import default_storage, default_study_dir, mask_url, open_storage, resolve, start_study
 from .study_config import grid_configurations, max_epochs, replicates, run_config_of, space
-from .summary import format_summary, summary_rows
 
 if TYPE_CHECKING:
     import optuna
@@ -57,7 +57,7 @@ class StudyResult:
     study_name: str  #: the record's Optuna study name
     storage: str  #: its storage URL (unmasked: print it only through :func:`hpo.storage.mask_url`)
     out_dir: Path  #: the study folder (``config.yaml``, ``trials/``, the SQLite file by default)
-    rows: list[dict[str, Any]]  #: one per configuration and replicate, see :func:`hpo.summary.summary_rows`
+    rows: list[dict[str, Any]]  #: one per configuration and replicate, see :func:`hpo.closing_table.summary_rows`
     unfinished: bool  #: whether ``--resume`` still has work (attempts owed, configurations to sample)
 
 
@@ -271,12 +271,12 @@ def tune_study(
     recorder's queued writes are flushed at the end."""
     from ray import tune
 
-    from .progress import ProgressPrinter
     from .recorder import OptunaRecorder
     from .retune import RetuneStopper
     from .sampling import Sampling
     from .searcher import StudySearcher
     from .trainable import train_trial
+    from .tune_progress import ProgressPrinter
 
     rule = RetuneRule.from_config(config["retune"])
     max_reruns = config["retune"]["max_reruns"]

@@ -33,7 +33,7 @@ from dashboards.load import StudyRecord, load_study
 from dashboards.masks import difference_map, figure2, select_images
 from dashboards.report import build_report
 from dashboards.stats import PAIRED_METRICS, UnitValues, compare, holm, paired_comparisons, study_units, wilcoxon_p
-from dashboards.summary import summary_lines
+from dashboards.written_summary import summary_lines
 from hpo.run import main as cli
 from hpo.storage import mask_url, open_study
 from lgeseg.metrics import DATASET_METRICS

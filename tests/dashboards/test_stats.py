@@ -44,7 +44,7 @@ from dashboards.load import StudyRecord, load_study
 from dashboards.report import analyse, build_report
 from dashboards.stats import holm, paired_comparisons, seed_intervals, study_units
 from dashboards.strata import strata
-from dashboards.summary import findings, summary_lines
+from dashboards.written_summary import findings, summary_lines
 from hpo.storage import open_study
 from lgeseg.metrics import LEARN_MARGIN
 

@@ -11,9 +11,9 @@ import pytest
 from conftest import write_dataset_dir
 from optuna.trial import TrialState
 
+from hpo.closing_table import format_summary
 from hpo.study import run_study
 from hpo.study_config import study_config
-from hpo.summary import format_summary
 from lgeseg.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.slow

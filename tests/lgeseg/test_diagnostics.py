@@ -96,8 +96,8 @@ def test_train_cli_prints_the_warnings(stuck_run, capsys):
 
 
 def test_grid_progress_prints_a_finished_trials_warnings():
-    from hpo.progress import ProgressPrinter
     from hpo.retune import RetuneRule
+    from hpo.tune_progress import ProgressPrinter
 
     stream = io.StringIO()
     printer = ProgressPrinter(RetuneRule(check_fraction=0.5, target_accuracy=0.0), max_reruns=0, stream=stream)

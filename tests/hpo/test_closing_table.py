@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hpo.summary import SUMMARY_COLUMNS, format_summary
+from hpo.closing_table import SUMMARY_COLUMNS, format_summary
 
 
 def _row(l2: float, miou: float | None, learned: bool | None, **extra) -> dict:

@@ -4,19 +4,7 @@ name the key.
 
 A study is a space times replicates. ``grid:`` is the shorthand for a categorical space (``l2`` and, when
 given, ``architecture`` and ``loss``) walked in full; ``search:`` lets one of Optuna's samplers propose
-configurations from any run-config key::
-
-    search:
-      sampler: tpe            # tpe | random | gp | cmaes | qmc | grid (Optuna's samplers)
-      n_trials: 24            # configurations the sampler proposes
-      max_concurrent: 2       # configurations in progress at once
-      seed: 0                 # the sampler's seed
-      seeds_per_trial: 1      # run seeds 0..k-1 of each configuration; the sampler sees their mean
-      startup_trials: null    # random configurations before TPE / GP / CMA-ES model (null: Optuna's default)
-      space:
-        train.l2: {low: 1.0e-6, high: 1.0e-1, log: true}
-        model.width: {choices: [8, 16, 32]}
-      scheduler: null         # or asha (Ray Tune's ASHAScheduler on validation accuracy per epoch)
+configurations from any run-config key (the ``search:`` keys: README, "``search:`` configs").
 
 Every space key is a dotted key of a run's ``model`` or ``train`` section; its range or choices are checked
 against that key's type and range here. :func:`space` gives either kind of study as Optuna distributions,

@@ -235,6 +235,8 @@ def ray_cluster():
     """A small local Ray for a test module's grid and search runs: 2 CPUs, no dashboard, a capped object store."""
     import ray
 
+    if ray.is_initialized():  # a test that touched Ray's API without a cluster started one: not this one
+        ray.shutdown()
     ray.init(
         num_cpus=2,
         include_dashboard=False,

@@ -377,6 +377,9 @@ def test_one_epoch_networks_are_marked_did_not_learn(
     for key, value in {"config": config, "out_dir": str(tmp_path), **describe_data(config)}.items():
         study.set_user_attr(key, value)
     recorder = OptunaRecorder(study, RetuneRule(1.0, 0.0), max_reruns=0)
+    # no Ray: asking for the runtime context would start (and leave) a Ray instance in this process
+    node = SimpleNamespace(get_node_id=lambda: "node")
+    monkeypatch.setattr(hpo.trainable.ray, "get_runtime_context", lambda: node)
     for index, l2 in enumerate(config["grid"]["l2"]):
         reports: list[dict] = []
         monkeypatch.setattr(hpo.trainable.tune, "report", reports.append)

@@ -23,9 +23,10 @@ import yaml
 
 from . import __version__
 from .config import config_hash, run_config, safe_load
-from .data import Dataset, load_dataset, split_dataset, write_mask
+from .data import Dataset, load_dataset, split_from_config, write_mask
 from .diagnostics import learning_warnings
 from .errors import TrainingError
+from .field_metrics import field_section, field_units
 from .fingerprint import check_same, data_fingerprint, recorded_fingerprints
 from .metrics import evaluate, json_safe, majority_class, trivial_baseline, write_json
 from .models import halvings
@@ -89,7 +90,8 @@ def run(
     """One complete run: split, train (or resume), select, evaluate, and write all outputs to ``out_dir``.
 
     Outputs: ``config.yaml``, ``split.json``, ``history.csv``, ``best.pt``, ``last.pt``, ``metrics.json``
-    (test split), ``val_metrics.json``, ``predictions/<file>.png`` (test split, dataset pixel values) and
+    (test split; MATLAB's metrics and, under ``field_metrics``, :func:`lgeseg.field_metrics.field_metrics`),
+    ``val_metrics.json``, ``predictions/<file>.png`` (test split, dataset pixel values) and
     ``run.json`` (seed, hashes, data fingerprint, device, wall time, versions, the majority-class
     ``baseline`` and the not-learning ``warnings`` of :mod:`lgeseg.diagnostics`, each also logged as a
     warning). A run whose ``run.json`` says it finished with the same config is read back, not redone.
@@ -123,8 +125,8 @@ def run(
     height, width = dataset.images.shape[1:]
     depth = halvings(config["model"])  # model.depth for the MATLAB U-Net, a MONAI network's own otherwise
     check_size(height, width, depth, config["model"]["pad"])
-    s = config["split"]
-    split = split_dataset(dataset, s["train"], s["val"], s["test"], seed=s["seed"])
+    split = split_from_config(dataset, config["split"])
+    units = field_units(dataset.root, dataset.files)
     split_info = split.to_json(dataset)
     written = out / "config.yaml"
     if written.exists() and config_hash(safe_load(written.read_text())) != config_hash(config):
@@ -166,7 +168,11 @@ def run(
         idx = getattr(split, name)
         x = torch.from_numpy(trained_on.images[idx]).unsqueeze(1).to(device)
         pred = crop(predict(model, x, config["train"]["precision"]).cpu().numpy(), height, width)
-        outputs[name] = (pred, evaluate(pred, dataset.masks[idx], classes, [dataset.files[i] for i in idx]))
+        metrics = evaluate(pred, dataset.masks[idx], classes, [dataset.files[i] for i in idx])
+        extra = field_section(
+            config["metrics"], dataset.files, dataset.patients, units, idx, pred, dataset.masks[idx], classes
+        )
+        outputs[name] = (pred, {**metrics, **extra})
     test_pred, test_metrics = outputs["test"]
     # The floor a network must clearly beat: the training split's majority class predicted everywhere.
     majority = majority_class(dataset.masks[split.train], len(classes))

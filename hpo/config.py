@@ -25,6 +25,7 @@ STUDY_DEFAULTS: dict[str, Any] = {
     "split": RUN_DEFAULTS["split"],
     "model": RUN_DEFAULTS["model"],
     "train": _TRAIN,
+    "metrics": RUN_DEFAULTS["metrics"],
     "grid": {"l2": [5.0e-3, 5.0e-4, 5.0e-5], "architecture": [], "loss": []},
     "retune": {
         "check_fraction": 0.1,
@@ -168,7 +169,14 @@ def point_config(
     train.update(copy.deepcopy(adjustment or {}))
     train["l2"] = float(l2)
     return run_config(
-        {"data": study["data"], "seed": seed, "split": study["split"], "model": sections["model"], "train": train}
+        {
+            "data": study["data"],
+            "seed": seed,
+            "split": study["split"],
+            "model": sections["model"],
+            "train": train,
+            "metrics": study.get("metrics", RUN_DEFAULTS["metrics"]),
+        }
     )
 
 

@@ -54,6 +54,11 @@ def describe_data(config: dict) -> dict[str, Any]:
     Returns the study attributes of the data: folder, labels, and the data and split fingerprints that
     ``--resume`` compares (:mod:`lgeseg.fingerprint`).
     """
+    if config["split"].get("folds") is not None:  # the fold replicate axis comes with issue 20's study flow
+        raise ConfigError(
+            "config key 'split.folds': a study over cross-validation folds is not wired into grid/search yet; "
+            "train single folds with 'train --set split.folds=K --set split.fold=F'"
+        )
     dataset = load_dataset(config["data"])
     check_size(*dataset.images.shape[1:], config["model"]["depth"], config["model"]["pad"])
     split = split_from_config(dataset, config["split"])  # a stratify column missing: one line, here

@@ -144,3 +144,12 @@ def test_a_run_uses_its_fold(tiny_data_dir, tiny_run_config, tmp_path):
     assert {row["patient"] for row in field["patients"]} == test_patients
     assert field["unit"] == "pixel" and set(field["summary"]) == set(dataset.labels)
     assert result.test_metrics["dataset"]["MeanIoU"] is not None
+
+
+def test_grid_refuses_folds_until_the_fold_axis_exists(tiny_data_dir, one_line_error, tmp_path):
+    out = tmp_path / "study"
+    line = one_line_error(
+        ["grid", "--data", str(tiny_data_dir), "--out", str(out), "--set", "split.folds=3", "--no-report"]
+    )
+    assert "'split.folds': a study over cross-validation folds is not wired into grid/search yet" in line
+    assert not out.exists()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from lgeseg.config import config_hash
+from lgeseg.config import config_hash, without_neutral
 from lgeseg.data import load_dataset, split_from_config
 from lgeseg.errors import ConfigError
 from lgeseg.fingerprint import check_same, data_fingerprint
@@ -104,7 +104,7 @@ def prepare_study(
     search)."""
     study = start_study(storage, name, resume)
     stored = study.user_attrs.get("config")
-    if stored is not None and stored != config:
+    if stored is not None and without_neutral(stored) != without_neutral(config):  # keys added since: neutral
         raise ConfigError(
             f"the config differs from the one study '{name}' was started with: "
             f"{_first_difference(config, stored)}; resume with the same config or use a new "

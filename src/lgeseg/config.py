@@ -288,9 +288,9 @@ def run_config(values: dict | None = None) -> dict:
     return config
 
 
-def config_hash(config: dict) -> str:
-    """Short stable hash of a config (key order does not matter; :data:`HASH_NEUTRAL` keys at those values
-    are left out)."""
+def without_neutral(config: dict) -> dict:
+    """A copy of ``config`` without the :data:`HASH_NEUTRAL` keys that hold their neutral value: what a
+    config recorded before those keys existed is compared with (hashes, a study's stored config)."""
     config = copy.deepcopy(config)
     for path, neutral in HASH_NEUTRAL.items():
         node = config
@@ -298,5 +298,12 @@ def config_hash(config: dict) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and path[-1] in node and node[path[-1]] == neutral:
             del node[path[-1]]
+    return config
+
+
+def config_hash(config: dict) -> str:
+    """Short stable hash of a config (key order does not matter; :data:`HASH_NEUTRAL` keys at those values
+    are left out, see :func:`without_neutral`)."""
+    config = without_neutral(config)
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

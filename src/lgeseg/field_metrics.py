@@ -86,12 +86,16 @@ class Spacing:
     slice_mm: float | None = None
 
 
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
 def _spacing_from(value: Any, where: str) -> Spacing:
     ok = isinstance(value, list) and len(value) in (2, 3)
     numbers = value if ok else []
-    good = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in numbers[:2])
+    good = all(_positive_number(v) for v in numbers[:2])
     if ok and len(numbers) == 3 and numbers[2] is not None:
-        good = good and isinstance(numbers[2], (int, float)) and not isinstance(numbers[2], bool) and numbers[2] > 0
+        good = good and _positive_number(numbers[2])
     if not (ok and good):
         raise DataError(
             f"{where} must be [row_mm, col_mm] or [row_mm, col_mm, slice_mm] with positive numbers, got {value!r}"

@@ -213,7 +213,7 @@ def test_spacing_in_dataset_json(tmp_path):
     assert read_spacing(tmp_path) == Spacing(1.5, 1.25, 8.0)
     meta.write_text(json.dumps({"spacing": {"p1": [1, 1, 10], "p2": [2, 2]}}))
     assert read_spacing(tmp_path) == {"p1": Spacing(1.0, 1.0, 10.0), "p2": Spacing(2.0, 2.0, None)}
-    for bad in ([1.5], [0, 1, 2], "1mm", {"p1": [1, -1, 1]}):
+    for bad in ([1.5], [0, 1, 2], [1, 1, float("inf")], [1, True], "1mm", {"p1": [1, -1, 1]}):
         meta.write_text(json.dumps({"spacing": bad}))
         with pytest.raises(DataError, match=r"dataset\.json: 'spacing'.* must be \[row_mm, col_mm\]"):
             read_spacing(tmp_path)

@@ -188,6 +188,16 @@ def parse_metric(spec: str, classes: Sequence[str]) -> tuple[str, str]:
     return cls, metric
 
 
+def higher_is_better(metric: str) -> bool | None:
+    """True for overlap metrics (Dice, NSD), False for distances (HD*, ASSD*); None for volumes (an error's
+    sign is not a quality, its size is). For rank-based statistics (Friedman's rank 1 = best)."""
+    if metric.startswith(("Dice", "NSD")):
+        return True
+    if metric.startswith(("HD", "ASSD")):
+        return False
+    return None
+
+
 # ------------------------------------------------------------------------------------------- computing
 
 
@@ -610,6 +620,7 @@ __all__ = [
     "field_section",
     "field_units",
     "folder_cases",
+    "higher_is_better",
     "format_field",
     "field_metrics",
     "parse_metric",

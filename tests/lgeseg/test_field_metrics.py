@@ -235,6 +235,14 @@ def test_metrics_config_checks(values, match):
 
 
 def test_metric_names():
+    from lgeseg.field_metrics import PATIENT_METRICS, higher_is_better
+
+    assert [m for m in PATIENT_METRICS if higher_is_better(m)] == ["Dice", "NSD", "Dice3D", "NSD_3D"]
+    assert [m for m in PATIENT_METRICS if higher_is_better(m) is None] == [
+        "Volume_ml",
+        "PredVolume_ml",
+        "VolumeError_ml",
+    ]
     assert parse_metric("myocardium:HD95_3D", ["myocardium"]) == ("myocardium", "HD95_3D")
     with pytest.raises(ConfigError, match=r"unknown metric 'HD99'"):
         parse_metric("myocardium:HD99", ["myocardium"])

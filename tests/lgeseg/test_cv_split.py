@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from lgeseg.config import ConfigError, run_config
-from lgeseg.data import fold_groups, load_dataset, split_dataset, split_from_config
+from lgeseg.data import fold_groups, load_dataset, read_manifest_column, split_dataset, split_from_config
 from lgeseg.errors import DataError
 from lgeseg.fingerprint import split_difference
 
@@ -153,3 +153,15 @@ def test_grid_refuses_folds_until_the_fold_axis_exists(tiny_data_dir, one_line_e
     )
     assert "'split.folds': a study over cross-validation folds is not wired into grid/search yet" in line
     assert not out.exists()
+
+
+@pytest.mark.realdata
+def test_emidec_folds_balance_pathology(real_data_dir):
+    """EMIDEC's 100 patients (33 normal, 67 infarct) in 5 folds stratified by pathology: every patient
+    tested once, 6 or 7 normal patients per fold (33 / 5 = 6.6)."""
+    dataset = load_dataset(real_data_dir)
+    pathology = dict(zip(dataset.patients, read_manifest_column(real_data_dir, "pathology", dataset.files)))
+    groups = fold_groups(dataset, 5, seed=0, stratify="pathology")
+    assert sorted(p for g in groups for p in g) == sorted(set(dataset.patients))
+    assert Counter(pathology.values()) == Counter(normal=33, infarct=67)
+    assert all(Counter(pathology[p] for p in g)["normal"] in (6, 7) for g in groups)

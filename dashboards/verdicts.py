@@ -76,6 +76,36 @@ def patient_frame(rows: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def patient_rows(records: Iterable[tuple[str, object, Mapping]], metric: str = DEFAULT_METRIC) -> list[dict]:
+    """The per-patient table of one metric from runs' ``field_metrics`` results.
+
+    Under cross-validation a configuration and seed have one run per fold, each scoring its own test
+    patients: together they give every patient's out-of-fold value once.
+
+    Args:
+        records: ``(configuration, seed, field_metrics)`` per run (the ``field_metrics`` of a
+            ``metrics.json``, :func:`lgeseg.field_metrics.field_metrics`).
+        metric: ``CLASS:METRIC`` (:func:`lgeseg.field_metrics.parse_metric`).
+
+    Raises:
+        ConfigError: unknown class or metric (one line).
+        ValueError: a patient scored twice for one configuration and seed (overlapping test sets).
+    """
+    from lgeseg.field_metrics import parse_metric, patient_table
+
+    rows: list[dict] = []
+    seen: set[tuple[str, str, str]] = set()
+    for configuration, seed, result in records:
+        cls, name = parse_metric(metric, result["classes"])
+        for patient, value in patient_table(dict(result), cls, name).items():
+            key = (str(configuration), str(seed), patient)
+            if key in seen:
+                raise ValueError(f"patient {patient!r} scored twice for configuration {configuration!r}, seed {seed!r}")
+            seen.add(key)
+            rows.append({"patient": patient, "configuration": str(configuration), "seed": seed, "value": value})
+    return rows
+
+
 def seed_means(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
     """``{configuration: {patient: mean over its seeds}}`` (the unit of the pairwise comparisons)."""
     means = frame.groupby(["configuration", "patient"], sort=True)["value"].mean()
@@ -376,6 +406,7 @@ __all__ = [
     "friedman",
     "pairwise_verdicts",
     "patient_frame",
+    "patient_rows",
     "seed_means",
     "variance_shares",
 ]

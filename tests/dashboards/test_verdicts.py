@@ -15,6 +15,7 @@ from dashboards.verdicts import (
     friedman,
     pairwise_verdicts,
     patient_frame,
+    patient_rows,
     variance_shares,
 )
 
@@ -90,6 +91,32 @@ def test_undecided_when_spread_on_both_sides():
 )
 def test_classify(low, high, p_holm, expected):
     assert classify(low, high, p_holm, delta=0.01) == expected
+
+
+def test_patient_rows_join_the_folds_of_a_run():
+    import numpy as np
+
+    from lgeseg.errors import ConfigError
+    from lgeseg.field_metrics import field_metrics
+
+    square = np.zeros((1, 8, 8), np.uint8)
+    square[0, 2:6, 2:6] = 1
+    empty = np.zeros_like(square)
+
+    def fold(patient, pred):
+        return field_metrics(pred, square, ["bg", "myocardium"], [f"{patient}.png"], [patient])
+
+    records = [("a", 0, fold("p1", square)), ("a", 0, fold("p2", empty)), ("b", 0, fold("p1", empty))]
+    rows = patient_rows(records, "myocardium:Dice")
+    assert rows == [
+        {"patient": "p1", "configuration": "a", "seed": 0, "value": 1.0},
+        {"patient": "p2", "configuration": "a", "seed": 0, "value": 0.0},
+        {"patient": "p1", "configuration": "b", "seed": 0, "value": 0.0},
+    ]
+    with pytest.raises(ValueError, match="'p1' scored twice for configuration 'a'"):
+        patient_rows(records + [("a", 0, fold("p1", square))])
+    with pytest.raises(ConfigError, match="unknown metric 'Dise'"):
+        patient_rows(records, "myocardium:Dise")
 
 
 def test_bad_tables():

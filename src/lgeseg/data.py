@@ -506,7 +506,8 @@ def fold_groups(dataset: Dataset, folds: int, seed: int = 0, stratify: str | Non
     scikit-learn's ``StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)`` over the
     images with the patient as group: every patient is in exactly one fold, fold sizes (images) are
     balanced and, with ``stratify``, so is each value of that manifest column (a patient's stratum is its
-    first image's value). Deterministic given the seed and the file names.
+    first image's value). Deterministic given the seed, the file names and the scikit-learn version (a
+    version that assigned folds differently shows as a changed split fingerprint, never silently).
 
     Raises:
         DataError: ``folds`` exceeds the number of patients, or the stratify column is missing.

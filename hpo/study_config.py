@@ -50,6 +50,7 @@ STUDY_DEFAULTS: dict[str, Any] = {
     "split": RUN_DEFAULTS["split"],
     "model": RUN_DEFAULTS["model"],
     "train": _TRAIN,
+    "metrics": RUN_DEFAULTS["metrics"],
     "grid": {"l2": [5.0e-3, 5.0e-4, 5.0e-5], "architecture": [], "loss": []},
     "retune": {
         "check_fraction": 0.1,
@@ -219,7 +220,12 @@ def run_config_of(
     for dotted, value in params.items():
         put_dotted(sections, dotted, value)
     sections["train"].update(copy.deepcopy(adjustment or {}))
-    values = {"data": study["data"], "split": study["split"], **sections}
+    values = {
+        "data": study["data"],
+        "split": study["split"],
+        "metrics": study.get("metrics", RUN_DEFAULTS["metrics"]),
+        **sections,
+    }
     values.update(replicate.apply(values))
     return run_config(values)
 

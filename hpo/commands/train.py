@@ -62,5 +62,9 @@ def main(args: argparse.Namespace) -> int:
     )
     print("test split:")
     print(format_tables(result.test_metrics))
+    if "field_metrics" in result.test_metrics:  # absent with metrics.field: []
+        from lgeseg.field_metrics import format_field
+
+        print(format_field(result.test_metrics["field_metrics"]))
     print(f"results: {out}")
     return 0

@@ -51,7 +51,9 @@ def safe_load(text: str) -> Any:
 RUN_DEFAULTS: dict[str, Any] = {
     "data": None,  # dataset folder; None = the built-in synthetic phantom
     "seed": 0,  # weights init, shuffling, augmentation, dropout
-    "split": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0},
+    # folds: k >= 2 for patient-wise k-fold cross-validation (fold f's test set is patient group f, validation
+    # from the other patients by the fractions); stratify: a manifest column balanced across folds.
+    "split": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0, "folds": None, "fold": 0, "stratify": None},
     "model": MODEL_DEFAULTS,  # architecture, normalisation, padding and each architecture's options (lgeseg.models)
     "train": {
         "epochs": 180,
@@ -71,10 +73,21 @@ RUN_DEFAULTS: dict[str, Any] = {
         "channels_last": "auto",  # auto (on CUDA) | true | false
         "checkpoint_every": 1,  # epochs between resumable checkpoints (last.pt, best.pt)
     },
+    # The field's metrics beside MATLAB's (lgeseg.field_metrics): which to compute, NSD tolerance (mm).
+    "metrics": {"field": ["dice", "hd95", "assd", "nsd"], "nsd_tolerance_mm": 2.0},
+}
+
+#: Keys added after runs were recorded: at these values they are left out of :func:`config_hash`, so the
+#: hash (and a finished run's "same config" check) of every config written before them stays the same.
+HASH_NEUTRAL: dict[tuple[str, ...], Any] = {
+    ("split", "folds"): None,
+    ("split", "fold"): 0,
+    ("split", "stratify"): None,
+    ("metrics",): RUN_DEFAULTS["metrics"],
 }
 
 #: Keys whose value may be null besides their default's type.
-NULLABLE = {"data"}
+NULLABLE = {"data", "split.folds", "split.stratify"}
 CHOICES = {
     "model.normalization": NORMALIZATIONS,
     "model.normalization_dimension": NORMALIZATION_DIMENSIONS,
@@ -233,8 +246,24 @@ def check_split_fractions(
 
 
 def check_split(split: dict, where: str = "split") -> None:
-    """A config's ``split`` section: every split non-empty (see :func:`check_split_fractions`)."""
+    """A config's ``split`` section: every split non-empty (see :func:`check_split_fractions`), and the folds.
+
+    With ``folds`` (an integer >= 2) the test set is one fold, so ``test`` is not used and the validation
+    share of the remaining patients is ``val / (train + val)``; ``fold`` must be in ``0 .. folds - 1``;
+    ``stratify`` is a manifest column name (checked against the manifest when the data are split).
+    """
     check_split_fractions(split["train"], split["val"], split["test"], where)
+    folds, fold, stratify = split.get("folds"), split.get("fold", 0), split.get("stratify")
+    if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
+        raise ConfigError(f"config key '{where}.folds' must be an integer >= 2 (or null for one split), got {folds!r}")
+    if folds is None and fold != 0:
+        raise ConfigError(f"config key '{where}.fold' is {fold!r} but '{where}.folds' is not set")
+    if folds is not None and not 0 <= fold < folds:
+        raise ConfigError(f"config key '{where}.fold' must be from 0 to {folds - 1} ({where}.folds - 1), got {fold!r}")
+    if stratify is not None and (not isinstance(stratify, str) or not stratify.strip()):
+        raise ConfigError(f"config key '{where}.stratify' must be a manifest column name, got {stratify!r}")
+    if stratify is not None and folds is None:
+        raise ConfigError(f"config key '{where}.stratify' needs '{where}.folds' (it balances the folds)")
 
 
 def check_model_train(config: dict) -> None:
@@ -260,6 +289,10 @@ def check_model_train(config: dict) -> None:
     if "seed" in config:
         _positive(config, "seed", allow_zero=True)
     _positive(config, "train.augment.translate", allow_zero=True)
+    if "metrics" in config:
+        from .field_metrics import check_metrics_config
+
+        check_metrics_config(config["metrics"])
 
 
 def run_config(values: dict | None = None) -> dict:
@@ -269,7 +302,22 @@ def run_config(values: dict | None = None) -> dict:
     return config
 
 
+def without_neutral(config: dict) -> dict:
+    """A copy of ``config`` without the :data:`HASH_NEUTRAL` keys that hold their neutral value: what a
+    config recorded before those keys existed is compared with (hashes, a study's stored config)."""
+    config = copy.deepcopy(config)
+    for path, neutral in HASH_NEUTRAL.items():
+        node = config
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] in node and node[path[-1]] == neutral:
+            del node[path[-1]]
+    return config
+
+
 def config_hash(config: dict) -> str:
-    """Short stable hash of a config (key order does not matter)."""
+    """Short stable hash of a config (key order does not matter; :data:`HASH_NEUTRAL` keys at those values
+    are left out, see :func:`without_neutral`)."""
+    config = without_neutral(config)
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -29,6 +29,7 @@ __all__ = [
     "Dataset",
     "Split",
     "check_ignore",
+    "fold_groups",
     "ignore_near",
     "label_map_near",
     "load_dataset",
@@ -40,7 +41,9 @@ __all__ = [
     "read_label_map",
     "read_mask",
     "read_mask_pairs",
+    "read_manifest_column",
     "split_dataset",
+    "split_from_config",
     "write_mask",
 ]
 
@@ -413,19 +416,27 @@ class Split:
     by: str  #: "patient" or "image"
     seed: int
     fractions: tuple[float, float, float]
+    folds: int | None = None  #: k of a k-fold cross-validation split, None for one split
+    fold: int = 0  #: which fold is the test set (0 .. folds - 1)
+    stratify: str | None = None  #: manifest column balanced across the folds
 
     def to_json(self, dataset: Dataset) -> dict:
         """The split as file names, with a hash that identifies it across machines and runs.
 
         ``hash`` is the first 16 hex digits of the SHA-256 of the JSON text of
-        ``[train_files, val_files, test_files]``.
+        ``[train_files, val_files, test_files]``; a cross-validation split also records ``folds``, ``fold``
+        and ``stratify``, and hashes ``{"folds", "fold", "stratify", "parts": [train, val, test]}`` (so the
+        folds are part of the split fingerprint; a split without folds is recorded exactly as before).
         """
         lists = [[dataset.files[i] for i in part] for part in (self.train, self.val, self.test)]
-        digest = hashlib.sha256(json.dumps(lists).encode()).hexdigest()[:16]
+        cv = {} if self.folds is None else {"folds": self.folds, "fold": self.fold, "stratify": self.stratify}
+        blob = json.dumps(lists) if not cv else json.dumps({**cv, "parts": lists}, sort_keys=True)
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
         return {
             "by": self.by,
             "seed": self.seed,
             "fractions": list(self.fractions),
+            **cv,
             "hash": digest,
             "train": lists[0],
             "val": lists[1],
@@ -433,7 +444,104 @@ class Split:
         }
 
 
-def split_dataset(dataset: Dataset, train: float = 0.6, val: float = 0.2, test: float = 0.2, seed: int = 0) -> Split:
+def _groups(dataset: Dataset) -> tuple[str, dict[str, list[int]]]:
+    """``(by, {group: image indices})``: patients when the manifest names them, else single images."""
+    by = "image" if dataset.patients is None else "patient"
+    keys = dataset.files if dataset.patients is None else dataset.patients
+    members: dict[str, list[int]] = {}
+    for index, key in enumerate(keys):
+        members.setdefault(key, []).append(index)
+    return by, members
+
+
+def _by_fractions(
+    members: dict[str, list[int]], fractions: tuple[float, float, float], seed: int, where: str, by: str
+) -> list[list[int]]:
+    """Groups to train / val / test by the fractions rule of :func:`split_dataset` (image-count targets)."""
+    groups = sorted(members)
+    wanted = [k for k, f in enumerate(fractions) if f > 0]
+    if len(groups) < len(wanted):
+        shown = "/".join(f"{f:g}" for f in fractions)
+        raise DataError(
+            f"{where}: {len(groups)} {by}(s) cannot fill {len(wanted)} non-empty splits (fractions {shown}); add data"
+        )
+    order = np.random.default_rng(seed).permutation(len(groups))
+    total = sum(len(v) for v in members.values())
+    # Splits with fraction 0 get target -inf so that they never look furthest below target.
+    targets = np.where(np.array(fractions) > 0, np.array(fractions) * total, -np.inf)
+    counts = np.zeros(3)
+    parts: list[list[int]] = [[], [], []]
+    for rank, g in enumerate(order):
+        group = members[groups[g]]
+        k = wanted[rank] if rank < len(wanted) else int(np.argmax(targets - counts))
+        parts[k].extend(group)
+        counts[k] += len(group)
+    return parts
+
+
+def read_manifest_column(root: str | Path, column: str, files: list[str]) -> list[str]:
+    """Each file's value in ``column`` of ``root/manifest.csv``.
+
+    Raises:
+        DataError: no manifest, no such column (naming it and the columns there), or a file not listed.
+    """
+    manifest = Path(root) / "manifest.csv"
+    if not manifest.is_file():
+        raise DataError(f"{manifest}: not found; split.stratify {column!r} needs a manifest column")
+    columns, rows = read_manifest_table(manifest)
+    if column not in columns:
+        raise DataError(
+            f"{manifest}: no column {column!r} for split.stratify (columns: {', '.join(columns) or 'none'})"
+        )
+    value = {row.get("file", ""): row[column] for _, row in rows}
+    missing = [f for f in files if f not in value]
+    if missing:
+        raise DataError(f"{manifest}: {len(missing)} image(s) not in the manifest: {_listed(missing)}")
+    return [value[f] for f in files]
+
+
+def fold_groups(dataset: Dataset, folds: int, seed: int = 0, stratify: str | None = None) -> list[list[str]]:
+    """The k test groups of a patient-wise k-fold split: ``folds`` lists of patients (images without patients).
+
+    scikit-learn's ``StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)`` over the
+    images with the patient as group: every patient is in exactly one fold, fold sizes (images) are
+    balanced and, with ``stratify``, so is each value of that manifest column (a patient's stratum is its
+    first image's value). Deterministic given the seed, the file names and the scikit-learn version (a
+    version that assigned folds differently shows as a changed split fingerprint, never silently).
+
+    Raises:
+        DataError: ``folds`` exceeds the number of patients, or the stratify column is missing.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    by, members = _groups(dataset)
+    if folds > len(members):
+        raise DataError(f"{dataset.root}: split.folds is {folds} but there are only {len(members)} {by}s")
+    groups = sorted(members)
+    strata = read_manifest_column(dataset.root, stratify, dataset.files) if stratify is not None else None
+    # One row per group (the image counts enter as the group's weight through repeated rows).
+    index = [i for g in groups for i in members[g]]
+    group_of = [g for g in groups for _ in members[g]]
+    labels = [strata[members[g][0]] if strata is not None else "all" for g in groups for _ in members[g]]
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    import warnings
+
+    with warnings.catch_warnings():  # "least populated class has only n members": a fact of small strata
+        warnings.simplefilter("ignore", UserWarning)
+        tests = [sorted({group_of[j] for j in test}) for _, test in cv.split(np.zeros(len(index)), labels, group_of)]
+    return tests
+
+
+def split_dataset(
+    dataset: Dataset,
+    train: float = 0.6,
+    val: float = 0.2,
+    test: float = 0.2,
+    seed: int = 0,
+    folds: int | None = None,
+    fold: int = 0,
+    stratify: str | None = None,
+) -> Split:
     """Split by patient when patients are known (slices of one patient are correlated), else by image.
 
     Groups (patients, or single images) are shuffled with ``numpy.random.default_rng(seed)`` after
@@ -442,30 +550,51 @@ def split_dataset(dataset: Dataset, train: float = 0.6, val: float = 0.2, test: 
     count, so image counts end within one patient of the fractions. A split with fraction 0 stays empty;
     one with a positive fraction that would come out empty is a :class:`DataError`. The fractions follow
     :func:`lgeseg.config.check_split_fractions` (empty splits allowed).
+
+    With ``folds`` = k (cross-validation): the test set is fold ``fold`` of :func:`fold_groups` (``test``
+    is not used), and the other patients go to train and validation by the rule above with fractions
+    ``train / (train + val)`` and ``val / (train + val)``.
+
+    Raises:
+        DataError: too few groups for the splits, ``folds`` above the number of patients, a stratify
+            column missing from the manifest, or ``fold`` outside ``0 .. folds - 1``.
     """
     fractions = check_split_fractions(train, val, test, allow_empty=True)
-    by = "image" if dataset.patients is None else "patient"
-    keys = dataset.files if dataset.patients is None else dataset.patients
-    members: dict[str, list[int]] = {}
-    for index, key in enumerate(keys):
-        members.setdefault(key, []).append(index)
-    groups = sorted(members)
-    wanted = [k for k, f in enumerate(fractions) if f > 0]
-    if len(groups) < len(wanted):
-        raise DataError(
-            f"{dataset.root}: {len(groups)} {by}(s) cannot fill {len(wanted)} non-empty splits "
-            f"(fractions {train}/{val}/{test}); add data"
+    by, members = _groups(dataset)
+    if folds is None:
+        parts = _by_fractions(members, fractions, seed, str(dataset.root), by)
+        return Split(
+            train=sorted(parts[0]), val=sorted(parts[1]), test=sorted(parts[2]), by=by, seed=seed, fractions=fractions
         )
-    order = np.random.default_rng(seed).permutation(len(groups))
-    # Splits with fraction 0 get target -inf so that they never look furthest below target.
-    targets = np.where(np.array(fractions) > 0, np.array(fractions) * len(keys), -np.inf)
-    counts = np.zeros(3)
-    parts: list[list[int]] = [[], [], []]
-    for rank, g in enumerate(order):
-        group = members[groups[g]]
-        k = wanted[rank] if rank < len(wanted) else int(np.argmax(targets - counts))
-        parts[k].extend(group)
-        counts[k] += len(group)
+    if not 0 <= fold < folds:
+        raise DataError(f"split.fold must be from 0 to {folds - 1}, got {fold}")
+    test_groups = set(fold_groups(dataset, folds, seed, stratify)[fold])
+    rest = {g: v for g, v in members.items() if g not in test_groups}
+    share = fractions[0] + fractions[1]
+    parts = _by_fractions(rest, (fractions[0] / share, fractions[1] / share, 0.0), seed, str(dataset.root), by)
+    test_idx = [i for g in test_groups for i in members[g]]
     return Split(
-        train=sorted(parts[0]), val=sorted(parts[1]), test=sorted(parts[2]), by=by, seed=seed, fractions=fractions
+        train=sorted(parts[0]),
+        val=sorted(parts[1]),
+        test=sorted(test_idx),
+        by=by,
+        seed=seed,
+        fractions=fractions,
+        folds=folds,
+        fold=fold,
+        stratify=stratify,
+    )
+
+
+def split_from_config(dataset: Dataset, split: dict) -> Split:
+    """:func:`split_dataset` with the keys of a config's ``split`` section (``folds`` etc. optional)."""
+    return split_dataset(
+        dataset,
+        split["train"],
+        split["val"],
+        split["test"],
+        seed=split["seed"],
+        folds=split.get("folds"),
+        fold=split.get("fold", 0),
+        stratify=split.get("stratify"),
     )

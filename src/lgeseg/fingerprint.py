@@ -142,6 +142,10 @@ def split_difference(stored: dict[str, Any], now: dict[str, Any]) -> str | None:
     """The first difference between two split records (``Split.to_json``), in words; None when equal."""
     if stored.get("hash") == now.get("hash"):
         return None
+    cv_keys = ("folds", "fold", "stratify")
+    if any(stored.get(k) != now.get(k) for k in cv_keys):
+        was, is_now = ({k: d.get(k) for k in cv_keys if d.get(k) is not None} or "one split" for d in (stored, now))
+        return f"the cross-validation fold changed (was {was}, now {is_now})"
     for part in ("test", "val", "train"):
         old, new = set(stored.get(part) or []), set(now.get(part) or [])
         if old != new:

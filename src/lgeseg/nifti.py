@@ -319,6 +319,7 @@ def import_nifti(
 
     volumes = []  # checked and converted first, written after: a bad case leaves nothing half-written
     found_values: set[int] = set()
+    spacings: dict[str, list[float]] = {}  # [row_mm, col_mm, slice_mm] of each case's PNGs (dataset.json)
     for case in cases:
         image, zooms = read_volume(case.image)
         label, _ = read_volume(case.labels)
@@ -333,6 +334,9 @@ def import_nifti(
             if outside:
                 raise DataError(f"{case.labels}: label values {outside} outside --map {_map_text(value_map)}")
         found_values.update(np.unique(label).tolist())
+        first, second = (a for a in range(3) if a != axis)  # PNG columns follow the first, rows the second
+        rows_mm, cols_mm = (spacing, spacing) if spacing is not None else (zooms[second], zooms[first])
+        spacings[case.case_id] = [float(rows_mm), float(cols_mm), float(zooms[axis])]
         if spacing is not None:
             image, label = resample_in_plane(image, label, zooms, axis, spacing)
         if scale == "percentile":
@@ -399,6 +403,8 @@ def import_nifti(
         "num_images": len(rows),
         "num_patients": len(cases),
         "image_size": list(shape),
+        # lgeseg.field_metrics.read_spacing: one [row_mm, col_mm, slice_mm] for all, else one per patient
+        "spacing": next(iter(spacings.values())) if len({tuple(v) for v in spacings.values()}) == 1 else spacings,
         "source": {
             "importer": "import-nifti",
             "images": images,

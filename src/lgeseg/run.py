@@ -23,9 +23,10 @@ import yaml
 
 from . import __version__
 from .config import config_hash, run_config, safe_load
-from .data import Dataset, Split, load_dataset, split_dataset, write_mask
+from .data import Dataset, Split, load_dataset, split_from_config, write_mask
 from .diagnostics import learning_warnings
 from .errors import TrainingError
+from .field_metrics import FieldUnits, field_section, field_units
 from .fingerprint import check_same, data_fingerprint, recorded_fingerprints
 from .metrics import evaluate, json_safe, majority_class, trivial_baseline, write_json
 from .models import halvings
@@ -89,7 +90,8 @@ def run(
     """One complete run: split, train (or resume), select, evaluate, and write all outputs to ``out_dir``.
 
     Outputs: ``config.yaml``, ``split.json``, ``history.csv``, ``best.pt``, ``last.pt``, ``metrics.json``
-    (test split), ``val_metrics.json``, ``predictions/<file>.png`` (test split, dataset pixel values) and
+    (test split; MATLAB's metrics and, under ``field_metrics``, :func:`lgeseg.field_metrics.field_metrics`),
+    ``val_metrics.json``, ``predictions/<file>.png`` (test split, dataset pixel values) and
     ``run.json`` (seed, hashes, data fingerprint, device, wall time, versions, the majority-class
     ``baseline`` and the not-learning ``warnings`` of :mod:`lgeseg.diagnostics`, each also logged as a
     warning). A run whose ``run.json`` says it finished with the same config is read back, not redone.
@@ -139,7 +141,7 @@ def run(
         record={"data_fingerprint": checked.fingerprint, "split": checked.split_info},
     )
     model, selected_epoch = _selected_network(config, result)
-    outputs = _evaluate_splits(config, model, trained_on, dataset, split)
+    outputs = _evaluate_splits(config, model, trained_on, dataset, split, checked.units)
     test_pred, test_metrics = outputs["test"]
     val_metrics = outputs["val"][1]
     baseline = _baseline(dataset, split)
@@ -184,6 +186,7 @@ class _Checked:
     split_info: dict  #: the split's file lists and hash (``split.json``)
     fingerprint: dict  #: the data fingerprint (:func:`lgeseg.fingerprint.data_fingerprint`)
     depth: int  #: how often the network halves the image (:func:`lgeseg.models.halvings`)
+    units: FieldUnits  #: spacing and slice numbers for the field metrics (:func:`lgeseg.field_metrics.field_units`)
 
 
 def _check_inputs(config: dict, dataset: Dataset, out: Path) -> _Checked:
@@ -192,8 +195,8 @@ def _check_inputs(config: dict, dataset: Dataset, out: Path) -> _Checked:
     height, width = dataset.images.shape[1:]
     depth = halvings(config["model"])  # model.depth for the MATLAB U-Net, a MONAI network's own otherwise
     check_size(height, width, depth, config["model"]["pad"])
-    s = config["split"]
-    split = split_dataset(dataset, s["train"], s["val"], s["test"], seed=s["seed"])
+    split = split_from_config(dataset, config["split"])
+    units = field_units(dataset.root, dataset.files)
     split_info = split.to_json(dataset)
     written = out / "config.yaml"
     if written.exists() and config_hash(safe_load(written.read_text())) != config_hash(config):
@@ -201,7 +204,7 @@ def _check_inputs(config: dict, dataset: Dataset, out: Path) -> _Checked:
     fingerprint = data_fingerprint(dataset)
     what, stored_data, stored_split = recorded_fingerprints(out)
     check_same(what, stored_data, stored_split, fingerprint, split_info, "use a new --out")
-    return _Checked(split, split_info, fingerprint, depth)
+    return _Checked(split, split_info, fingerprint, depth, units)
 
 
 def _finished_run(out: Path, config: dict) -> RunResult | None:
@@ -225,10 +228,11 @@ def _selected_network(config: dict, result) -> tuple[torch.nn.Module, int]:
 
 
 def _evaluate_splits(
-    config: dict, model: torch.nn.Module, trained_on: Dataset, dataset: Dataset, split: Split
+    config: dict, model: torch.nn.Module, trained_on: Dataset, dataset: Dataset, split: Split, units: FieldUnits
 ) -> dict[str, tuple[np.ndarray, dict]]:
     """Predictions (N, H, W label indices, cropped back to the original size) and metrics
-    (:func:`lgeseg.metrics.evaluate`) of the test and validation splits: ``{"test": (pred, metrics), "val": ...}``."""
+    (:func:`lgeseg.metrics.evaluate` beside :func:`lgeseg.field_metrics.field_section`) of the test and
+    validation splits: ``{"test": (pred, metrics), "val": ...}``."""
     height, width = dataset.images.shape[1:]
     device = next(model.parameters()).device
     classes = list(dataset.labels)
@@ -237,7 +241,11 @@ def _evaluate_splits(
         idx = getattr(split, name)
         x = torch.from_numpy(trained_on.images[idx]).unsqueeze(1).to(device)
         pred = crop(predict(model, x, config["train"]["precision"]).cpu().numpy(), height, width)
-        outputs[name] = (pred, evaluate(pred, dataset.masks[idx], classes, [dataset.files[i] for i in idx]))
+        metrics = evaluate(pred, dataset.masks[idx], classes, [dataset.files[i] for i in idx])
+        extra = field_section(
+            config["metrics"], dataset.files, dataset.patients, units, idx, pred, dataset.masks[idx], classes
+        )
+        outputs[name] = (pred, {**metrics, **extra})
     return outputs
 
 

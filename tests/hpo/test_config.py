@@ -74,7 +74,15 @@ def test_paper_yaml_is_the_study_protocol():
         "normalization_dimension": "channel",
     }
     assert study["train"]["shuffle"] == "once" and study["train"]["lr_schedule"] == "none"
-    assert study["split"] == {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0}
+    assert study["split"] == {
+        "train": 0.6,
+        "val": 0.2,
+        "test": 0.2,
+        "seed": 0,
+        "folds": None,
+        "fold": 0,
+        "stratify": None,
+    }
     assert study["retune"]["check_fraction"] == 0.1
     assert study["retune"]["target_accuracy"] == 0.9
     assert study["data"] is None

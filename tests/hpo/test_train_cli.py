@@ -39,6 +39,7 @@ def test_train_cli_writes_everything_and_resumes(capsys, tiny_data_dir, tmp_path
     assert hpo.run.main(argv) == 0
     stdout = capsys.readouterr().out
     assert "GlobalAccuracy" in stdout and str(out) in stdout
+    assert "Field metrics, mean over " in stdout and "patients (NSD at 2 pixels" in stdout  # lgeseg.field_metrics
     for name in OUTPUTS:
         assert (out / name).is_file(), name
     split = json.loads((out / "split.json").read_text())

@@ -183,6 +183,25 @@ def _import(root: Path, out: Path, *extra: str) -> list[str]:
     return ["import-nifti", str(root), "--out", str(out), "--images", "*_DE.nii.gz", "--labels", "*_gd.nii.gz", *extra]
 
 
+def test_spacing_in_dataset_json(tmp_path):
+    """Voxels 1.25 (axis 0) x 1.5 (axis 1) x 8 mm, slices along axis 2: PNG columns follow axis 0 and rows
+    axis 1, so the spacing is [rows 1.5, columns 1.25, slices 8]; volumes that differ give one per case;
+    resampling in-plane makes the rows and columns the --spacing."""
+    image, labels = np.ones((4, 4, 2), np.float32), np.ones((4, 4, 2), np.uint8)
+    _save(image, tmp_path / "v" / "c1_DE.nii.gz", zooms=(1.25, 1.5, 8.0))
+    _save(labels, tmp_path / "v" / "c1_gd.nii.gz", zooms=(1.25, 1.5, 8.0))
+    assert main(_import(tmp_path / "v", tmp_path / "one")) == 0
+    assert json.loads((tmp_path / "one" / "dataset.json").read_text())["spacing"] == [1.5, 1.25, 8.0]
+    _save(image, tmp_path / "v" / "c2_DE.nii.gz", zooms=(1.0, 1.0, 10.0))
+    _save(labels, tmp_path / "v" / "c2_gd.nii.gz", zooms=(1.0, 1.0, 10.0))
+    assert main(_import(tmp_path / "v", tmp_path / "two")) == 0
+    spacing = json.loads((tmp_path / "two" / "dataset.json").read_text())["spacing"]
+    assert spacing == {"c1": [1.5, 1.25, 8.0], "c2": [1.0, 1.0, 10.0]}
+    assert main(_import(tmp_path / "v", tmp_path / "three", "--spacing", "2")) == 0
+    spacing = json.loads((tmp_path / "three" / "dataset.json").read_text())["spacing"]
+    assert spacing == {"c1": [2.0, 2.0, 8.0], "c2": [2.0, 2.0, 10.0]}
+
+
 def test_percentile_import_and_16_bit_output(tmp_path):
     image = np.arange(4 * 4 * 2, dtype=np.float32).reshape(4, 4, 2) * 10.0
     labels = np.ones((4, 4, 2), np.uint8)

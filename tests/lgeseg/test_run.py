@@ -60,7 +60,15 @@ def test_run_writes_all_outputs(finished_run):
 
 
 def _check_metrics_shape(metrics: dict, classes: list[str], n_images: int) -> None:
-    assert set(metrics) == {"classes", "confusion_matrix", "normalized_confusion_matrix", "dataset", "class", "images"}
+    assert set(metrics) == {
+        "classes",
+        "confusion_matrix",
+        "normalized_confusion_matrix",
+        "dataset",
+        "class",
+        "images",
+        "field_metrics",  # lgeseg.field_metrics, beside MATLAB's
+    }
     assert metrics["classes"] == classes
     c = len(classes)
     assert np.array(metrics["confusion_matrix"]).shape == (c, c)
@@ -103,6 +111,8 @@ def test_run_metrics_equal_evaluate_on_written_predictions(finished_run):
     assert values <= set(dataset.labels.values())
     truth = np.stack([dataset.masks[dataset.files.index(f)] for f in split["test"]])
     expected = json_safe(evaluate(np.stack(preds), truth, classes, split["test"]))
+    test = [dataset.files.index(f) for f in split["test"]]
+    expected.update(_field_of(dataset, test, np.stack(preds)))
     assert metrics["confusion_matrix"] == expected["confusion_matrix"]
     _approx_equal(metrics, expected)
     # validation metrics: shape and file list
@@ -157,7 +167,27 @@ def _test_metrics_of(checkpoint, out, dataset) -> dict:
     model, _ = load_model(checkpoint)
     test = [dataset.files.index(f) for f in json.loads((out / "split.json").read_text())["test"]]
     pred = predict(model, torch.from_numpy(dataset.images[test]).unsqueeze(1), "fp32").numpy()
-    return json_safe(evaluate(pred, dataset.masks[test], list(dataset.labels), [dataset.files[i] for i in test]))
+    metrics = json_safe(evaluate(pred, dataset.masks[test], list(dataset.labels), [dataset.files[i] for i in test]))
+    return {**metrics, **_field_of(dataset, test, pred)}
+
+
+def _field_of(dataset, indices: list[int], pred: np.ndarray) -> dict:
+    """The ``field_metrics`` entry a run writes (default ``metrics`` section) for these predictions."""
+    from lgeseg.config import RUN_DEFAULTS
+    from lgeseg.field_metrics import field_section, field_units
+
+    units = field_units(dataset.root, dataset.files)
+    section = field_section(
+        RUN_DEFAULTS["metrics"],
+        dataset.files,
+        dataset.patients,
+        units,
+        indices,
+        pred,
+        dataset.masks[indices],
+        list(dataset.labels),
+    )
+    return json_safe(section)
 
 
 def test_run_final_selects_last_network(finished_run):

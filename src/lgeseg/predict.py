@@ -176,7 +176,8 @@ def load_network(path: str | Path, checkpoint: str = "selected", name: str | Non
     if path.is_dir():
         path = checkpoint_path(path, checkpoint)
     elif not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
+        what = "checkpoint" if path.suffix == ".pt" else "run folder"
+        raise DataError(f"{path}: {what} not found")
     config = _read_config(path.parent / "config.yaml")
     return _network(_torch_load(path, path), config, name or path.parent.name, path)
 

@@ -73,6 +73,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--axis", type=int, default=2, choices=(0, 1, 2), help="slice axis of NIfTI volumes (as import-nifti)"
     )
+    parser.add_argument(
+        "--percentiles",
+        metavar="LOW,HIGH",
+        help="NIfTI: percentiles of a volume's voxels mapped to black and white, as import-nifti (default: 0.5,99.5)",
+    )
     parser.set_defaults(func=main)
 
 
@@ -85,6 +90,16 @@ def study_networks(args: argparse.Namespace, **which) -> tuple[list, str]:
     study = open_study(args.storage, args.study_name)
     chosen = select_networks(study.get_trials(deepcopy=False), study.study_name, **which)
     return [load_network(c.run_dir, args.checkpoint, name=c.name) for c in chosen], study.study_name
+
+
+def _percentiles(text: str) -> tuple[float, float]:
+    from lgeseg.errors import ConfigError
+
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--percentiles: expected LOW,HIGH, got {text!r}") from None
+    return low, high
 
 
 def main(args: argparse.Namespace) -> int:
@@ -112,6 +127,7 @@ def main(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=True,
         axis=args.axis,
+        percentiles=_percentiles(args.percentiles) if args.percentiles else None,
     )
     seconds = time.perf_counter() - started
     names = ", ".join(n.name for n in networks)

@@ -497,6 +497,7 @@ def predict_path(
     batch_size: int | None = None,
     progress: bool = False,
     axis: int = 2,
+    percentiles: tuple[float, float] | None = None,
 ) -> PredictionSummary:
     """Segment everything ``inputs`` names and write one output per input, plus ``predictions.csv``.
 
@@ -510,6 +511,8 @@ def predict_path(
         tta, device, batch_size: see :func:`predict_probabilities`.
         progress: a progress bar over slices (:func:`lgeseg.progress.progress_bar`).
         axis: the slice axis of NIfTI volumes (as ``import-nifti --axis``).
+        percentiles: of a volume's voxels, mapped to 0 and 255 (as ``import-nifti --percentiles``; default
+            :data:`lgeseg.nifti.DEFAULT_PERCENTILES`).
 
     Returns:
         A :class:`PredictionSummary`. ``predictions.csv`` columns: ``file`` (relative to ``out``),
@@ -528,6 +531,8 @@ def predict_path(
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if axis not in (0, 1, 2):
         raise ConfigError(f"--axis must be 0, 1 or 2, got {axis}")
+    if percentiles is not None and not 0 <= percentiles[0] < percentiles[1] <= 100:
+        raise ConfigError(f"--percentiles must be two values 0 <= low < high <= 100, got {percentiles}")
     labels = check_ensemble(networks)
     found = find_inputs(inputs)
     kind = found[0].kind
@@ -544,7 +549,7 @@ def predict_path(
         images = [read_image(i.path) for i in found]  # every file is read (and checked) before any is written
         total = len(images)
     else:
-        volumes = [(i.path, *volume_slices(i.path, axis)) for i in found]
+        volumes = [(i.path, *volume_slices(i.path, axis, percentiles)) for i in found]
         total = sum(len(slices) for _, slices, _ in volumes)
     bar = progress_bar(total=total, desc="predict", unit="slice") if progress else None
     try:

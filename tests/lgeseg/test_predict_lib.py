@@ -301,3 +301,23 @@ def test_png_inputs_cannot_give_nifti(trained, tmp_path):
         predict_path([load_network(trained["root"] / "run0")], trained["images"], tmp_path / "o", fmt="nifti")
     with pytest.raises(UserError, match="input not found"):
         predict_path([load_network(trained["root"] / "run0")], tmp_path / "none", tmp_path / "o")
+
+
+def test_volume_slices_scale_as_import_nifti_by_hand(tmp_path):
+    from lgeseg.predict import volume_slices
+
+    data = np.array([0.0, 50.0, 100.0, 200.0]).reshape(2, 2, 1)
+    nib.Nifti1Image(data, np.eye(4)).to_filename(str(tmp_path / "v.nii"))
+    # percentiles 0 and 100 map 0 -> 0 and 200 -> 255: 50 -> 63.75 -> 64, 100 -> 127.5 -> 128 (rint, to even)
+    slices, _ = volume_slices(tmp_path / "v.nii", percentiles=(0.0, 100.0))
+    # PNG orientation: rows = the second axis reversed, columns = the first
+    expected = np.array([[50.0, 200.0], [0.0, 100.0]])
+    assert slices.shape == (1, 2, 2)
+    assert slices[0] == pytest.approx(np.array([[64, 255], [0, 128]]) / 255)
+    assert np.array_equal(np.flipud(data[:, :, 0].T), expected)
+
+
+def test_bad_percentiles(trained, tmp_path):
+    source = nifti_volume(tmp_path / "v.nii.gz")
+    with pytest.raises(ConfigError, match="--percentiles must be two values 0 <= low < high <= 100"):
+        predict_path([load_network(trained["root"] / "run0")], source, tmp_path / "o", percentiles=(50, 10))

@@ -551,6 +551,10 @@ def predict_path(
     else:
         volumes = [(i.path, *volume_slices(i.path, axis, percentiles)) for i in found]
         total = sum(len(slices) for _, slices, _ in volumes)
+    shapes = {image.shape for image in images} if kind == "png" else {s.shape[1:] for _, s, _ in volumes}
+    for network in networks:  # every size is checked before anything is written
+        for height, width in sorted(shapes):
+            _input_size(network, height, width)
     bar = progress_bar(total=total, desc="predict", unit="slice") if progress else None
     try:
         if kind == "png":

@@ -321,3 +321,11 @@ def test_bad_percentiles(trained, tmp_path):
     source = nifti_volume(tmp_path / "v.nii.gz")
     with pytest.raises(ConfigError, match="--percentiles must be two values 0 <= low < high <= 100"):
         predict_path([load_network(trained["root"] / "run0")], source, tmp_path / "o", percentiles=(50, 10))
+
+
+def test_a_volume_the_network_cannot_take_stops_before_anything_is_written(trained, tmp_path):
+    nifti_volume(tmp_path / "vols" / "a.nii.gz", shape=(16, 16, 2))
+    nifti_volume(tmp_path / "vols" / "b.nii.gz", shape=(16, 18, 2))
+    with pytest.raises(ConfigError, match=r"the images are 18x16 \(HxW\)"):
+        predict_path([load_network(trained["root"] / "run0")], tmp_path / "vols", tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()

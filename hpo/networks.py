@@ -1,0 +1,125 @@
+"""Which trained networks of a study to apply: one trial, the best configurations, or one configuration's replicates.
+
+``predict`` and ``export`` ask the study record, not the trial folders, which network is which: a trial's
+state, value (validation MeanIoU; the test split is never used to choose), params and its ``trial_dir`` and
+``lineage`` user attrs (:mod:`hpo.recorder`, README's record table). Everything that reads those keys is
+:func:`select_networks`, Ray-free, so it moves onto the study flow's record module in one piece.
+
+A **configuration** is what a study varies except the run seed: in a grid, a grid point's ``lineage.point``
+without its ``seed=``; in a search, the configuration trial that ``lineage.configuration`` names. Its
+**replicates** are its COMPLETE attempts (one per seed, the rerun that completed; folds once
+cross-validation exists).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean
+
+from optuna.trial import FrozenTrial, TrialState
+
+from lgeseg.errors import UserError
+
+#: ``kind`` user attr of a search's configuration trials (:data:`hpo.optuna_searcher.CONFIGURATION`).
+CONFIGURATION_KIND = "configuration"
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """One network of a study: its trial number, name (``<number>:<trial_name>``) and run folder."""
+
+    number: int
+    name: str
+    run_dir: Path
+
+
+def _configuration_of(trial: FrozenTrial) -> str | None:
+    """The configuration a trial belongs to (see the module docstring), or None for none."""
+    if trial.user_attrs.get("kind") == CONFIGURATION_KIND:
+        return f"configuration {trial.number}"
+    lineage = trial.user_attrs.get("lineage") or {}
+    if "configuration" in lineage:
+        return f"configuration {lineage['configuration']}"
+    if "point" in lineage:
+        return re.sub(r"(^|,)seed=[^,]*", "", lineage["point"]).lstrip(",") or "the only point"
+    return None
+
+
+def _chosen(trial: FrozenTrial, study_name: str) -> Chosen:
+    folder = trial.user_attrs.get("trial_dir")
+    if not folder:
+        raise UserError(f"study '{study_name}': trial {trial.number} has no trial_dir (no run folder recorded)")
+    name = trial.user_attrs.get("trial_name") or f"trial{trial.number}"
+    return Chosen(trial.number, f"{trial.number}:{name}", Path(folder))
+
+
+def select_networks(
+    trials: list[FrozenTrial],
+    study_name: str,
+    trial: int | None = None,
+    best: int | None = None,
+    configuration: int | None = None,
+) -> list[Chosen]:
+    """The networks ``--trial N``, ``--best K`` or ``--configuration N`` names (exactly one is given).
+
+    Args:
+        trials: the study's trials (``study.get_trials(deepcopy=False)``).
+        study_name: for messages.
+        trial: one trial by number (any state; it needs a run folder with a checkpoint).
+        best: the K configurations with the highest mean validation value over their COMPLETE replicates
+            (ties: the configuration with the lower first trial number), each with all its replicates,
+            in that order.
+        configuration: every COMPLETE replicate of the configuration of trial N (N may be a search's
+            configuration trial or any attempt of the configuration).
+
+    Returns:
+        The chosen networks, ordered by rank (``best``) and trial number.
+
+    Raises:
+        UserError: no or several choices, a trial number that does not exist, a configuration trial given to
+            ``trial``, no COMPLETE replicate, fewer than K configurations, a trial without ``trial_dir``.
+    """
+    if sum(x is not None for x in (trial, best, configuration)) != 1:
+        raise UserError("give exactly one of --trial N, --best [K], --configuration N")
+    by_number = {t.number: t for t in trials}
+    attempts = [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE
+        and t.value is not None
+        and t.user_attrs.get("kind") != CONFIGURATION_KIND
+        and _configuration_of(t) is not None
+    ]
+    if trial is not None or configuration is not None:
+        number = trial if trial is not None else configuration
+        if number not in by_number:
+            last = max(by_number) if by_number else None
+            held = f"trials 0-{last}" if last is not None else "no trials"
+            raise UserError(f"study '{study_name}' has no trial {number} ({held})")
+        found = by_number[number]
+        if trial is not None:
+            if found.user_attrs.get("kind") == CONFIGURATION_KIND:
+                raise UserError(
+                    f"study '{study_name}': trial {number} is a configuration of the search, not a network; "
+                    f"use --configuration {number}"
+                )
+            return [_chosen(found, study_name)]
+        key = _configuration_of(found)
+        replicates = [t for t in attempts if _configuration_of(t) == key]
+        if not replicates:
+            raise UserError(f"study '{study_name}': {key} (of trial {number}) has no COMPLETE trial")
+        return [_chosen(t, study_name) for t in sorted(replicates, key=lambda t: t.number)]
+    if best < 1:
+        raise UserError(f"--best must be at least 1, got {best}")
+    groups: dict[str, list[FrozenTrial]] = {}
+    for t in sorted(attempts, key=lambda t: t.number):
+        groups.setdefault(_configuration_of(t), []).append(t)
+    if len(groups) < best:
+        raise UserError(f"study '{study_name}' has {len(groups)} configurations with a COMPLETE trial; --best {best}")
+    ranked = sorted(groups.values(), key=lambda ts: (-fmean(t.value for t in ts), ts[0].number))
+    return [_chosen(t, study_name) for group in ranked[:best] for t in group]
+
+
+__all__ = ["Chosen", "select_networks"]

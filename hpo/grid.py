@@ -25,6 +25,7 @@ from lgeseg.padding import check_size
 from .attempts import Attempt, adjustment_for, close_unstarted, plan_attempts
 from .cluster import check_resources, start_ray
 from .config import point_config
+from .driver_lock import hold_study
 from .rule import RetuneRule
 from .storage import default_storage, default_study_dir, mask_url, resolve, start_study
 from .summary import format_summary, summary_rows
@@ -137,6 +138,7 @@ def run_grid(
     address: str | None = None,
     num_cpus: int | None = None,
     stream=None,
+    wait: bool = False,
 ) -> GridResult:
     """Run (or finish, with ``resume``) the grid study ``config``; see the module docstring.
 
@@ -148,15 +150,16 @@ def run_grid(
         resume: finish an existing study of that name (otherwise an existing one is an error).
         address: a Ray cluster to join instead of starting a local Ray with ``num_cpus`` CPUs.
         stream: where progress and the summary are printed (default stdout).
+        wait: when another driver holds the study, wait for it to end instead of refusing.
 
     Returns:
         the study's :class:`GridResult`, one row per grid point.
 
     Raises:
         UserError: bad data, images the network cannot take, data that changed since the study began, a
-            cluster that cannot hold a trial, a storage that cannot be opened or stays
-            busy, an existing study without ``resume``, or a config that differs from the stored one
-            (:class:`~lgeseg.errors.ConfigError`); each before any trial runs.
+            cluster that cannot hold a trial, a storage that cannot be opened or stays busy, a study
+            another live driver holds (:mod:`hpo.driver_lock`), an existing study without ``resume``, or a
+            config that differs from the stored one (:class:`~lgeseg.errors.ConfigError`); each before any trial runs.
     """
     stream = stream or sys.stdout
     name = study_name or config["name"]
@@ -166,22 +169,23 @@ def run_grid(
     out = Path(out_dir or default_study_dir(name)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     storage = resolve(storage) if storage else default_storage(out)
-    study = prepare_study(config, name, storage, out, resume, data, stream)
-    close_unstarted(study)
-    plan = plan_attempts(config, study.get_trials(deepcopy=False))
-    attempts = [o.attempt for o in plan.values() if o.attempt is not None]
-    done = len(plan) - len(attempts)
-    print(
-        f"study '{name}' in {mask_url(storage)}: {len(plan)} grid points, {done} already finished, "
-        f"{len(attempts)} to run",
-        file=stream,
-    )
-    if attempts:
-        _tune(config, study, attempts, out, stream)
-    rows = summary_rows(config, study)
-    print(format_summary(rows), file=stream)
-    print(f"storage: {mask_url(storage)}\ntrials:  {out / 'trials'}", file=stream)
-    return GridResult(name, storage, out, rows)
+    with hold_study(storage, name, wait=wait, stream=stream):  # one driver per study (hpo.driver_lock)
+        study = prepare_study(config, name, storage, out, resume, data, stream)
+        close_unstarted(study)
+        plan = plan_attempts(config, study.get_trials(deepcopy=False))
+        attempts = [o.attempt for o in plan.values() if o.attempt is not None]
+        done = len(plan) - len(attempts)
+        print(
+            f"study '{name}' in {mask_url(storage)}: {len(plan)} grid points, {done} already finished, "
+            f"{len(attempts)} to run",
+            file=stream,
+        )
+        if attempts:
+            _tune(config, study, attempts, out, stream)
+        rows = summary_rows(config, study)
+        print(format_summary(rows), file=stream)
+        print(f"storage: {mask_url(storage)}\ntrials:  {out / 'trials'}", file=stream)
+        return GridResult(name, storage, out, rows)
 
 
 def _tune(config: dict, study, attempts: list[Attempt], out: Path, stream) -> None:

@@ -18,6 +18,7 @@ from lgeseg.tables import fmt, format_table
 
 from .attempts import adjustment_for, close_unstarted
 from .cluster import check_resources, start_ray
+from .driver_lock import hold_study
 from .grid import describe_data, fit, prepare_study
 from .optuna_searcher import (
     OptunaSearcher,
@@ -67,6 +68,7 @@ def run_search(
     address: str | None = None,
     num_cpus: int | None = None,
     stream=None,
+    wait: bool = False,
 ) -> SearchResult:
     """Run (or finish, with ``resume``) the search study ``config``; see the module docstring.
 
@@ -78,6 +80,7 @@ def run_search(
         resume: finish an existing search of that name (otherwise an existing one is an error).
         address: a Ray cluster to join instead of starting a local Ray with ``num_cpus`` CPUs.
         stream: where progress and the summary are printed (default stdout).
+        wait: when another driver holds the study, wait for it to end instead of refusing.
 
     Returns:
         the search's :class:`SearchResult`, one row per configuration.
@@ -95,33 +98,38 @@ def run_search(
     out = Path(out_dir or default_study_dir(name)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     storage = resolve(storage) if storage else default_storage(out)
-    record = prepare_study(config, name, storage, out, resume, data, stream)
-    sampler_study = optuna.create_study(
-        storage=open_storage(storage), study_name=sampler_study_name(name), direction="maximize", load_if_exists=True
-    )
-    sampler_study.set_user_attr("record_study", name)
-    dists = distributions(config)
+    with hold_study(storage, name, wait=wait, stream=stream):  # one driver per study (hpo.driver_lock)
+        record = prepare_study(config, name, storage, out, resume, data, stream)
+        sampler_study = optuna.create_study(
+            storage=open_storage(storage),
+            study_name=sampler_study_name(name),
+            direction="maximize",
+            load_if_exists=True,
+        )
+        sampler_study.set_user_attr("record_study", name)
+        dists = distributions(config)
 
-    close_unstarted(record)
-    reconcile(config, record, sampler_study, dists)
-    plan = plan_search(config, record.get_trials(deepcopy=False))
-    search = config["search"]
-    to_sample = search["n_trials"] - plan.configurations
-    print(
-        f"study '{name}' in {mask_url(storage)}: {search['n_trials']} configurations "
-        f"({search['sampler']} sampler, {search['seeds_per_trial']} seed(s) each), "
-        f"{plan.configurations - len(plan.open)} finished, {len(plan.open)} in progress, {to_sample} to sample",
-        file=stream,
-    )
-    if plan.open or to_sample:
-        _tune(config, dists, record, sampler_study, plan, out, stream)
-    rows = configuration_rows(record)
-    print(format_configurations(rows), file=stream)
-    print(
-        f"storage: {mask_url(storage)} (studies '{name}' and '{sampler_study_name(name)}')\ntrials:  {out / 'trials'}",
-        file=stream,
-    )
-    return SearchResult(name, storage, out, rows)
+        close_unstarted(record)
+        reconcile(config, record, sampler_study, dists)
+        plan = plan_search(config, record.get_trials(deepcopy=False))
+        search = config["search"]
+        to_sample = search["n_trials"] - plan.configurations
+        print(
+            f"study '{name}' in {mask_url(storage)}: {search['n_trials']} configurations "
+            f"({search['sampler']} sampler, {search['seeds_per_trial']} seed(s) each), "
+            f"{plan.configurations - len(plan.open)} finished, {len(plan.open)} in progress, {to_sample} to sample",
+            file=stream,
+        )
+        if plan.open or to_sample:
+            _tune(config, dists, record, sampler_study, plan, out, stream)
+        rows = configuration_rows(record)
+        print(format_configurations(rows), file=stream)
+        print(
+            f"storage: {mask_url(storage)} (studies '{name}' and '{sampler_study_name(name)}')\n"
+            f"trials:  {out / 'trials'}",
+            file=stream,
+        )
+        return SearchResult(name, storage, out, rows)
 
 
 def _tune(config: dict, dists, record, sampler_study, plan, out: Path, stream) -> None:

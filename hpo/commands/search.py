@@ -40,6 +40,7 @@ def main(args: argparse.Namespace) -> int:
         resume=args.resume,
         address=args.address,
         num_cpus=args.num_cpus,
+        wait=args.wait,
     )
     if not args.no_report:
         write_report(result)

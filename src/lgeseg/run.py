@@ -26,6 +26,7 @@ from .config import config_hash, run_config, safe_load
 from .data import Dataset, load_dataset, split_dataset, write_mask
 from .diagnostics import learning_warnings
 from .errors import TrainingError
+from .filelock import HeldFile
 from .fingerprint import check_same, data_fingerprint, recorded_fingerprints
 from .metrics import evaluate, json_safe, majority_class, trivial_baseline, write_json
 from .models import halvings
@@ -33,6 +34,9 @@ from .padding import check_size, crop, pad_dataset
 from .train import EpochStats, fit, predict
 
 logger = logging.getLogger(__name__)
+
+#: The lock file a run holds in its folder while it runs (:class:`lgeseg.filelock.HeldFile`).
+RUN_LOCK = "run.lock"
 
 
 @dataclass
@@ -97,8 +101,10 @@ def run(
     Before anything is written, images the network cannot take (``model.depth``, ``model.pad``; see
     :mod:`lgeseg.padding`) raise :class:`~lgeseg.errors.ConfigError`, and a folder whose ``run.json`` or
     ``last.pt`` was made from other data or another split raises :class:`~lgeseg.errors.DataError` naming
-    the first differing file (:mod:`lgeseg.fingerprint`). With ``model.pad`` the network trains on padded
-    images and predictions are cropped back, so metrics and predictions cover the original pixels only.
+    the first differing file (:mod:`lgeseg.fingerprint`). While it runs, the run holds ``run.lock`` in its
+    folder (released when the process ends in any way), so a second run of the same folder refuses with
+    :class:`~lgeseg.filelock.LockHeldError` naming the holder's host and pid. With ``model.pad`` the network
+    trains on padded images and predictions are cropped back, so metrics and predictions cover the original pixels only.
 
     Args:
         config: a run config (validated here with :func:`lgeseg.config.run_config`).
@@ -134,6 +140,25 @@ def run(
     check_same(what, stored_data, stored_split, fingerprint, split_info, "use a new --out")
 
     out.mkdir(parents=True, exist_ok=True)
+    # Never two trainings in one folder: the second would take the first's checkpoints for its own.
+    with HeldFile(out / RUN_LOCK, f"run folder {out}"):
+        return _run_in(config, out, dataset, split, split_info, fingerprint, depth, started, on_epoch, progress)
+
+
+def _run_in(
+    config: dict,
+    out: Path,
+    dataset: Dataset,
+    split,
+    split_info: dict,
+    fingerprint: str,
+    depth: int,
+    started: float,
+    on_epoch: Callable[[EpochStats], None] | None,
+    progress: bool,
+) -> RunResult:
+    """The part of :func:`run` done while holding the run folder's lock: read back, or train and write."""
+    height, width = dataset.images.shape[1:]
     info_path = out / "run.json"
     if info_path.exists() and (out / "metrics.json").exists():
         info = json.loads(info_path.read_text())

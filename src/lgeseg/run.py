@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -140,6 +141,9 @@ def run(
     check_same(what, stored_data, stored_split, fingerprint, split_info, "use a new --out")
 
     out.mkdir(parents=True, exist_ok=True)
+    finished = _finished(out, config)
+    if finished is not None:  # read back without a lock: run.json is written last, in one piece
+        return _read_back(out, finished)
     # Never two trainings in one folder: the second would take the first's checkpoints for its own.
     with HeldFile(out / RUN_LOCK, f"run folder {out}"):
         return _run_in(config, out, dataset, split, split_info, fingerprint, depth, started, on_epoch, progress)
@@ -160,10 +164,9 @@ def _run_in(
     """The part of :func:`run` done while holding the run folder's lock: read back, or train and write."""
     height, width = dataset.images.shape[1:]
     info_path = out / "run.json"
-    if info_path.exists() and (out / "metrics.json").exists():
-        info = json.loads(info_path.read_text())
-        if info.get("finished") and info.get("config_hash") == config_hash(config):
-            return _read_back(out, info)
+    finished = _finished(out, config)
+    if finished is not None:  # checked again under the lock
+        return _read_back(out, finished)
 
     (out / "split.json").write_text(json.dumps(split_info, indent=1))
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -228,8 +231,20 @@ def _run_in(
         "versions": versions(),
         "command": sys.argv,
     }
-    info_path.write_text(json.dumps(json_safe(info), indent=1, allow_nan=False))
+    tmp = info_path.with_suffix(".json.tmp")  # written last and atomically: a reader never sees half of it
+    tmp.write_text(json.dumps(json_safe(info), indent=1, allow_nan=False))
+    os.replace(tmp, info_path)
     return _read_back(out, info)
+
+
+def _finished(out: Path, config: dict) -> dict | None:
+    """The ``run.json`` of a finished run of ``config`` in ``out``, else None."""
+    info_path = out / "run.json"
+    if info_path.exists() and (out / "metrics.json").exists():
+        info = json.loads(info_path.read_text())
+        if info.get("finished") and info.get("config_hash") == config_hash(config):
+            return info
+    return None
 
 
 def _read_back(out: Path, info: dict) -> RunResult:

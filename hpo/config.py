@@ -54,6 +54,22 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def check_distinct_names(l2: list[float]) -> None:
+    """Refuse L2 values that print alike: a grid point, its trial folder and its Optuna lineage are named
+    by ``f"{l2:g}"`` (6 significant digits, :class:`hpo.attempts.Attempt`), so two such values would share
+    one grid point and one of them would silently never run (ray#17894)."""
+    by_name: dict[str, float] = {}
+    for value in l2:
+        name = f"{float(value):g}"
+        if name in by_name and by_name[name] != value:
+            raise ConfigError(
+                f"config key 'grid.l2': {by_name[name]!r} and {value!r} are both named l2={name} (6 significant "
+                f"digits) and would share one grid point and trial folder; give values that differ within 6 "
+                f"significant digits"
+            )
+        by_name[name] = value
+
+
 def check_study(config: dict) -> None:
     """Range and shape checks beyond the types :func:`lgeseg.config.merge` enforces."""
     if not config["name"] or any(c in config["name"] for c in "/\\ "):
@@ -75,6 +91,7 @@ def check_study(config: dict) -> None:
             )
         if len(set(l2)) != len(l2):
             raise ConfigError(f"config key 'grid.l2' has repeated values: {l2!r}")
+        check_distinct_names(l2)
         config["grid"]["l2"] = [float(v) for v in l2]
         for axis, (_, _, allowed) in GRID_AXES.items():
             values = config["grid"][axis]

@@ -28,6 +28,7 @@ from .config import point_config
 from .driver_lock import hold_study
 from .rule import RetuneRule
 from .storage import default_storage, default_study_dir, mask_url, resolve, start_study
+from .study_owner import claim_study, study_command
 from .summary import format_summary, summary_rows
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ def prepare_study(
     refuse a resume whose config differs from the stored one, naming the first differing key (grid and
     search)."""
     study = start_study(storage, name, resume)
+    claim_study(study, study_command(config), mask_url(storage))  # --resume continues only its own kind
     stored = study.user_attrs.get("config")
     if stored is not None and stored != config:
         raise ConfigError(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lgeseg.config import config_hash
+from lgeseg.errors import UserError
 from lgeseg.tables import fmt, format_table
 
 from .attempts import adjustment_for, close_unstarted
@@ -106,6 +107,12 @@ def run_search(
             direction="maximize",
             load_if_exists=True,
         )
+        attrs = sampler_study.user_attrs  # its own, or a new one: never a study another command or tool made
+        if attrs.get("record_study") != name and (attrs or sampler_study.get_trials(deepcopy=False)):
+            raise UserError(
+                f"study '{sampler_study_name(name)}' in {mask_url(storage)} is not the sampler study of search "
+                f"'{name}': give another --study-name"
+            )
         sampler_study.set_user_attr("record_study", name)
         dists = distributions(config)
 

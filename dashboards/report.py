@@ -222,23 +222,12 @@ def _check_static_export(fmt: str) -> None:
         raise UserError(f"--format {fmt}: browser {browser} (BROWSER_PATH) is not an executable file")
 
 
-def export_static(figures: dict[str, go.Figure], folder: Path, fmt: str) -> list[Path]:
-    """Write each figure as ``folder/<key>.<fmt>`` (png, svg or pdf), 1400 px wide, in one kaleido session."""
-    import plotly.io as pio
+def export_static(figures: dict[str, go.Figure], folder: Path, fmt: str, timeout: float | None = None) -> list[Path]:
+    """Write each figure as ``folder/<key>.<fmt>`` (png, svg or pdf), 1400 px wide, in one kaleido session,
+    within ``timeout`` seconds and leaving no browser behind (:mod:`dashboards.static_export`)."""
+    from .static_export import export_figures
 
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{key}.{fmt}" for key in figures]
-    try:
-        pio.write_images(
-            list(figures.values()),
-            paths,
-            format=fmt,
-            width=1400,
-            height=[fig.layout.height or 600 for fig in figures.values()],
-        )
-    except Exception as exc:  # noqa: BLE001 - kaleido and browser failures all mean "cannot export"
-        raise UserError(f"static export to {folder} failed: {str(exc).splitlines()[0]}") from None
-    return paths
+    return export_figures(figures, folder, fmt, timeout)
 
 
 def save_figures(study: optuna.Study, figures: dict[str, go.Figure]) -> None:
@@ -281,6 +270,7 @@ def build_report(
     fmt: str = "html",
     save_to_dashboard: bool = True,
     by: Sequence[str] = (),
+    export_timeout: float | None = None,
 ) -> Path:
     """Write ``report.html`` and ``report.json`` for a study (plus ``figures/*.png|svg|pdf`` for those formats).
 
@@ -288,9 +278,13 @@ def build_report(
 
     ``storage`` defaults to the grid run's sqlite file of ``study_name``; ``out_dir`` to the study's
     ``out_dir`` attribute (else the sqlite file's folder). Works on a study that is still running.
+    ``export_timeout`` bounds the static export in seconds (default
+    :data:`dashboards.static_export.EXPORT_TIMEOUT_S`).
     """
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if export_timeout is not None and not export_timeout > 0:
+        raise UserError(f"--export-timeout must be a positive number of seconds, got {export_timeout:g}")
     if fmt != "html":
         _check_static_export(fmt)
     study = open_study(storage, study_name)
@@ -305,7 +299,7 @@ def build_report(
     if "search" in record.config:  # a search study has its own page: dashboards/search.py
         from .search import build_search_report
 
-        return build_search_report(study, record, folder, fmt, save_to_dashboard)
+        return build_search_report(study, record, folder, fmt, save_to_dashboard, export_timeout)
     parts = report_parts(record, by)
     figures = {
         f"{key}-{architecture}" if architecture else key: fig
@@ -323,7 +317,7 @@ def build_report(
         }
     (folder / "report.json").write_text(json.dumps(summary, indent=1, allow_nan=False), encoding="utf-8")
     if fmt != "html":
-        export_static(figures, folder / "figures", fmt)
+        export_static(figures, folder / "figures", fmt, export_timeout)
     if save_to_dashboard:
         save_figures(study, figures)
     return path

@@ -8,6 +8,7 @@ config, split and package versions that produced it. A finished run is read back
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import os
@@ -140,13 +141,22 @@ def run(
     what, stored_data, stored_split = recorded_fingerprints(out)
     check_same(what, stored_data, stored_split, fingerprint, split_info, "use a new --out")
 
-    out.mkdir(parents=True, exist_ok=True)
     finished = _finished(out, config)
     if finished is not None:  # read back without a lock: run.json is written last, in one piece
         return _read_back(out, finished)
-    # Never two trainings in one folder: the second would take the first's checkpoints for its own.
-    with HeldFile(out / RUN_LOCK, f"run folder {out}"):
-        return _run_in(config, out, dataset, split, split_info, fingerprint, depth, started, on_epoch, progress)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # Never two trainings in one folder: the second would take the first's checkpoints for its own.
+        with HeldFile(out / RUN_LOCK, f"run folder {out}"):
+            return _run_in(config, out, dataset, split, split_info, fingerprint, depth, started, on_epoch, progress)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = exc.filename or out
+        raise TrainingError(
+            f"{where}: no space left on device (errno {exc.errno}); free space there, then run again (a grid or "
+            f"search: with --resume; the run continues from its last checkpoint)"
+        ) from None
 
 
 def _run_in(
@@ -240,6 +250,8 @@ def _run_in(
 def _finished(out: Path, config: dict) -> dict | None:
     """The ``run.json`` of a finished run of ``config`` in ``out``, else None."""
     info_path = out / "run.json"
+    if not out.is_dir():
+        return None
     if info_path.exists() and (out / "metrics.json").exists():
         info = json.loads(info_path.read_text())
         if info.get("finished") and info.get("config_hash") == config_hash(config):

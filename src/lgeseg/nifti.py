@@ -47,10 +47,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .png import write_image
+from .png import DEFAULT_PERCENTILES, write_image
 
-#: Lower and upper percentiles (of all voxels of one volume) mapped to the darkest and brightest value.
-DEFAULT_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 #: Largest difference (mm) allowed between an entry of the image affine and the (reoriented) label affine;
 #: float32 headers round affines of a few hundred mm at about 1e-5 mm.
 AFFINE_TOLERANCE_MM = 1e-3

@@ -33,6 +33,7 @@ from .fingerprint import check_same, data_fingerprint, recorded_fingerprints
 from .metrics import evaluate, json_safe, majority_class, trivial_baseline, write_json
 from .models import halvings
 from .padding import check_size, crop, pad_dataset
+from .png import IMAGE_SCALING
 from .train import EpochStats, fit, predict
 
 logger = logging.getLogger(__name__)
@@ -229,6 +230,7 @@ def _run_in(
         "data_dir": str(dataset.root),
         "synthetic": dataset.synthetic,
         "labels": dataset.labels,
+        "image_scaling": IMAGE_SCALING,
         "device": result.device,
         "epochs_run": len(result.history),
         "selected_epoch": selected_epoch,

@@ -101,8 +101,8 @@ def check_study(config: dict) -> None:
                 raise ConfigError(f"config key 'grid.{axis}' has repeated values: {values!r}")
 
     retune = config["retune"]
-    if not 0 < retune["check_fraction"] <= 1:
-        raise ConfigError(f"config key 'retune.check_fraction' must be in (0, 1], got {retune['check_fraction']!r}")
+    if not 0 <= retune["check_fraction"] <= 1:  # 0 switches the rule off
+        raise ConfigError(f"config key 'retune.check_fraction' must be in [0, 1], got {retune['check_fraction']!r}")
     if not 0 <= retune["target_accuracy"] <= 1:  # 0 switches the rule off
         raise ConfigError(f"config key 'retune.target_accuracy' must be in [0, 1], got {retune['target_accuracy']!r}")
     if retune["max_reruns"] < 0:

@@ -137,3 +137,11 @@ def test_two_trainings_never_share_a_run_folder(tmp_path, tiny_data_dir, tiny_ru
         first.kill()
         first.wait()
     assert not (out / "run.json").exists()
+
+
+@pytest.mark.parametrize("command", ["grid", "search"])
+def test_wait_is_an_option_of_grid_and_search(command):
+    from hpo.run import build_parser
+
+    assert build_parser().parse_args([command, "--wait"]).wait is True
+    assert build_parser().parse_args([command]).wait is False

@@ -79,8 +79,9 @@ def hold_study(storage: str, study_name: str, wait: bool = False, stream=None) -
     url = resolve(storage)
     what = f"study '{study_name}' in {mask_url(url)}"
     path = storage_file(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None and not path.parent.is_dir():
+        yield  # no such folder: opening the storage next fails with its own one line (never created here)
+    elif path is not None:
         lock = HeldFile(lock_file(path, study_name), what)
         lock.acquire(wait, on_wait=lambda holder: _say(stream, f"{what} is held by {holder}: waiting for it to end"))
         try:

@@ -19,9 +19,11 @@ from test_cluster import two_nodes  # noqa: F401 - a fixture
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _grid(data_dir: Path, out: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def _grid(
+    data_dir: Path, out: Path, *extra: str, env: dict[str, str] | None = None, prefix: list[str] | None = None
+) -> subprocess.CompletedProcess:
     """``grid`` asking for a GPU: it fails right after Ray is up (or joined), in one line, without training."""
-    command = [sys.executable, "-m", "hpo.run", "grid", "--data", str(data_dir), "--out", str(out)]
+    command = [*(prefix or []), sys.executable, "-m", "hpo.run", "grid", "--data", str(data_dir), "--out", str(out)]
     command += ["--set", "resources.cpu=1", "--set", "resources.gpu=1", *extra]
     clean = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
     return subprocess.run(
@@ -70,10 +72,19 @@ def test_a_dead_ray_address_in_the_environment_is_one_line(tiny_data_dir, tmp_pa
 
 @pytest.mark.slow
 def test_ray_address_auto_without_a_cluster_is_one_line(tiny_data_dir, tmp_path):
-    # its own RAY_TMPDIR: 'auto' must not find another user's cluster of this machine
-    ray_tmp = Path(os.environ.get("TMPDIR_SHORT", "/tmp")) / f"lgeseg-auto-{os.getpid()}"
+    # 'auto' joins any Ray cluster whose processes it sees on this machine (another user's too), so the grid
+    # runs where it sees none: its own PID namespace (root only) and its own RAY_TMPDIR
+    probe = subprocess.run(["unshare", "-p", "-f", "--mount-proc", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot hide this machine's Ray clusters: unshare failed ({probe.stderr.decode().strip()})")
+    ray_tmp = Path("/tmp") / f"lgeseg-auto-{os.getpid()}"
     ray_tmp.mkdir(exist_ok=True)
-    result = _grid(tiny_data_dir, tmp_path / "study", env={"RAY_ADDRESS": "auto", "RAY_TMPDIR": str(ray_tmp)})
+    result = _grid(
+        tiny_data_dir,
+        tmp_path / "study",
+        env={"RAY_ADDRESS": "auto", "RAY_TMPDIR": str(ray_tmp)},
+        prefix=["unshare", "-p", "-f", "--mount-proc"],
+    )
     line = _one_error(result)
     assert line.startswith("error: RAY_ADDRESS=auto (from the environment): cannot join the Ray cluster")
 

@@ -7,9 +7,11 @@ The grid commands run as real processes (a fresh Python without Ray), as a user 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -77,14 +79,16 @@ def test_ray_address_auto_without_a_cluster_is_one_line(tiny_data_dir, tmp_path)
     probe = subprocess.run(["unshare", "-p", "-f", "--mount-proc", "true"], capture_output=True, check=False)
     if probe.returncode != 0:
         pytest.skip(f"cannot hide this machine's Ray clusters: unshare failed ({probe.stderr.decode().strip()})")
-    ray_tmp = Path("/tmp") / f"lgeseg-auto-{os.getpid()}"
-    ray_tmp.mkdir(exist_ok=True)
-    result = _grid(
-        tiny_data_dir,
-        tmp_path / "study",
-        env={"RAY_ADDRESS": "auto", "RAY_TMPDIR": str(ray_tmp)},
-        prefix=["unshare", "-p", "-f", "--mount-proc"],
-    )
+    ray_tmp = Path(tempfile.mkdtemp(prefix="lgeseg-auto-", dir="/tmp"))  # short: Ray's socket paths
+    try:
+        result = _grid(
+            tiny_data_dir,
+            tmp_path / "study",
+            env={"RAY_ADDRESS": "auto", "RAY_TMPDIR": str(ray_tmp)},
+            prefix=["unshare", "-p", "-f", "--mount-proc"],
+        )
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     line = _one_error(result)
     assert line.startswith("error: RAY_ADDRESS=auto (from the environment): cannot join the Ray cluster")
 

@@ -195,6 +195,8 @@ def check_epochs(record: StudyRecord) -> list[int]:
     if retune.get("check_fraction") is None:
         return []
     rule = RetuneRule(float(retune["check_fraction"]), float(retune.get("target_accuracy", 0.0)))
+    if not rule.enabled:
+        return []  # switched off: no check epoch to draw
     epochs = {t.epochs for t in record.trials if t.epochs} or {(record.config.get("train") or {}).get("epochs")}
     return sorted({rule.check_epoch(int(e)) for e in epochs if e})
 

@@ -53,23 +53,12 @@ def check_static_export(fmt: str) -> None:
         raise UserError(f"--format {fmt}: browser {browser} (BROWSER_PATH) is not an executable file")
 
 
-def export_static(figures: dict[str, go.Figure], folder: Path, fmt: str) -> list[Path]:
-    """Write each figure as ``folder/<key>.<fmt>`` (png, svg or pdf), 1400 px wide, in one kaleido session."""
-    import plotly.io as pio
+def export_static(figures: dict[str, go.Figure], folder: Path, fmt: str, timeout: float | None = None) -> list[Path]:
+    """Write each figure as ``folder/<key>.<fmt>`` (png, svg or pdf), 1400 px wide, in one kaleido session,
+    within ``timeout`` seconds and leaving no browser behind (:mod:`dashboards.static_export`)."""
+    from .static_export import export_figures
 
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{key}.{fmt}" for key in figures]
-    try:
-        pio.write_images(
-            list(figures.values()),
-            paths,
-            format=fmt,
-            width=1400,
-            height=[fig.layout.height or 600 for fig in figures.values()],
-        )
-    except Exception as exc:  # noqa: BLE001 - kaleido and browser failures all mean "cannot export"
-        raise UserError(f"static export to {folder} failed: {str(exc).splitlines()[0]}") from None
-    return paths
+    return export_figures(figures, folder, fmt, timeout)
 
 
 def save_figures(study: optuna.Study, figures: dict[str, go.Figure]) -> None:

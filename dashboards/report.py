@@ -225,6 +225,7 @@ def build_report(
     fmt: str = "html",
     save_to_dashboard: bool = True,
     by: Sequence[str] = (),
+    export_timeout: float | None = None,
 ) -> Path:
     """Write ``report.html`` and ``report.json`` for a study (plus ``figures/*.png|svg|pdf`` for those formats).
 
@@ -232,9 +233,13 @@ def build_report(
 
     ``storage`` defaults to the grid run's sqlite file of ``study_name``; ``out_dir`` to the study's
     ``out_dir`` attribute (else the sqlite file's folder). Works on a study that is still running.
+    ``export_timeout`` bounds the static export in seconds (default
+    :data:`dashboards.static_export.EXPORT_TIMEOUT_S`).
     """
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if export_timeout is not None and not export_timeout > 0:
+        raise UserError(f"--export-timeout must be a positive number of seconds, got {export_timeout:g}")
     if fmt != "html":
         check_static_export(fmt)
     study = open_study(storage, study_name)
@@ -247,7 +252,7 @@ def build_report(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if "search" in record.config:  # a search study has its own page: dashboards/search.py
-        return build_search_report(study, record, folder, fmt, save_to_dashboard)
+        return build_search_report(study, record, folder, fmt, save_to_dashboard, export_timeout)
     parts = report_parts(record, by)
     figures = {
         f"{key}-{slug(group)}" if group else key: fig
@@ -265,7 +270,7 @@ def build_report(
         }
     (folder / "report.json").write_text(json.dumps(summary, indent=1, allow_nan=False), encoding="utf-8")
     if fmt != "html":
-        export_static(figures, folder / "figures", fmt)
+        export_static(figures, folder / "figures", fmt, export_timeout)
     if save_to_dashboard:
         save_figures(study, figures)
     return path

@@ -359,7 +359,12 @@ def render_html(
 
 
 def build_search_report(
-    study: optuna.Study, record: StudyRecord, folder: Path, fmt: str, save_to_dashboard: bool
+    study: optuna.Study,
+    record: StudyRecord,
+    folder: Path,
+    fmt: str,
+    save_to_dashboard: bool,
+    export_timeout: float | None = None,
 ) -> Path:
     """:func:`dashboards.report.build_report` for a search study: write ``report.html`` (plus static images
     for png/svg) into ``folder``, save the figures into the study for optuna-dashboard; return the path."""
@@ -367,7 +372,7 @@ def build_search_report(
     path = folder / "report.html"
     path.write_text(render_html(study, record, figures), encoding="utf-8")
     if fmt != "html":
-        export_static(figures, folder / "figures", fmt)
+        export_static(figures, folder / "figures", fmt, export_timeout)
     if save_to_dashboard:
         save_figures(study, figures)
     return path

@@ -15,8 +15,20 @@ from typing import Any
 
 from lgeseg.errors import UserError
 
+_log = logging.getLogger(__name__)
 
-def check_reachable(address: str, timeout: float = 5.0) -> None:
+#: Longest AF_UNIX socket path Linux takes (sun_path is 108 bytes with the final NUL); Ray checks the same.
+SOCKET_PATH_MAX = 107
+#: The longest socket path Ray makes below its temp dir: ``/ray/session_<date>_<time>_<us>_<pid>/sockets/
+#: plasma_store.<n>`` (a 7-digit pid, a 2-digit counter).
+RAY_SOCKET_SUFFIX = len("/ray/session_2026-12-01_21-39-19_936856_1234567/sockets/plasma_store.10")
+
+
+def _option(address: str, from_env: bool) -> str:
+    return f"RAY_ADDRESS={address} (from the environment)" if from_env else f"--address {address}"
+
+
+def check_reachable(address: str, timeout: float = 5.0, from_env: bool = False) -> None:
     """Fail in seconds on a ``host:port`` nobody listens on; Ray itself retries for minutes."""
     import socket
 
@@ -26,7 +38,33 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise UserError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
+        hint = "; unset RAY_ADDRESS to start a local Ray" if from_env else ""
+        raise UserError(
+            f"{_option(address, from_env)}: no Ray cluster answers there ({exc.strerror or exc}){hint}"
+        ) from None
+
+
+def short_temp_dir() -> str | None:
+    """A Ray temp dir short enough for Ray's AF_UNIX sockets, or None when Ray's default one is (ray#7945).
+
+    Ray puts its sockets below ``$RAY_TMPDIR``, else ``$TMPDIR``, else ``/tmp``; a long ``TMPDIR`` (as
+    batch systems set per job) makes them longer than :data:`SOCKET_PATH_MAX` bytes and ``ray.init`` fails
+    with a traceback. Then ``/tmp/lgeseg-ray-<uid>`` is used, and a warning says so.
+    """
+    from ray._common.utils import get_default_system_temp_dir
+
+    base = get_default_system_temp_dir()
+    if len(base.encode()) + RAY_SOCKET_SUFFIX <= SOCKET_PATH_MAX:
+        return None
+    short = f"/tmp/lgeseg-ray-{os.getuid()}"
+    _log.warning(
+        "Ray's temp dir below %s would give socket paths longer than the %d bytes AF_UNIX allows: Ray's temp "
+        "files go to %s instead (set RAY_TMPDIR to choose another short folder)",
+        base,
+        SOCKET_PATH_MAX,
+        short,
+    )
+    return short
 
 
 #: Seconds a join of ``--address`` may take before the driver gives up with one line (Ray retries forever);
@@ -64,7 +102,7 @@ def join_loopback_cluster(address: str) -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False  # read on every call of services.get_node_ip_address
 
 
-def join_deadline(address: str) -> threading.Timer:
+def join_deadline(address: str, from_env: bool = False) -> threading.Timer:
     """A started timer that ends the process with one ``error:`` line if the join is not cancelled in time.
 
     ``ray.init`` blocks in Ray's C++ client, out of reach of exceptions and signals, so only ending the
@@ -78,7 +116,7 @@ def join_deadline(address: str) -> threading.Timer:
 
     def give_up() -> None:
         print(
-            f"error: --address {address}: could not join the Ray cluster within {timeout:g} s (Ray's "
+            f"error: {_option(address, from_env)}: could not join the Ray cluster within {timeout:g} s (Ray's "
             f"client got no answer from the cluster there)",
             file=sys.stderr,
             flush=True,
@@ -92,12 +130,24 @@ def join_deadline(address: str) -> threading.Timer:
 
 
 def start_ray(address: str | None, num_cpus: int | None) -> None:
-    """Join the cluster at ``address``, else start a local Ray with ``num_cpus`` CPUs (default: all);
-    nothing when Ray is already initialised in this process."""
+    """Join the cluster at ``address`` (else at ``$RAY_ADDRESS``, saying so), else start a local Ray with
+    ``num_cpus`` CPUs (default: all) and a temp dir short enough for its sockets (:func:`short_temp_dir`);
+    nothing when Ray is already initialised in this process.
+
+    Raises:
+        UserError: ``num_cpus`` below 1, an address nobody answers at, a cluster that cannot be joined; one
+            line naming the option or the environment variable.
+    """
     import ray
 
+    if num_cpus is not None and num_cpus < 1:
+        raise UserError(f"--num-cpus must be at least 1 (or left out for all {os.cpu_count()} cores), got {num_cpus}")
+    from_env = False
+    if not address and os.environ.get("RAY_ADDRESS"):
+        address, from_env = os.environ["RAY_ADDRESS"].strip(), True
+        _log.warning("RAY_ADDRESS=%s is set: joining that Ray cluster (unset it to start a local Ray)", address)
     if address:
-        check_reachable(address)
+        check_reachable(address, from_env=from_env)
         join_loopback_cluster(address)
     if ray.is_initialized():
         return
@@ -108,14 +158,19 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
         "configure_logging": True,
     }
     if address:
-        deadline = join_deadline(address)
+        deadline = join_deadline(address, from_env)
         try:
             ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise UserError(f"--address {address}: cannot join the Ray cluster ({str(exc).splitlines()[0]})") from None
+            raise UserError(
+                f"{_option(address, from_env)}: cannot join the Ray cluster ({str(exc).splitlines()[0]})"
+            ) from None
         finally:
             deadline.cancel()
     else:
+        temp_dir = short_temp_dir()
+        if temp_dir is not None:
+            options["_temp_dir"] = temp_dir
         ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=256 * 1024**2, **options)
 
 

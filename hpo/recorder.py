@@ -11,7 +11,9 @@ again at the next event and at the end, and :meth:`OptunaRecorder.close` raises 
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,9 +27,22 @@ from lgeseg.errors import UserError
 from .failure import failure_message
 from .record import ATTR, DISTRIBUTIONS, Attempt, TrialReport, attempt_params
 from .rule import RetuneRule
-from .storage import StorageBusyError
+from .storage import StorageBusyError, mask_url
 
 logger = logging.getLogger(__name__)
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or its cause) says the disk is full: ENOSPC/EDQUOT, or SQLite's "database or disk is full"."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or re.search(
+            r"disk is full|no space left on device", str(getattr(exc, "orig", None) or exc), re.IGNORECASE
+        ):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class OptunaRecorder(Callback):
@@ -46,6 +61,7 @@ class OptunaRecorder(Callback):
         self._nodes: dict[str, str] = {}  # Tune trial id -> Ray node id last stored
         self._numbers = {t.user_attrs.get(ATTR.TRIAL_NAME): t.number for t in study.get_trials(deepcopy=False)}
         self._unwritten: list[tuple[str, Callable[[], None]]] = []
+        self._last_error: Exception | None = None
 
     def trial_number(self, trial_name: str) -> int | None:
         """The Optuna number of the trial recorded under ``trial_name`` (None before it started)."""
@@ -66,6 +82,7 @@ class OptunaRecorder(Callback):
                 error = exc
                 time.sleep(self.retry_wait * 2**attempt)
         logger.warning("Optuna write failed %d times (%s: %s); will retry", self.retries, what, error)
+        self._last_error = error
         self._unwritten.append((what, fn))
         return None
 
@@ -84,6 +101,13 @@ class OptunaRecorder(Callback):
             if not self._unwritten:
                 return
             time.sleep(self.retry_wait)
+        if disk_full(self._last_error):
+            url = getattr(self.study._storage, "url", None)
+            where = f"storage {mask_url(url)}" if url else "the Optuna storage"
+            raise UserError(
+                f"{where}: no space left on device; {len(self._unwritten)} writes were not recorded (first: "
+                f"{self._unwritten[0][0]}): free space there, then rerun with --resume"
+            )
         raise UserError(
             f"{len(self._unwritten)} Optuna storage writes failed and were not recorded "
             f"(first: {self._unwritten[0][0]}); rerun with --resume once the storage is reachable"

@@ -19,11 +19,17 @@ class RetuneRule:
 
     The check epoch is ``ceil(check_fraction * epochs)`` (at least 1). A trial past the check epoch whose
     best validation accuracy is still below target also fails the rule: that is a trial resumed from a
-    checkpoint taken after the check, whose verdict was lost with the driver.
+    checkpoint taken after the check, whose verdict was lost with the driver. ``check_fraction`` 0 (or
+    ``target_accuracy`` 0) switches the rule off: it never fires and has no check epoch.
     """
 
     check_fraction: float
     target_accuracy: float
+
+    @property
+    def enabled(self) -> bool:
+        """False when ``check_fraction`` is 0: the rule is switched off."""
+        return self.check_fraction > 0
 
     def check_epoch(self, epochs: int) -> int:
         """The epoch after which the rule checks, for a run of ``epochs`` epochs.
@@ -35,7 +41,7 @@ class RetuneRule:
 
     def fails(self, result: dict[str, Any]) -> bool:
         """True when ``result`` (an epoch report of a trial) shows the rule has fired."""
-        if "epoch" not in result or "epochs" not in result or result.get("finished"):
+        if not self.enabled or "epoch" not in result or "epochs" not in result or result.get("finished"):
             return False
         return (
             result["epoch"] >= self.check_epoch(result["epochs"]) and result["best_val_accuracy"] < self.target_accuracy

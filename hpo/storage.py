@@ -6,6 +6,10 @@ storage, and one place decides what a failure means.
 
 - :func:`resolve` accepts an Optuna URL as it is, a bare file path ending in ``.log`` as a journal file
   and any other bare path (``runs/x/study.db``, as optuna-dashboard takes it) as a SQLite file.
+- :func:`repair_journal` runs whenever a journal file is opened: a record cut off by a crash mid-append
+  (optuna#5138) is moved, byte for byte, into a side file ``<file>.torn-<time>``, a warning says so and
+  the study goes on; without it the next append would glue a record onto the half line and make the
+  whole journal unreadable.
 - :func:`open_storage` wraps the Optuna storage so that every call waits while another process (a
   report, optuna-dashboard) holds the SQLite database locked: it says once that it is waiting, tries
   again until :attr:`StorageWait.total_s` has passed, then raises :class:`StorageBusyError`, one line.
@@ -17,6 +21,7 @@ Optuna only: nothing here imports Ray.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -279,6 +284,7 @@ def open_storage(storage: str | Path, wait: StorageWait | None = None) -> BaseSt
         if journal is not None:
             from optuna.storages.journal import JournalFileBackend
 
+            repair_journal(journal)
             return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite") and "timeout=" not in url:
@@ -292,6 +298,88 @@ def open_storage(storage: str | Path, wait: StorageWait | None = None) -> BaseSt
     except Exception as exc:  # noqa: BLE001 - a URL SQLAlchemy cannot parse raises ValueError, ArgumentError, ...
         raise StorageError(f"storage {mask_url(url)}: opening it failed ({mask_url(_root_message(exc))})") from None
     return WaitingStorage(inner, url, wait)
+
+
+#: Every record Optuna's journal writes is a JSON object on one line starting with this key.
+_RECORD_START = b'{"op_code":'
+
+
+def _split_torn(line: bytes) -> tuple[bytes, bytes] | None:
+    """``(torn, record)`` when ``line`` is a cut-off record with a whole one glued after it, else None."""
+    start = line.find(_RECORD_START, 1)
+    while start > 0:
+        try:
+            json.loads(line[start:])
+            return line[:start], line[start:]
+        except ValueError:
+            start = line.find(_RECORD_START, start + 1)
+    return None
+
+
+def repair_journal(path: Path) -> Path | None:
+    """Move what a crash mid-append left in the Optuna journal file ``path`` into a side file, and go on.
+
+    Runs under Optuna's own journal lock (``JournalFileSymlinkLock``, the one every append holds), so a
+    record another live process is writing is never taken for a torn one. Two damages are mended:
+
+    - an unfinished last line (no newline; Optuna's reader stops there and the next append glues onto it);
+    - a line that is a cut-off record with a whole record glued after it (a journal appended to after
+      such a crash): the cut-off part goes, the whole record stays in place.
+
+    Returns:
+        the side file ``<path>.torn-<UTC time>`` that received the removed bytes, or None when the file
+        was whole (or does not exist).
+
+    Raises:
+        StorageError: a line that is not a record and cannot be mended this way, naming the file and line.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        tail = lines.pop()  # after the last newline: b"" when the file is whole
+        torn: list[bytes] = [tail] if tail else []
+        kept: list[bytes] = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                json.loads(line)
+                kept.append(line)
+                continue
+            except ValueError:
+                pass
+            split = _split_torn(line)
+            if split is None:
+                raise StorageError(
+                    f"journal {path}: line {number} is not an Optuna record ({line[:60]!r}...); move the file "
+                    f"aside or cut that line out"
+                )
+            torn.append(split[0])
+            kept.append(split[1])
+        if not torn:
+            return None
+        side = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        side.write_bytes(b"\n".join(torn) + b"\n")
+        if len(kept) == len(lines) and torn == [tail]:  # only the tail: cut it off in place
+            os.truncate(path, len(data) - len(tail))
+        else:
+            tmp = path.with_name(path.name + ".repair")
+            tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+            os.replace(tmp, path)
+    finally:
+        lock.release()
+    _log.warning(
+        "journal %s: its last write was cut off (a crash mid-append); the unfinished record (%d bytes) was "
+        "moved to %s and the study goes on from the records before it",
+        path,
+        sum(len(t) for t in torn),
+        side,
+    )
+    return side
 
 
 def study_storage(storage: str | None, study_name: str | None) -> str:

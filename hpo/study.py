@@ -22,13 +22,14 @@ import yaml
 
 from lgeseg.config import config_hash, without_neutral
 from lgeseg.data import load_dataset, split_from_config
-from lgeseg.errors import ConfigError
+from lgeseg.errors import ConfigError, UserError
 from lgeseg.fingerprint import check_same, data_fingerprint
 from lgeseg.models import halvings
 from lgeseg.padding import check_size
 
 from .closing_table import format_summary, summary_rows
 from .cluster import check_resources, start_ray
+from .driver_lock import hold_study
 from .record import (
     Attempt,
     ConfigurationPlan,
@@ -41,6 +42,7 @@ from .record import (
 from .rule import RetuneRule
 from .storage import default_storage, default_study_dir, mask_url, open_storage, resolve, start_study
 from .study_config import grid_configurations, max_epochs, replicates, run_config_of, space
+from .study_owner import claim_study, study_command
 
 if TYPE_CHECKING:
     import optuna
@@ -137,6 +139,7 @@ def prepare_study(
     """Open (or create) the record a run writes into; store its config and data attributes when new, or
     refuse a resume whose config differs from the stored one, naming the first differing key."""
     study = start_study(storage, name, resume)
+    claim_study(study, study_command(config), mask_url(storage))  # --resume continues only its own kind
     stored = study.user_attrs.get("config")
     if stored is not None and without_neutral(stored) != without_neutral(config):  # keys added since: neutral
         raise ConfigError(
@@ -178,6 +181,12 @@ def open_sampler_study(config: dict, record: optuna.Study, storage: str) -> optu
         direction="maximize",
         load_if_exists=True,
     )
+    attrs = sampler_study.user_attrs  # its own, or a new one: never a study another command or tool made
+    if attrs.get("record_study") != record.study_name and (attrs or sampler_study.get_trials(deepcopy=False)):
+        raise UserError(
+            f"study '{sampler_study.study_name}' in {mask_url(storage)} is not the sampler study of search "
+            f"'{record.study_name}': give another --study-name"
+        )
     sampler_study.set_user_attr("record_study", record.study_name)
     reconcile(config["search"]["n_trials"], record, sampler_study, space(config))
     return sampler_study
@@ -222,6 +231,7 @@ def run_study(
     address: str | None = None,
     num_cpus: int | None = None,
     stream=None,
+    wait: bool = False,
 ) -> StudyResult:
     """Run (or finish, with ``resume``) the study ``config``, a grid or a search; see the module docstring.
 
@@ -233,15 +243,17 @@ def run_study(
         resume: finish an existing study of that name (otherwise an existing one is an error).
         address: a Ray cluster to join instead of starting a local Ray with ``num_cpus`` CPUs.
         stream: where progress and the closing table are printed (default stdout).
+        wait: when another driver holds the study, wait for it to end instead of refusing.
 
     Returns:
         the study's :class:`StudyResult`.
 
     Raises:
         UserError: bad data, images a network of the study cannot take, data that changed since the study
-            began, a cluster that cannot hold a trial, a storage that cannot be opened or stays busy, an
-            existing study without ``resume``, or a config that differs from the stored one
-            (:class:`~lgeseg.errors.ConfigError`); each before any trial runs.
+            began, a cluster that cannot hold a trial, a storage that cannot be opened or stays busy, a study
+            another live driver holds (:mod:`hpo.driver_lock`), an existing study without ``resume``, or a
+            config that differs from the stored one (:class:`~lgeseg.errors.ConfigError`); each before any
+            trial runs.
     """
     stream = stream or sys.stdout
     name = study_name or config["name"]
@@ -251,20 +263,22 @@ def run_study(
     out = Path(out_dir or default_study_dir(name)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     storage = resolve(storage) if storage else default_storage(out)
-    record = prepare_study(config, name, storage, out, resume, data, stream)
-    close_unstarted(record)
-    sampler_study = open_sampler_study(config, record, storage) if "search" in config else None
-    plans = plan(config, record)
-    print(_header(config, name, storage, plans), file=stream)
-    if any(p.owed for p in plans) or (sampler_study is not None and len(plans) < config["search"]["n_trials"]):
-        tune_study(config, record, sampler_study, plans, out, stream)
-    plans = plan(config, record)
-    rows = summary_rows(config, plans)
-    print(format_summary(rows), file=stream)
-    also = f" (studies '{name}' and '{sampler_study_name(name)}')" if sampler_study is not None else ""
-    print(f"storage: {mask_url(storage)}{also}\ntrials:  {out / 'trials'}", file=stream)
-    unfinished = any(p.owed for p in plans) or (sampler_study is not None and len(plans) < config["search"]["n_trials"])
-    return StudyResult(name, storage, out, rows, unfinished)
+    with hold_study(storage, name, wait=wait, stream=stream):  # one driver per study (hpo.driver_lock)
+        record = prepare_study(config, name, storage, out, resume, data, stream)
+        close_unstarted(record)
+        sampler_study = open_sampler_study(config, record, storage) if "search" in config else None
+        plans = plan(config, record)
+        print(_header(config, name, storage, plans), file=stream)
+        if any(p.owed for p in plans) or (sampler_study is not None and len(plans) < config["search"]["n_trials"]):
+            tune_study(config, record, sampler_study, plans, out, stream)
+        plans = plan(config, record)
+        rows = summary_rows(config, plans)
+        print(format_summary(rows), file=stream)
+        also = f" (studies '{name}' and '{sampler_study_name(name)}')" if sampler_study is not None else ""
+        print(f"storage: {mask_url(storage)}{also}\ntrials:  {out / 'trials'}", file=stream)
+        unsampled = sampler_study is not None and len(plans) < config["search"]["n_trials"]
+        unfinished = any(p.owed for p in plans) or unsampled
+        return StudyResult(name, storage, out, rows, unfinished)
 
 
 def tune_study(

@@ -80,6 +80,22 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def check_distinct_names(l2: list[float]) -> None:
+    """Refuse L2 values that print alike: a configuration, its trial folder and its Optuna lineage are named
+    by ``f"{l2:g}"`` (6 significant digits, :class:`hpo.record.Configuration`), so two such values would
+    share one configuration and one of them would silently never run (ray#17894)."""
+    by_name: dict[str, float] = {}
+    for value in l2:
+        name = f"{float(value):g}"
+        if name in by_name and by_name[name] != value:
+            raise ConfigError(
+                f"config key 'grid.l2': {by_name[name]!r} and {value!r} are both named l2={name} (6 significant "
+                f"digits) and would share one grid point and trial folder; give values that differ within 6 "
+                f"significant digits"
+            )
+        by_name[name] = value
+
+
 def check_study(config: dict) -> None:
     """Range and shape checks beyond the types :func:`lgeseg.config.merge` enforces."""
     if not config["name"] or any(c in config["name"] for c in "/\\ "):
@@ -101,6 +117,7 @@ def check_study(config: dict) -> None:
             )
         if len(set(l2)) != len(l2):
             raise ConfigError(f"config key 'grid.l2' has repeated values: {l2!r}")
+        check_distinct_names(l2)
         config["grid"]["l2"] = [float(v) for v in l2]
         for axis, (_, _, allowed) in GRID_AXES.items():
             values = config["grid"][axis]
@@ -110,8 +127,8 @@ def check_study(config: dict) -> None:
                 raise ConfigError(f"config key 'grid.{axis}' has repeated values: {values!r}")
 
     retune = config["retune"]
-    if not 0 < retune["check_fraction"] <= 1:
-        raise ConfigError(f"config key 'retune.check_fraction' must be in (0, 1], got {retune['check_fraction']!r}")
+    if not 0 <= retune["check_fraction"] <= 1:  # 0 switches the rule off
+        raise ConfigError(f"config key 'retune.check_fraction' must be in [0, 1], got {retune['check_fraction']!r}")
     if not 0 <= retune["target_accuracy"] <= 1:  # 0 switches the rule off
         raise ConfigError(f"config key 'retune.target_accuracy' must be in [0, 1], got {retune['target_accuracy']!r}")
     if retune["max_reruns"] < 0:

@@ -28,8 +28,52 @@ def main(args: argparse.Namespace) -> int:
     if path is not None and not path.is_file():
         raise StorageError(f"storage {mask_url(url)}: file {path} not found")
     storage = open_storage(url)  # a bad URL, missing driver or unreachable server is one line here
-    from optuna_dashboard import run_server
-
+    server = bind_server(storage, args.host, args.port)  # a port that cannot be had is one line, before any banner
     print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {mask_url(url)} (Ctrl-C stops it)", flush=True)
-    run_server(storage, host=args.host, port=args.port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0
+
+
+def bind_server(storage, host: str, port: int):
+    """optuna-dashboard's WSGI app (``optuna_dashboard.wsgi``) on a wsgiref server bound to ``host:port``.
+
+    optuna-dashboard's own ``run_server`` prints "Listening on" before it binds and ends in a traceback
+    when the port is busy (optuna#5030); here the bind comes first and every failure is one line.
+
+    Raises:
+        UserError: a port outside 1-65535, a port in use, or a host that is no address of this machine.
+    """
+    import errno
+    import socket
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from optuna_dashboard import wsgi
+
+    from lgeseg.errors import UserError
+
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port {port}: a port must be 1-65535")
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args) -> None:  # one line per request on stderr otherwise
+            pass
+
+    try:
+        return make_server(host, port, wsgi(storage), handler_class=Quiet)
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host}: not a known host name or address ({exc.strerror})") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            reason = "the port is in use (another dashboard or server?); pick another --port"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            reason = f"{host} is not an address of this machine; use 127.0.0.1"
+        elif exc.errno == errno.EACCES:
+            reason = "permission denied (ports below 1024 need privileges); pick a port above 1023"
+        else:
+            reason = exc.strerror or str(exc)
+        raise UserError(f"dashboard cannot listen on {host}:{port}: {reason}") from None

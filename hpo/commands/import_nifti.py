@@ -105,6 +105,8 @@ def main(args: argparse.Namespace) -> int:
         size=args.size,
         spacing=args.spacing,
     )
+    for note in summary.notes:
+        print(f"note: {note}")
     empty = ""
     if summary.skipped_empty:
         empty = f", {summary.skipped_empty} empty slices left out (--keep-empty keeps them)"

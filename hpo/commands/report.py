@@ -27,6 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="html only, or also each figure as figures/<name>.png/svg/pdf (kaleido + Chrome/Chromium)",
     )
     parser.add_argument(
+        "--export-timeout",
+        type=float,
+        metavar="S",
+        help="seconds the png/svg/pdf export may take before it and its browser are stopped (default: 120)",
+    )
+    parser.add_argument(
         "--by",
         action="append",
         default=[],
@@ -50,6 +56,7 @@ def main(args: argparse.Namespace) -> int:
         fmt=args.format,
         save_to_dashboard=not args.no_dashboard,
         by=args.by,
+        export_timeout=args.export_timeout,
     )
     print(f"report: {path}")
     return 0

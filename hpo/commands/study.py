@@ -54,6 +54,11 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="finish an existing study: nothing finished is redone, interrupted trials continue",
     )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another driver runs this study, wait for it to end instead of refusing",
+    )
     parser.add_argument("--address", metavar="ADDR", help="join a running Ray cluster instead of starting one")
     parser.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the local Ray instance (default: all)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
@@ -90,6 +95,7 @@ def main(args: argparse.Namespace) -> int:
         resume=args.resume,
         address=args.address,
         num_cpus=args.num_cpus,
+        wait=args.wait,
     )
     if not args.no_report:
         write_report(result)

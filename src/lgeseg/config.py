@@ -25,7 +25,30 @@ from .normalization import NORMALIZATION_DIMENSIONS, NORMALIZATIONS
 
 
 class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that reads ``1e-4`` as a number (YAML 1.2), not as the string YAML 1.1 makes it."""
+    """``yaml.SafeLoader`` that reads ``1e-4`` as a number (YAML 1.2), not as the string YAML 1.1 makes it,
+    and refuses a key given twice in one mapping, at any depth (PyYAML keeps the last silently,
+    yaml/pyyaml#165; YAML 1.2 requires unique keys). Keys brought in by a ``<<`` merge may be overridden."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader's own error follows
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r}, also at line {first.start_mark.line + 1}; delete one",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(

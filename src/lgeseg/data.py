@@ -1,9 +1,11 @@
 """Datasets in the study's export format, and their train/validation/test split.
 
 A dataset folder holds ``images/*.png`` and ``masks/*.png`` paired by file name, an optional
-``manifest.csv`` with ``file`` and ``patient`` columns, and an optional ``dataset.json`` whose ``labels``
-maps region names to mask pixel values. Masks are turned into class indices in label-map order.
-Every problem with the input raises a one-line :class:`~lgeseg.errors.DataError` naming the file.
+``manifest.csv`` with ``file`` and ``patient`` columns (without it, patients are read from names
+``<patient>_slice<k>.png``; where names do not say, the split is by image, with a loud warning), and an
+optional ``dataset.json`` whose ``labels`` maps region names to mask pixel values. Masks are turned into
+class indices in label-map order. Every problem with the input raises a one-line
+:class:`~lgeseg.errors.DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import csv
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,14 +220,47 @@ def read_manifest_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str
     return columns, rows
 
 
+#: File names a patient can be read from when there is no manifest: ``<patient>_slice<k>.png``
+#: (what ``import-nifti`` and the EMIDEC export write).
+SLICE_NAME = re.compile(r"(?P<patient>.+)_slice(?P<slice>\d+)\.png", re.IGNORECASE)
+
+
+def infer_patients(root: Path, files: list[str]) -> list[str] | None:
+    """Patient id per file from names ``<patient>_slice<k>.png`` (:data:`SLICE_NAME`), for a folder
+    without ``manifest.csv``; says so in one log line. None, with a loud warning that the split will be
+    by image (slices of one patient in training and test), when any name does not have that form.
+    """
+    matches = [SLICE_NAME.fullmatch(name) for name in files]
+    if files and all(matches):
+        patients = [m["patient"] for m in matches]
+        logger.info(
+            "%s: no manifest.csv: patients read from the file names <patient>_slice<k>.png (%d patients, %d "
+            "slices); write manifest.csv to set them otherwise",
+            root,
+            len(set(patients)),
+            len(files),
+        )
+        return patients
+    odd = next(name for name, m in zip(files, matches) if not m) if files else None
+    logger.warning(
+        "%s: no manifest.csv and file names not of the form <patient>_slice<k>.png (e.g. %r): the data will be "
+        "SPLIT BY IMAGE, so slices of one patient can be in training and test and test scores will be too "
+        "high; write manifest.csv with file,patient columns",
+        root,
+        odd,
+    )
+    return None
+
+
 def _read_patients(root: Path, files: list[str]) -> list[str] | None:
-    """Patient id per file from ``root/manifest.csv``, or None when there is no manifest.
+    """Patient id per file from ``root/manifest.csv``; without a manifest from the file names
+    (:func:`infer_patients`), else None (the split is then by image, with a warning).
 
     The manifest must list exactly the image files, once each, with a non-empty patient.
     """
     manifest = root / "manifest.csv"
     if not manifest.exists():
-        return None
+        return infer_patients(root, files)
     columns, rows = read_manifest_table(manifest)
     missing = [c for c in ("file", "patient") if c not in columns]
     if missing:

@@ -7,6 +7,12 @@ paired by a **case id**, the text the first wildcard of each pattern matched (``
 
 Each volume pair goes through these steps, in this order:
 
+0. geometry (:func:`align_labels`): the label volume is brought onto the image volume's voxel grid. Where
+   the two affines differ only by axis order or flips (the same anatomy stored in another orientation,
+   nibabel's ``io_orientation``/``ornt_transform``), the labels are reoriented to the image's voxel axes
+   and a note says so; any other difference (shape, voxel size, axis directions, origin; compared with a
+   tolerance of :data:`AFFINE_TOLERANCE_MM`) is refused, naming the file and what differs. Slices are
+   always written in the **image volume's own voxel orientation**, as stored;
 1. optional in-plane resampling to a pixel spacing (mm): linear interpolation for the image, nearest
    neighbour for the labels (a mask is never interpolated);
 2. optional crop or pad of the two in-plane axes to ``size x size`` around the centre of the bounding box
@@ -15,7 +21,8 @@ Each volume pair goes through these steps, in this order:
 3. intensities scaled per volume to 8 bits (or 16 with ``bits=16``): by default the 0.5th and 99.5th
    percentiles of all the volume's voxels (:data:`DEFAULT_PERCENTILES`) map to 0 and the top value, with
    values outside clipped, so a few hot voxels do not darken the whole volume; ``scale="none"`` writes
-   integer intensities as they are;
+   integer intensities as they are. Non-finite voxels (NaN, inf) are left out of the percentiles and
+   written as 0; their number is said once per volume (a volume with no finite voxel is refused);
 4. label values mapped to mask pixel values (``value_map``, e.g. ``{0: 128, 1: 255, 2: 0}``);
 5. one PNG pair per slice along ``axis``; slices without any labelled voxel are skipped unless
    ``keep_empty``.
@@ -23,8 +30,9 @@ Each volume pair goes through these steps, in this order:
 A slice's PNG shows its two in-plane voxel axes as ``imshow(slice.T, origin="lower")`` does: columns
 follow the first in-plane axis, rows the second with its last index in the top row.
 
-Every bad input (no or unpaired files, a volume that is not 3-D, image and labels of different shapes,
-label values outside the map, non-integer labels, a labelled region larger than ``size``) is a one-line
+Every bad input (no or unpaired files, a volume that is not 3-D, image and labels of different geometry,
+label values outside the map, non-integer or NaN labels, an image without a finite voxel, a labelled
+region larger than ``size``) is a one-line
 :class:`~lgeseg.errors.DataError` naming the file.
 """
 
@@ -39,10 +47,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .png import write_image
+from .png import DEFAULT_PERCENTILES, write_image
 
-#: Lower and upper percentiles (of all voxels of one volume) mapped to the darkest and brightest value.
-DEFAULT_PERCENTILES: tuple[float, float] = (0.5, 99.5)
+#: Largest difference (mm) allowed between an entry of the image affine and the (reoriented) label affine;
+#: float32 headers round affines of a few hundred mm at about 1e-5 mm.
+AFFINE_TOLERANCE_MM = 1e-3
 #: ``scale`` choices: robust percentiles, or the stored integers unchanged.
 SCALES: tuple[str, ...] = ("percentile", "none")
 
@@ -65,6 +74,7 @@ class ImportSummary:
     slices: int  #: PNG pairs written
     skipped_empty: int  #: slices without a labelled voxel, left out
     labels: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  #: one line per volume the import changed (NaN, orientation)
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -136,12 +146,29 @@ def find_cases(root: str | Path, images: str, labels: str) -> list[Case]:
 
 def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """A 3-D volume and its voxel sizes (mm); trailing axes of length 1 are dropped."""
+    data, _ = read_volume_affine(path)
+    return data, tuple(float(z) for z in np.sqrt((_affine_of(path)[:3, :3] ** 2).sum(axis=0)))
+
+
+def _affine_of(path: Path) -> np.ndarray:
+    import nibabel as nib
+
+    return np.asarray(nib.load(path).affine, dtype=np.float64)
+
+
+def read_volume_affine(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A 3-D volume and its 4x4 voxel-to-world affine (mm; nibabel's ``img.affine``: the sform when set,
+    else the qform); trailing axes of length 1 are dropped.
+
+    Raises:
+        DataError: missing or unreadable file, or not 3-D once trailing length-1 axes are dropped.
+    """
     import nibabel as nib
 
     try:
         image = nib.load(path)
         data = np.asanyarray(image.dataobj)
-        zooms = tuple(float(z) for z in image.header.get_zooms())
+        affine = np.asarray(image.affine, dtype=np.float64)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds for broken files
@@ -151,7 +178,90 @@ def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
         data = data[..., 0]
     if data.ndim != 3:
         raise DataError(f"{path}: volume is {data.ndim}-D with shape {data.shape}; expected 3-D")
-    return data, zooms[:3]
+    return data, affine
+
+
+def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
+    """The voxel size (mm) along each voxel axis of a 4x4 affine: the norms of its first three columns."""
+    return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def align_labels(
+    image_affine: np.ndarray, labels: np.ndarray, labels_affine: np.ndarray, image_shape: tuple, path: Path
+) -> tuple[np.ndarray, str | None]:
+    """The label volume on the image volume's voxel grid.
+
+    Where the affines differ by axis order or flips only, the labels are reoriented (nibabel's
+    ``io_orientation``, ``ornt_transform``, ``apply_orientation``, ``inv_ornt_aff``) and the second value
+    says so; otherwise it is None.
+
+    Args:
+        image_affine, labels_affine: 4x4 voxel-to-world affines (mm).
+        labels: the 3-D label volume.
+        image_shape: the image volume's shape.
+        path: the label file, for messages.
+
+    Raises:
+        DataError: one line naming ``path`` and what differs once reoriented: shape, voxel sizes (mm),
+            axis directions or origin (mm), beyond :data:`AFFINE_TOLERANCE_MM`.
+    """
+    from nibabel.orientations import aff2axcodes, apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
+
+    labels_affine_stored, stored_shape = labels_affine, labels.shape
+    transform = ornt_transform(io_orientation(labels_affine), io_orientation(image_affine))
+    moved = not np.array_equal(transform, [[0, 1], [1, 1], [2, 1]])
+    if moved:
+        labels_affine = labels_affine @ inv_ornt_aff(transform, labels.shape)
+        labels = apply_orientation(labels, transform)
+    where = " once reoriented to the image's axes" if moved else ""
+    if labels.shape != tuple(image_shape):
+        shown = f"{stored_shape} ({labels.shape}{where})" if moved else f"{labels.shape}"
+        raise DataError(f"{path}: label volume shape {shown} differs from image volume shape {tuple(image_shape)}")
+    tol = AFFINE_TOLERANCE_MM
+    image_sizes, label_sizes = voxel_sizes(image_affine), voxel_sizes(labels_affine)
+    if not np.allclose(image_sizes, label_sizes, rtol=0, atol=tol):
+        raise DataError(
+            f"{path}: voxel sizes {_fmt(label_sizes)} mm{where} differ from the image's {_fmt(image_sizes)} mm"
+        )
+    if not np.allclose(image_affine[:3, :3], labels_affine[:3, :3], rtol=0, atol=tol):
+        raise DataError(
+            f"{path}: voxel axis directions differ from the image's (affines {labels_affine[:3, :3].round(4).tolist()}"
+            f" vs {image_affine[:3, :3].round(4).tolist()}): not a reorientation; resample the labels onto the image"
+        )
+    if not np.allclose(image_affine[:3, 3], labels_affine[:3, 3], rtol=0, atol=tol):
+        raise DataError(
+            f"{path}: origin {_fmt(labels_affine[:3, 3])} mm{where} differs from the image's "
+            f"{_fmt(image_affine[:3, 3])} mm"
+        )
+    if not moved:
+        return labels, None
+    image_codes, label_codes = ("".join(aff2axcodes(a)) for a in (image_affine, labels_affine_stored))
+    return labels, f"{path}: labels stored in orientation {label_codes}, image in {image_codes}: reoriented the labels"
+
+
+def finite_voxels(volume: np.ndarray, path: Path) -> tuple[np.ndarray, str | None]:
+    """The volume as float64 with non-finite voxels (NaN, inf) kept as NaN, and a note counting them.
+
+    Raises:
+        DataError: no voxel is finite.
+    """
+    values = np.asarray(volume, dtype=np.float64)
+    bad = ~np.isfinite(values)
+    count = int(bad.sum())
+    if count == 0:
+        return values, None
+    if count == values.size:
+        raise DataError(f"{path}: every voxel is NaN or infinite; nothing to import")
+    values = values.copy()
+    values[bad] = np.nan
+    return values, (
+        f"{path}: {count} of {values.size} voxels are NaN or infinite: left out of the intensity "
+        f"percentiles and written as 0"
+    )
 
 
 def scale_intensities(
@@ -165,14 +275,18 @@ def scale_intensities(
         bits: 8 or 16.
 
     Returns:
-        uint8 or uint16 array of ``volume``'s shape; all 0 when the two percentiles are equal.
+        uint8 or uint16 array of ``volume``'s shape; all 0 when the two percentiles are equal. Non-finite
+        voxels (NaN, inf) are left out of the percentiles and written as 0; all 0 when none is finite.
     """
     top = 2**bits - 1
     values = np.asarray(volume, dtype=np.float64)
-    lo, hi = np.percentile(values, percentiles)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(values.shape, np.uint8 if bits == 8 else np.uint16)
+    lo, hi = np.percentile(values[finite], percentiles)
     if hi <= lo:
         return np.zeros(values.shape, np.uint8 if bits == 8 else np.uint16)
-    scaled = np.clip((values - lo) / (hi - lo), 0.0, 1.0) * top
+    scaled = np.clip((np.where(finite, values, lo) - lo) / (hi - lo), 0.0, 1.0) * top
     return np.rint(scaled).astype(np.uint8 if bits == 8 else np.uint16)
 
 
@@ -180,6 +294,8 @@ def _stored_integers(volume: np.ndarray, bits: int, path: Path) -> np.ndarray:
     """``scale="none"``: the intensities as they are, which must be integers that fit ``bits``."""
     top = 2**bits - 1
     values = np.asarray(volume)
+    if values.dtype.kind == "f":
+        values = np.where(np.isfinite(values), values, 0)  # non-finite voxels are written as 0
     if not np.array_equal(values, np.round(values)) or values.min() < 0 or values.max() > top:
         raise DataError(
             f"{path}: --scale none needs integer intensities in 0-{top}, found "
@@ -190,6 +306,11 @@ def _stored_integers(volume: np.ndarray, bits: int, path: Path) -> np.ndarray:
 
 def _integer_labels(volume: np.ndarray, path: Path) -> np.ndarray:
     values = np.asarray(volume)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise DataError(
+            f"{path}: label volume holds {int((~np.isfinite(values)).sum())} NaN or infinite values; "
+            f"expected label numbers"
+        )
     if not np.array_equal(values, np.round(values)) or values.min() < 0:
         raise DataError(f"{path}: label volume holds non-integer or negative values; expected label numbers")
     return values.astype(np.int64)
@@ -320,44 +441,13 @@ def import_nifti(
     volumes = []  # checked and converted first, written after: a bad case leaves nothing half-written
     found_values: set[int] = set()
     spacings: dict[str, list[float]] = {}  # [row_mm, col_mm, slice_mm] of each case's PNGs (dataset.json)
+    notes: list[str] = []
     for case in cases:
-        image, zooms = read_volume(case.image)
-        label, _ = read_volume(case.labels)
-        if image.shape != label.shape:
-            raise DataError(
-                f"{case.labels}: label volume shape {label.shape} differs from image volume shape "
-                f"{image.shape} ({case.image})"
-            )
-        label = _integer_labels(label, case.labels)
-        if value_map is not None:
-            outside = sorted(set(np.unique(label).tolist()) - set(value_map))
-            if outside:
-                raise DataError(f"{case.labels}: label values {outside} outside --map {_map_text(value_map)}")
+        pixels, label, zooms = _prepare_case(case, axis, value_map, scale, percentiles, bits, size, spacing, notes)
         found_values.update(np.unique(label).tolist())
         first, second = (a for a in range(3) if a != axis)  # PNG columns follow the first, rows the second
         rows_mm, cols_mm = (spacing, spacing) if spacing is not None else (zooms[second], zooms[first])
         spacings[case.case_id] = [float(rows_mm), float(cols_mm), float(zooms[axis])]
-        if spacing is not None:
-            image, label = resample_in_plane(image, label, zooms, axis, spacing)
-        if scale == "percentile":
-            pixels = scale_intensities(image, percentiles, bits)
-        else:
-            pixels = _stored_integers(image, bits, case.image)
-        if size is not None:
-            window = crop_window(label, axis, size)
-            cropped = crop_or_pad(label, axis, window)
-            cut = int(np.count_nonzero(label)) - int(np.count_nonzero(cropped))
-            if cut:
-                raise DataError(
-                    f"{case.labels}: the labelled region does not fit --size {size} ({cut} labelled "
-                    f"voxels would be cut off); use a larger --size or --spacing"
-                )
-            if value_map is not None and 0 not in value_map and (cropped == 0).any():
-                raise DataError(
-                    f"{case.labels}: padding to --size {size} adds label 0, which --map "
-                    f"{_map_text(value_map)} does not map"
-                )
-            pixels, label = crop_or_pad(pixels, axis, window), cropped
         volumes.append((case, pixels, label))
 
     if value_map is None:
@@ -419,7 +509,62 @@ def import_nifti(
         },
     }
     (out / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return ImportSummary(out, len(cases), len(rows), skipped, names)
+    return ImportSummary(out, len(cases), len(rows), skipped, names, notes)
+
+
+def _prepare_case(
+    case: Case,
+    axis: int,
+    value_map: dict[int, int] | None,
+    scale: str,
+    percentiles: tuple[float, float],
+    bits: int,
+    size: int | None,
+    spacing: float | None,
+    notes: list[str],
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Steps 0-3 of the module docstring for one case: its image pixels and its integer labels, on the
+    image's voxel grid, and the image's voxel sizes (mm, before any resampling); appends a note for each
+    change the import made. Raises DataError naming the file."""
+    image, image_affine = read_volume_affine(case.image)
+    zooms = voxel_sizes(image_affine)
+    label, label_affine = read_volume_affine(case.labels)
+    label, note = align_labels(image_affine, label, label_affine, image.shape, case.labels)
+    notes += [note] if note else []
+    label = _integer_labels(label, case.labels)
+    if value_map is not None:
+        outside = sorted(set(np.unique(label).tolist()) - set(value_map))
+        if outside:
+            raise DataError(f"{case.labels}: label values {outside} outside --map {_map_text(value_map)}")
+    if image.dtype.kind == "f" or scale == "percentile":
+        image, note = finite_voxels(image, case.image)
+        notes += [note] if note else []
+    if spacing is not None:
+        # NaN would spread through the interpolation: resample with 0 there, then put NaN back where
+        # nearest-neighbour resampling of the NaN mask puts it
+        bad = np.isnan(image) if image.dtype.kind == "f" else np.zeros(image.shape, bool)
+        _, bad = resample_in_plane(bad, bad.astype(np.uint8), zooms, axis, spacing)
+        image, label = resample_in_plane(np.where(np.isnan(image), 0.0, image), label, zooms, axis, spacing)
+        image[bad > 0] = np.nan
+    if scale == "percentile":
+        pixels = scale_intensities(image, percentiles, bits)
+    else:
+        pixels = _stored_integers(image, bits, case.image)
+    if size is not None:
+        window = crop_window(label, axis, size)
+        cropped = crop_or_pad(label, axis, window)
+        cut = int(np.count_nonzero(label)) - int(np.count_nonzero(cropped))
+        if cut:
+            raise DataError(
+                f"{case.labels}: the labelled region does not fit --size {size} ({cut} labelled "
+                f"voxels would be cut off); use a larger --size or --spacing"
+            )
+        if value_map is not None and 0 not in value_map and (cropped == 0).any():
+            raise DataError(
+                f"{case.labels}: padding to --size {size} adds label 0, which --map {_map_text(value_map)} does not map"
+            )
+        pixels, label = crop_or_pad(pixels, axis, window), cropped
+    return pixels, label, zooms
 
 
 def _map_text(mapping: dict) -> str:

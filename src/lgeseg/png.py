@@ -14,6 +14,16 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import DataError
 
+#: Lower and upper percentile (of one image's pixels for a 16-bit PNG, of one volume's voxels in
+#: ``import-nifti``) mapped to 0 and 1: a few hot pixels do not darken the rest.
+DEFAULT_PERCENTILES: tuple[float, float] = (0.5, 99.5)
+
+#: How :func:`read_image` maps stored pixel values to [0, 1]; recorded in every run's ``run.json``.
+IMAGE_SCALING: dict = {
+    "8-bit": "value / 255",
+    "16-bit": f"per image: percentiles {DEFAULT_PERCENTILES[0]}-{DEFAULT_PERCENTILES[1]} -> 0-1, clipped",
+}
+
 #: Class index of mask pixels without a label (the dataset's ``ignore`` value, pixels shifted in by the
 #: translation, padding): left out of the loss, the accuracy and every metric.
 IGNORE_INDEX = 255
@@ -34,9 +44,13 @@ def _open_png(path: Path) -> Image.Image:
 def read_image(path: str | Path) -> np.ndarray:
     """Read a grayscale PNG as float32 intensities in [0, 1].
 
-    8-bit images are divided by 255. 16-bit images are divided by their own maximum, because MRI exports
-    typically use only 12 of the 16 bits and a fixed /65535 would squash them into [0, 0.06]. Colour
-    PNGs whose three channels are equal (grayscale saved as RGB or palette) are accepted.
+    8-bit images are divided by 255. 16-bit images are scaled per image with the robust percentiles
+    ``import-nifti`` uses (:data:`DEFAULT_PERCENTILES`, numpy's linear interpolation): the 0.5th percentile
+    maps to 0, the 99.5th to 1, values outside are clipped. MRI exports typically use only 12 of the 16
+    bits, so a fixed /65535 would squash them into [0, 0.06], and dividing by the image's own maximum
+    let one hot pixel darken the whole slice. A flat 16-bit image (both percentiles equal) is divided by
+    its maximum (all 0 when that is 0). The choice is recorded as :data:`IMAGE_SCALING`. Colour PNGs
+    whose three channels are equal (grayscale saved as RGB or palette) are accepted.
 
     Args:
         path: the PNG file.
@@ -54,6 +68,9 @@ def read_image(path: str | Path) -> np.ndarray:
         arr = np.asarray(img, dtype=np.float64)
         if arr.min() < 0:
             raise DataError(f"{path}: negative pixel values in a 16-bit image")
+        lo, hi = np.percentile(arr, DEFAULT_PERCENTILES)
+        if hi > lo:
+            return np.clip((arr - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
         top = max(float(arr.max()), 1.0)
     elif img.mode == "L":
         arr = np.asarray(img, dtype=np.float64)

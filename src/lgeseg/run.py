@@ -8,8 +8,10 @@ config, split and package versions that produced it. A finished run is read back
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -27,13 +29,18 @@ from .data import Dataset, Split, load_dataset, split_from_config, write_mask
 from .diagnostics import learning_warnings
 from .errors import TrainingError
 from .field_metrics import FieldUnits, field_section, field_units
+from .filelock import HeldFile
 from .fingerprint import check_same, data_fingerprint, recorded_fingerprints
 from .metrics import evaluate, json_safe, majority_class, trivial_baseline, write_json
 from .models import halvings
 from .padding import check_size, crop, pad_dataset
+from .png import IMAGE_SCALING
 from .train import EpochStats, fit, predict
 
 logger = logging.getLogger(__name__)
+
+#: The lock file a run holds in its folder while it runs (:class:`lgeseg.filelock.HeldFile`).
+RUN_LOCK = "run.lock"
 
 
 @dataclass
@@ -99,8 +106,10 @@ def run(
     Before anything is written, images the network cannot take (``model.depth``, ``model.pad``; see
     :mod:`lgeseg.padding`) raise :class:`~lgeseg.errors.ConfigError`, and a folder whose ``run.json`` or
     ``last.pt`` was made from other data or another split raises :class:`~lgeseg.errors.DataError` naming
-    the first differing file (:mod:`lgeseg.fingerprint`). With ``model.pad`` the network trains on padded
-    images and predictions are cropped back, so metrics and predictions cover the original pixels only.
+    the first differing file (:mod:`lgeseg.fingerprint`). While it runs, the run holds ``run.lock`` in its
+    folder (released when the process ends in any way), so a second run of the same folder refuses with
+    :class:`~lgeseg.filelock.LockHeldError` naming the holder's host and pid. With ``model.pad`` the network
+    trains on padded images and predictions are cropped back, so metrics and predictions cover the original pixels only.
 
     Args:
         config: a run config (validated here with :func:`lgeseg.config.run_config`).
@@ -122,11 +131,37 @@ def run(
     started = time.time()
     dataset = dataset if dataset is not None else load_dataset(config["data"])
     checked = _check_inputs(config, dataset, out)  # every check comes before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    done = _finished_run(out, config)
+    done = _finished_run(out, config)  # read back without the lock: run.json is written last, in one piece
     if done is not None:
         return done
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # Never two trainings in one folder: the second would take the first's checkpoints for its own.
+        with HeldFile(out / RUN_LOCK, f"run folder {out}"):
+            return _run_in(config, out, dataset, checked, started, on_epoch, progress)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = exc.filename or out
+        raise TrainingError(
+            f"{where}: no space left on device (errno {exc.errno}); free space there, then run again (a grid or "
+            f"search: with --resume; the run continues from its last checkpoint)"
+        ) from None
 
+
+def _run_in(
+    config: dict,
+    out: Path,
+    dataset: Dataset,
+    checked: _Checked,
+    started: float,
+    on_epoch: Callable[[EpochStats], None] | None,
+    progress: bool,
+) -> RunResult:
+    """The part of :func:`run` done while holding the run folder's lock: read back, or train and write."""
+    done = _finished_run(out, config)  # checked again under the lock
+    if done is not None:
+        return done
     (out / "split.json").write_text(json.dumps(checked.split_info, indent=1))
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     trained_on = pad_dataset(dataset, checked.depth) if config["model"]["pad"] else dataset
@@ -162,6 +197,7 @@ def run(
         "data_dir": str(dataset.root),
         "synthetic": dataset.synthetic,
         "labels": dataset.labels,
+        "image_scaling": IMAGE_SCALING,
         "device": result.device,
         "epochs_run": len(result.history),
         "selected_epoch": selected_epoch,
@@ -174,7 +210,10 @@ def run(
         "versions": versions(),
         "command": sys.argv,
     }
-    (out / "run.json").write_text(json.dumps(json_safe(info), indent=1, allow_nan=False))
+    info_path = out / "run.json"
+    tmp = info_path.with_suffix(".json.tmp")  # written last and atomically: a reader never sees half of it
+    tmp.write_text(json.dumps(json_safe(info), indent=1, allow_nan=False))
+    os.replace(tmp, info_path)
     return _read_back(out, info)
 
 

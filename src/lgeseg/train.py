@@ -12,6 +12,7 @@ runs per sample; host synchronisation happens once per epoch.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import time
 from collections.abc import Callable
@@ -308,8 +309,17 @@ def _validate(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor,
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
+    """``torch.save`` to memory, then one plain file write and an atomic rename: a full disk is then an
+    ``OSError`` (ENOSPC) naming the file, not torch's "enforce fail at inline_container.cc ... unexpected
+    pos"."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(tmp)) from None
     os.replace(tmp, path)
 
 

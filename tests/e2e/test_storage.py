@@ -136,17 +136,19 @@ def test_report_and_dashboard_give_up_on_a_longer_lock_in_one_line(tmp_path, mon
 
 
 def test_dashboard_waits_for_a_lock_shorter_than_the_wait(tmp_path, monkeypatch, capsys):
-    import optuna_dashboard
+    import types
 
+    import hpo.commands.dashboard
     from hpo.run import main
 
     small_study(tmp_path)
     served = []
-    monkeypatch.setattr(
-        optuna_dashboard,
-        "run_server",
-        lambda storage, host, port: served.append(storage.get_all_studies()[0].study_name),
-    )
+
+    def bind(storage, host, port):  # the server, bound once the storage opened; serves nothing here
+        served.append(storage.get_all_studies()[0].study_name)
+        return types.SimpleNamespace(serve_forever=lambda: None, server_close=lambda: None)
+
+    monkeypatch.setattr(hpo.commands.dashboard, "bind_server", bind)
     monkeypatch.setenv(WAIT_ENV, "30")
     with locked(tmp_path / "study.db", 1.0):
         assert main(["dashboard", "--storage", str(tmp_path / "study.db")]) == 0

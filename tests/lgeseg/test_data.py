@@ -67,7 +67,7 @@ def test_read_image_8bit_is_divided_by_255(tmp_path):
     assert read_image(tmp_path / "a.png").dtype == np.float32
 
 
-def test_read_image_16bit_is_scaled_by_its_own_maximum(tmp_path):
+def test_read_image_16bit_is_scaled_by_its_robust_percentiles(tmp_path):
     # 12-bit MRI data stored in 16-bit PNG must span [0, 1], not [0, 4095/65535].
     Image.fromarray(np.array([[0, 1000], [4095, 2047]], dtype=np.uint16)).save(tmp_path / "a.png")
     with Image.open(tmp_path / "a.png") as img:
@@ -75,7 +75,10 @@ def test_read_image_16bit_is_scaled_by_its_own_maximum(tmp_path):
     image = read_image(tmp_path / "a.png")
     assert image.dtype == np.float32
     assert image.max() == 1.0 and image.min() == 0.0
-    np.testing.assert_allclose(image, np.array([[0, 1000], [4095, 2047]]) / 4095, rtol=1e-6)
+    # by hand: sorted 0, 1000, 2047, 4095; 0.5th percentile at rank 0.015 -> 15, 99.5th at rank 2.985 ->
+    # 2047 + 0.985 * 2048 = 4064.28; values map by (v - 15) / 4049.28, clipped to [0, 1]
+    expected = np.clip((np.array([[0, 1000], [4095, 2047]]) - 15) / 4049.28, 0, 1)
+    np.testing.assert_allclose(image, expected, rtol=1e-6)
 
 
 def test_16bit_dataset_loads_in_unit_range(tmp_path):

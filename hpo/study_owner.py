@@ -1,0 +1,70 @@
+"""Which command made a study: ``--resume`` continues only a study this tool created for that command.
+
+Optuna studies share one namespace per storage, so ``grid --resume --study-name X/sampler`` would run a
+grid into a search's sampler study (which the sampler then learns from), and a study another tool made
+could be taken over the same way (optuna#2989). A study this tool creates carries the user attr
+``created_by`` (``{"tool": "lgeseg", "command": "grid" | "search"}``); studies from before that attr was
+written are recognised by their stored ``config`` (a ``search:`` section means a search). Optuna only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lgeseg.errors import UserError
+
+#: The study user attr that names the tool and command that created the study.
+CREATED_BY = "created_by"
+TOOL = "lgeseg"
+
+
+def study_command(config: dict[str, Any]) -> str:
+    """``"search"`` for a config with a ``search:`` section, else ``"grid"``."""
+    return "search" if "search" in config else "grid"
+
+
+def owner(user_attrs: dict[str, Any]) -> str | None:
+    """The command of this tool that created a study with these user attrs, or None (another tool, or a
+    search's sampler study)."""
+    made = user_attrs.get(CREATED_BY)
+    if isinstance(made, dict) and made.get("tool") == TOOL:
+        return made.get("command")
+    if "record_study" in user_attrs:
+        return None  # a search's sampler study: written by the search, never a record
+    if isinstance(user_attrs.get("config"), dict):
+        return study_command(user_attrs["config"])  # a record from before created_by was written
+    return None
+
+
+def claim_study(study, command: str, storage_shown: str) -> None:
+    """Mark a new study as ``command``'s, or check that an existing one is.
+
+    A study with no user attrs and no trials counts as new (a driver killed between creating it and
+    writing its attrs).
+
+    Raises:
+        UserError: the study was made by another command, by a search as its sampler study, or by
+            another tool; one line naming the study and what made it.
+    """
+    attrs = study.user_attrs
+    if not attrs and not study.get_trials(deepcopy=False):
+        study.set_user_attr(CREATED_BY, {"tool": TOOL, "command": command})
+        return
+    made = owner(attrs)
+    if made == command:
+        if CREATED_BY not in attrs:
+            study.set_user_attr(CREATED_BY, {"tool": TOOL, "command": command})
+        return
+    if made is not None:
+        what = f"a {made} study"
+    elif "record_study" in attrs:
+        what = f"the sampler study of search '{attrs['record_study']}'"
+    else:
+        what = "a study this tool did not create (another tool, or by hand)"
+    raise UserError(
+        f"study '{study.study_name}' in {storage_shown} is {what}, not a {command} study: --resume will not "
+        f"record into it; give the study's own command, or another --study-name"
+    )
+
+
+__all__ = ["CREATED_BY", "claim_study", "owner", "study_command"]

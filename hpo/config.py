@@ -8,6 +8,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from hpo.rule import RetuneRule
 from lgeseg.config import RUN_DEFAULTS, check_model_train, config_hash, load_yaml, merge, run_config, set_dotted
 from lgeseg.errors import ConfigError
 from lgeseg.losses import LOSSES
@@ -167,6 +168,9 @@ def point_config(
     train = sections["train"]
     train.update(copy.deepcopy(adjustment or {}))
     train["l2"] = float(l2)
+    if train.get("validation_frequency") and "retune" in study:  # validate at the retune rule's check point
+        check = RetuneRule.from_config(study["retune"]).check_epoch(train["epochs"])
+        train["validation_epochs"] = sorted({*train.get("validation_epochs", []), check})
     return run_config(
         {"data": study["data"], "seed": seed, "split": study["split"], "model": sections["model"], "train": train}
     )

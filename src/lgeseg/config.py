@@ -70,6 +70,10 @@ RUN_DEFAULTS: dict[str, Any] = {
         "precision": "auto",  # auto (bf16 where native: CUDA, CPUs with AVX-512 BF16 or AMX; else fp32) | fp32 | bf16
         "channels_last": "auto",  # auto (on CUDA) | true | false
         "checkpoint_every": 1,  # epochs between resumable checkpoints (last.pt, best.pt)
+        # 0 = validate at the end of every epoch; N = MATLAB's ValidationFrequency (iterations; its default
+        # is 50): after the first iteration, every N-th and the last, plus the ends of validation_epochs
+        "validation_frequency": 0,
+        "validation_epochs": [],  # epochs whose end always validates (hpo: the retune rule's check epoch)
     },
 }
 
@@ -246,6 +250,12 @@ def check_model_train(config: dict) -> None:
     if "seed" in config:
         _positive(config, "seed", allow_zero=True)
     _positive(config, "train.augment.translate", allow_zero=True)
+    _positive(config, "train.validation_frequency", allow_zero=True)
+    epochs = config["train"]["validation_epochs"]
+    if not all(isinstance(e, int) and not isinstance(e, bool) and e > 0 for e in epochs):
+        raise ConfigError(
+            f"config key 'train.validation_epochs' must be a list of epochs (integers > 0), got {epochs!r}"
+        )
 
 
 def run_config(values: dict | None = None) -> dict:

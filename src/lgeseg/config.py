@@ -57,7 +57,7 @@ RUN_DEFAULTS: dict[str, Any] = {
         "epochs": 180,
         "batch_size": 16,
         "learning_rate": 1.0e-4,
-        "lr_schedule": "none",  # trainingOptions' LearnRateSchedule: none | piecewise
+        "lr_schedule": "none",  # trainingOptions' LearnRateSchedule: none | piecewise; onecycle (not MATLAB)
         "lr_drop_factor": 0.1,  # LearnRateDropFactor: piecewise multiplies the learning rate by this ...
         "lr_drop_period": 10,  # ... every LearnRateDropPeriod epochs
         "shuffle": "once",  # trainingOptions' Shuffle: once (MATLAB's default) | every-epoch
@@ -82,7 +82,7 @@ NULLABLE = {"data"}
 CHOICES = {
     "model.normalization": NORMALIZATIONS,
     "model.normalization_dimension": NORMALIZATION_DIMENSIONS,
-    "train.lr_schedule": ("none", "piecewise"),
+    "train.lr_schedule": ("none", "piecewise", "onecycle"),
     "train.shuffle": ("once", "every-epoch"),
     "train.l2_mode": ("coupled", "decoupled"),
     "train.select": ("final", "best_val"),

@@ -101,3 +101,35 @@ def test_point_config_validates_the_retune_check_epoch():
     assert point_config(study, 1e-4, 0)["train"]["validation_epochs"] == [10]
     every_epoch = study_config({"train": {"epochs": 40}})
     assert point_config(every_epoch, 1e-4, 0)["train"]["validation_epochs"] == []
+
+
+def test_onecycle_schedule_steps_every_iteration(tiny_run_config, tmp_path, monkeypatch):
+    """``onecycle``: the rate starts at 1/25 of the top, peaks after 30 % of the iterations, ends near 0;
+    upconv biases keep their factor 2 throughout."""
+    from conftest import build_dataset
+
+    dataset = build_dataset(n=30, size=16)
+    split = split_dataset(dataset, 0.6, 0.2, 0.2)
+    steps = len(split.train) // 4
+    config = tiny_run_config({"train": {"epochs": 5, "learning_rate": 1e-3, "lr_schedule": "onecycle"}})
+    optimizers, seen = [], []
+    real_build, real_augment = train_mod.build_optimizer, train_mod.augment_batch
+
+    def build_spy(*args, **kwargs):
+        optimizers.append(real_build(*args, **kwargs))
+        return optimizers[-1]
+
+    def augment_spy(*args, **kwargs):
+        seen.append(sorted({g["lr"] for g in optimizers[0].param_groups}))
+        return real_augment(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "build_optimizer", build_spy)
+    monkeypatch.setattr(train_mod, "augment_batch", augment_spy)
+    fit(config, dataset, split, tmp_path)
+    total = 5 * steps
+    assert len(seen) == total
+    assert seen[0] == pytest.approx([1e-3 / 25, 2e-3 / 25])  # OneCycleLR's div_factor 25
+    peak = round(0.3 * total) - 1  # OneCycleLR reaches the top at iteration pct_start * total - 1
+    assert seen[peak] == pytest.approx([1e-3, 2e-3])
+    assert max(s[0] for s in seen) == pytest.approx(1e-3)
+    assert seen[-1][0] == pytest.approx(1e-3 / 25 / 1e4)  # the last iteration trains at 1/(25 * 10^4) of the top

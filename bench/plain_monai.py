@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="/tmp/plain_monai")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
-    dataset = load_dataset(args.data)
+    dataset = load_dataset(args.data or None)
     split = split_dataset(dataset, 0.6, 0.2, 0.2, seed=0)
     rows = []
     load = [os.getloadavg()[0]]

@@ -1,20 +1,23 @@
 """Speed levers of the quick study's training on the CPU, measured side by side in one run (issue 24).
 
 One training step is ``lgeseg.train``'s: augment a batch, forward, loss, backward, Adam (width-8 U-Net,
-mini-batch 16, bf16 autocast where native, channels_last, as ``quick.yaml``). Variants, in strict rotation
-(``--steps`` steps of each, ``--rounds`` times) so the machine's load hits all alike:
+mini-batch 16, bf16 autocast where native, channels_last, as ``quick.yaml``). Variants, one after the other
+(``--steps`` steps of each, ``--rounds`` times), so the machine's load hits all alike:
 
 * ``eager, 2 threads`` (``quick.yaml``: one trial at a time with ``resources.cpu: 2``);
 * ``eager, 1 thread``;
-* ``compiled, 2 threads``: ``torch.compile`` of the network (inductor, CPU); its first step, which
-  compiles forward and backward, is timed apart (``compile_s``);
 * ``2 trials at once, 1 thread each``: two processes stepping at the same time (``resources.cpu: 1``):
-  aggregate images/s of the pair, run after the rotation.
+  aggregate images/s of the pair;
+* ``compiled, 2 threads`` and ``compiled, 1 thread``: ``torch.compile`` of the network (inductor, CPU);
+  the first step, which compiles forward and backward, is timed apart (``first_step_s``; inductor's cache
+  makes later compiles of the same graph faster).
 
-Also the validation pass (144 images, inference) against one epoch of steps, which gives what MATLAB's
-``ValidationFrequency`` 50 (``train.validation_frequency``) saves over validating every epoch.
+Every variant runs in fresh worker processes (data, network, warm-up or compile first, then ``--steps``
+timed steps), one variant after the other in each of ``--rounds`` rounds; the table gives medians over
+rounds. Also the validation pass (144 images, inference, 2 threads) against one epoch of steps, which gives
+what MATLAB's ``ValidationFrequency`` 50 (``train.validation_frequency``) saves over validating every epoch.
 
-    python bench/levers.py                         # ~3-5 minutes on 2 cores
+    python bench/levers.py                         # ~10 minutes on 2 cores (the compiles take most)
 """
 
 from __future__ import annotations
@@ -67,16 +70,39 @@ def _data(path: str | None):
 
 
 def worker(args) -> int:
-    """``--worker``: step for ``--steps`` steps at 1 thread; print the seconds."""
-    torch.set_num_threads(1)
-    x, y, _, _ = _data(args.data)
-    stepper = Stepper(x, y, args.width, args.batch_size)
+    """``--worker``: build, warm up (compile), then step ``--steps`` times at ``--threads``; print seconds."""
+    torch.set_num_threads(args.threads)
+    x, y, x_val, y_val = _data(args.data)
+    stepper = Stepper(x, y, args.width, args.batch_size, compiled=args.compiled)
+    started = time.perf_counter()
+    stepper.step()  # oneDNN picks its kernels; torch.compile compiles forward and backward
+    first = time.perf_counter() - started
     stepper.step()
     started = time.perf_counter()
     for _ in range(args.steps):
         stepper.step()
-    print(json.dumps({"seconds": time.perf_counter() - started}))
+    seconds = time.perf_counter() - started
+    out = {"seconds": seconds, "first_step_s": first}
+    if args.validation:
+        val = []
+        for _ in range(2):
+            started = time.perf_counter()
+            lt._validate(stepper.model, x_val.contiguous(memory_format=torch.channels_last), y_val, "auto")
+            val.append(time.perf_counter() - started)
+        out["validation_s"] = min(val)
+        out["steps_per_epoch"] = len(x) // args.batch_size
+    print(json.dumps(out))
     return 0
+
+
+#: name -> (threads, compiled, processes at once)
+VARIANTS = {
+    "eager, 2 threads (quick.yaml)": (2, False, 1),
+    "eager, 1 thread": (1, False, 1),
+    "2 trials at once, 1 thread each": (1, False, 2),
+    "compiled, 2 threads": (2, True, 1),
+    "compiled, 1 thread": (1, True, 1),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,93 +112,69 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=_common.default_data())
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per variant and round")
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--validation", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
+    variants = {k: v for k, v in VARIANTS.items() if not (args.no_compile and v[1])}
+    base = [sys.executable, __file__, "--worker", "--steps", str(args.steps), "--width", str(args.width)]
+    base += ["--batch-size", str(args.batch_size), "--data", args.data or ""]
     load = [os.getloadavg()[0]]
-    x, y, x_val, y_val = _data(args.data)
-    variants = {"eager, 2 threads": (Stepper(x, y, args.width, args.batch_size), 2)}
-    variants["eager, 1 thread"] = (Stepper(x, y, args.width, args.batch_size), 1)
-    compile_s = None
-    if not args.no_compile:
-        torch.set_num_threads(2)
-        compiled = Stepper(x, y, args.width, args.batch_size, compiled=True)
-        started = time.perf_counter()
-        compiled.step()
-        compile_s = time.perf_counter() - started
-        variants["compiled, 2 threads"] = (compiled, 2)
-    for stepper, threads in variants.values():  # warm-up
-        torch.set_num_threads(threads)
-        stepper.step()
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    results: dict[str, list[dict]] = {name: [] for name in variants}
     for r in range(args.rounds):
-        for name, (stepper, threads) in variants.items():
-            torch.set_num_threads(threads)
-            started = time.perf_counter()
-            for _ in range(args.steps):
-                stepper.step()
-            times[name].append((time.perf_counter() - started) / args.steps)
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()), file=sys.stderr)
-    # validation pass vs an epoch of steps (2 threads)
-    torch.set_num_threads(2)
-    model = variants["eager, 2 threads"][0].model
-    val_times = []
-    for _ in range(2):
-        started = time.perf_counter()
-        lt._validate(model, x_val.contiguous(memory_format=torch.channels_last), y_val, "auto")
-        val_times.append(time.perf_counter() - started)
-    # two trials at once, 1 thread each
-    cmd = [sys.executable, __file__, "--worker", "--steps", str(args.steps * args.rounds)]
-    cmd += ["--width", str(args.width), "--batch-size", str(args.batch_size)] + (
-        ["--data", args.data] if args.data else []
-    )
-    started = time.perf_counter()
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    worker_s = [json.loads(p.communicate()[0])["seconds"] for p in procs]
+        for name, (threads, compiled, procs) in variants.items():
+            cmd = base + ["--threads", str(threads)] + (["--compiled"] if compiled else [])
+            cmd += ["--validation"] if name.startswith("eager, 2") else []
+            running = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+            outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in running]
+            results[name].append({"procs": outs, "load": os.getloadavg()[0]})
+            print(
+                f"round {r + 1}: {name}: {[round(o['seconds'] / args.steps, 3) for o in outs]} s/step", file=sys.stderr
+            )
     load.append(os.getloadavg()[0])
-    steps_per_epoch = len(x) // args.batch_size
     rows = []
-    for name, t in times.items():
-        s = statistics.median(t)
-        rows.append({"lever": name, "s_per_step": s, "img_per_s": args.batch_size / s})
-    pair = max(worker_s) / (args.steps * args.rounds)
-    rows.append(
-        {"lever": "2 trials at once, 1 thread each", "s_per_step": pair, "img_per_s": 2 * args.batch_size / pair}
-    )
-    base = rows[0]["img_per_s"]
+    for name, runs in results.items():
+        threads, compiled, procs = variants[name]
+        per_step = [max(o["seconds"] for o in run["procs"]) / args.steps for run in runs]
+        s = statistics.median(per_step)
+        rows.append(
+            {
+                "lever": name,
+                "s_per_step": s,
+                "img_per_s": procs * args.batch_size / s,
+                "first_step_s": max(o["first_step_s"] for o in runs[0]["procs"]),
+            }
+        )
     for row in rows:
-        row["vs_2_threads"] = row["img_per_s"] / base
-    val_s = min(val_times)
+        row["vs_quick_yaml"] = row["img_per_s"] / rows[0]["img_per_s"]
+    first = results[next(iter(results))]
+    val_s = min(run["procs"][0]["validation_s"] for run in first)
+    steps_per_epoch = first[0]["procs"][0]["steps_per_epoch"]
     epoch_s = steps_per_epoch * rows[0]["s_per_step"]
+    every_50 = val_s * steps_per_epoch / 50
     validation = {
         "validation_s": val_s,
         "epoch_steps_s": epoch_s,
         "every_epoch_fraction": val_s / (epoch_s + val_s),
-        # ValidationFrequency 50: steps_per_epoch / 50 validations per epoch
-        "every_50_iterations_fraction": val_s * steps_per_epoch / 50 / (epoch_s + val_s * steps_per_epoch / 50),
+        "every_50_iterations_fraction": every_50 / (epoch_s + every_50),
+        "epoch_time_ratio": (epoch_s + every_50) / (epoch_s + val_s),
     }
     print(_common.table(rows, [(k, k) for k in rows[0]]))
-    print(f"compile (first compiled step): {compile_s if compile_s is None else round(compile_s, 1)} s")
     print(
         f"validation {val_s:.2f} s vs {steps_per_epoch} steps {epoch_s:.2f} s: every epoch "
         f"{100 * validation['every_epoch_fraction']:.1f} % of an epoch, every 50 iterations "
-        f"{100 * validation['every_50_iterations_fraction']:.1f} %"
+        f"{100 * validation['every_50_iterations_fraction']:.1f} % (epoch time x{validation['epoch_time_ratio']:.3f})"
     )
     print(f"load average {load[0]:.1f} -> {load[-1]:.1f}")
     path = _common.write_json(
-        {
-            "machine": _common.machine("cpu"),
-            "load": load,
-            "rows": rows,
-            "compile_s": compile_s,
-            "validation": validation,
-            "times": times,
-        },
+        {"machine": _common.machine("cpu"), "load": load, "rows": rows, "validation": validation, "runs": results},
         args.json,
         "levers.json",
     )

@@ -37,6 +37,7 @@ from lgeseg.losses import LOSSES
 from lgeseg.models import ARCHITECTURES
 
 from .record import Configuration, Replicate
+from .rule import RetuneRule
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "study_configs"
 DEFAULT_CONFIG = CONFIG_DIR / "paper.yaml"
@@ -236,7 +237,11 @@ def run_config_of(
     sections = copy.deepcopy({"model": study["model"], "train": study["train"]})
     for dotted, value in params.items():
         put_dotted(sections, dotted, value)
-    sections["train"].update(copy.deepcopy(adjustment or {}))
+    train = sections["train"]
+    train.update(copy.deepcopy(adjustment or {}))
+    rule = RetuneRule.from_config(study["retune"]) if "retune" in study else None
+    if train.get("validation_frequency") and rule is not None and rule.enabled:  # validate at its check point
+        train["validation_epochs"] = sorted({*train.get("validation_epochs", []), rule.check_epoch(train["epochs"])})
     values = {
         "data": study["data"],
         "split": study["split"],

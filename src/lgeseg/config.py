@@ -82,7 +82,7 @@ RUN_DEFAULTS: dict[str, Any] = {
         "epochs": 180,
         "batch_size": 16,
         "learning_rate": 1.0e-4,
-        "lr_schedule": "none",  # trainingOptions' LearnRateSchedule: none | piecewise
+        "lr_schedule": "none",  # trainingOptions' LearnRateSchedule: none | piecewise; onecycle (not MATLAB)
         "lr_drop_factor": 0.1,  # LearnRateDropFactor: piecewise multiplies the learning rate by this ...
         "lr_drop_period": 10,  # ... every LearnRateDropPeriod epochs
         "shuffle": "once",  # trainingOptions' Shuffle: once (MATLAB's default) | every-epoch
@@ -95,6 +95,10 @@ RUN_DEFAULTS: dict[str, Any] = {
         "precision": "auto",  # auto (bf16 where native: CUDA, CPUs with AVX-512 BF16 or AMX; else fp32) | fp32 | bf16
         "channels_last": "auto",  # auto (on CUDA) | true | false
         "checkpoint_every": 1,  # epochs between resumable checkpoints (last.pt, best.pt)
+        # 0 = validate at the end of every epoch; N = MATLAB's ValidationFrequency (iterations; its default
+        # is 50): after the first iteration, every N-th and the last, plus the ends of validation_epochs
+        "validation_frequency": 0,
+        "validation_epochs": [],  # epochs whose end always validates (hpo: the retune rule's check epoch)
     },
     # The field's metrics beside MATLAB's (lgeseg.field_metrics): which to compute, NSD tolerance (mm).
     "metrics": {"field": ["dice", "hd95", "assd", "nsd"], "nsd_tolerance_mm": 2.0},
@@ -107,6 +111,8 @@ HASH_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("split", "fold"): 0,
     ("split", "stratify"): None,
     ("metrics",): RUN_DEFAULTS["metrics"],
+    ("train", "validation_frequency"): 0,
+    ("train", "validation_epochs"): [],
 }
 
 #: Keys whose value may be null besides their default's type.
@@ -114,7 +120,7 @@ NULLABLE = {"data", "split.folds", "split.stratify"}
 CHOICES = {
     "model.normalization": NORMALIZATIONS,
     "model.normalization_dimension": NORMALIZATION_DIMENSIONS,
-    "train.lr_schedule": ("none", "piecewise"),
+    "train.lr_schedule": ("none", "piecewise", "onecycle"),
     "train.shuffle": ("once", "every-epoch"),
     "train.l2_mode": ("coupled", "decoupled"),
     "train.select": ("final", "best_val"),
@@ -312,6 +318,12 @@ def check_model_train(config: dict) -> None:
     if "seed" in config:
         _positive(config, "seed", allow_zero=True)
     _positive(config, "train.augment.translate", allow_zero=True)
+    _positive(config, "train.validation_frequency", allow_zero=True)
+    epochs = config["train"]["validation_epochs"]
+    if not all(isinstance(e, int) and not isinstance(e, bool) and e > 0 for e in epochs):
+        raise ConfigError(
+            f"config key 'train.validation_epochs' must be a list of epochs (integers > 0), got {epochs!r}"
+        )
     if "metrics" in config:
         from .field_metrics import check_metrics_config
 

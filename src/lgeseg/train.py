@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -237,24 +238,44 @@ def build_optimizer(model: torch.nn.Module, learning_rate: float, l2: float, mod
     return optimizer_class(param_groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, options: dict) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """trainingOptions' ``LearnRateSchedule``, stepped once per epoch; None for ``none``.
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, options: dict, steps_per_epoch: int = 1
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate schedule ``train.lr_schedule``; None for ``none`` (the paper's constant rate).
 
-    ``piecewise`` multiplies every group's learning rate by ``lr_drop_factor`` every ``lr_drop_period``
-    epochs: epoch e (1-based) trains at ``learning_rate * factor ** ((e - 1) // period)``.
+    ``piecewise`` (trainingOptions' ``LearnRateSchedule``, stepped once per epoch) multiplies every group's
+    learning rate by ``lr_drop_factor`` every ``lr_drop_period`` epochs: epoch e (1-based) trains at
+    ``learning_rate * factor ** ((e - 1) // period)``.
+
+    ``onecycle`` (not in MATLAB; Smith and Topin, "Super-convergence", 2019) is
+    :class:`torch.optim.lr_scheduler.OneCycleLR` over the whole run, stepped once per iteration: each group
+    warms up from 1/25 of its rate to its rate (``learning_rate`` times its factor) over the first 30 % of
+    the iterations, then anneals along a cosine to 1/10^4 of the start; Adam's beta1 cycles 0.95 -> 0.85 -> 0.95.
 
     Args:
         optimizer: from :func:`build_optimizer`.
         options: the ``train`` section of a run config.
+        steps_per_epoch: iterations per epoch (``onecycle`` spans ``epochs * steps_per_epoch``).
 
     Returns:
-        A ``StepLR``, or None.
+        A ``StepLR`` or a ``OneCycleLR`` (see :func:`steps_per_iteration`), or None.
     """
     if options["lr_schedule"] == "none":
         return None
+    if options["lr_schedule"] == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=[group["lr"] for group in optimizer.param_groups],
+            total_steps=options["epochs"] * steps_per_epoch,
+        )
     return torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=options["lr_drop_period"], gamma=options["lr_drop_factor"]
     )
+
+
+def steps_per_iteration(scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> bool:
+    """Whether ``scheduler`` is stepped after every iteration (``onecycle``), not after every epoch."""
+    return isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -308,6 +329,32 @@ def _validate(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor,
     return loss_sum.item() / masks.numel(), correct.item() / max(1, int((masks != IGNORE_INDEX).sum()))
 
 
+def validation_due(iteration: int, iterations: int, epoch_end: bool, epoch: int, options: dict) -> bool:
+    """Whether the loop validates after ``iteration`` (1-based, counted over the whole run).
+
+    ``train.validation_frequency`` 0 (the default): at the end of every epoch. N > 0: as MATLAB's
+    ``ValidationFrequency`` N (its default is 50 iterations): after the first iteration, every N-th and the
+    last; and also at the end of each epoch in ``train.validation_epochs`` (the HPO layer puts the retune
+    rule's check epoch there, so the rule judges the network of its check point, not an older one).
+
+    Args:
+        iteration: the iteration just done, 1-based, counted from the run's start.
+        iterations: the run's total, epochs x steps per epoch.
+        epoch_end: whether ``iteration`` ends an epoch.
+        epoch: the epoch it belongs to, 1-based.
+        options: the ``train`` section of a run config.
+    """
+    frequency = options["validation_frequency"]
+    if frequency == 0:
+        return epoch_end
+    return (
+        iteration == 1
+        or iteration % frequency == 0
+        or iteration == iterations
+        or (epoch_end and epoch in options["validation_epochs"])
+    )
+
+
 def _save_atomic(obj: dict, path: Path) -> None:
     """``torch.save`` to memory, then one plain file write and an atomic rename: a full disk is then an
     ``OSError`` (ENOSPC) naming the file, not torch's "enforce fail at inline_container.cc ... unexpected
@@ -340,6 +387,146 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, 
     return model, ckpt
 
 
+def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@dataclass
+class _Progress:
+    """What a run has reached, all of which a checkpoint restores.
+
+    ``val_loss`` / ``val_accuracy`` are those of the latest validation (MATLAB's curves carry the last
+    value between validations); ``best_*`` are of the best validation so far (first such one).
+    """
+
+    best_state: dict[str, torch.Tensor]
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_accuracy: float = -1.0
+    val_loss: float = math.nan
+    val_accuracy: float = math.nan
+
+    def validated(self, model: torch.nn.Module, epoch: int, val_loss: float, val_accuracy: float) -> None:
+        """Record a validation of ``model`` made during ``epoch``; keep its weights if it is the best."""
+        self.val_loss, self.val_accuracy = val_loss, val_accuracy
+        if val_accuracy > self.best_val_accuracy:
+            self.best_epoch, self.best_val_accuracy = epoch, val_accuracy
+            self.best_state = _copy_state(model)
+
+
+@dataclass
+class _Checkpoints:
+    """``last.pt`` (everything a resume needs) and ``best.pt`` (the best-validation network) of one run."""
+
+    out: Path
+    meta: dict
+
+    @property
+    def last(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.out / "best.pt"
+
+    def save(self, progress: _Progress, model, optimizer, scheduler, generator, device: torch.device) -> None:
+        _save_atomic(
+            {
+                **self.meta,
+                "model": progress.best_state,
+                "epoch": progress.best_epoch,
+                "val_accuracy": progress.best_val_accuracy,
+            },
+            self.best,
+        )
+        _save_atomic(
+            {
+                **self.meta,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "epoch": progress.epoch,
+                "history": progress.history,
+                "best_epoch": progress.best_epoch,
+                "best_val_accuracy": progress.best_val_accuracy,
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "rng_generator": generator.get_state(),
+            },
+            self.last,
+        )
+
+    def restore(self, progress: _Progress, model, optimizer, scheduler, generator, device: torch.device) -> None:
+        """Load ``last.pt`` (and ``best.pt``) into the run's objects, if a previous run left them."""
+        if not self.last.exists():
+            return
+        ckpt = torch.load(self.last, map_location=device, weights_only=True)
+        if ckpt.get("config_hash") != self.meta["config_hash"]:
+            raise TrainingError(
+                f"{self.last}: checkpoint was made with another config; use a new output folder or delete it"
+            )
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng_cpu"])
+        if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
+        generator.set_state(ckpt["rng_generator"].to(generator.get_state().device))
+        progress.history = list(ckpt["history"])
+        progress.epoch, progress.best_epoch = ckpt["epoch"], ckpt["best_epoch"]
+        progress.best_val_accuracy = ckpt["best_val_accuracy"]
+        if progress.history:
+            progress.val_loss = progress.history[-1]["val_loss"]
+            progress.val_accuracy = progress.history[-1]["val_accuracy"]
+        if self.best.exists():
+            progress.best_state = torch.load(self.best, map_location=device, weights_only=True)["model"]
+
+
+def _replay(history: list[dict], epochs: int, on_epoch: Callable[[EpochStats], None] | None) -> None:
+    """Report the epochs a resumed run did before, in order, so an observer that missed them sees them."""
+    if on_epoch is None:
+        return
+    best = -1.0
+    for row in history:
+        best = max(best, row["val_accuracy"])
+        on_epoch(EpochStats(epochs=epochs, best_val_accuracy=best, seconds=0.0, replayed=True, **row))
+
+
+def _train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    precision: str,
+    memory_format: torch.memory_format,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One mini-batch: forward, loss, backward, Adam. Returns the loss and the batch's correct and
+    labelled pixel counts, as device tensors (no host synchronisation)."""
+    model.train()
+    with _autocast(x.device, precision):
+        logits = model(x.contiguous(memory_format=memory_format))
+    loss = loss_fn(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    # Predictions are class indices < num_classes, never IGNORE_INDEX, so no mask is needed here.
+    correct = (_predicted_classes(logits.detach()) == y).sum()
+    return loss.detach(), correct, (y != IGNORE_INDEX).sum()
+
+
+def _check_finite(losses: torch.Tensor, epoch: int) -> None:
+    finite = torch.isfinite(losses)
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0])
+        raise TrainingError(
+            f"loss became {losses[bad].item()} at epoch {epoch}, batch {bad + 1}/{len(losses)}; "
+            f"try a smaller train.learning_rate"
+        )
+
+
 def fit(
     config: dict,
     dataset: Dataset,
@@ -354,7 +541,8 @@ def fit(
     A resumed run ends with the same weights as an uninterrupted one: the checkpoint carries the model,
     the optimizer, the epoch, the history and every RNG state the loop draws from. On resume the epochs
     already done are first passed to ``on_epoch`` again (``replayed=True``), so an observer that missed
-    them (a driver that died) sees the whole run in order.
+    them (a driver that died) sees the whole run in order. When the run validates (see
+    :func:`validation_due`) changes only the history and the best network, never the final weights.
 
     Args:
         config: a validated run config (:func:`lgeseg.config.run_config`); ``seed``, ``model`` and ``train``
@@ -375,120 +563,66 @@ def fit(
             ``last.pt`` was made with another config, or the loss became NaN or infinite (naming the epoch
             and batch).
     """
+    # 1. Options (MATLAB's trainingOptions), device, seeds.
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    options = config["train"]  # MATLAB's trainingOptions
-    epochs, batch_size = options["epochs"], options["batch_size"]
+    options = config["train"]
+    epochs, batch_size, precision = options["epochs"], options["batch_size"], options["precision"]
     device = resolve_device(options["device"])
-    precision = options["precision"]
     channels_last = options["channels_last"] is True or (options["channels_last"] == "auto" and device.type == "cuda")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
     torch.manual_seed(config["seed"])
     generator = torch.Generator(device=device)
     generator.manual_seed(config["seed"])
 
+    # 2. The whole data set on the device; MATLAB drops the last partial mini-batch of each epoch.
     images = torch.from_numpy(dataset.images).unsqueeze(1).to(device)
     masks = torch.from_numpy(dataset.masks).to(device)
     x_train, y_train = images[split.train], masks[split.train]
     x_val, y_val = images[split.val].contiguous(memory_format=memory_format), masks[split.val]
-    steps = len(split.train) // batch_size  # MATLAB drops the last partial mini-batch
+    steps = len(split.train) // batch_size
     if steps == 0:
         raise TrainingError(
             f"train.batch_size {batch_size} is larger than the training split ({len(split.train)} images)"
         )
 
-    spec = model_spec(config, 1, len(dataset.labels), dataset.images.shape[1:])
-    model = build_model(config, 1, len(dataset.labels), dataset.images.shape[1:]).to(device)
-    model.normalize.fit(x_train)  # imageInputLayer's statistics, from the training split
+    # 3. Network (input statistics from the training split), Adam with L2, schedule, loss.
+    shape = (1, len(dataset.labels), dataset.images.shape[1:])
+    model = build_model(config, *shape).to(device)
+    model.normalize.fit(x_train)  # imageInputLayer's statistics
     model = model.to(memory_format=memory_format)
     optimizer = build_optimizer(model, options["learning_rate"], options["l2"], options["l2_mode"])
-    scheduler = build_scheduler(optimizer, options)
-    loss_fn = build_loss(options["loss"], IGNORE_INDEX)  # train.loss; ignored pixels stay out (lgeseg.losses)
+    scheduler = build_scheduler(optimizer, options, steps)
+    per_iteration = steps_per_iteration(scheduler)
+    loss_fn = build_loss(options["loss"], IGNORE_INDEX)  # ignored pixels stay out (lgeseg.losses)
     # Shuffle 'once' (MATLAB's default): one order for every epoch, drawn before the first; with the last
     # partial mini-batch dropped, the same images are then left out of every epoch, as in MATLAB.
     fixed_order = (
         torch.randperm(len(split.train), generator=generator, device=device) if options["shuffle"] == "once" else None
     )
 
-    config_digest = config_hash(config)
-    history: list[dict] = []
-    best_epoch, best_acc = 0, -1.0
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    start_epoch = 0
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    if last_path.exists():
-        ckpt = torch.load(last_path, map_location=device, weights_only=True)
-        if ckpt.get("config_hash") != config_digest:
-            raise TrainingError(
-                f"{last_path}: checkpoint was made with another config; use a new output folder or delete it"
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
-        generator.set_state(ckpt["rng_generator"].to(generator.get_state().device))
-        history = list(ckpt["history"])
-        start_epoch, best_epoch, best_acc = ckpt["epoch"], ckpt["best_epoch"], ckpt["best_val_accuracy"]
-        if best_path.exists():
-            best_state = torch.load(best_path, map_location=device, weights_only=True)["model"]
+    # 4. Resume from last.pt if a previous run left one; report its epochs again.
+    meta = {"model_spec": model_spec(config, *shape), "labels": dataset.labels, "config_hash": config_hash(config)}
+    checkpoints = _Checkpoints(out, {**meta, **(record or {})})
+    state = _Progress(best_state=_copy_state(model))
+    checkpoints.restore(state, model, optimizer, scheduler, generator, device)
+    resumed_from = state.epoch
+    _replay(state.history, epochs, on_epoch)
 
-    def save_checkpoints(epoch: int) -> None:
-        meta = {"model_spec": spec, "labels": dataset.labels, "config_hash": config_digest, **(record or {})}
-        _save_atomic({**meta, "model": best_state, "epoch": best_epoch, "val_accuracy": best_acc}, best_path)
-        _save_atomic(
-            {
-                **meta,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "epoch": epoch,
-                "history": history,
-                "best_epoch": best_epoch,
-                "best_val_accuracy": best_acc,
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "rng_generator": generator.get_state(),
-            },
-            last_path,
-        )
-
-    if on_epoch is not None:
-        best_so_far = -1.0
-        for row in history:
-            best_so_far = max(best_so_far, row["val_accuracy"])
-            on_epoch(
-                EpochStats(
-                    epoch=row["epoch"],
-                    epochs=epochs,
-                    train_loss=row["train_loss"],
-                    train_accuracy=row["train_accuracy"],
-                    val_loss=row["val_loss"],
-                    val_accuracy=row["val_accuracy"],
-                    best_val_accuracy=best_so_far,
-                    seconds=0.0,
-                    replayed=True,
-                )
-            )
-
+    # 5. The loop: epochs of mini-batches; validation when due; a checkpoint and a report per epoch.
     bar = None
     if progress:
         from .progress import progress_bar  # a live bar on a terminal, one plain line per epoch in a log
 
-        bar = progress_bar(total=epochs, initial=start_epoch, desc="train", unit="epoch")
+        bar = progress_bar(total=epochs, initial=state.epoch, desc="train", unit="epoch")
     augment = options["augment"]
     try:
-        for epoch in range(start_epoch + 1, epochs + 1):
+        for epoch in range(state.epoch + 1, epochs + 1):
             started = time.perf_counter()
-            model.train()
-            order = (
-                fixed_order
-                if fixed_order is not None
-                else torch.randperm(len(split.train), generator=generator, device=device)
-            )
+            if fixed_order is not None:
+                order = fixed_order
+            else:
+                order = torch.randperm(len(split.train), generator=generator, device=device)
             losses = torch.zeros(steps, device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
             counted = torch.zeros((), device=device, dtype=torch.int64)
@@ -497,67 +631,49 @@ def fit(
                 x, y = augment_batch(
                     x_train[batch], y_train[batch], generator, augment["reflect"], augment["translate"]
                 )
-                y = y.long()
-                with _autocast(device, precision):
-                    logits = model(x.contiguous(memory_format=memory_format))
-                loss = loss_fn(logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses[step] = loss.detach()
-                # Predictions are class indices < num_classes, never IGNORE_INDEX, so no mask is needed here.
-                correct += (_predicted_classes(logits.detach()) == y).sum()
-                counted += (y != IGNORE_INDEX).sum()
-            finite = torch.isfinite(losses)
-            if not bool(finite.all()):
-                bad = int((~finite).nonzero()[0])
-                raise TrainingError(
-                    f"loss became {losses[bad].item()} at epoch {epoch}, batch {bad + 1}/{steps}; "
-                    f"try a smaller train.learning_rate"
+                losses[step], batch_correct, batch_counted = _train_step(
+                    model, optimizer, loss_fn, x, y.long(), precision, memory_format
                 )
-            if scheduler is not None:
+                correct += batch_correct
+                counted += batch_counted
+                if per_iteration:
+                    scheduler.step()
+                iteration = (epoch - 1) * steps + step + 1
+                if validation_due(iteration, epochs * steps, step == steps - 1, epoch, options):
+                    state.validated(model, epoch, *_validate(model, x_val, y_val, precision))
+            _check_finite(losses, epoch)
+            if scheduler is not None and not per_iteration:
                 scheduler.step()
-            val_loss, val_acc = _validate(model, x_val, y_val, precision)
-            if val_acc > best_acc:
-                best_epoch, best_acc = epoch, val_acc
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
             row = {
                 "epoch": epoch,
                 "train_loss": losses.mean().item(),
                 "train_accuracy": correct.item() / max(1, counted.item()),
-                "val_loss": val_loss,
-                "val_accuracy": val_acc,
+                "val_loss": state.val_loss,
+                "val_accuracy": state.val_accuracy,
             }
-            history.append(row)
+            state.history.append(row)
+            state.epoch = epoch
             if epoch % options["checkpoint_every"] == 0 or epoch == epochs:
-                save_checkpoints(epoch)
-            _write_history(history, out / "history.csv")
-            stats = EpochStats(
-                epoch=epoch,
-                epochs=epochs,
-                train_loss=row["train_loss"],
-                train_accuracy=row["train_accuracy"],
-                val_loss=val_loss,
-                val_accuracy=val_acc,
-                best_val_accuracy=best_acc,
-                seconds=time.perf_counter() - started,
-            )
+                checkpoints.save(state, model, optimizer, scheduler, generator, device)
+            _write_history(state.history, out / "history.csv")
             if bar is not None:
-                bar.set_postfix(loss=f"{stats.train_loss:.4f}", val_acc=f"{val_acc:.4f}")
+                bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_acc=f"{state.val_accuracy:.4f}")
                 bar.update(1)
             if on_epoch is not None:
-                on_epoch(stats)
+                seconds = time.perf_counter() - started
+                on_epoch(EpochStats(epochs=epochs, best_val_accuracy=state.best_val_accuracy, seconds=seconds, **row))
     finally:
         if bar is not None:
             bar.close()
     return FitResult(
         model=model,
-        history=history,
-        best_state=best_state,
-        best_epoch=best_epoch,
-        best_val_accuracy=best_acc,
+        history=state.history,
+        best_state=state.best_state,
+        best_epoch=state.best_epoch,
+        best_val_accuracy=state.best_val_accuracy,
         device=str(device),
-        resumed_from_epoch=start_epoch,
+        resumed_from_epoch=resumed_from,
     )
 
 
@@ -573,5 +689,6 @@ __all__ = [
     "load_model",
     "predict",
     "resolve_device",
+    "validation_due",
     "warp_batch",
 ]

@@ -128,6 +128,8 @@ def test_run_defaults_are_matlab_r2020b():
     # trainingOptions: Shuffle 'once', LearnRateSchedule 'none', LearnRateDropFactor 0.1, LearnRateDropPeriod 10
     assert (t["shuffle"], t["lr_schedule"], t["lr_drop_factor"], t["lr_drop_period"]) == ("once", "none", 0.1, 10)
     assert "l2" not in STUDY_DEFAULTS["train"]  # L2 comes from the grid only
+    # validation after every epoch unless a config asks for MATLAB's ValidationFrequency (issue 24)
+    assert (t["validation_frequency"], t["validation_epochs"]) == (0, [])
 
 
 def test_run_config_of_sets_the_configuration_and_the_replicate():

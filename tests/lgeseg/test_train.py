@@ -498,7 +498,12 @@ def _states_equal(a: dict, b: dict) -> None:
 
 @pytest.mark.parametrize(
     "every,kill_after,train",
-    [(1, 2, {}), (2, 3, {}), (1, 3, {"shuffle": "every-epoch", "lr_schedule": "piecewise", "lr_drop_period": 2})],
+    [
+        (1, 2, {}),
+        (2, 3, {}),
+        (1, 3, {"shuffle": "every-epoch", "lr_schedule": "piecewise", "lr_drop_period": 2}),
+        (1, 2, {"validation_frequency": 3, "lr_schedule": "onecycle"}),  # mid-epoch validation, per-step schedule
+    ],
 )
 def test_fit_resume_equals_uninterrupted(fit_data, tiny_run_config, tmp_path, every, kill_after, train):
     """A run killed after a checkpoint and resumed ends bit-identical to an uninterrupted one."""

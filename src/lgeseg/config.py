@@ -71,6 +71,9 @@ def safe_load(text: str) -> Any:
 
 
 #: Every key of a single training run, with MATLAB R2020b / the study's values as defaults.
+#: The field's metrics :mod:`lgeseg.field_metrics` computes beside MATLAB's (config ``metrics.field``).
+FIELD_METRICS: tuple[str, ...] = ("dice", "hd95", "assd", "nsd")
+
 RUN_DEFAULTS: dict[str, Any] = {
     "data": None,  # dataset folder; None = the built-in synthetic phantom
     "seed": 0,  # weights init, shuffling, augmentation, dropout
@@ -325,9 +328,23 @@ def check_model_train(config: dict) -> None:
             f"config key 'train.validation_epochs' must be a list of epochs (integers > 0), got {epochs!r}"
         )
     if "metrics" in config:
-        from .field_metrics import check_metrics_config
-
         check_metrics_config(config["metrics"])
+
+
+def check_metrics_config(section: dict, where: str = "metrics") -> None:
+    """The ``metrics`` config section: ``nsd_tolerance_mm`` > 0 and ``field`` names from :data:`FIELD_METRICS`.
+
+    Raises:
+        ConfigError: one line naming the key and the value.
+    """
+    tolerance = section["nsd_tolerance_mm"]
+    if not (math.isfinite(tolerance) and tolerance > 0):
+        raise ConfigError(f"config key '{where}.nsd_tolerance_mm' must be > 0, got {tolerance!r}")
+    for name in section["field"]:
+        if name not in FIELD_METRICS:
+            raise ConfigError(
+                f"config key '{where}.field' names unknown metric {name!r} (known: {', '.join(FIELD_METRICS)})"
+            )
 
 
 def run_config(values: dict | None = None) -> dict:

@@ -70,10 +70,10 @@ def safe_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
-#: Every key of a single training run, with MATLAB R2020b / the study's values as defaults.
 #: The field's metrics :mod:`lgeseg.field_metrics` computes beside MATLAB's (config ``metrics.field``).
 FIELD_METRICS: tuple[str, ...] = ("dice", "hd95", "assd", "nsd")
 
+#: Every key of a single training run, with MATLAB R2020b / the study's values as defaults.
 RUN_DEFAULTS: dict[str, Any] = {
     "data": None,  # dataset folder; None = the built-in synthetic phantom
     "seed": 0,  # weights init, shuffling, augmentation, dropout
@@ -104,7 +104,7 @@ RUN_DEFAULTS: dict[str, Any] = {
         "validation_epochs": [],  # epochs whose end always validates (hpo: the retune rule's check epoch)
     },
     # The field's metrics beside MATLAB's (lgeseg.field_metrics): which to compute, NSD tolerance (mm).
-    "metrics": {"field": ["dice", "hd95", "assd", "nsd"], "nsd_tolerance_mm": 2.0},
+    "metrics": {"field": list(FIELD_METRICS), "nsd_tolerance_mm": 2.0},
 }
 
 #: Keys added after runs were recorded: at these values they are left out of :func:`config_hash`, so the

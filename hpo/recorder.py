@@ -23,7 +23,8 @@ from ray.tune import Callback
 from lgeseg.errors import UserError
 
 from .failure import failure_message
-from .record import ATTR, DISTRIBUTIONS, Attempt, TrialReport, attempt_params
+from .record import ATTR, DISTRIBUTIONS, Attempt, TrialReport, attempt_params, start_attrs
+from .record import complete_attrs as _complete_attrs
 from .rule import RetuneRule
 from .storage import StorageBusyError
 
@@ -109,22 +110,10 @@ class OptunaRecorder(Callback):
         params = attempt_params(config["run"], attempt.rerun)
         name = attempt.name
         previous = attempt.previous()
-        lineage = {
-            "point": attempt.point,
-            "rerun": attempt.rerun,
-            "rerun_of": self._numbers.get(previous.name) if previous is not None else None,
-            "adjustment": config["adjustment"],
-        }
-        if attempt.configuration.index is not None:  # a sampled configuration's trials, as d5d5804 wrote them
-            lineage.update(
-                configuration=attempt.configuration.record_number, configuration_index=attempt.configuration.index
-            )
+        rerun_of = self._numbers.get(previous.name) if previous is not None else None
         attrs = {
-            ATTR.TRIAL_NAME: name,
-            ATTR.TRIAL_DIR: config["trial_dir"],
+            **start_attrs(attempt, config["trial_dir"], config["config_hash"], rerun_of, config["adjustment"]),
             "ray_trial_id": tid,
-            "config_hash": config["config_hash"],
-            ATTR.LINEAGE: lineage,
         }
 
         def create() -> None:
@@ -205,26 +194,3 @@ class OptunaRecorder(Callback):
             del self._trials[tid]
 
         self._write(f"finish trial ({state.name})", write)
-
-
-def _complete_attrs(report: TrialReport) -> dict[str, Any]:
-    """The user attrs of a finished attempt: its metrics and how its run went."""
-    info = report.run_info or {}
-    return {
-        ATTR.TEST_METRICS: report.test_metrics,
-        ATTR.VAL_METRICS: report.val_metrics,
-        ATTR.EPOCHS_RUN: info["epochs_run"],
-        ATTR.BEST_VAL_ACCURACY: info["best_val_accuracy"],
-        "selected_epoch": info["selected_epoch"],
-        "device": info["device"],
-        ATTR.BASELINE: info.get("baseline"),
-        "wall_time_s": info["wall_time_s"],
-        ATTR.SPLIT_HASH: info["split_hash"],
-        "versions": {**info["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
-    }
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)

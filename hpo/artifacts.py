@@ -1,0 +1,145 @@
+"""Checkpoints of finished trials in the study's ``optuna.artifacts`` store, so the study carries its networks.
+
+A trial folder lives on the machine that trained it; the record (the Optuna storage) is what every machine
+reads. When an attempt completes, the recorder (driver side) and ``record`` upload its run config and the
+checkpoint the run evaluated (``train.select``: ``best.pt`` or ``last.pt``; one file, the size of the
+weights) to a :class:`optuna.artifacts.FileSystemArtifactStore` with
+:func:`optuna.artifacts.upload_artifact`, and note in the trial's ``checkpoints`` user attr (:data:`ATTR.CHECKPOINTS
+<hpo.record.ATTR>`) each file's artifact id, SHA-256 and size. optuna-dashboard lists the files when it is
+given the store (``python -m hpo.run dashboard`` does); ``predict`` and ``export`` fall back to them when the
+trial folder is not reachable, downloading with :func:`optuna.artifacts.download_artifact` into
+``$LGESEG_CACHE/artifacts`` (default ``~/.cache/lgeseg/artifacts``) and checking the SHA-256.
+
+The store is a folder next to the study (``<study folder>/artifacts``); its path is kept in the study's
+``artifact_store`` user attr. A machine that mounts it elsewhere names it with ``--artifacts DIR``.
+Ray-free: ``record`` runs where Ray is not installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+
+from lgeseg.errors import DataError
+
+from .record import ATTR
+
+logger = logging.getLogger(__name__)
+
+#: The study user attr holding the artifact store's folder.
+STORE_ATTR = "artifact_store"
+#: The store's folder name next to the study.
+STORE_DIR = "artifacts"
+#: The run config ``predict`` needs beside the checkpoint.
+CONFIG_FILE = "config.yaml"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def writing_store(study: optuna.Study, default: Path) -> FileSystemArtifactStore:
+    """The store the study's checkpoints go to: its ``artifact_store`` attr, else ``default`` (recorded in
+    the study then). The folder is created."""
+    folder = Path(study.user_attrs.get(STORE_ATTR) or default)
+    if STORE_ATTR not in study.user_attrs:
+        study.set_user_attr(STORE_ATTR, str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(folder))
+
+
+def store_folder(study: optuna.Study, storage_file: Path | None, given: str | Path | None = None) -> Path | None:
+    """Where a reader finds the study's store: ``given`` (``--artifacts``), else the study's
+    ``artifact_store`` attr, else ``artifacts/`` beside a SQLite or journal file; None when none exists."""
+    candidates = [given] if given else [study.user_attrs.get(STORE_ATTR)]
+    if not given and storage_file is not None:
+        candidates.append(storage_file.parent / STORE_DIR)
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    if given:
+        raise DataError(f"--artifacts {given}: folder not found")
+    return None
+
+
+def checkpoint_files(run_dir: Path) -> list[Path]:
+    """The files registered for a finished run: its config and the checkpoint it evaluated."""
+    from lgeseg.predict import checkpoint_path
+
+    return [run_dir / CONFIG_FILE, checkpoint_path(run_dir, "selected")]
+
+
+def register_checkpoints(store: FileSystemArtifactStore, trial: optuna.Trial, run_dir: str | Path) -> dict[str, Any]:
+    """Upload a running trial's config and selected checkpoint and note them in its ``checkpoints`` attr.
+
+    Must run before the trial is told (Optuna refuses to change a finished trial).
+
+    Returns:
+        file name -> ``{"artifact_id", "sha256", "bytes"}``.
+
+    Raises:
+        DataError: the run folder, its config or its checkpoint is missing.
+    """
+    registered = {}
+    for path in checkpoint_files(Path(run_dir)):
+        artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+        registered[path.name] = {"artifact_id": artifact_id, "sha256": sha256(path), "bytes": path.stat().st_size}
+    trial.set_user_attr(ATTR.CHECKPOINTS, registered)
+    return registered
+
+
+def cache_root() -> Path:
+    """``$LGESEG_CACHE/artifacts`` or ``~/.cache/lgeseg/artifacts``."""
+    return Path(os.environ.get("LGESEG_CACHE") or Path.home() / ".cache" / "lgeseg").expanduser() / STORE_DIR
+
+
+def fetch_run_dir(trial: optuna.trial.FrozenTrial, folder: Path | None, study_name: str) -> Path:
+    """A folder holding ``trial``'s registered config and checkpoint, downloaded from the store at ``folder``
+    into the cache (reused when its SHA-256 still matches).
+
+    Raises:
+        DataError: no store, no checkpoint registered for the trial, or a download whose SHA-256 differs from
+            the one recorded.
+    """
+    registered = trial.user_attrs.get(ATTR.CHECKPOINTS) or {}
+    where = f"study '{study_name}': trial {trial.number}"
+    if not registered:
+        raise DataError(f"{where}: its run folder is not reachable and no checkpoint is registered in the study")
+    if folder is None:
+        raise DataError(
+            f"{where}: its run folder is not reachable and the study's artifact store was not found; "
+            "give --artifacts DIR"
+        )
+    store = FileSystemArtifactStore(str(folder))
+    target = cache_root() / f"{study_name.replace('/', '_')}-{trial._trial_id}"
+    target.mkdir(parents=True, exist_ok=True)
+    for name, meta in registered.items():
+        path = target / name
+        if path.is_file() and sha256(path) == meta["sha256"]:
+            continue
+        partial = target / f"{name}.part"
+        partial.unlink(missing_ok=True)
+        try:
+            download_artifact(artifact_store=store, file_path=str(partial), artifact_id=meta["artifact_id"])
+        except Exception as exc:  # noqa: BLE001 - a store raises its own kinds for a missing artifact
+            raise DataError(f"{where}: artifact {name} ({meta['artifact_id']}) not in {folder} ({exc})") from None
+        if sha256(partial) != meta["sha256"]:
+            partial.unlink()
+            raise DataError(f"{where}: artifact {name} in {folder} does not match its recorded SHA-256")
+        shutil.move(partial, path)
+    logger.info("%s: run folder not reachable; using its checkpoint from the artifact store (%s)", where, folder)
+    return target
+
+
+__all__ = ["STORE_ATTR", "fetch_run_dir", "register_checkpoints", "store_folder", "writing_store"]

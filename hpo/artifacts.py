@@ -142,4 +142,40 @@ def fetch_run_dir(trial: optuna.trial.FrozenTrial, folder: Path | None, study_na
     return target
 
 
-__all__ = ["STORE_ATTR", "fetch_run_dir", "register_checkpoints", "store_folder", "writing_store"]
+def network_dir(chosen, study: optuna.Study, storage: str | None, given: str | Path | None = None) -> Path:
+    """The folder to load a chosen network (:class:`hpo.networks.Chosen`) from: its run folder when this
+    machine reaches it, else its registered checkpoint fetched from the artifact store (:func:`fetch_run_dir`).
+
+    Args:
+        storage: the ``--storage`` value (None: the study name's default), for the store beside its file.
+        given: ``--artifacts DIR``.
+    """
+    from .storage import storage_file, study_storage
+
+    if chosen.run_dir is not None and chosen.run_dir.is_dir():
+        return chosen.run_dir
+    folder = store_folder(study, storage_file(study_storage(storage, study.study_name)), given)
+    return fetch_run_dir(chosen.trial, folder, study.study_name)
+
+
+def dashboard_store(backend, storage_file: Path | None, given: str | Path | None = None) -> Path | None:
+    """The store optuna-dashboard serves for a storage: ``given`` (``--artifacts``), else the first existing
+    ``artifact_store`` of its studies (one store per dashboard; a warning names the others), else
+    ``artifacts/`` beside a SQLite or journal file; None when there is none."""
+    if given:
+        if not Path(given).is_dir():
+            raise DataError(f"--artifacts {given}: folder not found")
+        return Path(given)
+    found = []
+    for summary in backend.get_all_studies():
+        folder = backend.get_study_user_attrs(summary._study_id).get(STORE_ATTR)
+        if folder and Path(folder).is_dir() and Path(folder) not in found:
+            found.append(Path(folder))
+    if len(found) > 1:
+        logger.warning("studies keep checkpoints in %d artifact stores; the dashboard serves %s", len(found), found[0])
+    if not found and storage_file is not None and (storage_file.parent / STORE_DIR).is_dir():
+        found.append(storage_file.parent / STORE_DIR)
+    return found[0] if found else None
+
+
+__all__ = ["dashboard_store", "network_dir", "STORE_ATTR", "fetch_run_dir", "register_checkpoints", "store_folder", "writing_store"]

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 from ray.tune import Callback
 
@@ -35,9 +36,16 @@ class OptunaRecorder(Callback):
     """A Tune Callback that mirrors a study's Tune trials into its Optuna record."""
 
     def __init__(
-        self, study: optuna.Study, rule: RetuneRule, max_reruns: int, retries: int = 5, retry_wait: float = 0.2
+        self,
+        study: optuna.Study,
+        rule: RetuneRule,
+        max_reruns: int,
+        retries: int = 5,
+        retry_wait: float = 0.2,
+        artifact_store: FileSystemArtifactStore | None = None,
     ) -> None:
         self.study = study
+        self.artifact_store = artifact_store  #: where COMPLETE trials' checkpoints go (:mod:`hpo.artifacts`)
         self.rule = rule
         self.max_reruns = max_reruns
         self.retries = retries
@@ -158,7 +166,8 @@ class OptunaRecorder(Callback):
                 trial.trial_id, TrialState.FAIL, None, {ATTR.ERROR: error, ATTR.TEST_METRICS: report.test_metrics}
             )
         elif report.finished:
-            self._finish(trial.trial_id, TrialState.COMPLETE, report.val_MeanIoU, _complete_attrs(report))
+            attrs = _complete_attrs(report)
+            self._finish(trial.trial_id, TrialState.COMPLETE, report.val_MeanIoU, attrs, trial.config["trial_dir"])
         elif report.done:  # stopped by the trial scheduler (a search's ASHA), not by the rule
             stopped = {"epoch": report.epoch, "val_accuracy": report.val_accuracy}
             attrs = {ATTR.STOPPED_BY_SCHEDULER: stopped, ATTR.EPOCHS_RUN: report.epoch}
@@ -185,12 +194,28 @@ class OptunaRecorder(Callback):
         self._reported.pop(trial.trial_id, None)
         self._nodes.pop(trial.trial_id, None)
 
-    def _finish(self, tid: str, state: TrialState, value: float | None, attrs: dict[str, Any]) -> None:
+    def _finish(
+        self, tid: str, state: TrialState, value: float | None, attrs: dict[str, Any], run_dir: str | None = None
+    ) -> None:
         def write() -> None:
             optuna_trial = self._trials[tid]
+            if run_dir is not None and self.artifact_store is not None:
+                self._register(optuna_trial, run_dir)
             for key, val in attrs.items():
                 optuna_trial.set_user_attr(key, val)
             self.study.tell(optuna_trial, value, state=state)
             del self._trials[tid]
 
         self._write(f"finish trial ({state.name})", write)
+
+    def _register(self, optuna_trial: optuna.Trial, run_dir: str) -> None:
+        """Its checkpoint into the artifact store, before the trial is told; a folder the driver cannot read
+        (a worker's disk) is a warning, not a lost trial."""
+        from .artifacts import register_checkpoints
+
+        if ATTR.CHECKPOINTS in self.study._storage.get_trial_user_attrs(optuna_trial._trial_id):
+            return  # a retried write after the upload went through
+        try:
+            register_checkpoints(self.artifact_store, optuna_trial, run_dir)
+        except UserError as exc:
+            logger.warning("trial %d: checkpoint not registered in the artifact store (%s)", optuna_trial.number, exc)

@@ -178,4 +178,12 @@ def dashboard_store(backend, storage_file: Path | None, given: str | Path | None
     return found[0] if found else None
 
 
-__all__ = ["dashboard_store", "network_dir", "STORE_ATTR", "fetch_run_dir", "register_checkpoints", "store_folder", "writing_store"]
+__all__ = [
+    "STORE_ATTR",
+    "dashboard_store",
+    "fetch_run_dir",
+    "network_dir",
+    "register_checkpoints",
+    "store_folder",
+    "writing_store",
+]

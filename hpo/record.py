@@ -58,6 +58,9 @@ class ATTR:
     RECORDED_FROM = "recorded_from"  #: attempts brought in by ``record``: the run folder as given
 
 
+#: The ``error`` of a finished attempt whose selected network has no validation MeanIoU (no objective).
+UNDEFINED_VALUE = "validation MeanIoU is undefined (a class never occurs in the validation split)"
+
 #: ``kind`` of a configuration trial in the record.
 CONFIGURATION = "configuration"
 #: Suffix of the sampler study's name (a sampled search only).

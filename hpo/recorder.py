@@ -24,7 +24,7 @@ from ray.tune import Callback
 from lgeseg.errors import UserError
 
 from .failure import failure_message
-from .record import ATTR, DISTRIBUTIONS, Attempt, TrialReport, attempt_params, start_attrs
+from .record import ATTR, DISTRIBUTIONS, UNDEFINED_VALUE, Attempt, TrialReport, attempt_params, start_attrs
 from .record import complete_attrs as _complete_attrs
 from .rule import RetuneRule
 from .storage import StorageBusyError
@@ -161,10 +161,8 @@ class OptunaRecorder(Callback):
         elif self.rule.fails(result):
             self._finish(trial.trial_id, TrialState.PRUNED, None, self._retune_attrs(trial, report, result))
         elif report.finished and report.val_MeanIoU is None:
-            error = "validation MeanIoU is undefined (a class never occurs in the validation split)"
-            self._finish(
-                trial.trial_id, TrialState.FAIL, None, {ATTR.ERROR: error, ATTR.TEST_METRICS: report.test_metrics}
-            )
+            attrs = {ATTR.ERROR: UNDEFINED_VALUE, ATTR.TEST_METRICS: report.test_metrics}
+            self._finish(trial.trial_id, TrialState.FAIL, None, attrs)
         elif report.finished:
             attrs = _complete_attrs(report)
             self._finish(trial.trial_id, TrialState.COMPLETE, report.val_MeanIoU, attrs, trial.config["trial_dir"])

@@ -2,8 +2,9 @@
 
 A trial folder lives on the machine that trained it; the record (the Optuna storage) is what every machine
 reads. When an attempt completes, the recorder (driver side) and ``record`` upload its run config and the
-checkpoint the run evaluated (``train.select``: ``best.pt`` or ``last.pt``; one file, the size of the
-weights) to a :class:`optuna.artifacts.FileSystemArtifactStore` with
+checkpoint the run evaluated (``train.select``: ``best.pt`` or ``last.pt``), slimmed to what a network needs
+(:data:`NETWORK_KEYS`: a ``last.pt`` loses its optimizer, scheduler, history and RNG states, about two
+thirds of its size with Adam), to a :class:`optuna.artifacts.FileSystemArtifactStore` with
 :func:`optuna.artifacts.upload_artifact`, and note in the trial's ``checkpoints`` user attr (:data:`ATTR.CHECKPOINTS
 <hpo.record.ATTR>`) each file's artifact id, SHA-256 and size. optuna-dashboard lists the files when it is
 given the store (``python -m hpo.run dashboard`` does); ``predict`` and ``export`` fall back to them when the
@@ -39,6 +40,8 @@ STORE_ATTR = "artifact_store"
 STORE_DIR = "artifacts"
 #: The run config ``predict`` needs beside the checkpoint.
 CONFIG_FILE = "config.yaml"
+#: What of a checkpoint is registered: the network and what identifies it (as in ``best.pt``).
+NETWORK_KEYS = ("model_spec", "labels", "config_hash", "data_fingerprint", "split", "model", "epoch", "val_accuracy")
 
 
 def sha256(path: Path) -> str:
@@ -91,10 +94,22 @@ def register_checkpoints(store: FileSystemArtifactStore, trial: optuna.Trial, ru
     Raises:
         DataError: the run folder, its config or its checkpoint is missing.
     """
+    import tempfile
+
+    import torch
+
     registered = {}
-    for path in checkpoint_files(Path(run_dir)):
-        artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
-        registered[path.name] = {"artifact_id": artifact_id, "sha256": sha256(path), "bytes": path.stat().st_size}
+    config, checkpoint = checkpoint_files(Path(run_dir))
+    with tempfile.TemporaryDirectory() as tmp:
+        slim = Path(tmp) / checkpoint.name
+        try:
+            loaded = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a broken file
+            raise DataError(f"{checkpoint}: unreadable checkpoint ({type(exc).__name__})") from None
+        torch.save({k: v for k, v in loaded.items() if k in NETWORK_KEYS}, slim)
+        for path in (config, slim):
+            artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+            registered[path.name] = {"artifact_id": artifact_id, "sha256": sha256(path), "bytes": path.stat().st_size}
     trial.set_user_attr(ATTR.CHECKPOINTS, registered)
     return registered
 

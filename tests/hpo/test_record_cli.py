@@ -118,7 +118,7 @@ def test_record_writes_the_trials_a_grid_writes(made, runs, tmp_path, capsys):
     # the checkpoint the run evaluated (train.select final, the default: last.pt) and its config are in the store
     registered = attrs["checkpoints"]
     assert set(registered) == {"config.yaml", "last.pt"}
-    assert registered["last.pt"]["bytes"] == (folders[0] / "last.pt").stat().st_size
+    assert registered["last.pt"]["bytes"] < (folders[0] / "last.pt").stat().st_size / 2  # no optimizer state
     metas = optuna.artifacts.get_all_artifact_meta(first, storage=study._storage)
     assert {m.filename for m in metas} == {"config.yaml", "last.pt"}
     # appended to the existing study later: the study keeps its config; --config is optional

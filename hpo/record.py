@@ -8,7 +8,9 @@ Optuna study per study) holds one trial per attempt and, for a sampled search, o
 
 * the names: :attr:`Attempt.name` (trial folder and ``trial_name``) and :attr:`Attempt.point` (lineage
   ``point``), derived from the configuration and :class:`Replicate` in one place;
-* the attribute keys (:data:`ATTR`), the attempt params and their wide distributions (:func:`attempt_params`);
+* the attribute keys (:data:`ATTR`), the attempt params and their wide distributions (:func:`attempt_params`),
+  and an attempt's attributes when it starts and when it completes (:func:`start_attrs`,
+  :func:`complete_attrs`: written by the recorder and by ``record`` alike);
 * the one status vocabulary (:class:`Status`);
 * what a trial reports to Tune (:class:`TrialReport`);
 * a replicate's outcome (:func:`stored_outcome`, :func:`reported_outcome`) and a configuration's outcome

@@ -157,18 +157,30 @@ def fetch_run_dir(trial: optuna.trial.FrozenTrial, folder: Path | None, study_na
     return target
 
 
-def network_dir(chosen, study: optuna.Study, storage: str | None, given: str | Path | None = None) -> Path:
+def network_dir(
+    chosen, study: optuna.Study, storage: str | None, given: str | Path | None = None, checkpoint: str = "selected"
+) -> Path:
     """The folder to load a chosen network (:class:`hpo.networks.Chosen`) from: its run folder when this
-    machine reaches it, else its registered checkpoint fetched from the artifact store (:func:`fetch_run_dir`).
+    machine reaches it and it holds the ``checkpoint``, else its registered checkpoint fetched from the
+    artifact store (:func:`fetch_run_dir`).
 
     Args:
         storage: the ``--storage`` value (None: the study name's default), for the store beside its file.
         given: ``--artifacts DIR``.
+        checkpoint: ``selected``, ``best`` or ``last`` (:func:`lgeseg.predict.checkpoint_path`).
     """
+    from lgeseg.predict import checkpoint_path
+
     from .storage import storage_file, study_storage
 
     if chosen.run_dir is not None and chosen.run_dir.is_dir():
-        return chosen.run_dir
+        registered = (chosen.trial.user_attrs.get(ATTR.CHECKPOINTS) if chosen.trial is not None else None) or {}
+        try:
+            checkpoint_path(chosen.run_dir, checkpoint)
+            return chosen.run_dir
+        except DataError:
+            if not registered:
+                return chosen.run_dir  # load_network says what is missing
     folder = store_folder(study, storage_file(study_storage(storage, study.study_name)), given)
     return fetch_run_dir(chosen.trial, folder, study.study_name)
 

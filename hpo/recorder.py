@@ -208,12 +208,12 @@ class OptunaRecorder(Callback):
 
     def _register(self, optuna_trial: optuna.Trial, run_dir: str) -> None:
         """Its checkpoint into the artifact store, before the trial is told; a folder the driver cannot read
-        (a worker's disk) is a warning, not a lost trial."""
+        (a worker's disk) or a failing store is a warning, not a lost trial."""
         from .artifacts import register_checkpoints
 
         if ATTR.CHECKPOINTS in self.study._storage.get_trial_user_attrs(optuna_trial._trial_id):
             return  # a retried write after the upload went through
         try:
             register_checkpoints(self.artifact_store, optuna_trial, run_dir)
-        except UserError as exc:
+        except Exception as exc:  # noqa: BLE001 - a store that fails must not cost the trial its record
             logger.warning("trial %d: checkpoint not registered in the artifact store (%s)", optuna_trial.number, exc)

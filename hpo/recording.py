@@ -216,6 +216,7 @@ def plan_recordings(
     data = dict(study.user_attrs) if study is not None and "data_fingerprint" in study.user_attrs else runs[0].data
     recorded: dict[str, int] = {}
     complete: dict[str, int] = {}
+    running: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False) if study is not None else []:
         folder = trial.user_attrs.get(ATTR.TRIAL_DIR)
         if folder:
@@ -223,6 +224,8 @@ def plan_recordings(
         point = (trial.user_attrs.get(ATTR.LINEAGE) or {}).get("point")
         if point and trial.state == optuna.trial.TrialState.COMPLETE:
             complete[point] = trial.number
+        if point and trial.state == optuna.trial.TrialState.RUNNING:
+            running[point] = trial.number
     plans: list[Recording] = []
     seen: dict[str, Path] = {}
     for run in runs:
@@ -233,6 +236,11 @@ def plan_recordings(
         if attempt.point in complete:
             raise UserError(
                 f"{run.path}: {attempt.point} is already COMPLETE in study '{name}' (trial {complete[attempt.point]})"
+            )
+        if attempt.point in running:
+            raise UserError(
+                f"{run.path}: {attempt.point} is being trained in study '{name}' (trial {running[attempt.point]} "
+                "is RUNNING); finish or resume the study first"
             )
         if attempt.point in seen:
             raise UserError(f"{run.path}: {attempt.point} is given twice (also {seen[attempt.point]})")

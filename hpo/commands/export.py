@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
         "value": frozen.value,
         "params": frozen.params,
     }
-    run_dir = network_dir(chosen, study, args.storage, args.artifacts)
+    run_dir = network_dir(chosen, study, args.storage, args.artifacts, args.checkpoint)
     path = export_model(run_dir, args.out, args.checkpoint, source=source)
     print(f"exported trial {args.trial} of study '{study.study_name}' -> {path}")
     return 0

@@ -96,9 +96,8 @@ def study_networks(args: argparse.Namespace, **which) -> tuple[list, str]:
 
     study = open_study(args.storage, args.study_name)
     chosen = select_networks(study.get_trials(deepcopy=False), study.study_name, **which)
-    networks = [
-        load_network(network_dir(c, study, args.storage, args.artifacts), args.checkpoint, name=c.name) for c in chosen
-    ]
+    folders = [network_dir(c, study, args.storage, args.artifacts, args.checkpoint) for c in chosen]
+    networks = [load_network(folder, args.checkpoint, name=c.name) for folder, c in zip(folders, chosen)]
     return networks, study.study_name
 
 

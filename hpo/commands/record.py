@@ -68,6 +68,8 @@ def main(args: argparse.Namespace) -> int:
     if study is None and given is None:
         raise ConfigError(f"study '{args.study_name}' is not in {mask_url(url)}; give --config FILE to create it")
     config = dict(study.user_attrs["config"]) if study is not None and "config" in study.user_attrs else given
+    if config is None:
+        raise ConfigError(f"study '{args.study_name}' has no stored config; give --config FILE (its study config)")
     if study is not None and given is not None:
         given = {**given, "data": config.get("data")}
         if without_neutral(given) != without_neutral(config):

@@ -183,3 +183,40 @@ def test_record_runs_where_ray_cannot_be_imported(made, runs, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(_trials(tmp_path)) == 1
+
+
+def test_a_run_without_checkpoints_is_recorded_and_predict_says_so(made, runs, tmp_path, capsys, one_line_error):
+    """A folder copied back from a GPU machine without its checkpoints: recorded (report and dashboard use it),
+    with a note; ``predict`` of it is one error line."""
+    bare = runs / "l2=0.005"
+    for checkpoint in bare.glob("*.pt"):
+        checkpoint.unlink()
+    assert main(record(made, tmp_path, bare)) == 0
+    assert "no checkpoint registered" in capsys.readouterr().err
+    (trial,) = _trials(tmp_path)
+    assert trial.state.name == "COMPLETE" and "checkpoints" not in trial.user_attrs
+    argv = ["predict", "--storage", str(tmp_path / "s" / "study.db"), "--study-name", "rec", "--trial", "0"]
+    line = one_line_error([*argv, "--input", str(made / "data"), "--out", str(tmp_path / "p")])
+    assert "last.pt: checkpoint not found" in line
+
+
+def test_predict_fetches_a_deleted_checkpoint_from_the_store(made, runs, tmp_path, monkeypatch):
+    monkeypatch.setenv("LGESEG_CACHE", str(tmp_path / "cache"))
+    good = runs / "l2=0.005"
+    assert main(record(made, tmp_path, good)) == 0
+    argv = ["predict", "--storage", str(tmp_path / "s" / "study.db"), "--study-name", "rec", "--trial", "0"]
+    assert main([*argv, "--input", str(made / "data"), "--out", str(tmp_path / "a")]) == 0
+    (good / "last.pt").unlink()  # the folder is here, its checkpoint is not
+    assert main([*argv, "--input", str(made / "data"), "--out", str(tmp_path / "b")]) == 0
+    assert list((tmp_path / "cache" / "artifacts").glob("*/last.pt"))
+    masks = sorted(p.name for p in (tmp_path / "a").glob("*.png"))
+    assert masks and all((tmp_path / "a" / m).read_bytes() == (tmp_path / "b" / m).read_bytes() for m in masks)
+
+
+def test_a_point_being_trained_is_refused(made, runs, tmp_path, one_line_error):
+    assert main(record(made, tmp_path, runs / "l2=0.005")) == 0
+    study = optuna.load_study(study_name="rec", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
+    running = study.ask()  # as a grid driver has it while it trains l2=0.0005, seed 0
+    running.set_user_attr("lineage", {"point": "l2=0.0005,seed=0", "rerun": 0})
+    line = one_line_error(record(made, tmp_path, runs / "l2=0.0005", config=False))
+    assert f"is being trained in study 'rec' (trial {running.number} is RUNNING)" in line

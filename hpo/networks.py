@@ -2,18 +2,18 @@
 
 ``predict`` and ``export`` ask the study record, not the trial folders, which network is which: a trial's
 state, value (validation MeanIoU; the test split is never used to choose), params and its ``trial_dir`` and
-``lineage`` user attrs (:mod:`hpo.recorder`, README's record table). Everything that reads those keys is
-:func:`select_networks`, Ray-free, so it moves onto the study flow's record module in one piece.
+``lineage`` user attrs. Every key and notion is read through :mod:`hpo.record` (:class:`~hpo.record.ATTR`,
+:data:`~hpo.record.CONFIGURATION`, :func:`~hpo.record.configuration_key`), so studies written by
+d5d5804's grid and search read the same as today's. Ray-free.
 
-A **configuration** is what a study varies except the run seed: in a grid, a grid point's ``lineage.point``
-without its ``seed=``; in a search, the configuration trial that ``lineage.configuration`` names. Its
-**replicates** are its COMPLETE attempts (one per seed, the rerun that completed; folds once
-cross-validation exists).
+A **configuration** is what a study varies except the replicate: in a grid, a grid point's ``lineage.point``
+without its replicate parts (``seed=``, ``fold=``); in a search, the configuration trial that
+``lineage.configuration`` names. Its **replicates** are its COMPLETE attempts (one per seed and fold, the
+rerun that completed).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
@@ -22,37 +22,30 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lgeseg.errors import UserError
 
-#: ``kind`` user attr of a search's configuration trials (:data:`hpo.optuna_searcher.CONFIGURATION`).
-CONFIGURATION_KIND = "configuration"
+from .record import ATTR, CONFIGURATION, configuration_key
 
 
 @dataclass(frozen=True)
 class Chosen:
-    """One network of a study: its trial number, name (``<number>:<trial_name>``) and run folder."""
+    """One network of a study: its trial number, name (``<number>:<trial_name>``), run folder (None when the
+    record has none: its checkpoint is then only in the artifact store) and trial."""
 
     number: int
     name: str
-    run_dir: Path
+    run_dir: Path | None
+    trial: FrozenTrial | None = None
 
 
-def _configuration_of(trial: FrozenTrial) -> str | None:
-    """The configuration a trial belongs to (see the module docstring), or None for none."""
-    if trial.user_attrs.get("kind") == CONFIGURATION_KIND:
-        return f"configuration {trial.number}"
-    lineage = trial.user_attrs.get("lineage") or {}
-    if "configuration" in lineage:
-        return f"configuration {lineage['configuration']}"
-    if "point" in lineage:
-        return re.sub(r"(^|,)seed=[^,]*", "", lineage["point"]).lstrip(",") or "the only point"
-    return None
+def _is_configuration(trial: FrozenTrial) -> bool:
+    return trial.user_attrs.get(ATTR.KIND) == CONFIGURATION
 
 
 def _chosen(trial: FrozenTrial, study_name: str) -> Chosen:
-    folder = trial.user_attrs.get("trial_dir")
-    if not folder:
+    folder = trial.user_attrs.get(ATTR.TRIAL_DIR)
+    if not folder and not trial.user_attrs.get(ATTR.CHECKPOINTS):
         raise UserError(f"study '{study_name}': trial {trial.number} has no trial_dir (no run folder recorded)")
-    name = trial.user_attrs.get("trial_name") or f"trial{trial.number}"
-    return Chosen(trial.number, f"{trial.number}:{name}", Path(folder))
+    name = trial.user_attrs.get(ATTR.TRIAL_NAME) or f"trial{trial.number}"
+    return Chosen(trial.number, f"{trial.number}:{name}", Path(folder) if folder else None, trial)
 
 
 def select_networks(
@@ -89,8 +82,8 @@ def select_networks(
         for t in trials
         if t.state == TrialState.COMPLETE
         and t.value is not None
-        and t.user_attrs.get("kind") != CONFIGURATION_KIND
-        and _configuration_of(t) is not None
+        and not _is_configuration(t)
+        and configuration_key(t) is not None
     ]
     if trial is not None or configuration is not None:
         number = trial if trial is not None else configuration
@@ -100,14 +93,14 @@ def select_networks(
             raise UserError(f"study '{study_name}' has no trial {number} ({held})")
         found = by_number[number]
         if trial is not None:
-            if found.user_attrs.get("kind") == CONFIGURATION_KIND:
+            if _is_configuration(found):
                 raise UserError(
                     f"study '{study_name}': trial {number} is a configuration of the search, not a network; "
                     f"use --configuration {number}"
                 )
             return [_chosen(found, study_name)]
-        key = _configuration_of(found)
-        replicates = [t for t in attempts if _configuration_of(t) == key]
+        key = configuration_key(found)
+        replicates = [t for t in attempts if configuration_key(t) == key]
         if not replicates:
             raise UserError(f"study '{study_name}': {key} (of trial {number}) has no COMPLETE trial")
         return [_chosen(t, study_name) for t in sorted(replicates, key=lambda t: t.number)]
@@ -115,7 +108,7 @@ def select_networks(
         raise UserError(f"--best must be at least 1, got {best}")
     groups: dict[str, list[FrozenTrial]] = {}
     for t in sorted(attempts, key=lambda t: t.number):
-        groups.setdefault(_configuration_of(t), []).append(t)
+        groups.setdefault(configuration_key(t), []).append(t)
     if len(groups) < best:
         raise UserError(f"study '{study_name}' has {len(groups)} configurations with a COMPLETE trial; --best {best}")
     ranked = sorted(groups.values(), key=lambda ts: (-fmean(t.value for t in ts), ts[0].number))

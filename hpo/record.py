@@ -8,7 +8,9 @@ Optuna study per study) holds one trial per attempt and, for a sampled search, o
 
 * the names: :attr:`Attempt.name` (trial folder and ``trial_name``) and :attr:`Attempt.point` (lineage
   ``point``), derived from the configuration and :class:`Replicate` in one place;
-* the attribute keys (:data:`ATTR`), the attempt params and their wide distributions (:func:`attempt_params`);
+* the attribute keys (:data:`ATTR`), the attempt params and their wide distributions (:func:`attempt_params`),
+  and an attempt's attributes when it starts and when it completes (:func:`start_attrs`,
+  :func:`complete_attrs`: written by the recorder and by ``record`` alike);
 * the one status vocabulary (:class:`Status`);
 * what a trial reports to Tune (:class:`TrialReport`);
 * a replicate's outcome (:func:`stored_outcome`, :func:`reported_outcome`) and a configuration's outcome
@@ -53,7 +55,13 @@ class ATTR:
     BASELINE = "baseline"  #: the majority-class baseline's metrics per split (lgeseg.run)
     SPLIT_HASH = "split_hash"
     REPLICATES = "seeds"  #: configuration trials: every replicate's outcome (named ``seeds`` since d5d5804)
+    CONFIG_HASH = "config_hash"
+    CHECKPOINTS = "checkpoints"  #: file name -> {artifact_id, sha256, bytes} in the study's artifact store
+    RECORDED_FROM = "recorded_from"  #: attempts brought in by ``record``: the run folder as given
 
+
+#: The ``error`` of a finished attempt whose selected network has no validation MeanIoU (no objective).
+UNDEFINED_VALUE = "validation MeanIoU is undefined (a class never occurs in the validation split)"
 
 #: ``kind`` of a configuration trial in the record.
 CONFIGURATION = "configuration"
@@ -116,6 +124,13 @@ class Replicate:
 
     def to_config(self) -> dict[str, Any]:
         return {"seed": self.seed, "fold": self.fold}
+
+
+def point_configuration(point: str) -> str:
+    """A lineage ``point`` without its replicate's parts (``seed=``, ``fold=``): the configuration it is a
+    replicate of, as a grid names it (``l2=0.005,loss=dice``); ``""`` for a study of one configuration."""
+    keys = {f.name for f in fields(Replicate)}
+    return ",".join(part for part in point.split(",") if part.split("=", 1)[0] not in keys)
 
 
 @dataclass(frozen=True)
@@ -216,6 +231,60 @@ def attempt_params(run: dict[str, Any], rerun: int) -> dict[str, Any]:
         "rerun": rerun,
         "architecture": run["model"]["architecture"],
         "loss": train["loss"],
+    }
+
+
+def start_attrs(
+    attempt: Attempt, trial_dir: str, config_hash: str, rerun_of: int | None, adjustment: dict | None
+) -> dict[str, Any]:
+    """The user attrs an attempt trial gets when it starts: its name, folder, run-config hash and lineage
+    (``point``, ``rerun``, ``rerun_of``, ``adjustment``; a sampled configuration's trial and index as
+    d5d5804 wrote them). Written by the recorder and by ``record``."""
+    lineage: dict[str, Any] = {
+        "point": attempt.point,
+        "rerun": attempt.rerun,
+        "rerun_of": rerun_of,
+        "adjustment": adjustment,
+    }
+    if attempt.configuration.index is not None:
+        lineage.update(
+            configuration=attempt.configuration.record_number, configuration_index=attempt.configuration.index
+        )
+    return {
+        ATTR.TRIAL_NAME: attempt.name,
+        ATTR.TRIAL_DIR: trial_dir,
+        ATTR.CONFIG_HASH: config_hash,
+        ATTR.LINEAGE: lineage,
+    }
+
+
+def _version(package: str) -> str | None:
+    """An installed package's version; None where it is not installed (Ray on a machine that ran ``train``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def complete_attrs(report: TrialReport) -> dict[str, Any]:
+    """The user attrs of a finished attempt: its metrics and how its run went (``report.run_info`` is the
+    run's ``run.json``). Written by the recorder and by ``record``."""
+    import optuna
+
+    info = report.run_info or {}
+    return {
+        ATTR.TEST_METRICS: report.test_metrics,
+        ATTR.VAL_METRICS: report.val_metrics,
+        ATTR.EPOCHS_RUN: info["epochs_run"],
+        ATTR.BEST_VAL_ACCURACY: info["best_val_accuracy"],
+        "selected_epoch": info["selected_epoch"],
+        "device": info["device"],
+        ATTR.BASELINE: info.get("baseline"),
+        "wall_time_s": info["wall_time_s"],
+        ATTR.SPLIT_HASH: info["split_hash"],
+        "versions": {**info["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
     }
 
 
@@ -371,6 +440,21 @@ def configuration_trials(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     """The record's configuration trials, by configuration index."""
     found = [t for t in trials if t.user_attrs.get(ATTR.KIND) == CONFIGURATION]
     return sorted(found, key=lambda t: t.user_attrs[ATTR.CONFIGURATION])
+
+
+def configuration_key(trial: FrozenTrial) -> str | None:
+    """Which configuration a record trial belongs to, as a label: ``configuration <N>`` for a sampled
+    configuration (its configuration trial N, or an attempt whose lineage names it), the grid point
+    (:func:`point_configuration` of the lineage ``point``; ``the only point`` for a one-point grid), or None
+    for a trial the record gives no configuration. Reads studies written since d5d5804 alike."""
+    if trial.user_attrs.get(ATTR.KIND) == CONFIGURATION:
+        return f"configuration {trial.number}"
+    lineage = trial.user_attrs.get(ATTR.LINEAGE) or {}
+    if "configuration" in lineage:
+        return f"configuration {lineage['configuration']}"
+    if "point" in lineage:
+        return point_configuration(lineage["point"]) or "the only point"
+    return None
 
 
 def configuration_of(trial: FrozenTrial) -> Configuration:

@@ -19,13 +19,15 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 from ray.tune import Callback
 
 from lgeseg.errors import UserError
 
 from .failure import failure_message
-from .record import ATTR, DISTRIBUTIONS, Attempt, TrialReport, attempt_params
+from .record import ATTR, DISTRIBUTIONS, UNDEFINED_VALUE, Attempt, TrialReport, attempt_params, start_attrs
+from .record import complete_attrs as _complete_attrs
 from .rule import RetuneRule
 from .storage import StorageBusyError, mask_url
 
@@ -49,9 +51,16 @@ class OptunaRecorder(Callback):
     """A Tune Callback that mirrors a study's Tune trials into its Optuna record."""
 
     def __init__(
-        self, study: optuna.Study, rule: RetuneRule, max_reruns: int, retries: int = 5, retry_wait: float = 0.2
+        self,
+        study: optuna.Study,
+        rule: RetuneRule,
+        max_reruns: int,
+        retries: int = 5,
+        retry_wait: float = 0.2,
+        artifact_store: FileSystemArtifactStore | None = None,
     ) -> None:
         self.study = study
+        self.artifact_store = artifact_store  #: where COMPLETE trials' checkpoints go (:mod:`hpo.artifacts`)
         self.rule = rule
         self.max_reruns = max_reruns
         self.retries = retries
@@ -133,22 +142,10 @@ class OptunaRecorder(Callback):
         params = attempt_params(config["run"], attempt.rerun)
         name = attempt.name
         previous = attempt.previous()
-        lineage = {
-            "point": attempt.point,
-            "rerun": attempt.rerun,
-            "rerun_of": self._numbers.get(previous.name) if previous is not None else None,
-            "adjustment": config["adjustment"],
-        }
-        if attempt.configuration.index is not None:  # a sampled configuration's trials, as d5d5804 wrote them
-            lineage.update(
-                configuration=attempt.configuration.record_number, configuration_index=attempt.configuration.index
-            )
+        rerun_of = self._numbers.get(previous.name) if previous is not None else None
         attrs = {
-            ATTR.TRIAL_NAME: name,
-            ATTR.TRIAL_DIR: config["trial_dir"],
+            **start_attrs(attempt, config["trial_dir"], config["config_hash"], rerun_of, config["adjustment"]),
             "ray_trial_id": tid,
-            "config_hash": config["config_hash"],
-            ATTR.LINEAGE: lineage,
         }
 
         def create() -> None:
@@ -188,12 +185,11 @@ class OptunaRecorder(Callback):
         elif self.rule.fails(result):
             self._finish(trial.trial_id, TrialState.PRUNED, None, self._retune_attrs(trial, report, result))
         elif report.finished and report.val_MeanIoU is None:
-            error = "validation MeanIoU is undefined (a class never occurs in the validation split)"
-            self._finish(
-                trial.trial_id, TrialState.FAIL, None, {ATTR.ERROR: error, ATTR.TEST_METRICS: report.test_metrics}
-            )
+            attrs = {ATTR.ERROR: UNDEFINED_VALUE, ATTR.TEST_METRICS: report.test_metrics}
+            self._finish(trial.trial_id, TrialState.FAIL, None, attrs)
         elif report.finished:
-            self._finish(trial.trial_id, TrialState.COMPLETE, report.val_MeanIoU, _complete_attrs(report))
+            attrs = _complete_attrs(report)
+            self._finish(trial.trial_id, TrialState.COMPLETE, report.val_MeanIoU, attrs, trial.config["trial_dir"])
         elif report.done:  # stopped by the trial scheduler (a search's ASHA), not by the rule
             stopped = {"epoch": report.epoch, "val_accuracy": report.val_accuracy}
             attrs = {ATTR.STOPPED_BY_SCHEDULER: stopped, ATTR.EPOCHS_RUN: report.epoch}
@@ -220,9 +216,13 @@ class OptunaRecorder(Callback):
         self._reported.pop(trial.trial_id, None)
         self._nodes.pop(trial.trial_id, None)
 
-    def _finish(self, tid: str, state: TrialState, value: float | None, attrs: dict[str, Any]) -> None:
+    def _finish(
+        self, tid: str, state: TrialState, value: float | None, attrs: dict[str, Any], run_dir: str | None = None
+    ) -> None:
         def write() -> None:
             optuna_trial = self._trials[tid]
+            if run_dir is not None and self.artifact_store is not None:
+                self._register(optuna_trial, run_dir)
             for key, val in attrs.items():
                 optuna_trial.set_user_attr(key, val)
             self.study.tell(optuna_trial, value, state=state)
@@ -230,25 +230,14 @@ class OptunaRecorder(Callback):
 
         self._write(f"finish trial ({state.name})", write)
 
+    def _register(self, optuna_trial: optuna.Trial, run_dir: str) -> None:
+        """Its checkpoint into the artifact store, before the trial is told; a folder the driver cannot read
+        (a worker's disk) or a failing store is a warning, not a lost trial."""
+        from .artifacts import register_checkpoints
 
-def _complete_attrs(report: TrialReport) -> dict[str, Any]:
-    """The user attrs of a finished attempt: its metrics and how its run went."""
-    info = report.run_info or {}
-    return {
-        ATTR.TEST_METRICS: report.test_metrics,
-        ATTR.VAL_METRICS: report.val_metrics,
-        ATTR.EPOCHS_RUN: info["epochs_run"],
-        ATTR.BEST_VAL_ACCURACY: info["best_val_accuracy"],
-        "selected_epoch": info["selected_epoch"],
-        "device": info["device"],
-        ATTR.BASELINE: info.get("baseline"),
-        "wall_time_s": info["wall_time_s"],
-        ATTR.SPLIT_HASH: info["split_hash"],
-        "versions": {**info["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
-    }
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
+        if ATTR.CHECKPOINTS in self.study._storage.get_trial_user_attrs(optuna_trial._trial_id):
+            return  # a retried write after the upload went through
+        try:
+            register_checkpoints(self.artifact_store, optuna_trial, run_dir)
+        except Exception as exc:  # noqa: BLE001 - a store that fails must not cost the trial its record
+            logger.warning("trial %d: checkpoint not registered in the artifact store (%s)", optuna_trial.number, exc)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m hpo.run grid|search|train|evaluate|report|dashboard|import-nifti|predict|export``.
+"""Command line: ``python -m hpo.run grid|search|train|evaluate|report|dashboard|import-nifti|predict|export|record``.
 
 User errors (:class:`lgeseg.errors.UserError`) are printed as one ``error:`` line with exit status 2 and
 no traceback; each subcommand lives in ``hpo/commands/<name>.py`` and imports its heavy dependencies
@@ -13,7 +13,7 @@ import sys
 
 from lgeseg.errors import UserError
 
-from .commands import dashboard, evaluate, export, import_nifti, predict, report, study, train
+from .commands import dashboard, evaluate, export, import_nifti, predict, record, report, study, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hyperparameter studies of U-Net segmentation of LGE-MRI (the Rukundo L2 study).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (study, train, evaluate, report, dashboard, import_nifti, predict, export):
+    for module in (study, train, evaluate, report, dashboard, import_nifti, predict, export, record):
         module.register(sub)
     return parser
 

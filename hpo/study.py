@@ -289,6 +289,7 @@ def tune_study(
     recorder's queued writes are flushed at the end."""
     from ray import tune
 
+    from .artifacts import STORE_DIR, writing_store
     from .recorder import OptunaRecorder
     from .retune import RetuneStopper
     from .sampling import Sampling
@@ -298,7 +299,7 @@ def tune_study(
 
     rule = RetuneRule.from_config(config["retune"])
     max_reruns = config["retune"]["max_reruns"]
-    recorder = OptunaRecorder(record, rule, max_reruns)
+    recorder = OptunaRecorder(record, rule, max_reruns, artifact_store=writing_store(record, out / STORE_DIR))
     attempts = [a for p in plans for a in p.owed]
     sampling = None
     if sampler_study is not None:

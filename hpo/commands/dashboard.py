@@ -17,6 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    parser.add_argument(
+        "--artifacts",
+        metavar="DIR",
+        help="artifact store whose checkpoints the dashboard lists (default: the studies' artifact_store "
+        "attr, else artifacts/ beside the storage file)",
+    )
     parser.set_defaults(func=main)
 
 
@@ -28,8 +34,17 @@ def main(args: argparse.Namespace) -> int:
     if path is not None and not path.is_file():
         raise StorageError(f"storage {mask_url(url)}: file {path} not found")
     storage = open_storage(url)  # a bad URL, missing driver or unreachable server is one line here
-    server = bind_server(storage, args.host, args.port)  # a port that cannot be had is one line, before any banner
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from hpo.artifacts import dashboard_store
+
+    folder = dashboard_store(storage, path, args.artifacts)
+    store = FileSystemArtifactStore(str(folder)) if folder is not None else None
+    # a port that cannot be had is one line, before any banner
+    server = bind_server(storage, args.host, args.port, artifact_store=store)
     print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {mask_url(url)} (Ctrl-C stops it)", flush=True)
+    if folder is not None:
+        print(f"artifacts: {folder}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -39,8 +54,9 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def bind_server(storage, host: str, port: int):
-    """optuna-dashboard's WSGI app (``optuna_dashboard.wsgi``) on a wsgiref server bound to ``host:port``.
+def bind_server(storage, host: str, port: int, artifact_store=None):
+    """optuna-dashboard's WSGI app (``optuna_dashboard.wsgi``, listing ``artifact_store``'s files) on a wsgiref
+    server bound to ``host:port``.
 
     optuna-dashboard's own ``run_server`` prints "Listening on" before it binds and ends in a traceback
     when the port is busy (optuna#5030); here the bind comes first and every failure is one line.
@@ -64,7 +80,7 @@ def bind_server(storage, host: str, port: int):
             pass
 
     try:
-        return make_server(host, port, wsgi(storage), handler_class=Quiet)
+        return make_server(host, port, wsgi(storage, artifact_store=artifact_store), handler_class=Quiet)
     except socket.gaierror as exc:
         raise UserError(f"--host {host}: not a known host name or address ({exc.strerror})") from None
     except OSError as exc:

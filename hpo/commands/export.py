@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Find the trial's run folder and write the zip."""
+    from hpo.artifacts import network_dir
     from hpo.networks import select_networks
+    from hpo.record import ATTR
     from hpo.storage import open_study
     from lgeseg.predict import export_model
 
@@ -39,11 +41,12 @@ def main(args: argparse.Namespace) -> int:
     source = {
         "study_name": study.study_name,
         "trial": args.trial,
-        "trial_name": frozen.user_attrs.get("trial_name"),
+        "trial_name": frozen.user_attrs.get(ATTR.TRIAL_NAME),
         "state": frozen.state.name,
         "value": frozen.value,
         "params": frozen.params,
     }
-    path = export_model(chosen.run_dir, args.out, args.checkpoint, source=source)
+    run_dir = network_dir(chosen, study, args.storage, args.artifacts, args.checkpoint)
+    path = export_model(run_dir, args.out, args.checkpoint, source=source)
     print(f"exported trial {args.trial} of study '{study.study_name}' -> {path}")
     return 0

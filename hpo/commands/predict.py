@@ -22,6 +22,12 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
         help="selected: the network the run evaluated (train.select: best_val -> best.pt, final -> last.pt; "
         "default); best: best.pt; last: last.pt",
     )
+    parser.add_argument(
+        "--artifacts",
+        metavar="DIR",
+        help="the study's artifact store, where a trial folder is not reachable (default: the study's "
+        "artifact_store attr, else artifacts/ beside the storage file)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,13 +89,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def study_networks(args: argparse.Namespace, **which) -> tuple[list, str]:
     """The networks of the study ``args`` names and the study's name (``which``: trial/best/configuration)."""
+    from hpo.artifacts import network_dir
     from hpo.networks import select_networks
     from hpo.storage import open_study
     from lgeseg.predict import load_network
 
     study = open_study(args.storage, args.study_name)
     chosen = select_networks(study.get_trials(deepcopy=False), study.study_name, **which)
-    return [load_network(c.run_dir, args.checkpoint, name=c.name) for c in chosen], study.study_name
+    folders = [network_dir(c, study, args.storage, args.artifacts, args.checkpoint) for c in chosen]
+    networks = [load_network(folder, args.checkpoint, name=c.name) for folder, c in zip(folders, chosen)]
+    return networks, study.study_name
 
 
 def _percentiles(text: str) -> tuple[float, float]:

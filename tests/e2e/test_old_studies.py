@@ -23,6 +23,7 @@ from test_dashboard_cli import start_dashboard
 
 from hpo.study import run_study
 from hpo.study_config import load_study_config
+from lgeseg.errors import UserError
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,3 +160,21 @@ def test_old_search_resumes_with_nothing_redone(old, ray_cluster, tmp_path, caps
     assert len(optuna.load_study(study_name="old-search", storage=storage).trials) == len(before)
     assert [r["point"] for r in result.rows] == ["c000,seed=0", "c001,seed=0"]
     assert not result.unfinished and {r["status"] for r in result.rows} == {"complete"}
+
+
+def test_old_studies_choose_their_networks(old):
+    """``predict``'s choice of networks reads d5d5804's records through :mod:`hpo.record` as today's."""
+    from hpo.networks import select_networks
+
+    grid = optuna.load_study(study_name="old-grid", storage=_storage(old, "grid")).get_trials()
+    by_name = {t.user_attrs["trial_name"]: t.number for t in grid}
+    best = select_networks(grid, "old-grid", best=4)  # every grid point is a configuration (one seed each)
+    assert sorted(c.number for c in best) == sorted(by_name.values()) and all(c.run_dir.is_dir() for c in best)
+    (only,) = select_networks(grid, "old-grid", configuration=by_name["l2=0.005_seed=0_loss=dice_rerun=0"])
+    assert only.number == by_name["l2=0.005_seed=0_loss=dice_rerun=0"]
+    search = optuna.load_study(study_name="old-search", storage=_storage(old, "search")).get_trials()
+    configurations = [t for t in search if t.user_attrs.get("kind") == "configuration"]
+    chosen = select_networks(search, "old-search", configuration=configurations[0].number)
+    assert [c.trial.user_attrs["lineage"]["configuration"] for c in chosen] == [configurations[0].number]
+    with pytest.raises(UserError, match="is a configuration of the search, not a network"):
+        select_networks(search, "old-search", trial=configurations[0].number)

@@ -1,0 +1,292 @@
+"""``record``: bring run folders written by ``train`` (here, or on a machine without Ray) into a study.
+
+A recorded run becomes the attempt trial a grid would have written for the same configuration and
+replicate: the same params (:func:`hpo.record.attempt_params`), intermediate values (validation accuracy
+per epoch, from ``history.csv``), user attrs (:func:`hpo.record.start_attrs`,
+:func:`hpo.record.complete_attrs`), lineage and value, plus ``recorded_from``; its checkpoint goes into the
+study's artifact store (:mod:`hpo.artifacts`). So ``report``, ``dashboard`` and ``predict`` treat it like
+any trial, and a later ``grid --resume`` of the study counts it as done.
+
+Every folder is checked before anything is written; one refused folder refuses the whole call with one
+line naming it. A folder is refused when it is not a finished run (``run.json`` with ``finished``,
+``config.yaml``, ``metrics.json``, ``val_metrics.json``, ``history.csv``, ``split.json``), when its data
+fingerprint, split or labels differ from the study's (or, for a new study, from the first folder's), when
+its run config is not a point of the study's space times one of its replicates under the study's protocol
+(everything but the space's keys, the replicate's keys and where the run ran: ``data`` path,
+``train.device``, ``train.checkpoint_every``, ``train.channels_last``), when the study's retune rule would
+have stopped it, or when it is already recorded (the same trial folder, or its configuration and replicate
+already COMPLETE). Only grid studies take runs: a search's configurations come from its sampler.
+
+No Ray here or in anything this imports (the command must run where Ray is not installed).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from lgeseg.config import config_hash, safe_load, without_neutral
+from lgeseg.errors import ConfigError, DataError, UserError
+from lgeseg.fingerprint import check_same
+
+from .record import (
+    ATTR,
+    DISTRIBUTIONS,
+    UNDEFINED_VALUE,
+    Attempt,
+    Configuration,
+    TrialReport,
+    attempt_params,
+    complete_attrs,
+    start_attrs,
+)
+from .rule import RetuneRule
+from .study_config import NOT_SEARCHABLE, grid_configurations, replicates, run_config_of, space
+
+#: The files a finished ``train`` run folder holds (checkpoints are optional).
+RUN_FILES = ("run.json", "config.yaml", "metrics.json", "val_metrics.json", "history.csv", "split.json")
+#: Run-config keys that say where a run ran, not what it learned: not part of the protocol compared.
+WHERE = ("data", *NOT_SEARCHABLE)
+
+
+@dataclass
+class RunFolder:
+    """A finished ``train`` run folder as read from disk."""
+
+    path: Path  #: resolved
+    config: dict[str, Any]  #: ``config.yaml``
+    info: dict[str, Any]  #: ``run.json``
+    split: dict[str, Any]  #: ``split.json``
+    history: list[dict[str, float]]  #: ``history.csv`` rows (epoch 1-based)
+    test_metrics: dict[str, Any]
+    val_metrics: dict[str, Any]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The study attributes of its data, as :func:`hpo.study.describe_data` gives them."""
+        info = self.info
+        return {
+            "data_dir": info["data_dir"],
+            "labels": info["labels"],
+            "synthetic": info["synthetic"],
+            "data_fingerprint": info["data_fingerprint"],
+            "split": self.split,
+        }
+
+
+@dataclass
+class Recording:
+    """One folder matched to its place in the study: the attempt (rerun 0) it stands for."""
+
+    run: RunFolder
+    attempt: Attempt
+
+
+def read_run(folder: str | Path) -> RunFolder:
+    """Read a finished run folder; raise :class:`~lgeseg.errors.DataError` naming what is missing."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{folder}: run folder not found")
+    missing = [name for name in RUN_FILES if not (path / name).is_file()]
+    if missing:
+        raise DataError(f"{folder}: not a finished train run ({', '.join(missing)} missing)")
+    try:
+        info = json.loads((path / "run.json").read_text())
+        config = safe_load((path / "config.yaml").read_text())
+        split = json.loads((path / "split.json").read_text())
+        test = json.loads((path / "metrics.json").read_text())
+        val = json.loads((path / "val_metrics.json").read_text())
+        with (path / "history.csv").open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        history = [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{folder}: unreadable run file ({str(exc).splitlines()[0]})") from None
+    if not info.get("finished"):
+        raise DataError(f"{folder}: not a finished train run (run.json does not say finished)")
+    if info.get("config_hash") != config_hash(config):
+        raise DataError(f"{folder}: config.yaml is not the config run.json was written for")
+    if "data_fingerprint" not in info:
+        raise DataError(f"{folder}: run.json has no data fingerprint (written before they were recorded)")
+    return RunFolder(path.resolve(), config, info, split, history, test, val)
+
+
+def _protocol(run: dict[str, Any]) -> dict[str, Any]:
+    """A run config without the keys that say where it ran (:data:`WHERE`)."""
+    run = without_neutral(copy.deepcopy(run))
+    for dotted in WHERE:
+        *parents, last = dotted.split(".")
+        node = run
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(last, None)
+    return run
+
+
+def _first_difference(now: Any, stored: Any, where: str = "") -> str | None:
+    if isinstance(now, dict) and isinstance(stored, dict):
+        for key in sorted(set(now) | set(stored)):
+            found = _first_difference(now.get(key), stored.get(key), f"{where}.{key}" if where else key)
+            if found:
+                return found
+        return None
+    return None if now == stored else f"{where} is {now!r}, the study's is {stored!r}"
+
+
+def _dotted(config: dict, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def match(config: dict, name: str, run: RunFolder) -> Attempt:
+    """The attempt of grid study ``config`` that ``run`` is, or a UserError naming the folder and why not."""
+    where = f"{run.path}"
+    params = {}
+    for key, dist in space(config).items():
+        value = _dotted(run.config, key)
+        if value not in dist.choices:
+            raise ConfigError(
+                f"{where}: {key}={value!r} is not a point of study '{name}' ({key}: {list(dist.choices)})"
+            )
+        params[key] = value
+    configuration = next(c for c in grid_configurations(config) if c.values == params)
+    mine = _protocol(run.config)
+    for replicate in replicates(config):
+        if mine == _protocol(run_config_of(config, params, replicate)):
+            return Attempt(Configuration(configuration.params), replicate)
+    first = replicates(config)[0]
+    expected = _protocol(run_config_of(config, params, first))
+    keys = set(first.apply(expected))
+    difference = _first_difference(
+        {k: v for k, v in mine.items() if k not in keys}, {k: v for k, v in expected.items() if k not in keys}
+    )
+    if difference is None:
+        values = ", ".join(f"{k}={mine.get(k)!r}" for k in sorted(keys))
+        known = ", ".join(r.key for r in replicates(config))
+        raise ConfigError(f"{where}: {values} is not a replicate of study '{name}' ({known})")
+    raise ConfigError(f"{where}: not the protocol of study '{name}': {difference}")
+
+
+def _check_data(run: RunFolder, name: str, data: dict[str, Any]) -> None:
+    check_same(
+        f"{run.path}",
+        data["data_fingerprint"],
+        data["split"],
+        run.info["data_fingerprint"],
+        run.split,
+        f"record it into another study (study '{name}')",
+    )
+    if {str(k): int(v) for k, v in run.info["labels"].items()} != {str(k): int(v) for k, v in data["labels"].items()}:
+        raise DataError(f"{run.path}: labels {run.info['labels']} differ from study '{name}''s {data['labels']}")
+
+
+def _check_rule(config: dict, run: RunFolder) -> None:
+    """A run the study's retune rule would have stopped is not what a grid records as COMPLETE."""
+    rule = RetuneRule.from_config(config["retune"])
+    epochs = run.config["train"]["epochs"]
+    check = rule.check_epoch(epochs)
+    reached = [row["val_accuracy"] for row in run.history if row["epoch"] <= check]
+    if len(reached) >= check and max(reached) < rule.target_accuracy:
+        result = {"epoch": check, "epochs": epochs, "best_val_accuracy": max(reached)}
+        raise UserError(
+            f"{run.path}: the study's retune rule would have stopped this run ({rule.reason(result)}); "
+            "a grid reruns it with the next adjustment"
+        )
+
+
+def plan_recordings(
+    folders: list[str | Path], config: dict, name: str, study: optuna.Study | None
+) -> tuple[list[Recording], dict[str, Any]]:
+    """Check every folder against the study (or, for a new study, ``config`` and the first folder's data)
+    and return what to record and the study's data attributes; raise a UserError for the first refused one.
+    """
+    if "search" in config:
+        raise ConfigError(
+            f"study '{name}' is a search: its configurations come from the sampler; record takes grid studies"
+        )
+    runs = [read_run(folder) for folder in folders]
+    data = dict(study.user_attrs) if study is not None and "data_fingerprint" in study.user_attrs else runs[0].data
+    recorded: dict[str, int] = {}
+    complete: dict[str, int] = {}
+    running: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False) if study is not None else []:
+        folder = trial.user_attrs.get(ATTR.TRIAL_DIR)
+        if folder:
+            recorded[str(Path(folder).resolve())] = trial.number
+        point = (trial.user_attrs.get(ATTR.LINEAGE) or {}).get("point")
+        if point and trial.state == optuna.trial.TrialState.COMPLETE:
+            complete[point] = trial.number
+        if point and trial.state == optuna.trial.TrialState.RUNNING:
+            running[point] = trial.number
+    plans: list[Recording] = []
+    seen: dict[str, Path] = {}
+    for run in runs:
+        _check_data(run, name, data)
+        attempt = match(config, name, run)
+        if str(run.path) in recorded:
+            raise UserError(f"{run.path}: already recorded in study '{name}' as trial {recorded[str(run.path)]}")
+        if attempt.point in complete:
+            raise UserError(
+                f"{run.path}: {attempt.point} is already COMPLETE in study '{name}' (trial {complete[attempt.point]})"
+            )
+        if attempt.point in running:
+            raise UserError(
+                f"{run.path}: {attempt.point} is being trained in study '{name}' (trial {running[attempt.point]} "
+                "is RUNNING); finish or resume the study first"
+            )
+        if attempt.point in seen:
+            raise UserError(f"{run.path}: {attempt.point} is given twice (also {seen[attempt.point]})")
+        seen[attempt.point] = run.path
+        _check_rule(config, run)
+        plans.append(Recording(run, attempt))
+    return plans, {k: data[k] for k in ("data_dir", "labels", "synthetic", "data_fingerprint", "split")}
+
+
+def write_recording(study: optuna.Study, store, plan: Recording) -> optuna.trial.FrozenTrial:
+    """Write one checked folder as its attempt trial, as the recorder writes a grid's (see the module)."""
+    from .artifacts import register_checkpoints
+
+    run = plan.run
+    attrs = {
+        **start_attrs(plan.attempt, str(run.path), run.info["config_hash"], None, None),
+        ATTR.RECORDED_FROM: str(run.path),
+    }
+    study.enqueue_trial(attempt_params(run.config, plan.attempt.rerun), user_attrs=attrs)
+    trial = study.ask(DISTRIBUTIONS)
+    for row in run.history:
+        trial.report(row["val_accuracy"], row["epoch"])
+    try:
+        register_checkpoints(store, trial, run.path)
+    except DataError as exc:
+        print(f"note: {run.path}: no checkpoint registered ({exc}); predict cannot use this trial", file=sys.stderr)
+    value = run.val_metrics["dataset"]["MeanIoU"]
+    report = TrialReport(
+        epoch=len(run.history),
+        epochs=run.config["train"]["epochs"],
+        val_accuracy=run.history[-1]["val_accuracy"] if run.history else float("nan"),
+        best_val_accuracy=run.info["best_val_accuracy"],
+        finished=True,
+        val_MeanIoU=value,
+        val_metrics=run.val_metrics["dataset"],
+        test_metrics=run.test_metrics,
+        run_info=run.info,
+    )
+    state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL
+    if value is None:
+        attrs = {ATTR.ERROR: UNDEFINED_VALUE, ATTR.TEST_METRICS: report.test_metrics}
+    else:
+        attrs = complete_attrs(report)
+    for key, val in attrs.items():
+        trial.set_user_attr(key, val)
+    return study.tell(trial, value, state=state)
+
+
+__all__ = ["RunFolder", "match", "plan_recordings", "read_run", "write_recording"]

@@ -1,0 +1,222 @@
+"""``record``: train run folders into a grid study, what the record holds, and every refusal (nothing written).
+
+Tiny ``train`` runs (8 x 16 x 16 slices, width 4, 2 epochs) made once per module; each test records copies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from conftest import write_dataset_dir
+
+from hpo.run import main
+
+ROOT = Path(__file__).resolve().parents[2]
+L2S = (5e-3, 5e-4, 5e-5)
+STUDY = {
+    "name": "rec",
+    "seeds": [0],
+    "model": {"width": 4, "depth": 2},
+    "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1.0e-3},
+    "grid": {"l2": list(L2S)},
+    "retune": {"check_fraction": 0.5, "target_accuracy": 0.0, "max_reruns": 0, "adjustments": []},
+    "resources": {"gpu": 0, "cpu": 1},
+}
+
+
+def write_config(path: Path, data: Path, **changes) -> Path:
+    values = json.loads(json.dumps(STUDY))
+    for dotted, value in changes.items():
+        node = values
+        *parents, last = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump({**values, "data": str(data)}))
+    return path
+
+
+def train(config: Path, out: Path, l2: float, seed: int = 0, *extra: str) -> Path:
+    import torch
+
+    torch.set_num_threads(1)  # as a grid trial with resources.cpu 1
+    argv = ["train", "--config", str(config), "--l2", str(l2), "--seed", str(seed), "--out", str(out), *extra]
+    assert main(argv) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> Path:
+    """``data/``, ``other/`` (other pixels), ``study.yaml`` and runs: ``l2=<L2>`` (the grid's three points,
+    seed 0), ``seed1`` (a seed the study does not have), ``lr`` (another learning rate), ``other`` (other data)."""
+    base = tmp_path_factory.mktemp("record")
+    data = write_dataset_dir(base / "data")
+    other = write_dataset_dir(base / "other", seed=5)
+    config = write_config(base / "study.yaml", data)
+    for l2 in L2S:
+        train(config, base / "runs" / f"l2={l2:g}", l2)
+    train(config, base / "runs" / "seed1", L2S[0], 1)
+    train(write_config(base / "lr.yaml", data, train__learning_rate=3e-3), base / "runs" / "lr", L2S[0])
+    train(write_config(base / "other.yaml", other), base / "runs" / "other", L2S[0])
+    return base
+
+
+@pytest.fixture
+def runs(made, tmp_path) -> Path:
+    """A fresh copy of the module's runs."""
+    return Path(shutil.copytree(made / "runs", tmp_path / "runs"))
+
+
+def record(made: Path, tmp_path: Path, *folders: Path, config: bool = True) -> list[str]:
+    argv = ["record", *map(str, folders), "--storage", str(tmp_path / "s" / "study.db"), "--study-name", "rec"]
+    return argv + (["--config", str(made / "study.yaml")] if config else [])
+
+
+def _trials(tmp_path: Path) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="rec", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}").get_trials()
+
+
+def test_record_writes_the_trials_a_grid_writes(made, runs, tmp_path, capsys):
+    folders = [runs / f"l2={l2:g}" for l2 in L2S]
+    assert main(record(made, tmp_path, *folders)) == 0
+    assert "3 run(s) recorded" in capsys.readouterr().out
+    trials = _trials(tmp_path)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    first = trials[0]
+    info = json.loads((folders[0] / "run.json").read_text())
+    val = json.loads((folders[0] / "val_metrics.json").read_text())
+    assert first.value == val["dataset"]["MeanIoU"]
+    assert first.params == {
+        "l2": 5e-3,
+        "learning_rate": 1e-3,
+        "batch_size": 8,
+        "epochs": 2,
+        "seed": 0,
+        "rerun": 0,
+        "architecture": "matlab-unet",
+        "loss": "cross-entropy",
+    }
+    history = (folders[0] / "history.csv").read_text().splitlines()
+    epochs = {int(r.split(",")[0]): float(r.split(",")[4]) for r in history[1:]}
+    assert first.intermediate_values == epochs and sorted(epochs) == [1, 2]
+    attrs = first.user_attrs
+    assert attrs["trial_name"] == "l2=0.005_seed=0_rerun=0" and attrs["trial_dir"] == str(folders[0].resolve())
+    assert attrs["lineage"] == {"point": "l2=0.005,seed=0", "rerun": 0, "rerun_of": None, "adjustment": None}
+    assert attrs["test_metrics"] == json.loads((folders[0] / "metrics.json").read_text())
+    assert attrs["split_hash"] == info["split_hash"] and attrs["config_hash"] == info["config_hash"]
+    study = optuna.load_study(study_name="rec", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
+    assert study.user_attrs["data_fingerprint"] == info["data_fingerprint"]
+    assert study.user_attrs["labels"] == info["labels"] and study.user_attrs["config"]["grid"]["l2"] == list(L2S)
+    # the checkpoint the run evaluated (train.select final, the default: last.pt) and its config are in the store
+    registered = attrs["checkpoints"]
+    assert set(registered) == {"config.yaml", "last.pt"}
+    assert registered["last.pt"]["bytes"] < (folders[0] / "last.pt").stat().st_size / 2  # no optimizer state
+    metas = optuna.artifacts.get_all_artifact_meta(first, storage=study._storage)
+    assert {m.filename for m in metas} == {"config.yaml", "last.pt"}
+    # appended to the existing study later: the study keeps its config; --config is optional
+    assert main(record(made, tmp_path, runs / "seed1", config=False)) != 0  # seed 1 is not a replicate
+
+
+@pytest.mark.parametrize(
+    ("which", "expected"),
+    [
+        ("other", "was made from other data"),
+        ("lr", "not the protocol of study 'rec': train.learning_rate is 0.003, the study's is 0.001"),
+        ("seed1", "seed=1 is not a replicate of study 'rec' (seed=0)"),
+        ("nofolder", "run folder not found"),
+        ("unfinished", "not a finished train run (run.json missing)"),
+    ],
+)
+def test_a_refused_folder_refuses_all_and_writes_nothing(made, runs, tmp_path, one_line_error, which, expected):
+    good = runs / "l2=0.005"
+    bad = runs / which
+    if which == "unfinished":
+        shutil.copytree(good, bad)
+        (bad / "run.json").unlink()
+    line = one_line_error(record(made, tmp_path, good, bad))
+    assert str(bad.name) in line and expected in line
+    assert not (tmp_path / "s").exists()  # no database, no study folder
+
+
+def test_already_recorded_is_refused(made, runs, tmp_path, one_line_error):
+    good = runs / "l2=0.005"
+    assert main(record(made, tmp_path, good)) == 0
+    line = one_line_error(record(made, tmp_path, good))
+    assert line.endswith(f"{good.resolve()}: already recorded in study 'rec' as trial 0")
+    copy = shutil.copytree(good, runs / "again")  # the same configuration and replicate from another folder
+    line = one_line_error(record(made, tmp_path, runs / "l2=5e-05", copy))
+    assert "l2=0.005,seed=0 is already COMPLETE in study 'rec' (trial 0)" in line and "again" in line
+    assert len(_trials(tmp_path)) == 1  # the good l2=5e-05 folder was not recorded either
+    line = one_line_error(record(made, tmp_path, runs / "l2=5e-05", runs / "l2=5e-05"))
+    assert "is given twice" in line
+
+
+def test_a_point_outside_the_grid_and_a_missing_config_are_refused(made, runs, tmp_path, one_line_error):
+    line = one_line_error(["record", str(runs / "l2=0.005"), "--storage", str(tmp_path / "x.db"), "--study-name", "n"])
+    assert "study 'n' is not in" in line and "give --config FILE" in line
+    narrow = write_config(tmp_path / "narrow.yaml", made / "data", grid__l2=[5e-4])
+    argv = ["record", str(runs / "l2=0.005"), "--storage", str(tmp_path / "x.db"), "--study-name", "n"]
+    line = one_line_error([*argv, "--config", str(narrow)])
+    assert "train.l2=0.005 is not a point of study 'n' (train.l2: [0.0005])" in line
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_record_runs_where_ray_cannot_be_imported(made, runs, tmp_path):
+    """In a subprocess with ``ray`` made unimportable, as on a GPU machine without Ray."""
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "from hpo.run import main\n"
+        f"code = main({record(made, tmp_path, runs / 'l2=0.005')!r})\n"
+        "assert code == 0, code\n"
+        "assert [m for m in sys.modules if m == 'ray' or m.startswith('ray.')] == ['ray'], 'ray imported'\n"
+        "assert sys.modules['ray'] is None\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(_trials(tmp_path)) == 1
+
+
+def test_a_run_without_checkpoints_is_recorded_and_predict_says_so(made, runs, tmp_path, capsys, one_line_error):
+    """A folder copied back from a GPU machine without its checkpoints: recorded (report and dashboard use it),
+    with a note; ``predict`` of it is one error line."""
+    bare = runs / "l2=0.005"
+    for checkpoint in bare.glob("*.pt"):
+        checkpoint.unlink()
+    assert main(record(made, tmp_path, bare)) == 0
+    assert "no checkpoint registered" in capsys.readouterr().err
+    (trial,) = _trials(tmp_path)
+    assert trial.state.name == "COMPLETE" and "checkpoints" not in trial.user_attrs
+    argv = ["predict", "--storage", str(tmp_path / "s" / "study.db"), "--study-name", "rec", "--trial", "0"]
+    line = one_line_error([*argv, "--input", str(made / "data"), "--out", str(tmp_path / "p")])
+    assert "last.pt: checkpoint not found" in line
+
+
+def test_predict_fetches_a_deleted_checkpoint_from_the_store(made, runs, tmp_path, monkeypatch):
+    monkeypatch.setenv("LGESEG_CACHE", str(tmp_path / "cache"))
+    good = runs / "l2=0.005"
+    assert main(record(made, tmp_path, good)) == 0
+    argv = ["predict", "--storage", str(tmp_path / "s" / "study.db"), "--study-name", "rec", "--trial", "0"]
+    assert main([*argv, "--input", str(made / "data"), "--out", str(tmp_path / "a")]) == 0
+    (good / "last.pt").unlink()  # the folder is here, its checkpoint is not
+    assert main([*argv, "--input", str(made / "data"), "--out", str(tmp_path / "b")]) == 0
+    assert list((tmp_path / "cache" / "artifacts").glob("*/last.pt"))
+    masks = sorted(p.name for p in (tmp_path / "a").glob("*.png"))
+    assert masks and all((tmp_path / "a" / m).read_bytes() == (tmp_path / "b" / m).read_bytes() for m in masks)
+
+
+def test_a_point_being_trained_is_refused(made, runs, tmp_path, one_line_error):
+    assert main(record(made, tmp_path, runs / "l2=0.005")) == 0
+    study = optuna.load_study(study_name="rec", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
+    running = study.ask()  # as a grid driver has it while it trains l2=0.0005, seed 0
+    running.set_user_attr("lineage", {"point": "l2=0.0005,seed=0", "rerun": 0})
+    line = one_line_error(record(made, tmp_path, runs / "l2=0.0005", config=False))
+    assert f"is being trained in study 'rec' (trial {running.number} is RUNNING)" in line

@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from hpo.record import ATTR
+from hpo.record import ATTR, CONFIGURATION
 from hpo.storage import mask_url
 from lgeseg.tables import as_none
 
@@ -220,10 +220,12 @@ def split_groups(trials: list[TrialRecord]) -> dict[str | None, list[TrialRecord
 
 
 def load_study(study: optuna.Study, storage: str) -> StudyRecord:
-    """Read ``study`` (and its trial folders where the storage lacks something) into a record."""
+    """Read ``study``'s attempt trials (and their folders where the storage lacks something) into a record;
+    configuration trials are the sampler's (:mod:`dashboards.search` reads them)."""
     attrs = study.user_attrs
     labels = attrs.get("labels")
-    trials = [_trial_record(t) for t in study.get_trials(deepcopy=False)]
+    attempts = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR.KIND) != CONFIGURATION]
+    trials = [_trial_record(t) for t in attempts]
     if not labels:
         first = next((t.test_metrics for t in trials if t.test_metrics), None)
         labels = {name: index for index, name in enumerate(first["classes"])} if first else {}

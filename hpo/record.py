@@ -2,9 +2,10 @@
 
 A study is a space of *configurations* (a grid's categorical axes, or what a sampler proposes) times
 *replicates* (seeds now; cross-validation folds next). Each replicate of a configuration is trained by
-*attempts*: rerun 0 is the protocol itself, rerun k carries the k-th retune adjustment. The record (one
-Optuna study per study) holds one trial per attempt and, for a sampled search, one trial per configuration
-(user attr ``kind`` = :data:`CONFIGURATION`). This module is the one home of that schema:
+*attempts*: rerun 0 is the protocol itself, rerun k carries the k-th retune adjustment. The record (one Optuna
+study per study) holds one trial per attempt and one trial per configuration the sampler proposed (user attr
+``kind`` = :data:`CONFIGURATION`; grids recorded before the one flow, at d5d5804, have none). This module is
+the one home of that schema:
 
 * the names: :attr:`Attempt.name` (trial folder and ``trial_name``) and :attr:`Attempt.point` (lineage
   ``point``), derived from the configuration and :class:`Replicate` in one place;
@@ -57,7 +58,7 @@ class ATTR:
 
 #: ``kind`` of a configuration trial in the record.
 CONFIGURATION = "configuration"
-#: Suffix of the sampler study's name (a sampled search only).
+#: Suffix of the sampler study's name (grids recorded before the one flow have none).
 SAMPLER_SUFFIX = "/sampler"
 
 
@@ -123,20 +124,27 @@ class Configuration:
     """One point of the space: dotted run-config key -> value, in the space's order.
 
     A grid point is named by its values (``l2=<L2>`` then the other axes, as trial folders always were); a
-    sampled configuration by its index ``c<index>`` and carries its configuration trial's number.
+    configuration of any other sampler by its index ``c<index>``. Both carry their index (the order the
+    sampler proposed them in) and configuration trial's number once sampled.
     """
 
     params: tuple[tuple[str, Any], ...]
-    index: int | None = None  #: a sampled configuration's index (None for a grid point)
-    record_number: int | None = None  #: its configuration trial in the record (sampled only)
+    index: int | None = None  #: the configuration's index in the record (None before it is sampled)
+    record_number: int | None = None  #: its configuration trial in the record
+    grid: bool = field(default=False, compare=False)  #: a grid point, named by its values (as is one without index)
 
     @property
     def values(self) -> dict[str, Any]:
         return dict(self.params)
 
+    @property
+    def label(self) -> str:
+        """How progress lines name it: ``c<index>``, or a grid point's values (``l2=5e-05,loss=dice``)."""
+        return ",".join(sum(self._parts(), []))
+
     def _parts(self) -> tuple[list[str], list[str]]:
         """(before, after) the replicate in a grid point's name: ``l2=<L2>`` first, the other axes after."""
-        if self.index is not None:
+        if self.index is not None and not self.grid:
             return [f"c{self.index:03d}"], []
         head = [f"l2={v:g}" for k, v in self.params if k == "train.l2"]
         tail = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.params if k != "train.l2"]
@@ -179,6 +187,7 @@ class Attempt:
             "params": [list(p) for p in c.params],
             "index": c.index,
             "record_number": c.record_number,
+            "grid": c.grid,
             "replicate": self.replicate.to_config(),
             "rerun": self.rerun,
             "optuna_number": self.optuna_number,
@@ -187,7 +196,8 @@ class Attempt:
     @classmethod
     def from_config(cls, values: dict[str, Any]) -> Attempt:
         """The attempt of a Ray trial config's ``attempt`` dict (see :meth:`to_config`)."""
-        c = Configuration(tuple((k, v) for k, v in values["params"]), values["index"], values["record_number"])
+        params = tuple((k, v) for k, v in values["params"])
+        c = Configuration(params, values["index"], values["record_number"], values.get("grid", False))
         return cls(c, Replicate(**values["replicate"]), values["rerun"], values.get("optuna_number"))
 
 
@@ -373,9 +383,10 @@ def configuration_trials(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     return sorted(found, key=lambda t: t.user_attrs[ATTR.CONFIGURATION])
 
 
-def configuration_of(trial: FrozenTrial) -> Configuration:
-    """The configuration a record configuration trial stands for."""
-    return Configuration(tuple(trial.params.items()), trial.user_attrs[ATTR.CONFIGURATION], trial.number)
+def configuration_of(trial: FrozenTrial, grid: bool = False) -> Configuration:
+    """The configuration a record configuration trial stands for (``grid``: a grid study's point)."""
+    params = sorted(trial.params.items()) if grid else trial.params.items()  # a grid: model.* before train.*
+    return Configuration(tuple(params), trial.user_attrs[ATTR.CONFIGURATION], trial.number, grid)
 
 
 #: The ``error`` of a trial a driver enqueued but was killed before starting (see :func:`close_unstarted`).

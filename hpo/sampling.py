@@ -1,11 +1,13 @@
-"""A search's sampler: Optuna proposes configurations and learns only their values. No Ray.
+"""The study's sampler: Optuna proposes configurations and learns only their values. No Ray.
 
-Two Optuna studies share the storage: the **record** (:mod:`hpo.record`: every attempt, plus one trial per
-sampled configuration) and the **sampler study** (``<name>/sampler``), where the sampler asks and learns,
-so it never sees an attempt, a replicate or a stopped rerun: only configuration values. A configuration is
-told when every replicate has ended (:func:`hpo.record.configuration_outcome`). :class:`Sampling` holds
-the two jobs the searcher hands it, :meth:`~Sampling.sample` and :meth:`~Sampling.settle`;
-:func:`reconcile` repairs the pair after a driver was killed between their writes.
+Every study samples its configurations here, a grid too (Optuna's ``GridSampler`` over its categorical space,
+:func:`hpo.study_config.sampler_settings`), as Optuna's own ``study/_optimize.py`` runs one loop for every
+sampler. Two Optuna studies share the storage: the **record** (:mod:`hpo.record`: every attempt, plus one
+trial per sampled configuration) and the **sampler study** (``<name>/sampler``), where the sampler asks and
+learns, so it never sees an attempt, a replicate or a stopped rerun: only configuration values. A
+configuration is told when every replicate has ended (:func:`hpo.record.configuration_outcome`).
+:class:`Sampling` holds the two jobs the searcher hands it, :meth:`~Sampling.sample` and
+:meth:`~Sampling.settle`; :func:`reconcile` repairs the pair after a driver was killed between their writes.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from .record import (
     configuration_of,
     configuration_outcome,
     configuration_trials,
-    plan_replicate,
+    plan_study,
     pruned_report,
 )
+from .study_config import sampler_settings
 
 #: ``error`` of a sampler trial whose sampling a killed driver interrupted.
 UNSAMPLED = "sampling interrupted by a killed driver; not a configuration"
@@ -46,7 +49,8 @@ def make_sampler(search: dict, dists: dict[str, BaseDistribution], index: int) -
     TPE, random, GP and CMA-ES are stateless between asks (their history is the sampler study; CMA-ES keeps
     its state in the trials), so each ask gets a fresh sampler seeded from ``(seed, index)``: a resumed search
     neither replays the random draws of the configurations it already has nor depends on where it was killed.
-    QMC and grid walk one fixed sequence, so they keep ``seed``.
+    QMC and grid walk one fixed sequence, so they keep ``seed`` (the grid sampler runs its points in an order
+    shuffled by it; the closing table and report show them in config order).
     """
     kind, seed = search["sampler"], search["seed"]
     derived = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
@@ -126,10 +130,12 @@ def reconcile(
 
 
 class Sampling:
-    """The sampler's side of a search: new configurations on demand, configuration values when decided.
+    """The sampler's side of a study: new configurations on demand, configuration values when decided.
 
     ``plans`` are the record's open (untold) configurations from :func:`hpo.record.plan_study`; those whose
-    replicates all ended before the driver was killed are told at once.
+    replicates all ended before the driver was killed are told at once. A newly sampled configuration is
+    planned from the record too, so a grid recorded before the one flow (attempts, no configuration trials)
+    continues where it stopped: a point already trained is told, never run again.
     """
 
     def __init__(
@@ -143,7 +149,8 @@ class Sampling:
         created: int,
         stream: TextIO | None = None,
     ) -> None:
-        self._search = config["search"]
+        self._search = sampler_settings(config)
+        self._grid = "grid" in config
         self._max_reruns = config["retune"]["max_reruns"]
         self._dists = dists
         self._record = record
@@ -169,18 +176,23 @@ class Sampling:
         return self._created < self._search["n_trials"] and len(self._open) < self._search["max_concurrent"]
 
     def sample(self) -> list[Attempt]:
-        """Ask the sampler for the next configuration, record it, and return its replicates' first attempts."""
+        """Ask the sampler for the next configuration, record it, and return what its replicates owe (all
+        their first attempts, unless the record already holds some of them)."""
         index = self._created
         self._sampler_study.sampler = make_sampler(self._search, self._dists, index)
         sampled = self._sampler_study.ask(self._dists)
         record = add_configuration(self._record, index, sampled, self._dists)
         self._created += 1
-        configuration = configuration_of(record)
-        steps = {r: plan_replicate(Attempt(configuration, r), [], self._max_reruns) for r in self._replicates}
-        self._open[index] = ConfigurationPlan(configuration, steps, sampled.number)
+        configuration = configuration_of(record, self._grid)
+        trials = self._record.get_trials(deepcopy=False)
+        plan = plan_study([configuration], self._replicates, trials, self._max_reruns, {record.number: sampled.number})
+        self._open[index] = plan[0]
         shown = ", ".join(f"{k}={setting(v, 4)}" for k, v in sampled.params.items())
-        self._line(f"sample  c{index:03d} ({self._search['sampler']}, {index + 1}/{self._search['n_trials']}): {shown}")
-        return [Attempt(configuration, r) for r in self._replicates]
+        counted = f"{index + 1}/{self._search['n_trials']}"
+        self._line(f"sample  {configuration.label} ({self._search['sampler']}, {counted}): {shown}")
+        if len(plan[0].outcomes) == len(self._replicates):
+            self._tell(plan[0])
+        return plan[0].owed
 
     def settle(self, attempt: Attempt, outcome: Outcome) -> None:
         """Record how ``attempt``'s replicate ended; tell the configuration once every replicate has."""
@@ -205,7 +217,7 @@ class Sampling:
             told = f"val MeanIoU {value:.4f}{spread} over {attrs['n_seeds']} seed(s)"
         else:
             told = {TrialState.PRUNED: "pruned (not converged, or stopped by ASHA)", TrialState.FAIL: "failed"}[state]
-        self._line(f"told    c{index:03d}: {told}")
+        self._line(f"told    {plan.configuration.label}: {told}")
 
     def _line(self, text: str) -> None:
         self._stream.write(text + "\n")

@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from hpo.record import ATTR, CONFIGURATION
+from hpo.record import ATTR
 from hpo.storage import mask_url
 from lgeseg.tables import as_none
 
@@ -220,12 +220,10 @@ def split_groups(trials: list[TrialRecord]) -> dict[str | None, list[TrialRecord
 
 
 def load_study(study: optuna.Study, storage: str) -> StudyRecord:
-    """Read ``study``'s attempt trials (and their folders where the storage lacks something) into a record;
-    configuration trials are the sampler's (:mod:`dashboards.search` reads them)."""
+    """Read ``study`` (and its trial folders where the storage lacks something) into a record."""
     attrs = study.user_attrs
     labels = attrs.get("labels")
-    attempts = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR.KIND) != CONFIGURATION]
-    trials = [_trial_record(t) for t in attempts]
+    trials = [_trial_record(t) for t in study.get_trials(deepcopy=False)]
     if not labels:
         first = next((t.test_metrics for t in trials if t.test_metrics), None)
         labels = {name: index for index, name in enumerate(first["classes"])} if first else {}

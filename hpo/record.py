@@ -3,9 +3,9 @@
 A study is a space of *configurations* (a grid's categorical axes, or what a sampler proposes) times
 *replicates* (seeds now; cross-validation folds next). Each replicate of a configuration is trained by
 *attempts*: rerun 0 is the protocol itself, rerun k carries the k-th retune adjustment. The record (one Optuna
-study per study) holds one trial per attempt and one trial per configuration the sampler proposed (user attr
-``kind`` = :data:`CONFIGURATION`; grids recorded before the one flow, at d5d5804, have none). This module is
-the one home of that schema:
+study per study) holds one trial per attempt and, for a search, one trial per configuration (user attr
+``kind`` = :data:`CONFIGURATION`); a grid's record keeps only attempts, as it always has, and its sampler
+trials (``<name>/sampler``) stand for its configurations. This module is the one home of that schema:
 
 * the names: :attr:`Attempt.name` (trial folder and ``trial_name``) and :attr:`Attempt.point` (lineage
   ``point``), derived from the configuration and :class:`Replicate` in one place;
@@ -58,7 +58,7 @@ class ATTR:
 
 #: ``kind`` of a configuration trial in the record.
 CONFIGURATION = "configuration"
-#: Suffix of the sampler study's name (grids recorded before the one flow have none).
+#: Suffix of the sampler study's name (grids recorded before the one flow, at d5d5804, have none).
 SAMPLER_SUFFIX = "/sampler"
 
 
@@ -129,8 +129,8 @@ class Configuration:
     """
 
     params: tuple[tuple[str, Any], ...]
-    index: int | None = None  #: the configuration's index in the record (None before it is sampled)
-    record_number: int | None = None  #: its configuration trial in the record
+    index: int | None = None  #: a search's configuration index; a grid point's sampler trial (None unsampled)
+    record_number: int | None = None  #: its configuration trial in the record (searches only)
     grid: bool = field(default=False, compare=False)  #: a grid point, named by its values (as is one without index)
 
     @property
@@ -384,9 +384,10 @@ def configuration_trials(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def configuration_of(trial: FrozenTrial, grid: bool = False) -> Configuration:
-    """The configuration a record configuration trial stands for (``grid``: a grid study's point)."""
-    params = sorted(trial.params.items()) if grid else trial.params.items()  # a grid: model.* before train.*
-    return Configuration(tuple(params), trial.user_attrs[ATTR.CONFIGURATION], trial.number, grid)
+    """The configuration a search's record configuration trial, or (``grid``) a grid's sampler trial, stands for."""
+    if grid:  # params sorted: train.l2, then the other axes in GRID_AXES order (model.* before train.*)
+        return Configuration(tuple(sorted(trial.params.items())), trial.number, None, grid=True)
+    return Configuration(tuple(trial.params.items()), trial.user_attrs[ATTR.CONFIGURATION], trial.number)
 
 
 #: The ``error`` of a trial a driver enqueued but was killed before starting (see :func:`close_unstarted`).
@@ -471,7 +472,6 @@ def plan_study(
     replicates: list[Replicate],
     trials: Iterable[FrozenTrial],
     max_reruns: int,
-    sampler_numbers: dict[int, int] | None = None,
 ) -> list[ConfigurationPlan]:
     """The resume plan: for every configuration and replicate, what the record says and what is owed.
 
@@ -489,6 +489,5 @@ def plan_study(
         for replicate in replicates:
             first = Attempt(configuration, replicate)
             steps[replicate] = plan_replicate(first, by_point.get(first.point, []), max_reruns)
-        number = (sampler_numbers or {}).get(configuration.record_number)
-        plans.append(ConfigurationPlan(configuration, steps, number))
+        plans.append(ConfigurationPlan(configuration, steps))
     return plans

@@ -115,7 +115,7 @@ class OptunaRecorder(Callback):
             "rerun_of": self._numbers.get(previous.name) if previous is not None else None,
             "adjustment": config["adjustment"],
         }
-        if attempt.configuration.index is not None:  # a sampled configuration's trials, as d5d5804 wrote them
+        if attempt.configuration.record_number is not None:  # a search's trials, as d5d5804 wrote them
             lineage.update(
                 configuration=attempt.configuration.record_number, configuration_index=attempt.configuration.index
             )

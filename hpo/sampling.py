@@ -27,6 +27,7 @@ from .record import (
     ATTR,
     CONFIGURATION,
     Attempt,
+    Configuration,
     ConfigurationPlan,
     Outcome,
     Replicate,
@@ -96,31 +97,58 @@ def add_configuration(
 
 
 def tell_sampler(
-    sampler_study: optuna.Study, number: int, state: TrialState, value: float | None, report: tuple[int, float] | None
+    sampler_study: optuna.Study,
+    number: int,
+    state: TrialState,
+    value: float | None,
+    report: tuple[int, float] | None,
+    attrs: dict[str, Any] | None = None,
 ) -> None:
-    """Tell sampler trial ``number`` its configuration's outcome (once; a PRUNED one with how far it got)."""
+    """Tell sampler trial ``number`` its configuration's outcome (once; a PRUNED one with how far it got) and
+    store ``attrs`` (the replicates' outcomes) on it."""
     trial = sampler_study.get_trials(deepcopy=False)[number]
     if trial.state.is_finished():
         return
+    handle = optuna.Trial(sampler_study, trial._trial_id)
+    for key, val in (attrs or {}).items():
+        handle.set_user_attr(key, val)
     if report is not None and state == TrialState.PRUNED:
-        optuna.Trial(sampler_study, trial._trial_id).report(report[1], report[0])
+        handle.report(report[1], report[0])
+    # Each ask gets its own sampler (make_sampler), so none learns in after_trial; a grid sampler's there would
+    # call study.stop(), which Optuna allows only inside optimize().
+    sampler_study.sampler = optuna.samplers.RandomSampler()
     sampler_study.tell(number, value if state == TrialState.COMPLETE else None, state=state)
 
 
+def configurations(
+    grid: bool, record: optuna.Study, sampler_study: optuna.Study, dists: dict[str, BaseDistribution]
+) -> list[tuple[Configuration, int, bool]]:
+    """The sampled configurations by index, each with its sampler trial and whether it was told: a search's
+    from its record configuration trials, a grid's from its sampler trials (its record keeps only attempts)."""
+    if grid:
+        trials = [t for t in sampler_study.get_trials(deepcopy=False) if set(t.params) == set(dists)]
+        return [(configuration_of(t, grid), t.number, t.state.is_finished()) for t in trials]
+    trials = configuration_trials(record.get_trials(deepcopy=False))
+    return [(configuration_of(t), t.user_attrs[ATTR.SAMPLER_TRIAL], t.state.is_finished()) for t in trials]
+
+
 def reconcile(
-    n_trials: int, record: optuna.Study, sampler_study: optuna.Study, dists: dict[str, BaseDistribution]
+    n_trials: int, record: optuna.Study, sampler_study: optuna.Study, dists: dict[str, BaseDistribution], grid: bool
 ) -> None:
     """Bring the two studies into agreement after a driver was killed between their writes.
 
-    A sampler trial without a configuration record is adopted (recorded) when its sampling finished and fewer
-    than ``n_trials`` configurations exist, else closed as FAIL; a sampler trial still RUNNING whose record
-    was told gets the record's outcome.
+    A sampler trial whose sampling did not finish is closed as FAIL. In a search, a sampled one without a
+    configuration record is adopted (recorded) when fewer than ``n_trials`` configurations exist, else
+    closed as FAIL, and one still RUNNING whose record was told gets the record's outcome. (A grid's
+    sampler trial is its configuration: :class:`Sampling` tells it when its replicates have ended.)
     """
     configurations = configuration_trials(record.get_trials(deepcopy=False))
     linked = {t.user_attrs[ATTR.SAMPLER_TRIAL]: t for t in configurations}
     for trial in sampler_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        mine = linked.get(trial.number)
-        if mine is None and set(trial.params) == set(dists) and len(configurations) < n_trials:
+        mine, sampled = linked.get(trial.number), set(trial.params) == set(dists)
+        if grid and sampled:
+            continue
+        if mine is None and sampled and not grid and len(configurations) < n_trials:
             configurations.append(add_configuration(record, len(configurations), trial, dists))
         elif mine is None:
             optuna.Trial(sampler_study, trial._trial_id).set_user_attr(ATTR.ERROR, UNSAMPLED)
@@ -181,12 +209,14 @@ class Sampling:
         index = self._created
         self._sampler_study.sampler = make_sampler(self._search, self._dists, index)
         sampled = self._sampler_study.ask(self._dists)
-        record = add_configuration(self._record, index, sampled, self._dists)
+        if self._grid:  # a grid's configuration trial is its sampler trial
+            configuration = configuration_of(self._sampler_study.get_trials(deepcopy=False)[sampled.number], True)
+        else:
+            configuration = configuration_of(add_configuration(self._record, index, sampled, self._dists))
         self._created += 1
-        configuration = configuration_of(record, self._grid)
-        trials = self._record.get_trials(deepcopy=False)
-        plan = plan_study([configuration], self._replicates, trials, self._max_reruns, {record.number: sampled.number})
-        self._open[index] = plan[0]
+        plan = plan_study([configuration], self._replicates, self._record.get_trials(deepcopy=False), self._max_reruns)
+        plan[0].sampler_number = sampled.number
+        self._open[configuration.index] = plan[0]
         shown = ", ".join(f"{k}={setting(v, 4)}" for k, v in sampled.params.items())
         counted = f"{index + 1}/{self._search['n_trials']}"
         self._line(f"sample  {configuration.label} ({self._search['sampler']}, {counted}): {shown}")
@@ -204,14 +234,15 @@ class Sampling:
             self._tell(plan)
 
     def _tell(self, plan: ConfigurationPlan) -> None:
-        index, number = plan.configuration.index, plan.configuration.record_number
+        number = plan.configuration.record_number
         state, value, attrs = configuration_outcome(plan.outcomes)
-        handle = optuna.Trial(self._record, self._record.get_trials(deepcopy=False)[number]._trial_id)
-        for key, val in attrs.items():
-            handle.set_user_attr(key, val)
-        self._record.tell(number, value, state=state, skip_if_finished=True)
-        tell_sampler(self._sampler_study, plan.sampler_number, state, value, pruned_report(plan.outcomes))
-        del self._open[index]
+        if number is not None:  # a search's configuration trial in the record
+            handle = optuna.Trial(self._record, self._record.get_trials(deepcopy=False)[number]._trial_id)
+            for key, val in attrs.items():
+                handle.set_user_attr(key, val)
+            self._record.tell(number, value, state=state, skip_if_finished=True)
+        tell_sampler(self._sampler_study, plan.sampler_number, state, value, pruned_report(plan.outcomes), attrs)
+        del self._open[plan.configuration.index]
         if state == TrialState.COMPLETE:
             spread = f" ± {attrs['value_std']:.4f} (sd)" if attrs["value_std"] is not None else ""
             told = f"val MeanIoU {value:.4f}{spread} over {attrs['n_seeds']} seed(s)"

@@ -16,8 +16,9 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import optuna
 import yaml
 
 from lgeseg.config import config_hash, without_neutral
@@ -30,21 +31,16 @@ from lgeseg.padding import check_size
 from .closing_table import format_summary, summary_rows
 from .cluster import check_resources, start_ray
 from .record import (
-    ATTR,
     Attempt,
     ConfigurationPlan,
     close_unstarted,
-    configuration_of,
-    configuration_trials,
     plan_study,
     sampler_study_name,
 )
 from .rule import RetuneRule
+from .sampling import Sampling, configurations, reconcile
 from .storage import default_storage, default_study_dir, mask_url, open_storage, resolve, start_study
 from .study_config import grid_configurations, max_epochs, replicates, run_config_of, sampler_settings, space
-
-if TYPE_CHECKING:
-    import optuna
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the recorder keeps the results
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -169,10 +165,6 @@ def prepare_study(
 
 def open_sampler_study(config: dict, record: optuna.Study, storage: str) -> optuna.Study:
     """The study's sampler study beside the record (created on first use), reconciled with it."""
-    import optuna
-
-    from .sampling import reconcile
-
     sampler_study = optuna.create_study(
         storage=open_storage(storage),
         study_name=sampler_study_name(record.study_name),
@@ -180,19 +172,17 @@ def open_sampler_study(config: dict, record: optuna.Study, storage: str) -> optu
         load_if_exists=True,
     )
     sampler_study.set_user_attr("record_study", record.study_name)
-    reconcile(sampler_settings(config)["n_trials"], record, sampler_study, space(config))
+    reconcile(sampler_settings(config)["n_trials"], record, sampler_study, space(config), "grid" in config)
     return sampler_study
 
 
-def plan(config: dict, record: optuna.Study) -> list[ConfigurationPlan]:
+def plan(config: dict, record: optuna.Study, sampler_study: optuna.Study) -> list[ConfigurationPlan]:
     """The resume plan of every configuration sampled so far, a grid's in config order (L2 slowest)."""
+    sampled = configurations("grid" in config, record, sampler_study, space(config))
     trials = record.get_trials(deepcopy=False)
-    sampled = configuration_trials(trials)
-    configurations = [configuration_of(t, "grid" in config) for t in sampled]
-    numbers = {t.number: t.user_attrs[ATTR.SAMPLER_TRIAL] for t in sampled}
-    plans = plan_study(configurations, replicates(config), trials, config["retune"]["max_reruns"], numbers)
-    for p, trial in zip(plans, sampled):
-        p.told = trial.state.is_finished()
+    plans = plan_study([c for c, _, _ in sampled], replicates(config), trials, config["retune"]["max_reruns"])
+    for p, (_, number, told) in zip(plans, sampled):
+        p.sampler_number, p.told = number, told
     if "grid" in config:
         order = [c.params for c in grid_configurations(config)]
         plans.sort(key=lambda p: order.index(p.configuration.params))
@@ -255,11 +245,11 @@ def run_study(
     record = prepare_study(config, name, storage, out, resume, data, stream)
     close_unstarted(record)
     sampler_study = open_sampler_study(config, record, storage)
-    plans = plan(config, record)
+    plans = plan(config, record, sampler_study)
     print(_header(config, name, storage, plans), file=stream)
     if _unfinished(config, plans):
         tune_study(config, record, sampler_study, plans, out, stream)
-    plans = plan(config, record)
+    plans = plan(config, record, sampler_study)
     rows = summary_rows(config, plans)
     print(format_summary(rows), file=stream)
     also = f" (studies '{name}' and '{sampler_study_name(name)}')"
@@ -277,7 +267,6 @@ def tune_study(
 
     from .recorder import OptunaRecorder
     from .retune import RetuneStopper
-    from .sampling import Sampling
     from .searcher import StudySearcher
     from .trainable import train_trial
     from .tune_progress import ProgressPrinter

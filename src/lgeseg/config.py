@@ -290,9 +290,27 @@ def check_model_train(config: dict) -> None:
         _positive(config, "seed", allow_zero=True)
     _positive(config, "train.augment.translate", allow_zero=True)
     if "metrics" in config:
-        from .field_metrics import check_metrics_config
-
         check_metrics_config(config["metrics"])
+
+
+#: Metric families ``metrics.field`` may list (every one is computed by default; :mod:`lgeseg.field_metrics`).
+FIELD_METRICS: tuple[str, ...] = ("dice", "hd95", "assd", "nsd")
+
+
+def check_metrics_config(section: dict, where: str = "metrics") -> None:
+    """The ``metrics`` config section: ``nsd_tolerance_mm`` > 0 and ``field`` names from :data:`FIELD_METRICS`.
+
+    Raises:
+        ConfigError: one line naming the key and the value.
+    """
+    tolerance = section["nsd_tolerance_mm"]
+    if not (math.isfinite(tolerance) and tolerance > 0):
+        raise ConfigError(f"config key '{where}.nsd_tolerance_mm' must be > 0, got {tolerance!r}")
+    for name in section["field"]:
+        if name not in FIELD_METRICS:
+            raise ConfigError(
+                f"config key '{where}.field' names unknown metric {name!r} (known: {', '.join(FIELD_METRICS)})"
+            )
 
 
 def run_config(values: dict | None = None) -> dict:

@@ -52,11 +52,10 @@ from typing import Any
 
 import numpy as np
 
+from .config import FIELD_METRICS, check_metrics_config  # noqa: F401  (their home: the config's checks)
 from .errors import ConfigError, DataError
 from .png import IGNORE_INDEX
 
-#: Metric families ``metrics.field`` may list (every one is computed by default).
-FIELD_METRICS: tuple[str, ...] = ("dice", "hd95", "assd", "nsd")
 #: Default NSD tolerance (``metrics.nsd_tolerance_mm``), mm (pixels without a spacing).
 DEFAULT_NSD_TOLERANCE_MM = 2.0
 #: Percentile of the Hausdorff distance reported as HD95.
@@ -152,22 +151,6 @@ def read_slice_numbers(root: str | Path, files: Sequence[str]) -> list[int] | No
     if any(f not in number for f in files):
         return None
     return [number[f] for f in files]
-
-
-def check_metrics_config(section: dict, where: str = "metrics") -> None:
-    """The ``metrics`` config section: ``nsd_tolerance_mm`` > 0 and ``field`` names from :data:`FIELD_METRICS`.
-
-    Raises:
-        ConfigError: one line naming the key and the value.
-    """
-    tolerance = section["nsd_tolerance_mm"]
-    if not (math.isfinite(tolerance) and tolerance > 0):
-        raise ConfigError(f"config key '{where}.nsd_tolerance_mm' must be > 0, got {tolerance!r}")
-    for name in section["field"]:
-        if name not in FIELD_METRICS:
-            raise ConfigError(
-                f"config key '{where}.field' names unknown metric {name!r} (known: {', '.join(FIELD_METRICS)})"
-            )
 
 
 def parse_metric(spec: str, classes: Sequence[str]) -> tuple[str, str]:

@@ -133,7 +133,11 @@ def configurations(
 
 
 def reconcile(
-    n_trials: int, record: optuna.Study, sampler_study: optuna.Study, dists: dict[str, BaseDistribution], grid: bool
+    n_trials: int,
+    record: optuna.Study,
+    sampler_study: optuna.Study,
+    dists: dict[str, BaseDistribution],
+    grid: bool = False,
 ) -> None:
     """Bring the two studies into agreement after a driver was killed between their writes.
 

@@ -138,13 +138,18 @@ class Configuration:
         return dict(self.params)
 
     @property
+    def by_values(self) -> bool:
+        """Whether it is named by its values (a grid point) rather than ``c<index>``."""
+        return self.grid or self.index is None
+
+    @property
     def label(self) -> str:
         """How progress lines name it: ``c<index>``, or a grid point's values (``l2=5e-05,loss=dice``)."""
         return ",".join(sum(self._parts(), []))
 
     def _parts(self) -> tuple[list[str], list[str]]:
         """(before, after) the replicate in a grid point's name: ``l2=<L2>`` first, the other axes after."""
-        if self.index is not None and not self.grid:
+        if not self.by_values:
             return [f"c{self.index:03d}"], []
         head = [f"l2={v:g}" for k, v in self.params if k == "train.l2"]
         tail = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.params if k != "train.l2"]
@@ -385,8 +390,9 @@ def configuration_trials(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
 
 def configuration_of(trial: FrozenTrial, grid: bool = False) -> Configuration:
     """The configuration a search's record configuration trial, or (``grid``) a grid's sampler trial, stands for."""
-    if grid:  # params sorted: train.l2, then the other axes in GRID_AXES order (model.* before train.*)
-        return Configuration(tuple(sorted(trial.params.items())), trial.number, None, grid=True)
+    if grid:  # in grid order: train.l2, then the other axes as GRID_AXES has them (model.* before train.*)
+        params = sorted(trial.params.items(), key=lambda kv: (kv[0] != "train.l2", kv[0]))
+        return Configuration(tuple(params), trial.number, None, grid=True)
     return Configuration(tuple(trial.params.items()), trial.user_attrs[ATTR.CONFIGURATION], trial.number)
 
 

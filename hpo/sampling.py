@@ -21,7 +21,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from lgeseg.tables import setting
+from lgeseg.tables import fmt, setting
 
 from .record import (
     ATTR,
@@ -248,8 +248,8 @@ class Sampling:
         tell_sampler(self._sampler_study, plan.sampler_number, state, value, pruned_report(plan.outcomes), attrs)
         del self._open[plan.configuration.index]
         if state == TrialState.COMPLETE:
-            spread = f" ± {attrs['value_std']:.4f} (sd)" if attrs["value_std"] is not None else ""
-            told = f"val MeanIoU {value:.4f}{spread} over {attrs['n_seeds']} seed(s)"
+            spread = f" ± {fmt(attrs['value_std'])} (sd)" if attrs["value_std"] is not None else ""
+            told = f"val MeanIoU {fmt(value)}{spread} over {attrs['n_seeds']} seed(s)"
         else:
             told = {TrialState.PRUNED: "pruned (not converged, or stopped by ASHA)", TrialState.FAIL: "failed"}[state]
         self._line(f"told    {plan.configuration.label}: {told}")

@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import TrialState
 from test_search import PASS, Driver, finished
 
+from hpo.closing_table import summary_rows
 from hpo.study import plan
 from hpo.study_config import grid_configurations, sampler_settings, study_config
 
@@ -63,13 +64,20 @@ def test_a_grid_is_asked_from_the_grid_sampler_and_covers_every_point_once(tmp_p
     assert all(t.user_attrs["seeds"][0]["status"] == "complete" for t in sampled)
 
 
-def test_the_plan_lists_a_grid_in_config_order_whatever_order_it_ran(tmp_path):
-    config = grid_config()
+def test_the_plan_and_table_list_a_grid_in_config_order_whatever_order_it_ran(tmp_path):
+    config = grid_config(architecture=["monai-unet", "matlab-unet"], l2=[5e-3])
     drive = Driver(config, tmp_path)
-    run_all(drive)
+    names = run_all(drive)
+    assert "l2=0.005_seed=0_architecture=monai-unet_loss=dice_rerun=0" in names
     plans = plan(config, drive.record, drive.sampler)
     assert [p.configuration.params for p in plans] == [c.params for c in grid_configurations(config)]
+    assert [p.configuration.values["model.architecture"] for p in plans] == ["monai-unet"] * 2 + ["matlab-unet"] * 2
     assert all(p.told and not p.owed for p in plans)
+    rows = summary_rows(config, plans)
+    assert list(rows[0]["space"]) == ["L2", "architecture", "loss"]
+    assert [r["point"] for r in rows[:2]] == ["l2=0.005,seed=0,architecture=monai-unet,loss=cross-entropy"] + [
+        "l2=0.005,seed=1,architecture=monai-unet,loss=cross-entropy"
+    ]
 
 
 def test_a_resumed_grid_continues_without_running_a_point_twice(tmp_path):

@@ -105,3 +105,14 @@ def test_a_grid_recorded_before_the_one_flow_resumes_from_its_attempts(tmp_path)
     assert len(done) + len(rest) == 8 and not set(done) & set(rest)
     assert len(again.record.get_trials()) == 8
     assert [t.state for t in again.sampler.get_trials()] == [TrialState.COMPLETE] * 4
+
+
+def test_a_grid_storage_given_alone_opens_its_record_not_its_sampler_study(tmp_path):
+    from hpo.storage import open_study
+    from hpo.study import open_sampler_study
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    record = optuna.create_study(storage=url, study_name="s", direction="maximize")
+    sampler_study = open_sampler_study(grid_config(), record, url)
+    assert sampler_study.study_name == "s/sampler" and sampler_study.user_attrs["record_study"] == "s"
+    assert open_study(url, None).study_name == "s"

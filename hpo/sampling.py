@@ -152,7 +152,7 @@ def reconcile(
         mine, sampled = linked.get(trial.number), set(trial.params) == set(dists)
         if grid and sampled:
             continue
-        if mine is None and sampled and not grid and len(configurations) < n_trials:
+        if mine is None and sampled and len(configurations) < n_trials:
             configurations.append(add_configuration(record, len(configurations), trial, dists))
         elif mine is None:
             optuna.Trial(sampler_study, trial._trial_id).set_user_attr(ATTR.ERROR, UNSAMPLED)

@@ -32,12 +32,9 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 def _space_cells(plan: ConfigurationPlan) -> dict[str, str]:
     """The configuration's columns: a grid point's values (``L2`` first), or ``config`` and the searched keys."""
     configuration = plan.configuration
-    cells = {} if configuration.index is None else {"config": f"c{configuration.index:03d}"}
-    for key, value in configuration.params:
-        column = "L2" if key == "train.l2" and configuration.index is None else key
-        column = column.rsplit(".", 1)[-1] if configuration.index is None else column
-        cells[column] = setting(value)
-    return cells
+    if configuration.by_values:
+        return {("L2" if k == "train.l2" else k.rsplit(".", 1)[-1]): setting(v) for k, v in configuration.params}
+    return {"config": f"c{configuration.index:03d}", **{k: setting(v) for k, v in configuration.params}}
 
 
 def summary_rows(config: dict, plans: list[ConfigurationPlan]) -> list[dict[str, Any]]:

@@ -2,9 +2,10 @@
 
 A study is a space of *configurations* (a grid's categorical axes, or what a sampler proposes) times
 *replicates* (seeds now; cross-validation folds next). Each replicate of a configuration is trained by
-*attempts*: rerun 0 is the protocol itself, rerun k carries the k-th retune adjustment. The record (one
-Optuna study per study) holds one trial per attempt and, for a sampled search, one trial per configuration
-(user attr ``kind`` = :data:`CONFIGURATION`). This module is the one home of that schema:
+*attempts*: rerun 0 is the protocol itself, rerun k carries the k-th retune adjustment. The record (one Optuna
+study per study) holds one trial per attempt and, for a search, one trial per configuration (user attr
+``kind`` = :data:`CONFIGURATION`); a grid's record keeps only attempts, as it always has, and its sampler
+trials (``<name>/sampler``) stand for its configurations. This module is the one home of that schema:
 
 * the names: :attr:`Attempt.name` (trial folder and ``trial_name``) and :attr:`Attempt.point` (lineage
   ``point``), derived from the configuration and :class:`Replicate` in one place;
@@ -65,7 +66,7 @@ UNDEFINED_VALUE = "validation MeanIoU is undefined (a class never occurs in the 
 
 #: ``kind`` of a configuration trial in the record.
 CONFIGURATION = "configuration"
-#: Suffix of the sampler study's name (a sampled search only).
+#: Suffix of the sampler study's name (grids recorded before the one flow, at d5d5804, have none).
 SAMPLER_SUFFIX = "/sampler"
 
 
@@ -138,20 +139,32 @@ class Configuration:
     """One point of the space: dotted run-config key -> value, in the space's order.
 
     A grid point is named by its values (``l2=<L2>`` then the other axes, as trial folders always were); a
-    sampled configuration by its index ``c<index>`` and carries its configuration trial's number.
+    configuration of any other sampler by its index ``c<index>``. Both carry their index (the order the
+    sampler proposed them in) and configuration trial's number once sampled.
     """
 
     params: tuple[tuple[str, Any], ...]
-    index: int | None = None  #: a sampled configuration's index (None for a grid point)
-    record_number: int | None = None  #: its configuration trial in the record (sampled only)
+    index: int | None = None  #: a search's configuration index; a grid point's sampler trial (None unsampled)
+    record_number: int | None = None  #: its configuration trial in the record (searches only)
+    grid: bool = field(default=False, compare=False)  #: a grid point, named by its values (as is one without index)
 
     @property
     def values(self) -> dict[str, Any]:
         return dict(self.params)
 
+    @property
+    def by_values(self) -> bool:
+        """Whether it is named by its values (a grid point) rather than ``c<index>``."""
+        return self.grid or self.index is None
+
+    @property
+    def label(self) -> str:
+        """How progress lines name it: ``c<index>``, or a grid point's values (``l2=5e-05,loss=dice``)."""
+        return ",".join(sum(self._parts(), []))
+
     def _parts(self) -> tuple[list[str], list[str]]:
         """(before, after) the replicate in a grid point's name: ``l2=<L2>`` first, the other axes after."""
-        if self.index is not None:
+        if not self.by_values:
             return [f"c{self.index:03d}"], []
         head = [f"l2={v:g}" for k, v in self.params if k == "train.l2"]
         tail = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.params if k != "train.l2"]
@@ -194,6 +207,7 @@ class Attempt:
             "params": [list(p) for p in c.params],
             "index": c.index,
             "record_number": c.record_number,
+            "grid": c.grid,
             "replicate": self.replicate.to_config(),
             "rerun": self.rerun,
             "optuna_number": self.optuna_number,
@@ -202,7 +216,8 @@ class Attempt:
     @classmethod
     def from_config(cls, values: dict[str, Any]) -> Attempt:
         """The attempt of a Ray trial config's ``attempt`` dict (see :meth:`to_config`)."""
-        c = Configuration(tuple((k, v) for k, v in values["params"]), values["index"], values["record_number"])
+        params = tuple((k, v) for k, v in values["params"])
+        c = Configuration(params, values["index"], values["record_number"], values.get("grid", False))
         return cls(c, Replicate(**values["replicate"]), values["rerun"], values.get("optuna_number"))
 
 
@@ -246,7 +261,7 @@ def start_attrs(
         "rerun_of": rerun_of,
         "adjustment": adjustment,
     }
-    if attempt.configuration.index is not None:
+    if attempt.configuration.record_number is not None:  # a search's trials, as d5d5804 wrote them
         lineage.update(
             configuration=attempt.configuration.record_number, configuration_index=attempt.configuration.index
         )
@@ -457,8 +472,11 @@ def configuration_key(trial: FrozenTrial) -> str | None:
     return None
 
 
-def configuration_of(trial: FrozenTrial) -> Configuration:
-    """The configuration a record configuration trial stands for."""
+def configuration_of(trial: FrozenTrial, grid: bool = False) -> Configuration:
+    """The configuration a search's record configuration trial, or (``grid``) a grid's sampler trial, stands for."""
+    if grid:  # in grid order: train.l2, then the other axes as GRID_AXES has them (model.* before train.*)
+        params = sorted(trial.params.items(), key=lambda kv: (kv[0] != "train.l2", kv[0]))
+        return Configuration(tuple(params), trial.number, None, grid=True)
     return Configuration(tuple(trial.params.items()), trial.user_attrs[ATTR.CONFIGURATION], trial.number)
 
 
@@ -544,7 +562,6 @@ def plan_study(
     replicates: list[Replicate],
     trials: Iterable[FrozenTrial],
     max_reruns: int,
-    sampler_numbers: dict[int, int] | None = None,
 ) -> list[ConfigurationPlan]:
     """The resume plan: for every configuration and replicate, what the record says and what is owed.
 
@@ -562,6 +579,5 @@ def plan_study(
         for replicate in replicates:
             first = Attempt(configuration, replicate)
             steps[replicate] = plan_replicate(first, by_point.get(first.point, []), max_reruns)
-        number = (sampler_numbers or {}).get(configuration.record_number)
-        plans.append(ConfigurationPlan(configuration, steps, number))
+        plans.append(ConfigurationPlan(configuration, steps))
     return plans

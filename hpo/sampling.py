@@ -1,11 +1,13 @@
-"""A search's sampler: Optuna proposes configurations and learns only their values. No Ray.
+"""The study's sampler: Optuna proposes configurations and learns only their values. No Ray.
 
-Two Optuna studies share the storage: the **record** (:mod:`hpo.record`: every attempt, plus one trial per
-sampled configuration) and the **sampler study** (``<name>/sampler``), where the sampler asks and learns,
-so it never sees an attempt, a replicate or a stopped rerun: only configuration values. A configuration is
-told when every replicate has ended (:func:`hpo.record.configuration_outcome`). :class:`Sampling` holds
-the two jobs the searcher hands it, :meth:`~Sampling.sample` and :meth:`~Sampling.settle`;
-:func:`reconcile` repairs the pair after a driver was killed between their writes.
+Every study samples its configurations here, a grid too (Optuna's ``GridSampler`` over its categorical space,
+:func:`hpo.study_config.sampler_settings`), as Optuna's own ``study/_optimize.py`` runs one loop for every
+sampler. Two Optuna studies share the storage: the **record** (:mod:`hpo.record`: every attempt, plus one
+trial per sampled configuration) and the **sampler study** (``<name>/sampler``), where the sampler asks and
+learns, so it never sees an attempt, a replicate or a stopped rerun: only configuration values. A
+configuration is told when every replicate has ended (:func:`hpo.record.configuration_outcome`).
+:class:`Sampling` holds the two jobs the searcher hands it, :meth:`~Sampling.sample` and
+:meth:`~Sampling.settle`; :func:`reconcile` repairs the pair after a driver was killed between their writes.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from lgeseg.tables import setting
+from lgeseg.tables import fmt, setting
 
 from .record import (
     ATTR,
     CONFIGURATION,
     Attempt,
+    Configuration,
     ConfigurationPlan,
     Outcome,
     Replicate,
@@ -32,9 +35,10 @@ from .record import (
     configuration_of,
     configuration_outcome,
     configuration_trials,
-    plan_replicate,
+    plan_study,
     pruned_report,
 )
+from .study_config import sampler_settings
 
 #: ``error`` of a sampler trial whose sampling a killed driver interrupted.
 UNSAMPLED = "sampling interrupted by a killed driver; not a configuration"
@@ -46,7 +50,8 @@ def make_sampler(search: dict, dists: dict[str, BaseDistribution], index: int) -
     TPE, random, GP and CMA-ES are stateless between asks (their history is the sampler study; CMA-ES keeps
     its state in the trials), so each ask gets a fresh sampler seeded from ``(seed, index)``: a resumed search
     neither replays the random draws of the configurations it already has nor depends on where it was killed.
-    QMC and grid walk one fixed sequence, so they keep ``seed``.
+    QMC and grid walk one fixed sequence, so they keep ``seed`` (the grid sampler runs its points in an order
+    shuffled by it; the closing table and report show them in config order).
     """
     kind, seed = search["sampler"], search["seed"]
     derived = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
@@ -92,31 +97,62 @@ def add_configuration(
 
 
 def tell_sampler(
-    sampler_study: optuna.Study, number: int, state: TrialState, value: float | None, report: tuple[int, float] | None
+    sampler_study: optuna.Study,
+    number: int,
+    state: TrialState,
+    value: float | None,
+    report: tuple[int, float] | None,
+    attrs: dict[str, Any] | None = None,
 ) -> None:
-    """Tell sampler trial ``number`` its configuration's outcome (once; a PRUNED one with how far it got)."""
+    """Tell sampler trial ``number`` its configuration's outcome (once; a PRUNED one with how far it got) and
+    store ``attrs`` (the replicates' outcomes) on it."""
     trial = sampler_study.get_trials(deepcopy=False)[number]
     if trial.state.is_finished():
         return
+    handle = optuna.Trial(sampler_study, trial._trial_id)
+    for key, val in (attrs or {}).items():
+        handle.set_user_attr(key, val)
     if report is not None and state == TrialState.PRUNED:
-        optuna.Trial(sampler_study, trial._trial_id).report(report[1], report[0])
+        handle.report(report[1], report[0])
+    # Each ask gets its own sampler (make_sampler), so none learns in after_trial; a grid sampler's there would
+    # call study.stop(), which Optuna allows only inside optimize().
+    sampler_study.sampler = optuna.samplers.RandomSampler()
     sampler_study.tell(number, value if state == TrialState.COMPLETE else None, state=state)
 
 
+def configurations(
+    grid: bool, record: optuna.Study, sampler_study: optuna.Study, dists: dict[str, BaseDistribution]
+) -> list[tuple[Configuration, int, bool]]:
+    """The sampled configurations by index, each with its sampler trial and whether it was told: a search's
+    from its record configuration trials, a grid's from its sampler trials (its record keeps only attempts)."""
+    if grid:
+        trials = [t for t in sampler_study.get_trials(deepcopy=False) if set(t.params) == set(dists)]
+        return [(configuration_of(t, grid), t.number, t.state.is_finished()) for t in trials]
+    trials = configuration_trials(record.get_trials(deepcopy=False))
+    return [(configuration_of(t), t.user_attrs[ATTR.SAMPLER_TRIAL], t.state.is_finished()) for t in trials]
+
+
 def reconcile(
-    n_trials: int, record: optuna.Study, sampler_study: optuna.Study, dists: dict[str, BaseDistribution]
+    n_trials: int,
+    record: optuna.Study,
+    sampler_study: optuna.Study,
+    dists: dict[str, BaseDistribution],
+    grid: bool = False,
 ) -> None:
     """Bring the two studies into agreement after a driver was killed between their writes.
 
-    A sampler trial without a configuration record is adopted (recorded) when its sampling finished and fewer
-    than ``n_trials`` configurations exist, else closed as FAIL; a sampler trial still RUNNING whose record
-    was told gets the record's outcome.
+    A sampler trial whose sampling did not finish is closed as FAIL. In a search, a sampled one without a
+    configuration record is adopted (recorded) when fewer than ``n_trials`` configurations exist, else
+    closed as FAIL, and one still RUNNING whose record was told gets the record's outcome. (A grid's
+    sampler trial is its configuration: :class:`Sampling` tells it when its replicates have ended.)
     """
     configurations = configuration_trials(record.get_trials(deepcopy=False))
     linked = {t.user_attrs[ATTR.SAMPLER_TRIAL]: t for t in configurations}
     for trial in sampler_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        mine = linked.get(trial.number)
-        if mine is None and set(trial.params) == set(dists) and len(configurations) < n_trials:
+        mine, sampled = linked.get(trial.number), set(trial.params) == set(dists)
+        if grid and sampled:
+            continue
+        if mine is None and sampled and len(configurations) < n_trials:
             configurations.append(add_configuration(record, len(configurations), trial, dists))
         elif mine is None:
             optuna.Trial(sampler_study, trial._trial_id).set_user_attr(ATTR.ERROR, UNSAMPLED)
@@ -126,10 +162,12 @@ def reconcile(
 
 
 class Sampling:
-    """The sampler's side of a search: new configurations on demand, configuration values when decided.
+    """The sampler's side of a study: new configurations on demand, configuration values when decided.
 
     ``plans`` are the record's open (untold) configurations from :func:`hpo.record.plan_study`; those whose
-    replicates all ended before the driver was killed are told at once.
+    replicates all ended before the driver was killed are told at once. A newly sampled configuration is
+    planned from the record too, so a grid recorded before the one flow (attempts, no configuration trials)
+    continues where it stopped: a point already trained is told, never run again.
     """
 
     def __init__(
@@ -143,7 +181,8 @@ class Sampling:
         created: int,
         stream: TextIO | None = None,
     ) -> None:
-        self._search = config["search"]
+        self._search = sampler_settings(config)
+        self._grid = "grid" in config
         self._max_reruns = config["retune"]["max_reruns"]
         self._dists = dists
         self._record = record
@@ -169,18 +208,25 @@ class Sampling:
         return self._created < self._search["n_trials"] and len(self._open) < self._search["max_concurrent"]
 
     def sample(self) -> list[Attempt]:
-        """Ask the sampler for the next configuration, record it, and return its replicates' first attempts."""
+        """Ask the sampler for the next configuration, record it, and return what its replicates owe (all
+        their first attempts, unless the record already holds some of them)."""
         index = self._created
         self._sampler_study.sampler = make_sampler(self._search, self._dists, index)
         sampled = self._sampler_study.ask(self._dists)
-        record = add_configuration(self._record, index, sampled, self._dists)
+        if self._grid:  # a grid's configuration trial is its sampler trial
+            configuration = configuration_of(self._sampler_study.get_trials(deepcopy=False)[sampled.number], True)
+        else:
+            configuration = configuration_of(add_configuration(self._record, index, sampled, self._dists))
         self._created += 1
-        configuration = configuration_of(record)
-        steps = {r: plan_replicate(Attempt(configuration, r), [], self._max_reruns) for r in self._replicates}
-        self._open[index] = ConfigurationPlan(configuration, steps, sampled.number)
+        plan = plan_study([configuration], self._replicates, self._record.get_trials(deepcopy=False), self._max_reruns)
+        plan[0].sampler_number = sampled.number
+        self._open[configuration.index] = plan[0]
         shown = ", ".join(f"{k}={setting(v, 4)}" for k, v in sampled.params.items())
-        self._line(f"sample  c{index:03d} ({self._search['sampler']}, {index + 1}/{self._search['n_trials']}): {shown}")
-        return [Attempt(configuration, r) for r in self._replicates]
+        counted = f"{index + 1}/{self._search['n_trials']}"
+        self._line(f"sample  {configuration.label} ({self._search['sampler']}, {counted}): {shown}")
+        if len(plan[0].outcomes) == len(self._replicates):
+            self._tell(plan[0])
+        return plan[0].owed
 
     def settle(self, attempt: Attempt, outcome: Outcome) -> None:
         """Record how ``attempt``'s replicate ended; tell the configuration once every replicate has."""
@@ -192,20 +238,21 @@ class Sampling:
             self._tell(plan)
 
     def _tell(self, plan: ConfigurationPlan) -> None:
-        index, number = plan.configuration.index, plan.configuration.record_number
+        number = plan.configuration.record_number
         state, value, attrs = configuration_outcome(plan.outcomes)
-        handle = optuna.Trial(self._record, self._record.get_trials(deepcopy=False)[number]._trial_id)
-        for key, val in attrs.items():
-            handle.set_user_attr(key, val)
-        self._record.tell(number, value, state=state, skip_if_finished=True)
-        tell_sampler(self._sampler_study, plan.sampler_number, state, value, pruned_report(plan.outcomes))
-        del self._open[index]
+        if number is not None:  # a search's configuration trial in the record
+            handle = optuna.Trial(self._record, self._record.get_trials(deepcopy=False)[number]._trial_id)
+            for key, val in attrs.items():
+                handle.set_user_attr(key, val)
+            self._record.tell(number, value, state=state, skip_if_finished=True)
+        tell_sampler(self._sampler_study, plan.sampler_number, state, value, pruned_report(plan.outcomes), attrs)
+        del self._open[plan.configuration.index]
         if state == TrialState.COMPLETE:
-            spread = f" ± {attrs['value_std']:.4f} (sd)" if attrs["value_std"] is not None else ""
-            told = f"val MeanIoU {value:.4f}{spread} over {attrs['n_seeds']} seed(s)"
+            spread = f" ± {fmt(attrs['value_std'])} (sd)" if attrs["value_std"] is not None else ""
+            told = f"val MeanIoU {fmt(value)}{spread} over {attrs['n_seeds']} seed(s)"
         else:
             told = {TrialState.PRUNED: "pruned (not converged, or stopped by ASHA)", TrialState.FAIL: "failed"}[state]
-        self._line(f"told    c{index:03d}: {told}")
+        self._line(f"told    {plan.configuration.label}: {told}")
 
     def _line(self, text: str) -> None:
         self._stream.write(text + "\n")

@@ -1,10 +1,11 @@
 """The study's one Ray Tune Searcher: it hands out attempts, queues the reruns the retune rule asks for, and
-(in a sampled search) asks :class:`hpo.sampling.Sampling` for configurations and reports replicates' ends.
+asks :class:`hpo.sampling.Sampling` for configurations and reports replicates' ends.
 
-A grid's attempts are all known when it starts; a search's come from its sampler as slots free up. Either
-way, when the retune rule stops an attempt the next one, carrying the next ``retune.adjustments`` entry,
-goes to the front of the queue at once. What is owed on ``--resume`` is decided from the Optuna record
-(:func:`hpo.record.plan_study`), never from Ray's own restore, which loses searcher state.
+Attempts come from the sampler as slots free up (a grid's sampler allows every point at once), plus those a
+resumed study still owes. When the retune rule stops an attempt the next one, carrying the next
+``retune.adjustments`` entry, goes to the front of the queue at once. What is owed on ``--resume`` is decided
+from the Optuna record (:func:`hpo.record.plan_study`), never from Ray's own restore, which loses searcher
+state.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class StudySearcher(Searcher):
         attempts: the attempts owed when the run starts (the resume plan's).
         rule, max_reruns: the study's retune rule and its rerun budget.
         make_config: the Ray trial config of an attempt (:func:`hpo.study.trial_config`).
-        sampling: a search's sampler (None for a grid, whose attempts are all in ``attempts``).
+        sampling: the study's sampler (None: only ``attempts`` run).
         trial_number: the record number of an attempt by name (the recorder's), for the outcomes.
     """
 
@@ -49,8 +50,8 @@ class StudySearcher(Searcher):
         self._trial_number = trial_number
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        if not self._queue and self._sampling is not None and self._sampling.wants_more():
-            self._queue.extend(self._sampling.sample())
+        while not self._queue and self._sampling is not None and self._sampling.wants_more():
+            self._queue.extend(self._sampling.sample())  # nothing when the record already has its replicates
         if self._queue:
             attempt = self._queue.popleft()
             self._running[trial_id] = attempt

@@ -4,8 +4,8 @@
 (:func:`describe_data`), starts or joins Ray and checks the cluster (:mod:`hpo.cluster`), opens (or, with
 ``resume``, reopens) the record (:func:`prepare_study`, :mod:`hpo.storage`), works out from it what is
 still owed (:func:`hpo.record.plan_study`), runs the attempts on Ray Tune with the retune rule
-(:func:`tune_study`) and prints the closing table (:mod:`hpo.closing_table`). A grid's configurations are its
-whole categorical space; a search's come from Optuna's sampler (:mod:`hpo.sampling`). The report is the
+(:func:`tune_study`) and prints the closing table (:mod:`hpo.closing_table`). Every study's configurations
+come from Optuna's sampler (:mod:`hpo.sampling`), a grid's from its ``GridSampler``. The report is the
 command's business.
 """
 
@@ -16,8 +16,9 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import optuna
 import yaml
 
 from lgeseg.config import config_hash, without_neutral
@@ -34,18 +35,14 @@ from .record import (
     Attempt,
     ConfigurationPlan,
     close_unstarted,
-    configuration_of,
-    configuration_trials,
     plan_study,
     sampler_study_name,
 )
 from .rule import RetuneRule
+from .sampling import Sampling, configurations, reconcile
 from .storage import default_storage, default_study_dir, mask_url, open_storage, resolve, start_study
-from .study_config import grid_configurations, max_epochs, replicates, run_config_of, space
+from .study_config import grid_configurations, max_epochs, replicates, run_config_of, sampler_settings, space
 from .study_owner import claim_study, study_command
-
-if TYPE_CHECKING:
-    import optuna
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the recorder keeps the results
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -170,11 +167,7 @@ def prepare_study(
 
 
 def open_sampler_study(config: dict, record: optuna.Study, storage: str) -> optuna.Study:
-    """A search's sampler study beside the record (created on first use), reconciled with it."""
-    import optuna
-
-    from .sampling import reconcile
-
+    """The study's sampler study beside the record (created on first use), reconciled with it."""
     sampler_study = optuna.create_study(
         storage=open_storage(storage),
         study_name=sampler_study_name(record.study_name),
@@ -184,42 +177,40 @@ def open_sampler_study(config: dict, record: optuna.Study, storage: str) -> optu
     attrs = sampler_study.user_attrs  # its own, or a new one: never a study another command or tool made
     if attrs.get("record_study") != record.study_name and (attrs or sampler_study.get_trials(deepcopy=False)):
         raise UserError(
-            f"study '{sampler_study.study_name}' in {mask_url(storage)} is not the sampler study of search "
+            f"study '{sampler_study.study_name}' in {mask_url(storage)} is not the sampler study of study "
             f"'{record.study_name}': give another --study-name"
         )
     sampler_study.set_user_attr("record_study", record.study_name)
-    reconcile(config["search"]["n_trials"], record, sampler_study, space(config))
+    reconcile(sampler_settings(config)["n_trials"], record, sampler_study, space(config), "grid" in config)
     return sampler_study
 
 
-def plan(config: dict, record: optuna.Study) -> list[ConfigurationPlan]:
-    """The resume plan of every configuration the study has so far (a grid: all; a search: those sampled)."""
+def plan(config: dict, record: optuna.Study, sampler_study: optuna.Study) -> list[ConfigurationPlan]:
+    """The resume plan of every configuration sampled so far, a grid's in config order (L2 slowest)."""
+    sampled = configurations("grid" in config, record, sampler_study, space(config))
     trials = record.get_trials(deepcopy=False)
-    if "search" in config:
-        sampled = configuration_trials(trials)
-        configurations = [configuration_of(t) for t in sampled]
-        numbers = {t.number: t.user_attrs["sampler_trial"] for t in sampled}
-    else:
-        configurations, numbers, sampled = grid_configurations(config), {}, []
-    plans = plan_study(configurations, replicates(config), trials, config["retune"]["max_reruns"], numbers)
-    for p, trial in zip(plans, sampled):
-        p.told = trial.state.is_finished()
+    plans = plan_study([c for c, _, _ in sampled], replicates(config), trials, config["retune"]["max_reruns"])
+    for p, (_, number, told) in zip(plans, sampled):
+        p.sampler_number, p.told = number, told
+    if "grid" in config:
+        order = [c.params for c in grid_configurations(config)]
+        plans.sort(key=lambda p: order.index(p.configuration.params))
     return plans
 
 
 def _header(config: dict, name: str, storage: str, plans: list[ConfigurationPlan]) -> str:
-    owed = sum(len(p.owed) for p in plans)
-    if "search" not in config:
-        points = sum(len(p.replicates) for p in plans)
-        done = points - owed
-        return f"study '{name}' in {mask_url(storage)}: {points} grid points, {done} already finished, {owed} to run"
-    search = config["search"]
+    sampler = sampler_settings(config)
     open_ = [p for p in plans if not p.told]
     return (
-        f"study '{name}' in {mask_url(storage)}: {search['n_trials']} configurations "
-        f"({search['sampler']} sampler, {search['seeds_per_trial']} seed(s) each), "
-        f"{len(plans) - len(open_)} finished, {len(open_)} in progress, {search['n_trials'] - len(plans)} to sample"
+        f"study '{name}' in {mask_url(storage)}: {sampler['n_trials']} configurations "
+        f"({sampler['sampler']} sampler, {len(replicates(config))} seed(s) each), "
+        f"{len(plans) - len(open_)} finished, {len(open_)} in progress, {sampler['n_trials'] - len(plans)} to sample"
     )
+
+
+def _unfinished(config: dict, plans: list[ConfigurationPlan]) -> bool:
+    """Whether ``--resume`` has work: attempts owed, or configurations still to sample."""
+    return any(p.owed for p in plans) or len(plans) < sampler_settings(config)["n_trials"]
 
 
 def run_study(
@@ -266,19 +257,17 @@ def run_study(
     with hold_study(storage, name, wait=wait, stream=stream):  # one driver per study (hpo.driver_lock)
         record = prepare_study(config, name, storage, out, resume, data, stream)
         close_unstarted(record)
-        sampler_study = open_sampler_study(config, record, storage) if "search" in config else None
-        plans = plan(config, record)
+        sampler_study = open_sampler_study(config, record, storage)
+        plans = plan(config, record, sampler_study)
         print(_header(config, name, storage, plans), file=stream)
-        if any(p.owed for p in plans) or (sampler_study is not None and len(plans) < config["search"]["n_trials"]):
+        if _unfinished(config, plans):
             tune_study(config, record, sampler_study, plans, out, stream)
-        plans = plan(config, record)
+        plans = plan(config, record, sampler_study)
         rows = summary_rows(config, plans)
         print(format_summary(rows), file=stream)
-        also = f" (studies '{name}' and '{sampler_study_name(name)}')" if sampler_study is not None else ""
+        also = f" (studies '{name}' and '{sampler_study_name(name)}')"
         print(f"storage: {mask_url(storage)}{also}\ntrials:  {out / 'trials'}", file=stream)
-        unsampled = sampler_study is not None and len(plans) < config["search"]["n_trials"]
-        unfinished = any(p.owed for p in plans) or unsampled
-        return StudyResult(name, storage, out, rows, unfinished)
+        return StudyResult(name, storage, out, rows, _unfinished(config, plans))
 
 
 def tune_study(
@@ -292,7 +281,6 @@ def tune_study(
     from .artifacts import STORE_DIR, writing_store
     from .recorder import OptunaRecorder
     from .retune import RetuneStopper
-    from .sampling import Sampling
     from .searcher import StudySearcher
     from .trainable import train_trial
     from .tune_progress import ProgressPrinter
@@ -301,18 +289,14 @@ def tune_study(
     max_reruns = config["retune"]["max_reruns"]
     recorder = OptunaRecorder(record, rule, max_reruns, artifact_store=writing_store(record, out / STORE_DIR))
     attempts = [a for p in plans for a in p.owed]
-    sampling = None
-    if sampler_study is not None:
-        open_ = [p for p in plans if not p.told]
-        sampling = Sampling(config, space(config), record, sampler_study, replicates(config), open_, len(plans), stream)
-        if config["search"]["scheduler"] == "asha":
-            from ray.tune.schedulers import ASHAScheduler
+    open_ = [p for p in plans if not p.told]
+    sampling = Sampling(config, space(config), record, sampler_study, replicates(config), open_, len(plans), stream)
+    if sampler_settings(config)["scheduler"] == "asha":
+        from ray.tune.schedulers import ASHAScheduler
 
-            # ASHA stops every trial that reaches max_t; one past the last epoch lets a trial that survives
-            # the rungs send its final report (the evaluated network) instead of being cut at its last epoch.
-            scheduler = ASHAScheduler(
-                time_attr="epoch", metric="val_accuracy", mode="max", max_t=max_epochs(config) + 1
-            )
+        # ASHA stops every trial that reaches max_t; one past the last epoch lets a trial that survives
+        # the rungs send its final report (the evaluated network) instead of being cut at its last epoch.
+        scheduler = ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=max_epochs(config) + 1)
     searcher = StudySearcher(
         attempts, rule, max_reruns, lambda a: trial_config(config, a, out), sampling, recorder.trial_number
     )

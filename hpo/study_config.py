@@ -3,8 +3,9 @@ configurations, the replicates, the retune rule and each trial's resources. Vali
 name the key.
 
 A study is a space times replicates. ``grid:`` is the shorthand for a categorical space (``l2`` and, when
-given, ``architecture`` and ``loss``) walked in full; ``search:`` lets one of Optuna's samplers propose
-configurations from any run-config key (the ``search:`` keys: README, "``search:`` configs").
+given, ``architecture`` and ``loss``) sampled in full by Optuna's ``GridSampler``; ``search:`` lets one of
+Optuna's samplers propose configurations from any run-config key (the ``search:`` keys: README,
+"``search:`` configs"). Either way :func:`sampler_settings` says how the one sampler path runs.
 
 Every space key is a dotted key of a run's ``model`` or ``train`` section; its range or choices are checked
 against that key's type and range here. :func:`space` gives either kind of study as Optuna distributions,
@@ -212,9 +213,19 @@ def space(study: dict) -> dict[str, BaseDistribution]:
 
 
 def grid_configurations(study: dict) -> list[Configuration]:
-    """Every point of a grid study's space, L2 slowest, in config order (named by their values)."""
+    """Every point of a grid study's space, L2 slowest, in config order (named by their values): the order
+    of the closing table and of ``train``'s default, whatever order the grid sampler ran them in."""
     axes = grid_space(study)
-    return [Configuration(tuple(zip(axes, values))) for values in itertools.product(*axes.values())]
+    return [Configuration(tuple(zip(axes, values)), grid=True) for values in itertools.product(*axes.values())]
+
+
+def sampler_settings(study: dict) -> dict[str, Any]:
+    """How the study's sampler runs (:mod:`hpo.sampling`): a search's ``search`` section, or for a grid
+    Optuna's grid sampler over the whole space, every point at once (``max_concurrent``), seed 0."""
+    if "search" in study:
+        return study["search"]
+    points = len(grid_configurations(study))
+    return {**SEARCH_DEFAULTS, "sampler": "grid", "n_trials": points, "max_concurrent": points, "space": None}
 
 
 def replicates(study: dict) -> list[Replicate]:

@@ -30,7 +30,7 @@ def owner(user_attrs: dict[str, Any]) -> str | None:
     if isinstance(made, dict) and made.get("tool") == TOOL:
         return made.get("command")
     if "record_study" in user_attrs:
-        return None  # a search's sampler study: written by the search, never a record
+        return None  # a study's sampler study: written by its driver, never a record
     if isinstance(user_attrs.get("config"), dict):
         return study_command(user_attrs["config"])  # a record from before created_by was written
     return None
@@ -58,7 +58,7 @@ def claim_study(study, command: str, storage_shown: str) -> None:
     if made is not None:
         what = f"a {made} study"
     elif "record_study" in attrs:
-        what = f"the sampler study of search '{attrs['record_study']}'"
+        what = f"the sampler study of study '{attrs['record_study']}'"
     else:
         what = "a study this tool did not create (another tool, or by hand)"
     raise UserError(

@@ -40,9 +40,9 @@ def _trials(out, name):
 @pytest.mark.parametrize(
     "command, name, what",
     [
-        ("grid", "tiny/sampler", "the sampler study of search 'tiny'"),
+        ("grid", "tiny/sampler", "the sampler study of study 'tiny'"),
         ("grid", "tiny", "a search study, not a grid study"),
-        ("search", "tiny/sampler", "the sampler study of search 'tiny'"),
+        ("search", "tiny/sampler", "the sampler study of study 'tiny'"),
     ],
 )
 def test_resume_refuses_a_study_of_another_kind(setup, one_line_error, command, name, what):

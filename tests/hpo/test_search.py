@@ -20,7 +20,7 @@ from hpo.rule import RetuneRule
 from hpo.sampling import Sampling, reconcile
 from hpo.searcher import StudySearcher
 from hpo.study import plan, trial_config
-from hpo.study_config import distributions, replicates, study_config
+from hpo.study_config import replicates, sampler_settings, space, study_config
 
 SPACE = {"train.l2": {"low": 1e-6, "high": 1e-1, "log": True}, "model.width": {"choices": [4, 8]}}
 
@@ -45,7 +45,7 @@ def search_config(**search) -> dict:
 class Driver:
     """The searcher and the recorder on two studies in one storage (in memory: the tests are about the
     logic; the Ray tests use SQLite), fed with stand-in Tune trials in the order Tune calls them (searcher
-    before callbacks). A new Driver on the same storage is a restarted driver."""
+    before callbacks). A new Driver on the same storage is a restarted driver. Grids too (test_grid_sampler)."""
 
     def __init__(self, config: dict, tmp_path, storage=None) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -57,12 +57,12 @@ class Driver:
         self.sampler = optuna.create_study(
             storage=self.storage, study_name=sampler_study_name("s"), direction="maximize", load_if_exists=True
         )
-        self.dists = distributions(config)
-        reconcile(config["search"]["n_trials"], self.record, self.sampler, self.dists)
+        self.dists = space(config)
+        reconcile(sampler_settings(config)["n_trials"], self.record, self.sampler, self.dists, "grid" in config)
         rule = RetuneRule.from_config(config["retune"])
         max_reruns = config["retune"]["max_reruns"]
         self.recorder = OptunaRecorder(self.record, rule, max_reruns)
-        plans = plan(config, self.record)
+        plans = plan(config, self.record, self.sampler)
         untold = [p for p in plans if not p.told]
         sampling = Sampling(config, self.dists, self.record, self.sampler, replicates(config), untold, len(plans))
         self.searcher = StudySearcher(

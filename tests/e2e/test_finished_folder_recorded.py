@@ -35,7 +35,7 @@ def test_a_finished_folder_of_a_running_trial_is_recorded_not_retrained(ray_clus
     capsys.readouterr()
 
     result = run_study(config, out_dir=out, resume=True)
-    assert "1 to run" in capsys.readouterr().out
+    assert "0 finished, 1 in progress, 0 to sample" in capsys.readouterr().out
     (again,) = load(out).get_trials()
     assert again.state == TrialState.COMPLETE and result.rows[0]["status"] == "complete"
     assert again.value == trial.value  # the finished run's own result, read back

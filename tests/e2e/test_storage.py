@@ -144,7 +144,7 @@ def test_dashboard_waits_for_a_lock_shorter_than_the_wait(tmp_path, monkeypatch,
     small_study(tmp_path)
     served = []
 
-    def bind(storage, host, port):  # the server, bound once the storage opened; serves nothing here
+    def bind(storage, host, port, artifact_store=None):  # bound once the storage opened; serves nothing here
         served.append(storage.get_all_studies()[0].study_name)
         return types.SimpleNamespace(serve_forever=lambda: None, server_close=lambda: None)
 

@@ -6,9 +6,9 @@ state, value (validation MeanIoU; the test split is never used to choose), param
 :func:`select_networks`, Ray-free, so it moves onto the study flow's record module in one piece.
 
 A **configuration** is what a study varies except the run seed: in a grid, a grid point's ``lineage.point``
-without its ``seed=``; in a search, the configuration trial that ``lineage.configuration`` names. Its
-**replicates** are its COMPLETE attempts (one per seed, the rerun that completed; folds once
-cross-validation exists).
+without its ``seed=`` (and ``fold=``); in a search, the configuration trial that ``lineage.configuration``
+names. Its **replicates** are its COMPLETE attempts (one per seed and cross-validation fold, the rerun that
+completed).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _configuration_of(trial: FrozenTrial) -> str | None:
     if "configuration" in lineage:
         return f"configuration {lineage['configuration']}"
     if "point" in lineage:
-        return re.sub(r"(^|,)seed=[^,]*", "", lineage["point"]).lstrip(",") or "the only point"
+        return re.sub(r"(^|,)(seed|fold)=[^,]*", "", lineage["point"]).lstrip(",") or "the only point"
     return None
 
 

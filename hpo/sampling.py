@@ -202,7 +202,7 @@ class Sampling:
         del self._open[index]
         if state == TrialState.COMPLETE:
             spread = f" ± {attrs['value_std']:.4f} (sd)" if attrs["value_std"] is not None else ""
-            told = f"val MeanIoU {value:.4f}{spread} over {attrs['n_seeds']} seed(s)"
+            told = f"val MeanIoU {value:.4f}{spread} over {attrs.get('n_replicates', attrs['n_seeds'])} replicate(s)"
         else:
             told = {TrialState.PRUNED: "pruned (not converged, or stopped by ASHA)", TrialState.FAIL: "failed"}[state]
         self._line(f"told    c{index:03d}: {told}")

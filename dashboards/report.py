@@ -107,6 +107,14 @@ def _paired_title(analysis: Analysis) -> str:
     )
 
 
+def _replicates(record: StudyRecord) -> str:
+    """What a row of the seed table averages: seeds, or under cross-validation every (seed, fold) network,
+    each scored on its own fold's test patients (so its spread mixes seeds and test sets)."""
+    if not record.folds:
+        return "seeds"
+    return f"replicates ({len(record.folds)} folds x seeds; each fold tests other patients)"
+
+
 def build_figures(record: StudyRecord, analysis: Analysis) -> dict[str, go.Figure]:
     """Every figure of the report keyed by a stable id (the optuna-dashboard graph id suffix)."""
     figures = {
@@ -120,7 +128,7 @@ def build_figures(record: StudyRecord, analysis: Analysis) -> dict[str, go.Figur
             LEARNING_COLUMNS,
             learning_rows(record),
         ),
-        "seeds": table("Data-set test metrics over seeds", SEED_COLUMNS, seed_rows(record)),
+        "seeds": table(f"Data-set test metrics over {_replicates(record)}", SEED_COLUMNS, seed_rows(record)),
         "paired": table(_paired_title(analysis), PAIRED_COLUMNS, paired_rows(analysis.comparisons)),
     }
     v = analysis.verdicts
@@ -211,7 +219,7 @@ def _render_part(
         + html_table(LEARNING_COLUMNS, learning_rows(record))
     )
     parts.append(
-        "<h3>Data-set test metrics over seeds (mean, SD, 95% Student-t interval)</h3>"
+        f"<h3>Data-set test metrics over {html.escape(_replicates(record))} (mean, SD, 95% Student-t interval)</h3>"
         + html_table(SEED_COLUMNS, seed_rows(record))
     )
     parts.append(

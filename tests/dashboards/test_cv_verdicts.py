@@ -203,3 +203,15 @@ def test_paper_points_far_from_any_configuration_are_the_curves_estimates():
     assert points[5e-3].curve == pytest.approx(0.8 - 0.3 * (math.log10(5e-3) + 3))
     assert "curve's estimate" in points[5e-3].label and "nearest sampled c003" in points[5e-3].label
     assert points[5e-5].estimate and points[5e-5].nearest == "c001"
+
+
+def test_the_folds_of_a_study_count_as_one_split_and_another_split_stays_out():
+    from dashboards.load import _join_folds, split_groups
+
+    trials = [trial(i, "A", 0, fold, {"field_metrics": {}}) for i, fold in enumerate((0, 1))]
+    trials.append(trial(2, "B", 0, 0, {"field_metrics": {}}))
+    for t, split_hash in zip(trials, ("f0", "f1", "other")):
+        t.split_hash = split_hash
+    _join_folds(trials, {"hash": "all", "fold_splits": [{"hash": "f0"}, {"hash": "f1"}]})
+    assert [t.split_hash for t in trials] == ["all", "all", "other"]
+    assert list(split_groups(trials)) == ["all", "other"]  # the folds together are the compared split

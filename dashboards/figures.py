@@ -308,7 +308,7 @@ def trial_rows(record: StudyRecord) -> list[list[str]]:
                 str(t.number),
                 t.state,
                 tables.MISSING if t.l2 is None else f"{t.l2:g}",
-                str(t.seed),
+                str(t.seed) if t.fold is None else f"{t.seed} (fold {t.fold})",
                 tables.MISSING if t.learning_rate is None else f"{t.learning_rate:g}",
                 str(t.batch_size),
                 str(t.rerun),

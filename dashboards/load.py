@@ -54,6 +54,7 @@ class TrialRecord:
     split_hash: str | None = None  #: hash of the train/val/test file lists the trial ran on
     architecture: str | None = None  # the ``architecture`` param (None in studies recorded before it)
     loss: str | None = None  # the ``loss`` param (None in studies recorded before it)
+    fold: int | None = None  #: the cross-validation fold it tested (the ``fold`` param; None without folds)
 
     def axis(self, name: str, default: Any) -> Any:
         """The trial's value of grouping axis ``name`` (:data:`GROUPING_AXES`), ``default`` when unrecorded."""
@@ -115,6 +116,11 @@ class StudyRecord:
     def seeds(self) -> list[int]:
         """Distinct seeds of the finished trials, ascending."""
         return sorted({t.seed for t in self.complete if t.seed is not None})
+
+    @property
+    def folds(self) -> list[int]:
+        """Distinct cross-validation folds of the finished trials, ascending (empty without folds)."""
+        return sorted({t.fold for t in self.complete if t.fold is not None})
 
     def by_groups(self) -> dict[str | None, StudyRecord]:
         """The record split by every categorical axis other than L2 that its trials vary (architecture, loss:
@@ -204,6 +210,7 @@ def _trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         split_hash=attrs.get(ATTR.SPLIT_HASH),
         architecture=params.get("architecture"),
         loss=params.get("loss"),
+        fold=_int(params.get("fold")),
     )
 
 
@@ -219,6 +226,16 @@ def split_groups(trials: list[TrialRecord]) -> dict[str | None, list[TrialRecord
     return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0].number)))
 
 
+def _join_folds(trials: list[TrialRecord], split: dict[str, Any]) -> None:
+    """Under cross-validation each fold is its own split; a trial whose split is one of the study's folds
+    (``split["fold_splits"]``, :func:`lgeseg.data.folds_record`) gets the whole cross-validation's hash, so
+    the folds are compared together (out of fold) and only a trial on another split is left out."""
+    folds = {part.get("hash") for part in split.get("fold_splits") or []}
+    for trial in trials:
+        if trial.split_hash is not None and trial.split_hash in folds:
+            trial.split_hash = split["hash"]
+
+
 def load_study(study: optuna.Study, storage: str) -> StudyRecord:
     """Read ``study`` (and its trial folders where the storage lacks something) into a record."""
     attrs = study.user_attrs
@@ -227,6 +244,7 @@ def load_study(study: optuna.Study, storage: str) -> StudyRecord:
     if not labels:
         first = next((t.test_metrics for t in trials if t.test_metrics), None)
         labels = {name: index for index, name in enumerate(first["classes"])} if first else {}
+    _join_folds(trials, attrs.get("split") or {})
     finished = [t for t in trials if t.is_complete and t.test_metrics is not None and t.l2 is not None]
     groups = split_groups(finished)
     return StudyRecord(

@@ -27,10 +27,25 @@ from .figures import TRIAL_COLUMNS, figure1, sensitivity, table, training_curves
 from .load import StudyRecord, load_study
 from .masks import figure2
 from .page import CSS, check_static_export, export_static, html_table, save_figures
+from .patient_verdicts import (
+    VARIANCE_COLUMNS,
+    VERDICT_COLUMNS,
+    VerdictAnalysis,
+    analyse_verdicts,
+    check_delta,
+    field_summary,
+    resolve_metric,
+    variance_rows,
+    verdict_rows,
+    verdicts_json,
+)
+from .patient_verdicts import summary_lines as verdict_lines
+from .patient_verdicts import title as verdict_title
 from .search import build_search_report
 from .stat_tables import LEARNING_COLUMNS, PAIRED_COLUMNS, SEED_COLUMNS, learning_rows, paired_rows, seed_rows
 from .stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, PairedComparison, Units, paired_comparisons, study_units
 from .strata import STRATA_COLUMNS, StratumRow, strata, strata_figure, strata_rows
+from .verdicts import DEFAULT_DELTA, DEFAULT_METRIC, cd_figure
 from .written_summary import findings, summary_lines
 
 FORMATS: tuple[str, ...] = ("html", "png", "svg", "pdf")
@@ -50,17 +65,35 @@ class Analysis:
     units: Units
     comparisons: list[PairedComparison]
     strata: dict[str, list[StratumRow]]
+    verdicts: VerdictAnalysis | None = None  #: the verdicts on the chosen metric (None: metric not available)
 
 
-def analyse(record: StudyRecord, by: Sequence[str] = ()) -> Analysis:
-    """Units, Holm-adjusted paired comparisons and the strata of each ``by`` column.
+def analyse(
+    record: StudyRecord, by: Sequence[str] = (), metric: str | None = None, delta: float = DEFAULT_DELTA
+) -> Analysis:
+    """Units, Holm-adjusted paired comparisons, the strata of each ``by`` column and the verdicts on
+    ``metric`` (:mod:`dashboards.patient_verdicts`; default :data:`~dashboards.verdicts.DEFAULT_METRIC`,
+    left out when the data set has no such class).
 
     Raises:
         DataError: a ``by`` column that the data set's manifest does not have (naming the columns it has).
+        ConfigError: a ``metric`` given that the study does not know.
+        UserError: ``delta`` not > 0; a patient tested twice by one configuration and seed.
     """
     units = study_units(record)
+    delta = check_delta(delta)
+    chosen = None
+    try:
+        chosen = resolve_metric(metric or DEFAULT_METRIC, record.classes)
+    except UserError:
+        if metric is not None:
+            raise
+    verdicts = analyse_verdicts(record, chosen, delta, units.patient_of) if chosen and record.complete else None
     return Analysis(
-        units, paired_comparisons(record, units.patient_of), {column: strata(record, column, units) for column in by}
+        units,
+        paired_comparisons(record, units.patient_of),
+        {column: strata(record, column, units) for column in by},
+        verdicts,
     )
 
 
@@ -72,6 +105,14 @@ def _paired_title(analysis: Analysis) -> str:
         f"{analysis.units.unit}s ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}); two-sided "
         f"Wilcoxon signed-rank p; Holm-adjusted over the {len(analysis.comparisons)} rows"
     )
+
+
+def _replicates(record: StudyRecord) -> str:
+    """What a row of the seed table averages: seeds, or under cross-validation every (seed, fold) network,
+    each scored on its own fold's test patients (so its spread mixes seeds and test sets)."""
+    if not record.folds:
+        return "seeds"
+    return f"replicates ({len(record.folds)} folds x seeds; each fold tests other patients)"
 
 
 def build_figures(record: StudyRecord, analysis: Analysis) -> dict[str, go.Figure]:
@@ -87,9 +128,16 @@ def build_figures(record: StudyRecord, analysis: Analysis) -> dict[str, go.Figur
             LEARNING_COLUMNS,
             learning_rows(record),
         ),
-        "seeds": table("Data-set test metrics over seeds", SEED_COLUMNS, seed_rows(record)),
+        "seeds": table(f"Data-set test metrics over {_replicates(record)}", SEED_COLUMNS, seed_rows(record)),
         "paired": table(_paired_title(analysis), PAIRED_COLUMNS, paired_rows(analysis.comparisons)),
     }
+    v = analysis.verdicts
+    if v is not None:
+        figures["verdicts"] = table(verdict_title(v), VERDICT_COLUMNS, verdict_rows(v))
+        if v.shares is not None:
+            figures["variance"] = table(f"Variance shares of {v.metric}", VARIANCE_COLUMNS, variance_rows(v))
+        if v.friedman is not None:
+            figures["cd"] = cd_figure(v.friedman, f"Critical-difference diagram, {v.metric}")
     for column, rows in analysis.strata.items():
         figures[f"strata-{column}"] = strata_figure(record, rows)
     return figures
@@ -106,13 +154,15 @@ def slug(group: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "-", group).strip("-")
 
 
-def report_parts(record: StudyRecord, by: Sequence[str] = ()) -> list[Part]:
+def report_parts(
+    record: StudyRecord, by: Sequence[str] = (), metric: str | None = None, delta: float = DEFAULT_DELTA
+) -> list[Part]:
     """The report's parts, chosen by the shape of the space: one per group of the categorical axes other than
     L2 that the study varies (architecture, loss: :meth:`StudyRecord.by_groups`), each with its own figures,
     statistics and summary, so L2 values are never compared across networks or losses; else one."""
     parts = []
     for group, part in record.by_groups().items():
-        analysis = analyse(part, by)
+        analysis = analyse(part, by, metric, delta)
         figures = build_figures(part, analysis)
         if group:  # the figures also go to optuna-dashboard and static files, away from the headings
             for fig in figures.values():
@@ -128,7 +178,8 @@ def _render_part(
     suffix = f" — {group}" if group else ""
     ids = f"-{slug(group)}" if group else ""
     parts = [f"<h1>{html.escape(group)}</h1>"] if group else []
-    lines = [*summary_lines(record, analysis.comparisons, analysis.units), *caveat_lines(record)]
+    lines = [*summary_lines(record, analysis.comparisons, analysis.units), *_verdict_lines(analysis)]
+    lines += caveat_lines(record)
     parts.append(
         f"<h2>Summary{html.escape(suffix)}</h2><ul>"
         + "".join(
@@ -168,14 +219,35 @@ def _render_part(
         + html_table(LEARNING_COLUMNS, learning_rows(record))
     )
     parts.append(
-        "<h3>Data-set test metrics over seeds (mean, SD, 95% Student-t interval)</h3>"
+        f"<h3>Data-set test metrics over {html.escape(_replicates(record))} (mean, SD, 95% Student-t interval)</h3>"
         + html_table(SEED_COLUMNS, seed_rows(record))
     )
     parts.append(
         f"<h3 id='paired{ids}'>{html.escape(_paired_title(analysis))}</h3>"
         + html_table(PAIRED_COLUMNS, paired_rows(analysis.comparisons))
     )
+    v = analysis.verdicts
+    if v is not None:
+        parts.append(
+            f"<h2 id='verdicts{ids}'>{html.escape('6. Verdicts on ' + v.metric + suffix)}</h2>"
+            f"<h3>{html.escape(verdict_title(v))}</h3>" + html_table(VERDICT_COLUMNS, verdict_rows(v))
+        )
+        if "cd" in figures:
+            div = figures["cd"].to_html(
+                full_html=False, include_plotlyjs=False, div_id=f"fig-cd{ids}", config=config, default_width="100%"
+            )
+            parts.append(f"<h3>Friedman's test and the critical-difference diagram</h3>{div}")
+        if v.shares is not None:
+            parts.append(
+                f"<h3>Where the variation comes from (mixed model of {html.escape(v.metric)})</h3>"
+                + html_table(VARIANCE_COLUMNS, variance_rows(v))
+                + f"<p>{html.escape(v.shares.sentence)}</p>"
+            )
     return parts
+
+
+def _verdict_lines(analysis: Analysis) -> list[str]:
+    return verdict_lines(analysis.verdicts) if analysis.verdicts is not None else []
 
 
 def render_html(record: StudyRecord, parts: list[Part]) -> str:
@@ -208,12 +280,14 @@ def report_json(record: StudyRecord, analysis: Analysis) -> dict:
             "storage": mask_url(record.storage),
             "unit": analysis.units.unit,
             "unit_note": analysis.units.note,
-            "summary": summary_lines(record, analysis.comparisons, analysis.units),
+            "summary": summary_lines(record, analysis.comparisons, analysis.units) + _verdict_lines(analysis),
             "findings": [dataclasses.asdict(f) for f in findings(record, analysis.comparisons, analysis.units)],
             "comparisons": [dataclasses.asdict(c) for c in analysis.comparisons],
             "learning": rows(LEARNING_COLUMNS, learning_rows(record)),
             "seeds": rows(SEED_COLUMNS, seed_rows(record)),
             "strata": {column: [dataclasses.asdict(r) for r in values] for column, values in analysis.strata.items()},
+            "field_metrics": field_summary(record),
+            "verdicts": verdicts_json(analysis.verdicts) if analysis.verdicts is not None else None,
         }
     )
 
@@ -226,10 +300,15 @@ def build_report(
     save_to_dashboard: bool = True,
     by: Sequence[str] = (),
     export_timeout: float | None = None,
+    metric: str | None = None,
+    delta: float = DEFAULT_DELTA,
 ) -> Path:
     """Write ``report.html`` and ``report.json`` for a study (plus ``figures/*.png|svg|pdf`` for those formats).
 
-    Returns the path of ``report.html``. ``by`` names manifest columns to stratify the test metrics by.
+    Returns the path of ``report.html``. ``by`` names manifest columns to stratify the test metrics by;
+    ``metric`` (default ``myocardium:Dice``) and ``delta`` (the equivalence margin, > 0) choose the verdicts
+    (:mod:`dashboards.patient_verdicts`). An unknown metric or a ``delta`` <= 0 is a one-line error raised
+    before anything is written.
 
     ``storage`` defaults to the grid run's sqlite file of ``study_name``; ``out_dir`` to the study's
     ``out_dir`` attribute (else the sqlite file's folder). Works on a study that is still running.
@@ -242,9 +321,12 @@ def build_report(
         raise UserError(f"--export-timeout must be a positive number of seconds, got {export_timeout:g}")
     if fmt != "html":
         check_static_export(fmt)
+    check_delta(delta)
     study = open_study(storage, study_name)
     url = study_storage(storage, study.study_name)
     record = load_study(study, url)
+    if metric is not None:
+        resolve_metric(metric, record.classes)
     db = sqlite_path(url)
     folder = out_dir or record.out_dir or (db.parent if db is not None else None)
     if folder is None:
@@ -253,7 +335,7 @@ def build_report(
     folder.mkdir(parents=True, exist_ok=True)
     if "search" in record.config:  # a search study has its own page: dashboards/search.py
         return build_search_report(study, record, folder, fmt, save_to_dashboard, export_timeout)
-    parts = report_parts(record, by)
+    parts = report_parts(record, by, metric, delta)
     figures = {
         f"{key}-{slug(group)}" if group else key: fig
         for group, _, part_figures, _ in parts

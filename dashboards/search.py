@@ -15,6 +15,7 @@ import html
 import math
 import statistics
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,9 @@ EVALUATORS: dict[str, Callable[[], BaseImportanceEvaluator]] = {
     "PED-ANOVA": lambda: PedAnovaImportanceEvaluator(),
 }
 OBJECTIVE = "validation MeanIoU (mean over seeds)"
+#: A configuration counts as sampled *at* one of the paper's L2 values when its L2 is within this many decades
+#: of it (0.05 decades: a factor 1.12); elsewhere the curve's value there is only the curve's estimate.
+NEARBY_DECADES = 0.05
 #: Section headings of a search report, by figure key, in page order.
 SECTIONS: dict[str, str] = {
     "sensitivity": "Sensitivity to L2 (continuous)",
@@ -151,6 +155,60 @@ def _curve(x_log: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, st
     return grid, np.interp(grid, distinct, merged), "joined points"
 
 
+@dataclass(frozen=True)
+class PaperPoint:
+    """The sensitivity curve at one of the paper's L2 values.
+
+    Attributes:
+        l2: the paper's value.
+        curve: the curve's value there (an interpolation of the configurations, never a measurement).
+        estimate: True when no configuration was sampled within :data:`NEARBY_DECADES` of ``l2``: the value is
+            only the curve's estimate and never enters a verdict.
+        nearest: the nearest sampled configuration (``c003``), ``nearest_l2`` its L2 and ``nearest_value``
+            its measured value (mean over its replicates).
+    """
+
+    l2: float
+    curve: float
+    estimate: bool
+    nearest: str
+    nearest_l2: float
+    nearest_value: float
+
+    @property
+    def label(self) -> str:
+        """How the point is named on the figure and in the summary."""
+        nearest = f"nearest sampled {self.nearest} at L2 {self.nearest_l2:.3g}: {self.nearest_value:.4f}"
+        if self.estimate:
+            return f"{self.l2:g}: curve's estimate {self.curve:.4f} (none sampled nearby; {nearest})"
+        return f"{self.l2:g}: curve {self.curve:.4f} ({nearest})"
+
+
+def paper_points(
+    l2: np.ndarray, y: np.ndarray, names: list[str], grid: np.ndarray, curve: np.ndarray
+) -> list[PaperPoint]:
+    """The curve (``grid`` in log10 L2, ``curve``) at each of :data:`PAPER_L2` inside its range, with the
+    nearest of the configurations (``l2``, measured ``y``, ``names``) and whether it is only an estimate."""
+    points = []
+    for value in PAPER_L2:
+        at = math.log10(value)
+        if not grid[0] <= at <= grid[-1]:
+            continue
+        distance = np.abs(np.log10(l2) - at)
+        i = int(np.argmin(distance))
+        points.append(
+            PaperPoint(
+                value,
+                float(np.interp(at, grid, curve)),
+                bool(distance[i] > NEARBY_DECADES),
+                names[i],
+                float(l2[i]),
+                float(y[i]),
+            )
+        )
+    return points
+
+
 def sensitivity_figure(study: optuna.Study) -> go.Figure:
     """MeanIoU against L2 as a continuous curve, with the paper's three L2 values marked.
 
@@ -209,20 +267,26 @@ def sensitivity_figure(study: optuna.Study) -> go.Figure:
                 hovertemplate="L2=%{x:.3g}: %{y:.4f}<extra></extra>",
             )
         )
-        inside = [v for v in PAPER_L2 if grid[0] <= math.log10(v) <= grid[-1]]
-        if inside:
-            at = np.interp(np.log10(inside), grid, curve)
+        names = [f"c{t.user_attrs['configuration']:03d}" for t, k in zip(trials, keep) if k]
+        points = paper_points(l2[keep], y[keep], names, grid, curve)
+        if points:
             fig.add_trace(
                 go.Scatter(
-                    x=inside,
-                    y=at,
+                    x=[p.l2 for p in points],
+                    y=[p.curve for p in points],
                     mode="markers+text",
-                    name=f"{label} at the paper's L2 values",
-                    marker={"symbol": "diamond-open", "size": 13, "color": color, "line": {"width": 2}},
-                    text=[f"{v:g}" for v in inside],
+                    name=f"{label} at the paper's L2 values (open: the curve's estimate, none sampled nearby)",
+                    marker={
+                        "symbol": ["diamond-open" if p.estimate else "diamond" for p in points],
+                        "size": 13,
+                        "color": color,
+                        "line": {"width": 2},
+                    },
+                    text=[f"{p.l2:g}" + (" (curve's estimate)" if p.estimate else "") for p in points],
+                    customdata=[p.label for p in points],
                     textposition="top center",
-                    meta={"kind": "paper", "series": label},
-                    hovertemplate="paper's L2=%{x:g}: curve %{y:.4f}<extra></extra>",
+                    meta={"kind": "paper", "series": label, "estimate": [p.estimate for p in points]},
+                    hovertemplate="paper's L2 %{customdata}<extra></extra>",
                 )
             )
     for value in PAPER_L2:
@@ -308,11 +372,31 @@ def summary_lines(study: optuna.Study, record: StudyRecord) -> list[str]:
                 f"Across configurations the objective ranges {min(values):.4f}-{max(values):.4f} "
                 f"(median {statistics.median(values):.4f})."
             )
+    lines += paper_lines(study)
     if len(done) >= 2 and len(searched(record)) > 1:
         for name, found in importances(study, searched(record)).items():
             ranked = ", ".join(f"{k} {v:.2f}" for k, v in sorted(found.items(), key=lambda kv: -kv[1]))
             lines.append(f"{name} importance: {ranked}.")
     return lines
+
+
+def paper_lines(study: optuna.Study) -> list[str]:
+    """What the validation curve says at the paper's L2 values; an estimate is called one, with the nearest
+    sampled configuration, and is not a verdict (verdicts use measured per-patient values only)."""
+    trials = [t for t in configuration_trials(study, TrialState.COMPLETE) if "train.l2" in t.params]
+    if len(trials) < 2:
+        return []
+    l2 = np.array([t.params["train.l2"] for t in trials])
+    y = np.array([t.value for t in trials], dtype=float)
+    grid, curve, how = _curve(np.log10(l2), y)
+    points = paper_points(l2, y, [f"c{t.user_attrs['configuration']:03d}" for t in trials], grid, curve)
+    if not points:
+        return []
+    shown = "; ".join(p.label for p in points)
+    return [
+        f"Validation MeanIoU ({how}) at the paper's L2 values: {shown}. A curve's estimate is an interpolation, "
+        f"not a measurement: it enters no verdict; train the value itself (a grid) to compare it."
+    ]
 
 
 def render_html(
@@ -380,7 +464,9 @@ def build_search_report(
 
 __all__ = [
     "EVALUATORS",
+    "NEARBY_DECADES",
     "PAPER_L2",
+    "PaperPoint",
     "build_figures",
     "build_search_report",
     "configuration_trials",
@@ -388,6 +474,8 @@ __all__ = [
     "importance_figure",
     "importances",
     "is_search",
+    "paper_lines",
+    "paper_points",
     "sensitivity_figure",
     "slice_figure",
     "summary_lines",

@@ -264,9 +264,16 @@ def compare(metric: str, l2_a: float, l2_b: float, a: UnitValues, b: UnitValues)
 
 
 def seed_difference(a: Sequence[TrialRecord], b: Sequence[TrialRecord], metric: str) -> Interval:
-    """Data-set ``metric`` of ``a`` minus ``b`` per seed both have: mean, SD and t-interval over seeds."""
-    by_seed = {t.seed: t for t in b}
-    return t_interval([metric_value(t, metric) - metric_value(by_seed[t.seed], metric) for t in a if t.seed in by_seed])
+    """Data-set ``metric`` of ``a`` minus ``b`` per replicate both have (seed, and fold under cross-validation):
+    mean, SD and t-interval over those replicates."""
+    by_seed = {(t.seed, t.fold): t for t in b}
+    return t_interval(
+        [
+            metric_value(t, metric) - metric_value(by_seed[(t.seed, t.fold)], metric)
+            for t in a
+            if (t.seed, t.fold) in by_seed
+        ]
+    )
 
 
 def rankable(group: Sequence[TrialRecord]) -> bool:

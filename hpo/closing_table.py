@@ -44,7 +44,8 @@ def summary_rows(config: dict, plans: list[ConfigurationPlan]) -> list[dict[str,
 
     Returns:
         dicts with keys ``space`` (column -> shown value), ``point`` (:attr:`hpo.record.Attempt.point`),
-        ``seed``, ``status`` (a :class:`hpo.record.Status` value), ``reruns``, ``epochs``, ``val_accuracy``,
+        ``seed``, ``fold`` (None without cross-validation),
+        ``status`` (a :class:`hpo.record.Status` value), ``reruns``, ``epochs``, ``val_accuracy``,
         ``value``, ``GlobalAccuracy``, ``MeanIoU``, ``MeanBFScore``, ``learned`` (whether test MeanIoU is
         clearly above the majority-class baseline, :func:`lgeseg.metrics.clearly_above_baseline`; None when
         unknown), ``trial`` (the latest attempt's Optuna number) and ``error`` (a failed replicate's error).
@@ -60,6 +61,7 @@ def summary_rows(config: dict, plans: list[ConfigurationPlan]) -> list[dict[str,
                     "space": _space_cells(plan),
                     "point": step.first.point,
                     "seed": replicate.seed,
+                    "fold": replicate.fold,
                     "status": step.status,
                     "reruns": step.reruns,
                     "epochs": attrs.get(ATTR.EPOCHS_RUN),
@@ -79,16 +81,18 @@ def summary_rows(config: dict, plans: list[ConfigurationPlan]) -> list[dict[str,
 
 
 def format_summary(rows: list[dict[str, Any]]) -> str:
-    """The rows of :func:`summary_rows` as an aligned text table (the space's columns, ``seed``, then
-    :data:`SUMMARY_COLUMNS`), one line per failed replicate with its error, and one line naming the
-    replicates whose network did not learn."""
+    """The rows of :func:`summary_rows` as an aligned text table (the space's columns, ``seed``, ``fold`` under
+    cross-validation, then :data:`SUMMARY_COLUMNS`), one line per failed replicate with its error, and one
+    line naming the replicates whose network did not learn."""
     space = list(rows[0]["space"]) if rows else []
+    folded = any(r.get("fold") is not None for r in rows)
     table = format_table(
-        (*space, "seed", *SUMMARY_COLUMNS),
+        (*space, "seed", *(("fold",) if folded else ()), *SUMMARY_COLUMNS),
         [
             [
                 *(r["space"].get(c, "") for c in space),
                 str(r["seed"]),
+                *((str(r["fold"]),) if folded else ()),
                 r["status"],
                 str(r["reruns"]),
                 fmt(r["epochs"]),

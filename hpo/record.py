@@ -18,8 +18,9 @@ trials (``<name>/sampler``) stand for its configurations. This module is the one
   from its replicates (:func:`configuration_outcome`: the mean validation value, never a test value);
 * the resume plan (:func:`plan_study`), read by the searcher, the closing table and the report alike.
 
-Adding the fold axis: give :class:`Replicate` its ``fold`` in :func:`hpo.study_config.replicates` and in
-:meth:`Replicate.apply`; names, lineage and the plan follow from :class:`Replicate`.
+The fold axis (``split.folds: k``): :func:`hpo.study_config.replicates` gives every (seed, fold) as a
+:class:`Replicate`, :meth:`Replicate.apply` sets ``seed`` and ``split.fold``; names, lineage, the plan and a
+configuration's outcome (the mean over all its replicates, folds and seeds alike) follow from it.
 """
 
 from __future__ import annotations
@@ -101,9 +102,9 @@ class Status:
 
 @dataclass(frozen=True)
 class Replicate:
-    """One repetition of a configuration: a seed now; a cross-validation ``fold`` joins it next.
+    """One repetition of a configuration: a run seed and, under ``split.folds``, a cross-validation ``fold``.
 
-    Every name and key of a replicate comes from here, so adding an axis is one change.
+    Every name and key of a replicate comes from here; a fold-less replicate is named as before folds existed.
     """
 
     seed: int
@@ -120,8 +121,11 @@ class Replicate:
         return self.key.replace(",", "_")
 
     def apply(self, run: dict[str, Any]) -> dict[str, Any]:
-        """The run-config values this replicate sets (merged into the run config of an attempt)."""
-        return {"seed": self.seed}
+        """The run-config values this replicate sets (merged into the run config ``run`` of an attempt): the
+        seed, and the fold's ``split.fold`` (the rest of ``run["split"]`` kept)."""
+        if self.fold is None:
+            return {"seed": self.seed}
+        return {"seed": self.seed, "split": {**run["split"], "fold": self.fold}}
 
     def to_config(self) -> dict[str, Any]:
         return {"seed": self.seed, "fold": self.fold}
@@ -229,14 +233,17 @@ DISTRIBUTIONS = {
     "epochs": IntDistribution(1, 1_000_000),
     "seed": IntDistribution(0, 2**31 - 1),
     "rerun": IntDistribution(0, 1000),
+    "fold": IntDistribution(0, 1000),
     "architecture": CategoricalDistribution(ARCHITECTURES),
     "loss": CategoricalDistribution(LOSSES),
 }
 
 
 def attempt_params(run: dict[str, Any], rerun: int) -> dict[str, Any]:
-    """The Optuna params of an attempt trial, from its run config (:data:`DISTRIBUTIONS`)."""
+    """The Optuna params of an attempt trial, from its run config (:data:`DISTRIBUTIONS`); ``fold`` only under
+    cross-validation (``split.folds``), so fold-less studies record exactly what they always did."""
     train = run["train"]
+    fold = {"fold": run["split"]["fold"]} if run.get("split", {}).get("folds") is not None else {}
     return {
         "l2": train["l2"],
         "learning_rate": train["learning_rate"],
@@ -246,6 +253,7 @@ def attempt_params(run: dict[str, Any], rerun: int) -> dict[str, Any]:
         "rerun": rerun,
         "architecture": run["model"]["architecture"],
         "loss": train["loss"],
+        **fold,
     }
 
 
@@ -403,8 +411,9 @@ def reported_outcome(report: TrialReport | None, failed: bool, number: int | Non
 def configuration_outcome(outcomes: dict[Replicate, Outcome]) -> tuple[TrialState, float | None, dict[str, Any]]:
     """The state, objective and user attrs of a configuration whose replicates all have an outcome.
 
-    COMPLETE with the mean over replicates of each one's validation MeanIoU (never a test value) when every
-    replicate completed; FAIL when one failed; else PRUNED (not converged, or stopped by the scheduler).
+    COMPLETE with the mean over replicates (every seed and, under cross-validation, every fold) of each one's
+    validation MeanIoU (never a test value) when every replicate completed;
+    FAIL when one failed; else PRUNED (not converged, or stopped by the scheduler).
     The attrs hold every replicate's outcome and the spread (sample sd; None for one replicate).
     """
     decided = sorted(outcomes.items(), key=lambda kv: (kv[0].seed, kv[0].fold or 0))
@@ -421,7 +430,8 @@ def configuration_outcome(outcomes: dict[Replicate, Outcome]) -> tuple[TrialStat
     ]
     attrs: dict[str, Any] = {
         ATTR.REPLICATES: replicates,
-        "n_seeds": len(outcomes),
+        "n_seeds": len({r.seed for r in outcomes}),
+        "n_replicates": len(outcomes),
         "reruns": sum(o.rerun for o in outcomes.values()),
     }
     statuses = {o.status for o in outcomes.values()}

@@ -156,7 +156,7 @@ class OptunaRecorder(Callback):
             ]
             if not waiting:  # a retry after the enqueue went through must not enqueue twice
                 self.study.enqueue_trial(params, user_attrs=attrs)
-            created = self.study.ask(DISTRIBUTIONS)
+            created = self.study.ask({k: DISTRIBUTIONS[k] for k in params})  # no draw for a param left out
             self._trials[tid] = created
             self._numbers[name] = created.number
 

@@ -249,7 +249,7 @@ class Sampling:
         del self._open[plan.configuration.index]
         if state == TrialState.COMPLETE:
             spread = f" ± {fmt(attrs['value_std'])} (sd)" if attrs["value_std"] is not None else ""
-            told = f"val MeanIoU {fmt(value)}{spread} over {attrs['n_seeds']} seed(s)"
+            told = f"val MeanIoU {fmt(value)}{spread} over {attrs.get('n_replicates', attrs['n_seeds'])} replicate(s)"
         else:
             told = {TrialState.PRUNED: "pruned (not converged, or stopped by ASHA)", TrialState.FAIL: "failed"}[state]
         self._line(f"told    {plan.configuration.label}: {told}")

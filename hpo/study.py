@@ -22,7 +22,7 @@ import optuna
 import yaml
 
 from lgeseg.config import config_hash, without_neutral
-from lgeseg.data import load_dataset, split_from_config
+from lgeseg.data import folds_record, load_dataset, split_from_config
 from lgeseg.errors import ConfigError, UserError
 from lgeseg.fingerprint import check_same, data_fingerprint
 from lgeseg.models import halvings
@@ -80,23 +80,27 @@ def describe_data(config: dict) -> dict[str, Any]:
     strides [1, 2, 2, 2] takes any sides divisible by 8.
 
     Returns the study attributes of the data: folder, labels, and the data and split fingerprints that
-    ``--resume`` compares (:mod:`lgeseg.fingerprint`).
+    ``--resume`` compares (:mod:`lgeseg.fingerprint`; under ``split.folds`` the split covers every fold).
+
+    Raises:
+        DataError: a bad folder, ``split.folds`` above the number of patients, a ``split.stratify`` column
+            missing from the manifest (one line each, before anything is written).
     """
-    if config["split"].get("folds") is not None:  # the fold replicate axis comes with issue 20's study flow
-        raise ConfigError(
-            "config key 'split.folds': a study over cross-validation folds is not wired into grid/search yet; "
-            "train single folds with 'train --set split.folds=K --set split.fold=F'"
-        )
     dataset = load_dataset(config["data"])
     for model in model_variants(config):
         check_size(*dataset.images.shape[1:], halvings(model), model["pad"])
-    split = split_from_config(dataset, config["split"])  # a stratify column missing: one line, here
+    # Too many folds or a stratify column missing: one line, here. A cross-validated study's split
+    # fingerprint covers every fold (lgeseg.data.folds_record); each trial still records its own fold's.
+    if config["split"].get("folds") is not None:
+        split = folds_record(dataset, config["split"])
+    else:
+        split = split_from_config(dataset, config["split"]).to_json(dataset)
     return {
         "data_dir": str(Path(dataset.root).resolve()),
         "labels": dataset.labels,
         "synthetic": dataset.synthetic,
         "data_fingerprint": data_fingerprint(dataset),
-        "split": split.to_json(dataset),
+        "split": split,
     }
 
 
@@ -203,7 +207,7 @@ def _header(config: dict, name: str, storage: str, plans: list[ConfigurationPlan
     open_ = [p for p in plans if not p.told]
     return (
         f"study '{name}' in {mask_url(storage)}: {sampler['n_trials']} configurations "
-        f"({sampler['sampler']} sampler, {len(replicates(config))} seed(s) each), "
+        f"({sampler['sampler']} sampler, {len(replicates(config))} replicate(s) each), "
         f"{len(plans) - len(open_)} finished, {len(open_)} in progress, {sampler['n_trials'] - len(plans)} to sample"
     )
 

@@ -110,6 +110,11 @@ def check_study(config: dict) -> None:
         raise ConfigError(f"config key 'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"config key 'seeds' has repeated values: {seeds!r}")
+    if config["split"].get("folds") is not None and config["split"].get("fold", 0) != 0:
+        raise ConfigError(
+            f"config key 'split.fold' is {config['split']['fold']!r}, but a study over split.folds trains every "
+            f"fold as a replicate: leave split.fold out"
+        )
     if "grid" in config:  # a search study has a `search` section instead
         l2 = config["grid"]["l2"]
         if not l2 or not all(_is_number(v) and 0 < v <= 1 for v in l2):
@@ -230,10 +235,13 @@ def sampler_settings(study: dict) -> dict[str, Any]:
 
 def replicates(study: dict) -> list[Replicate]:
     """The replicates every configuration of ``study`` is trained on: a grid's ``seeds``, a search's seeds
-    0..``seeds_per_trial``-1. (Cross-validation folds join here, as ``Replicate(seed, fold)``.)"""
-    if "search" in study:
-        return [Replicate(seed) for seed in range(study["search"]["seeds_per_trial"])]
-    return [Replicate(seed) for seed in study["seeds"]]
+    0..``seeds_per_trial``-1, and under ``split.folds: k`` each of those seeds on every fold 0..k-1
+    (``Replicate(seed, fold)``, seed-major), so each patient is a test patient once per seed."""
+    seeds = range(study["search"]["seeds_per_trial"]) if "search" in study else study["seeds"]
+    folds = study["split"].get("folds")
+    if folds is None:
+        return [Replicate(seed) for seed in seeds]
+    return [Replicate(seed, fold) for seed in seeds for fold in range(folds)]
 
 
 def run_config_of(

@@ -40,6 +40,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also show test metrics per group of this manifest.csv column (e.g. pathology); repeatable",
     )
     parser.add_argument(
+        "--metric",
+        default=None,
+        metavar="NAME",
+        help="metric of the per-patient verdicts: CLASS:METRIC of the field metrics (default myocardium:Dice; "
+        "METRIC one of Dice, HD95, ASSD, NSD, ... per lgeseg.field_metrics) or a MATLAB per-image metric "
+        "(MeanIoU, ...)",
+    )
+    parser.add_argument(
+        "--equivalence",
+        type=float,
+        default=0.01,
+        metavar="DELTA",
+        help="equivalence margin (> 0, in the metric's unit; default 0.01): a pair is 'equivalent' when the 95%% CI "
+        "of the median per-patient difference lies inside [-DELTA, DELTA]",
+    )
+    parser.add_argument(
         "--no-dashboard", action="store_true", help="do not save the figures into the study for optuna-dashboard"
     )
     parser.set_defaults(func=main)
@@ -57,6 +73,8 @@ def main(args: argparse.Namespace) -> int:
         save_to_dashboard=not args.no_dashboard,
         by=args.by,
         export_timeout=args.export_timeout,
+        metric=args.metric,
+        delta=args.equivalence,
     )
     print(f"report: {path}")
     return 0

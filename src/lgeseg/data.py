@@ -33,6 +33,7 @@ __all__ = [
     "Split",
     "check_ignore",
     "fold_groups",
+    "folds_record",
     "ignore_near",
     "label_map_near",
     "load_dataset",
@@ -620,6 +621,32 @@ def split_dataset(
         fold=fold,
         stratify=stratify,
     )
+
+
+def folds_record(dataset: Dataset, split: dict) -> dict:
+    """A whole cross-validation (``split.folds`` = k) as one record: what a study over every fold stores as its
+    split fingerprint, so any fold's change shows on ``--resume``.
+
+    Returns ``{"by", "seed", "fractions", "folds", "stratify", "hash", "fold_splits"}`` where
+    ``fold_splits[f]`` is fold f's ``Split.to_json`` and ``hash`` the first 16 hex digits of the SHA-256 of
+    the JSON list of the folds' hashes.
+
+    Raises:
+        DataError: as :func:`split_dataset` (``folds`` above the number of patients, a missing stratify column).
+    """
+    folds = split["folds"]
+    parts = [split_from_config(dataset, {**split, "fold": fold}).to_json(dataset) for fold in range(folds)]
+    digest = hashlib.sha256(json.dumps([p["hash"] for p in parts]).encode()).hexdigest()[:16]
+    first = parts[0]
+    return {
+        "by": first["by"],
+        "seed": first["seed"],
+        "fractions": first["fractions"],
+        "folds": folds,
+        "stratify": first["stratify"],
+        "hash": digest,
+        "fold_splits": parts,
+    }
 
 
 def split_from_config(dataset: Dataset, split: dict) -> Split:

@@ -146,6 +146,11 @@ def split_difference(stored: dict[str, Any], now: dict[str, Any]) -> str | None:
     if any(stored.get(k) != now.get(k) for k in cv_keys):
         was, is_now = ({k: d.get(k) for k in cv_keys if d.get(k) is not None} or "one split" for d in (stored, now))
         return f"the cross-validation fold changed (was {was}, now {is_now})"
+    if "fold_splits" in stored and "fold_splits" in now:  # every fold of a study (lgeseg.data.folds_record)
+        for fold, (old, new) in enumerate(zip(stored["fold_splits"], now["fold_splits"])):
+            found = split_difference(old, new)
+            if found is not None:
+                return f"fold {fold}: {found}"
     for part in ("test", "val", "train"):
         old, new = set(stored.get(part) or []), set(now.get(part) or [])
         if old != new:

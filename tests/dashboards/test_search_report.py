@@ -12,7 +12,7 @@ from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvalu
 from optuna.trial import create_trial
 
 from dashboards.report import build_report
-from dashboards.search import PAPER_L2, importance_figure, sensitivity_figure, slice_figure
+from dashboards.search import NEARBY_DECADES, PAPER_L2, importance_figure, sensitivity_figure, slice_figure
 
 SPACE = {
     "train.l2": {"low": 1e-6, "high": 1e-1, "log": True},
@@ -125,12 +125,17 @@ def test_sensitivity_curve_marks_the_papers_l2_values(study):
     assert fig.layout.xaxis.type == "log"
     points = next(t for t in fig.data if t.meta == {"kind": "points", "series": "validation MeanIoU"})
     curve = next(t for t in fig.data if t.meta == {"kind": "curve", "series": "validation MeanIoU"})
-    paper = next(t for t in fig.data if t.meta == {"kind": "paper", "series": "validation MeanIoU"})
+    paper = next(t for t in fig.data if t.meta["kind"] == "paper" and t.meta["series"] == "validation MeanIoU")
     assert len(points.x) == 12 and "smoothing spline" in curve.name
     assert list(paper.x) == [v for v in PAPER_L2 if curve.x[0] <= v <= curve.x[-1]]
     # the marks sit on the curve: its value at each paper L2 (linear in log10 L2 between grid points)
     for x, y in zip(paper.x, paper.y):
         assert y == pytest.approx(np.interp(math.log10(x), np.log10(curve.x), curve.y))
+    # a mark with no configuration sampled near it is labelled as the curve's estimate, naming the nearest one
+    sampled = np.log10(np.asarray(points.x))
+    for x, estimate, label in zip(paper.x, paper.meta["estimate"], paper.customdata):
+        assert estimate == bool(np.min(np.abs(sampled - math.log10(x))) > NEARBY_DECADES)
+        assert ("curve's estimate" in label) == estimate and "nearest sampled c" in label
     # the spline follows the quadratic the data were drawn from (peak near L2 = 10^-3.5)
     best = curve.x[int(np.argmax(curve.y))]
     assert 10**-4.5 < best < 10**-2.5

@@ -195,6 +195,42 @@ def test_seeds_are_aggregated_before_the_sampler_sees_them(tmp_path):
     assert drive.start() == Searcher.FINISHED
 
 
+def test_folds_are_replicates_and_the_sampler_sees_their_mean_validation_value(tmp_path):
+    config = search_config(n_trials=1, seeds_per_trial=2, max_concurrent=1)
+    config["split"] = {**config["split"], "folds": 2}
+    drive = Driver(config, tmp_path)
+    trials = [drive.start() for _ in range(4)]  # every (seed, fold) of the configuration at once
+    assert [t.config["trial_name"] for t in trials] == [
+        "c000_seed=0_fold=0_rerun=0",
+        "c000_seed=0_fold=1_rerun=0",
+        "c000_seed=1_fold=0_rerun=0",
+        "c000_seed=1_fold=1_rerun=0",
+    ]
+    assert [(t.config["run"]["seed"], t.config["run"]["split"]["fold"]) for t in trials] == [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1, 1),
+    ]
+    # validation values 0.2, 0.4, 0.6, 1.0 (mean 0.55); test values chosen so a test mean (0.1) is told apart
+    for trial, value, test in zip(trials, (0.2, 0.4, 0.6, 1.0), (0.1, 0.1, 0.1, 0.1)):
+        drive.run(trial, [*PASS, finished(value, test)])
+    (configuration,) = drive.configurations()
+    assert configuration.value == pytest.approx(0.55)
+    assert drive.sampler.get_trials()[0].value == pytest.approx(0.55)
+    assert configuration.user_attrs["n_replicates"] == 4 and configuration.user_attrs["n_seeds"] == 2
+    assert [(r["seed"], r["fold"]) for r in configuration.user_attrs["seeds"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    attempts = [t for t in drive.record.get_trials() if t.user_attrs.get("kind") != "configuration"]
+    assert sorted(t.params["fold"] for t in attempts) == [0, 0, 1, 1]
+    assert {t.user_attrs["lineage"]["point"] for t in attempts} == {
+        "c000,seed=0,fold=0",
+        "c000,seed=0,fold=1",
+        "c000,seed=1,fold=0",
+        "c000,seed=1,fold=1",
+    }
+    assert drive.start() == Searcher.FINISHED
+
+
 @pytest.mark.parametrize("sampler", ["tpe", "random", "gp", "cmaes", "qmc", "grid"])
 def test_every_sampler_records_n_complete_configurations_with_their_distributions(tmp_path, sampler):
     space = (

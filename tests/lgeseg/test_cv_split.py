@@ -146,12 +146,11 @@ def test_a_run_uses_its_fold(tiny_data_dir, tiny_run_config, tmp_path):
     assert result.test_metrics["dataset"]["MeanIoU"] is not None
 
 
-def test_grid_refuses_folds_until_the_fold_axis_exists(tiny_data_dir, one_line_error, tmp_path):
+def test_a_grid_trains_every_fold_so_it_refuses_a_pinned_fold(tiny_data_dir, one_line_error, tmp_path):
     out = tmp_path / "study"
-    line = one_line_error(
-        ["grid", "--data", str(tiny_data_dir), "--out", str(out), "--set", "split.folds=3", "--no-report"]
-    )
-    assert "'split.folds': a study over cross-validation folds is not wired into grid/search yet" in line
+    argv = ["grid", "--data", str(tiny_data_dir), "--out", str(out), "--set", "split.folds=3", "--no-report"]
+    line = one_line_error([*argv, "--set", "split.fold=1"])
+    assert "'split.fold' is 1, but a study over split.folds trains every fold as a replicate" in line
     assert not out.exists()
 
 

@@ -259,8 +259,9 @@ def write_recording(study: optuna.Study, store, plan: Recording) -> optuna.trial
         **start_attrs(plan.attempt, str(run.path), run.info["config_hash"], None, None),
         ATTR.RECORDED_FROM: str(run.path),
     }
-    study.enqueue_trial(attempt_params(run.config, plan.attempt.rerun), user_attrs=attrs)
-    trial = study.ask(DISTRIBUTIONS)
+    params = attempt_params(run.config, plan.attempt.rerun)
+    study.enqueue_trial(params, user_attrs=attrs)
+    trial = study.ask({k: DISTRIBUTIONS[k] for k in params})  # no draw for a param left out (a fold-less run)
     for row in run.history:
         trial.report(row["val_accuracy"], row["epoch"])
     try:

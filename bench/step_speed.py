@@ -86,7 +86,7 @@ class Variant:
         idx = torch.randint(0, len(self.x), (self.batch,), generator=self.generator, device=self.device)
         x, y = self.augment(self.x[idx], self.y[idx], self.generator, True, 10)
         y = y.long()
-        with lt._autocast(self.device, self.precision):
+        with lt.autocast(self.device, self.precision):
             logits = self.model(x.contiguous(memory_format=self.memory_format))
         loss = F.cross_entropy(logits.float(), y, ignore_index=lt.IGNORE_INDEX, reduction="sum") / y.numel()
         self.optimizer.zero_grad(set_to_none=True)

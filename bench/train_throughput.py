@@ -203,7 +203,7 @@ def hot_loop_extras(images, masks, device, batch, steps, augment, precision, rep
         counted = torch.zeros((), device=device, dtype=torch.int64)
         t0 = time.perf_counter()
         for _ in range(steps):
-            correct += (lt._predicted_classes(logits.detach()) == y).sum()  # as fit's loop does
+            correct += (lt.predicted_classes(logits.detach()) == y).sum()  # as fit's loop does
             counted += (y != IGNORE_INDEX).sum()
         _sync(device)
         best_acc = min(best_acc, (time.perf_counter() - t0) / steps)

@@ -362,7 +362,7 @@ def crop_or_pad(volume: np.ndarray, axis: int, window: list[tuple[int, int]]) ->
     return np.pad(volume[tuple(slices)], pads, constant_values=0)
 
 
-def _to_png(plane: np.ndarray) -> np.ndarray:
+def slice_to_png(plane: np.ndarray) -> np.ndarray:
     """A 2-D slice as PNG rows: ``imshow(plane.T, origin='lower')`` (see the module docstring)."""
     return np.ascontiguousarray(np.flipud(plane.T))
 
@@ -474,9 +474,9 @@ def import_nifti(
                 skipped += 1
                 continue
             name = f"{case.case_id}_slice{k:03d}.png"
-            image_png = _to_png(np.take(pixels, k, axis=axis))
+            image_png = slice_to_png(np.take(pixels, k, axis=axis))
             write_image(out / "images" / name, image_png)
-            write_image(out / "masks" / name, _to_png(lut[plane_labels]))
+            write_image(out / "masks" / name, slice_to_png(lut[plane_labels]))
             rows.append((name, case.case_id, k))
             shape = image_png.shape
     if not rows:

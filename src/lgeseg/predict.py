@@ -48,7 +48,9 @@ import yaml
 from .config import config_hash, safe_load
 from .errors import ConfigError, DataError
 from .models import downsampling, model_from_spec
+from .nifti import DEFAULT_PERCENTILES, read_volume, scale_intensities, slice_to_png
 from .png import read_image, write_mask
+from .train import autocast, inference_batch_size, predicted_classes, resolve_device
 
 #: What ``checkpoint`` may be: the network the run evaluated (``train.select``), or one file.
 CHECKPOINTS: tuple[str, ...] = ("selected", "best", "last")
@@ -219,26 +221,12 @@ def _input_size(network: Network, height: int, width: int) -> tuple[int, int]:
     return padded
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when present, else the CPU; else a torch device name (``cpu``, ``cuda:1``).
-
-    Raises:
-        TrainingError: the name is not a device, or CUDA is asked for and absent
-            (:func:`lgeseg.train.resolve_device`).
-    """
-    from .train import resolve_device as train_device
-
-    return train_device(name)
-
-
 @torch.no_grad()
 def _class_scores(network: Network, x: torch.Tensor, flip: bool) -> torch.Tensor:
     """(N, K, H, W) float32 logits of one batch, reflected back when ``flip``."""
-    from .train import _autocast
-
     if flip:
         x = x.flip(-1)
-    with _autocast(x.device, network.config["train"].get("precision", "fp32")):
+    with autocast(x.device, network.config["train"].get("precision", "fp32")):
         logits = network.model(x).float()
     return logits.flip(-1) if flip else logits
 
@@ -306,8 +294,6 @@ def _predict(
     bar: Any,
     probabilities: bool,
 ) -> np.ndarray:
-    from .train import _eval_batch, _predicted_classes
-
     if tta not in TTAS:
         raise ConfigError(f"--tta must be flip or left out, got {tta!r}")
     labels = check_ensemble(networks)
@@ -318,7 +304,7 @@ def _predict(
     sizes = {_input_size(network, height, width) for network in networks}
     device = resolve_device(device) if isinstance(device, str) else device
     _prepare(networks, device)
-    batch_size = batch_size or _eval_batch(device)
+    batch_size = batch_size or inference_batch_size(device)
     flips = (False, True) if tta == "flip" else (False,)
     members = len(networks) * len(flips)
     k = len(labels)
@@ -333,7 +319,7 @@ def _predict(
         if members == 1 and not probabilities:
             x = padded[_input_size(networks[0], height, width)]
             scores = _class_scores(networks[0], x, False)[:, :, :height, :width]
-            out[start : start + len(chunk)] = _predicted_classes(scores).to(torch.uint8).cpu().numpy()
+            out[start : start + len(chunk)] = predicted_classes(scores).to(torch.uint8).cpu().numpy()
         else:
             total = torch.zeros(len(chunk), k, height, width, device=device, dtype=torch.float32)
             for network in networks:
@@ -418,12 +404,10 @@ def volume_slices(
     """
     import nibabel as nib
 
-    from .nifti import DEFAULT_PERCENTILES, _to_png, read_volume, scale_intensities
-
     path = Path(path)
     volume, _ = read_volume(path)
     pixels = scale_intensities(volume, percentiles or DEFAULT_PERCENTILES, 8)
-    planes = [_to_png(np.take(pixels, k, axis=axis)) for k in range(pixels.shape[axis])]
+    planes = [slice_to_png(np.take(pixels, k, axis=axis)) for k in range(pixels.shape[axis])]
     # read_image's 8-bit path: value / 255 as float64, then float32.
     slices = (np.stack(planes).astype(np.float64) / 255.0).astype(np.float32)
     return slices, nib.load(path)

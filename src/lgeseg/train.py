@@ -188,7 +188,7 @@ def augment_batch(
     return warp_batch(images, masks, flip, shift if translate > 0 else None)
 
 
-def _predicted_classes(logits: torch.Tensor) -> torch.Tensor:
+def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
     """``logits.argmax(1)`` of (N, C, H, W) logits, faster on the CPU (accuracy and predictions).
 
     On the CPU, argmax over the strided class axis is several times slower than a running max over the
@@ -287,13 +287,13 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str):
     """bf16 autocast for ``bf16``, and for ``auto`` where the device computes bf16 natively; else nothing."""
     use_bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
 
-def _eval_batch(device: torch.device) -> int:
+def inference_batch_size(device: torch.device) -> int:
     """Inference batch: small on the CPU (thin U-Nets run fastest at 8-16 images there), large on GPUs."""
     return 16 if device.type == "cpu" else 128
 
@@ -304,11 +304,11 @@ def predict(
 ) -> torch.Tensor:
     """Class indices (N, H, W) uint8 for images (N, 1, H, W) on the model's device."""
     model.eval()
-    batch_size = batch_size or _eval_batch(images.device)
+    batch_size = batch_size or inference_batch_size(images.device)
     out = []
     for start in range(0, len(images), batch_size):
-        with _autocast(images.device, precision):
-            out.append(_predicted_classes(model(images[start : start + batch_size])).to(torch.uint8))
+        with autocast(images.device, precision):
+            out.append(predicted_classes(model(images[start : start + batch_size])).to(torch.uint8))
     return torch.cat(out) if out else torch.empty(0, *images.shape[2:], dtype=torch.uint8)
 
 
@@ -316,15 +316,15 @@ def predict(
 def _validate(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, precision: str) -> tuple[float, float]:
     """Mean pixel cross-entropy and global pixel accuracy on unaugmented images."""
     model.eval()
-    batch_size = _eval_batch(images.device)
+    batch_size = inference_batch_size(images.device)
     loss_sum = torch.zeros((), device=images.device, dtype=torch.float64)
     correct = torch.zeros((), device=images.device, dtype=torch.int64)
     for start in range(0, len(images), batch_size):
         y = masks[start : start + batch_size].long()
-        with _autocast(images.device, precision):
+        with autocast(images.device, precision):
             logits = model(images[start : start + batch_size])
         loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
-        correct += (_predicted_classes(logits) == y).sum()  # predictions are never IGNORE_INDEX
+        correct += (predicted_classes(logits) == y).sum()  # predictions are never IGNORE_INDEX
     # The loss is divided by all pixels (as in training), the accuracy counts labelled pixels only.
     return loss_sum.item() / masks.numel(), correct.item() / max(1, int((masks != IGNORE_INDEX).sum()))
 
@@ -506,14 +506,14 @@ def _train_step(
     """One mini-batch: forward, loss, backward, Adam. Returns the loss and the batch's correct and
     labelled pixel counts, as device tensors (no host synchronisation)."""
     model.train()
-    with _autocast(x.device, precision):
+    with autocast(x.device, precision):
         logits = model(x.contiguous(memory_format=memory_format))
     loss = loss_fn(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     # Predictions are class indices < num_classes, never IGNORE_INDEX, so no mask is needed here.
-    correct = (_predicted_classes(logits.detach()) == y).sum()
+    correct = (predicted_classes(logits.detach()) == y).sum()
     return loss.detach(), correct, (y != IGNORE_INDEX).sum()
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from lgeseg.errors import ConfigError, DataError, UserError
 from lgeseg.metrics import evaluate, json_safe
-from lgeseg.nifti import _to_png, import_nifti
+from lgeseg.nifti import import_nifti, slice_to_png
 from lgeseg.png import read_mask
 from lgeseg.predict import (
     Network,
@@ -193,7 +193,7 @@ def test_nifti_out_has_the_inputs_grid_and_the_import_nifti_slices(trained, tmp_
     from_pngs = predict_path([network], tmp_path / "pngs", tmp_path / "png_out", device="cpu")
     for k in range(3):
         png = np.asarray(Image.open(tmp_path / "png_out" / f"case7_slice{k:03d}.png"))
-        assert np.array_equal(_to_png(labels[:, :, k]), png), k
+        assert np.array_equal(slice_to_png(labels[:, :, k]), png), k
     assert len(from_pngs.files) == 3
     # predictions.csv: voxels and ml = voxels * 1.25 * 1.5 * 8 mm^3 / 1000
     row = summary.rows[0]
@@ -209,7 +209,7 @@ def test_nifti_out_has_the_inputs_grid_and_the_import_nifti_slices(trained, tmp_
 def test_slices_to_volume_undoes_the_import_nifti_orientation():
     volume = np.arange(4 * 5 * 3).reshape(4, 5, 3)
     for axis in (0, 1, 2):
-        slices = np.stack([_to_png(np.take(volume, k, axis=axis)) for k in range(volume.shape[axis])])
+        slices = np.stack([slice_to_png(np.take(volume, k, axis=axis)) for k in range(volume.shape[axis])])
         assert np.array_equal(slices_to_volume(slices, axis), volume)
 
 

@@ -591,7 +591,7 @@ def test_auto_precision_is_bf16_only_where_native(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
         assert train_mod.native_bf16(cpu) is native
-        with train_mod._autocast(cpu, "auto"):
+        with train_mod.autocast(cpu, "auto"):
             assert torch.is_autocast_enabled("cpu") is native
-        with train_mod._autocast(cpu, "fp32"):
+        with train_mod.autocast(cpu, "fp32"):
             assert not torch.is_autocast_enabled("cpu")

@@ -285,3 +285,28 @@ def grid_plan(config: dict, trials) -> dict:
 
     plans = plan_study(grid_configurations(config), replicates(config), trials, config["retune"]["max_reruns"])
     return {step.first.point: step for p in plans for step in p.replicates.values()}
+
+
+def trial_record(number: int, **fields):
+    """A finished :class:`dashboards.load.TrialRecord` for report tests: ``fields`` override the defaults
+    (one seed-0 trial at L2 1e-3, batch 4, one epoch, validation value 0.5, no folder)."""
+    from dashboards.load import TrialRecord
+
+    values = {
+        "state": "COMPLETE",
+        "name": f"t{number}",
+        "l2": 1e-3,
+        "seed": 0,
+        "learning_rate": 1e-3,
+        "batch_size": 4,
+        "epochs": 1,
+        "rerun": 0,
+        "value": 0.5,
+        "curve": {1: 0.5},
+        "test_metrics": None,
+        "val_metrics": None,
+        "trial_dir": None,
+        "epochs_run": 1,
+        "best_val_accuracy": 0.5,
+    }
+    return TrialRecord(number=number, **{**values, **fields})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train one U-Net at one L2 value with the study's protocol, evaluate the selected network "
         "on the test split and write metrics.json, history.csv, predictions/, split.json, "
         "config.yaml, run.json, best.pt and last.pt to --out. Re-running into the same --out "
-        "resumes from last.pt.",
+        "resumes from last.pt. It runs with the config's resources.cpu torch threads (at most the machine's "
+        "cores), as a trial of the study does, so it reproduces that trial's numbers.",
     )
     add_config_arguments(parser)
     parser.add_argument("--l2", type=float, help="L2 regularisation factor (default: the config's first grid value)")
@@ -30,11 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import torch
+
     from hpo.record import Replicate
     from hpo.study_config import grid_configurations, load_study_config, run_config_of
-    from lgeseg.data import load_dataset
-    from lgeseg.metrics import format_tables
-    from lgeseg.run import run
 
     overrides = list(args.overrides)
     if args.epochs is not None:
@@ -47,6 +48,21 @@ def main(args: argparse.Namespace) -> int:
     first = grid_configurations(study)[0].values  # the first of any gridded axes
     config = run_config_of(study, {**first, "train.l2": l2}, Replicate(seed))
     out = Path(args.out) if args.out else Path("runs") / f"{study['name']}-train" / f"l2={l2:g}_seed={seed}"
+
+    # A trial's threads (hpo.study.trial_config): CPU numbers depend on them through summation order.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(max(1, int(study["resources"]["cpu"])), os.cpu_count() or 1))
+    try:
+        return _train(config, out, l2, seed)
+    finally:
+        torch.set_num_threads(threads)  # main() is called in-process by tests and scripts
+
+
+def _train(config: dict, out: Path, l2: float, seed: int) -> int:
+    """Run ``config`` into ``out`` and print the test tables; 0."""
+    from lgeseg.data import load_dataset
+    from lgeseg.metrics import format_tables
+    from lgeseg.run import run
 
     dataset = load_dataset(config["data"], progress=sys.stderr.isatty())
     kind = "SYNTHETIC phantom (no --data given)" if dataset.synthetic else "dataset"

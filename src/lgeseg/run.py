@@ -199,6 +199,8 @@ def _run_in(
         "labels": dataset.labels,
         "image_scaling": IMAGE_SCALING,
         "device": result.device,
+        # intra-op threads: a CPU run's numbers depend on them through floating-point summation order
+        "torch_threads": torch.get_num_threads(),
         "epochs_run": len(result.history),
         "selected_epoch": selected_epoch,
         "best_epoch": result.best_epoch,

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import trial_record
 from report_fixture import build_study
 
 from dashboards.load import StudyRecord, TrialRecord
@@ -54,25 +55,7 @@ def field(patients: list[str], values: dict[str, float]) -> dict:
 
 
 def trial(number: int, config: str, seed: int, fold: int, test_metrics: dict) -> TrialRecord:
-    return TrialRecord(
-        number=number,
-        state="COMPLETE",
-        name=f"t{number}",
-        l2=L2[config],
-        seed=seed,
-        learning_rate=1e-3,
-        batch_size=4,
-        epochs=1,
-        rerun=0,
-        value=0.5,
-        curve={1: 0.5},
-        test_metrics=test_metrics,
-        val_metrics=None,
-        trial_dir=None,
-        epochs_run=1,
-        best_val_accuracy=0.5,
-        fold=fold,
-    )
+    return trial_record(number, l2=L2[config], seed=seed, test_metrics=test_metrics, fold=fold)
 
 
 def cv_record() -> StudyRecord:

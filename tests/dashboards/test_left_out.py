@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import optuna
+from conftest import trial_record
 
 from dashboards.caveats import caveat_lines, split_note
 from dashboards.load import StudyRecord, TrialRecord, load_study, split_groups
@@ -62,25 +63,7 @@ def _trial(number: int, l2: float, seed: int, split: str | None, images: dict[st
         "class": {},
         "images": [{"file": f, "MeanIoU": v, "MeanBFScore": 1.0} for f, v in images.items()],
     }
-    return TrialRecord(
-        number=number,
-        state="COMPLETE",
-        name=f"t{number}",
-        l2=l2,
-        seed=seed,
-        learning_rate=1e-3,
-        batch_size=4,
-        epochs=1,
-        rerun=0,
-        value=0.5,
-        curve={1: 0.5},
-        test_metrics=metrics,
-        val_metrics=None,
-        trial_dir=None,
-        epochs_run=1,
-        best_val_accuracy=0.5,
-        split_hash=split,
-    )
+    return trial_record(number, l2=l2, seed=seed, test_metrics=metrics, split_hash=split)
 
 
 def _record(trials: list[TrialRecord]) -> StudyRecord:

@@ -3,26 +3,21 @@
 
 from __future__ import annotations
 
+from conftest import trial_record
+
 from dashboards.load import StudyRecord, TrialRecord
 from dashboards.report import slug
 
 
 def _trial(number: int, l2: float, seed: int, loss: str | None, architecture: str | None = None) -> TrialRecord:
-    return TrialRecord(
-        number=number,
-        state="COMPLETE",
-        name=f"t{number}",
+    return trial_record(
+        number,
         l2=l2,
         seed=seed,
-        learning_rate=1e-3,
         batch_size=8,
         epochs=2,
-        rerun=0,
-        value=0.5,
         curve={},
         test_metrics={"dataset": {"MeanIoU": 0.5}},
-        val_metrics=None,
-        trial_dir=None,
         epochs_run=2,
         best_val_accuracy=0.9,
         loss=loss,

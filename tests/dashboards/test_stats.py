@@ -37,6 +37,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import trial_record
 from optuna.distributions import FloatDistribution, IntDistribution
 
 from dashboards.learning import baseline_from_confusion, baseline_of, learned
@@ -273,23 +274,15 @@ def test_baseline_fallback_from_confusion_matrix() -> None:
     assert got == {"majority_class_index": 1, "GlobalAccuracy": 0.6, "MeanIoU": pytest.approx(0.2)}
     # a class absent from the truth has IoU 0/0 = NaN, kept in the mean as evaluate() does
     assert math.isnan(baseline_from_confusion([[3, 1, 0], [0, 4, 0], [0, 0, 0]])["MeanIoU"])
-    from dashboards.load import TrialRecord
 
-    old = TrialRecord(
-        number=0,
-        state="COMPLETE",
+    old = trial_record(
+        0,
         name="old",
         l2=A,
-        seed=0,
         learning_rate=None,
         batch_size=None,
-        epochs=1,
-        rerun=0,
         value=None,
         curve={},
-        val_metrics=None,
-        trial_dir=None,
-        epochs_run=1,
         best_val_accuracy=None,
         test_metrics={"dataset": {"MeanIoU": 0.22}, "confusion_matrix": [[5, 1, 0], [2, 10, 0], [0, 0, 2]]},
     )

@@ -37,10 +37,8 @@ STUDY = {
 
 
 def train(config: Path, out: Path, l2: float) -> Path:
-    """``python -m hpo.run train`` of one grid point (seed 0) on one thread, as the grid's trials run."""
-    import torch
-
-    torch.set_num_threads(1)
+    """``python -m hpo.run train`` of one grid point (seed 0); it runs on the study's ``resources.cpu`` (1)
+    threads, as the grid's trials do."""
     assert main(["train", "--config", str(config), "--l2", str(l2), "--seed", "0", "--out", str(out)]) == 0
     return out
 

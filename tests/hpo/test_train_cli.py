@@ -103,3 +103,19 @@ def test_train_cli_default_l2_is_first_grid_value(capsys, tiny_data_dir, tmp_pat
         hpo.run.main(["train", "--data", str(tiny_data_dir), *TINY])
     assert seen["config"]["train"]["l2"] == 5e-3
     assert str(seen["out"]).endswith("paper-l2-grid-train/l2=0.005_seed=0")
+
+
+@pytest.mark.parametrize("cpu", [1, 64])
+def test_train_cli_runs_with_a_trials_threads_and_records_them(cpu, tiny_data_dir, tmp_path):
+    """``train`` uses ``resources.cpu`` torch threads as the study's trial does (at most the machine's cores),
+    records them in run.json, and leaves the caller's thread count as it was."""
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tiny_data_dir), *TINY, "--epochs", "1", "--set", f"resources.cpu={cpu}"]
+    assert hpo.run.main([*argv, "--out", str(out)]) == 0
+    assert json.loads((out / "run.json").read_text())["torch_threads"] == min(cpu, os.cpu_count())
+    assert torch.get_num_threads() == before

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import trial_record
 from PIL import Image
 
 from lgeseg.data import IGNORE_INDEX, load_dataset, read_mask
@@ -166,7 +167,7 @@ def test_evaluate_cli_ignore_option(tmp_path, capsys, one_line_error):
 
 def test_difference_map_and_figure2_show_unlabelled_pixels(make_dataset_dir, tmp_path):
     """Unlabelled manual pixels are no error in Figure 2: shown with their own value, never as a difference."""
-    from dashboards.load import StudyRecord, TrialRecord
+    from dashboards.load import StudyRecord
     from dashboards.masks import difference_map, figure2
 
     assert difference_map(PRED[0], TRUTH[0]).tolist() == [[0, 1, 0, 0], [1, 0, 0, 2]]
@@ -183,24 +184,7 @@ def test_difference_map_and_figure2_show_unlabelled_pixels(make_dataset_dir, tmp
         "class": {},
         "images": [{"file": f, "MeanIoU": 0.5 + i / 10} for i, f in enumerate(files)],
     }
-    trial = TrialRecord(
-        number=0,
-        state="COMPLETE",
-        name="t0",
-        l2=1e-3,
-        seed=0,
-        learning_rate=1e-3,
-        batch_size=4,
-        epochs=1,
-        rerun=0,
-        value=0.5,
-        curve={},
-        test_metrics=metrics,
-        val_metrics=None,
-        trial_dir=tmp_path / "trial",
-        epochs_run=1,
-        best_val_accuracy=0.5,
-    )
+    trial = trial_record(0, curve={}, test_metrics=metrics, trial_dir=tmp_path / "trial")
     record = StudyRecord(
         name="s",
         storage="sqlite:///x.db",

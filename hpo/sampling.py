@@ -141,10 +141,11 @@ def reconcile(
 ) -> None:
     """Bring the two studies into agreement after a driver was killed between their writes.
 
-    A sampler trial whose sampling did not finish is closed as FAIL. In a search, a sampled one without a
-    configuration record is adopted (recorded) when fewer than ``n_trials`` configurations exist, else
-    closed as FAIL, and one still RUNNING whose record was told gets the record's outcome. (A grid's
-    sampler trial is its configuration: :class:`Sampling` tells it when its replicates have ended.)
+    A sampler trial whose sampling did not finish is closed as FAIL (a grid's point left unvisited). In a
+    search, a sampled one without a configuration record is adopted (recorded) when fewer than ``n_trials``
+    configurations exist, else closed as FAIL, and one still RUNNING whose record was told gets the record's
+    outcome. (A grid's sampler trial is its configuration: :class:`Sampling` tells it when its replicates
+    have ended.)
     """
     configurations = configuration_trials(record.get_trials(deepcopy=False))
     linked = {t.user_attrs[ATTR.SAMPLER_TRIAL]: t for t in configurations}
@@ -156,6 +157,9 @@ def reconcile(
             configurations.append(add_configuration(record, len(configurations), trial, dists))
         elif mine is None:
             optuna.Trial(sampler_study, trial._trial_id).set_user_attr(ATTR.ERROR, UNSAMPLED)
+            if "grid_id" in trial.system_attrs:  # GridSampler counts a finished trial's point as visited:
+                # unmark it (no search space of its own), or that point never runs and another runs twice
+                sampler_study._storage.set_trial_system_attr(trial._trial_id, "search_space", {})
             sampler_study.tell(trial.number, state=TrialState.FAIL)
         elif mine.state.is_finished():
             tell_sampler(sampler_study, trial.number, mine.state, mine.value, None)

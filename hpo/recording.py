@@ -48,7 +48,7 @@ from .record import (
     start_attrs,
 )
 from .rule import RetuneRule
-from .study_config import NOT_SEARCHABLE, grid_configurations, replicates, run_config_of, space
+from .study_config import NOT_SEARCHABLE, first_difference, grid_configurations, replicates, run_config_of, space
 
 #: The files a finished ``train`` run folder holds (checkpoints are optional).
 RUN_FILES = ("run.json", "config.yaml", "metrics.json", "val_metrics.json", "history.csv", "split.json")
@@ -129,16 +129,6 @@ def _protocol(run: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
-def _first_difference(now: Any, stored: Any, where: str = "") -> str | None:
-    if isinstance(now, dict) and isinstance(stored, dict):
-        for key in sorted(set(now) | set(stored)):
-            found = _first_difference(now.get(key), stored.get(key), f"{where}.{key}" if where else key)
-            if found:
-                return found
-        return None
-    return None if now == stored else f"{where} is {now!r}, the study's is {stored!r}"
-
-
 def _dotted(config: dict, key: str) -> Any:
     node: Any = config
     for part in key.split("."):
@@ -165,14 +155,15 @@ def match(config: dict, name: str, run: RunFolder) -> Attempt:
     first = replicates(config)[0]
     expected = _protocol(run_config_of(config, params, first))
     keys = set(first.apply(expected))
-    difference = _first_difference(
+    difference = first_difference(
         {k: v for k, v in mine.items() if k not in keys}, {k: v for k, v in expected.items() if k not in keys}
     )
     if difference is None:
         values = ", ".join(f"{k}={mine.get(k)!r}" for k in sorted(keys))
         known = ", ".join(r.key for r in replicates(config))
         raise ConfigError(f"{where}: {values} is not a replicate of study '{name}' ({known})")
-    raise ConfigError(f"{where}: not the protocol of study '{name}': {difference}")
+    key, now, study_value = difference
+    raise ConfigError(f"{where}: not the protocol of study '{name}': {key} is {now!r}, the study's is {study_value!r}")
 
 
 def _check_data(run: RunFolder, name: str, data: dict[str, Any]) -> None:

@@ -41,7 +41,15 @@ from .record import (
 from .rule import RetuneRule
 from .sampling import Sampling, configurations, reconcile
 from .storage import default_storage, default_study_dir, mask_url, open_storage, resolve, start_study
-from .study_config import grid_configurations, max_epochs, replicates, run_config_of, sampler_settings, space
+from .study_config import (
+    first_difference,
+    grid_configurations,
+    max_epochs,
+    replicates,
+    run_config_of,
+    sampler_settings,
+    space,
+)
 from .study_owner import claim_study, study_command
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the recorder keeps the results
@@ -104,16 +112,6 @@ def describe_data(config: dict) -> dict[str, Any]:
     }
 
 
-def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            found = _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
-            if found:
-                return found
-        return None
-    return None if a == b else f"{where} ({b!r} stored, {a!r} now)"
-
-
 def adjustment_for(retune: dict[str, Any], rerun: int) -> dict[str, Any] | None:
     """The hyperparameter changes rerun ``rerun`` carries (None for the protocol's own attempt)."""
     return dict(retune["adjustments"][rerun - 1]) if rerun > 0 else None
@@ -143,10 +141,10 @@ def prepare_study(
     claim_study(study, study_command(config), mask_url(storage))  # --resume continues only its own kind
     stored = study.user_attrs.get("config")
     if stored is not None and without_neutral(stored) != without_neutral(config):  # keys added since: neutral
+        key, now, was = first_difference(config, stored)
         raise ConfigError(
-            f"the config differs from the one study '{name}' was started with: "
-            f"{_first_difference(config, stored)}; resume with the same config or use a new "
-            f"--study-name"
+            f"the config differs from the one study '{name}' was started with: {key} ({was!r} stored, {now!r} "
+            f"now); resume with the same config or use a new --study-name"
         )
     check_same(
         f"study '{name}'",

@@ -1,4 +1,5 @@
-"""The study's one Ray Tune Searcher: it hands out attempts, queues the reruns the retune rule asks for, and
+"""The study's one Ray Tune Searcher and the Stopper of its retune rule: the stopper ends an attempt the moment
+:class:`hpo.rule.RetuneRule` fires, the searcher hands out attempts, queues the reruns the rule asks for, and
 asks :class:`hpo.sampling.Sampling` for configurations and reports replicates' ends.
 
 Attempts come from the sampler as slots free up (a grid's sampler allows every point at once), plus those a
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
+from ray.tune import Stopper
 from ray.tune.search import Searcher
 
 from .record import Attempt, Outcome, Status, TrialReport, reported_outcome
@@ -82,3 +85,17 @@ class StudySearcher(Searcher):
 
     def _number(self, attempt: Attempt) -> int | None:
         return attempt.optuna_number if attempt.optuna_number is not None else self._trial_number(attempt.name)
+
+
+class RetuneStopper(Stopper):
+    """Ray Tune Stopper: ends each trial the moment :class:`RetuneRule` fires for it (the rule itself is Ray-free,
+    :mod:`hpo.rule`, so the searcher, the recorder and the report's figures decide the same way)."""
+
+    def __init__(self, rule: RetuneRule) -> None:
+        self.rule = rule
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.rule.fails(result)
+
+    def stop_all(self) -> bool:
+        return False

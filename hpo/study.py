@@ -282,8 +282,7 @@ def tune_study(
 
     from .artifacts import STORE_DIR, writing_store
     from .recorder import OptunaRecorder
-    from .retune import RetuneStopper
-    from .searcher import StudySearcher
+    from .searcher import RetuneStopper, StudySearcher
     from .trainable import train_trial
     from .tune_progress import ProgressPrinter
 

@@ -27,10 +27,8 @@ from .record import (
     ATTR,
     CONFIGURATION,
     Attempt,
-    Configuration,
     ConfigurationPlan,
     Outcome,
-    Replicate,
     Status,
     configuration_of,
     configuration_outcome,
@@ -38,7 +36,7 @@ from .record import (
     plan_study,
     pruned_report,
 )
-from .study_config import sampler_settings
+from .study_config import grid_configurations, replicates, sampler_settings, space
 
 #: ``error`` of a sampler trial whose sampling a killed driver interrupted.
 UNSAMPLED = "sampling interrupted by a killed driver; not a configuration"
@@ -120,26 +118,28 @@ def tell_sampler(
     sampler_study.tell(number, value if state == TrialState.COMPLETE else None, state=state)
 
 
-def configurations(
-    grid: bool, record: optuna.Study, sampler_study: optuna.Study, dists: dict[str, BaseDistribution]
-) -> list[tuple[Configuration, int, bool]]:
-    """The sampled configurations by index, each with its sampler trial and whether it was told: a search's
-    from its record configuration trials, a grid's from its sampler trials (its record keeps only attempts)."""
-    if grid:
-        trials = [t for t in sampler_study.get_trials(deepcopy=False) if set(t.params) == set(dists)]
-        return [(configuration_of(t, grid), t.number, t.state.is_finished()) for t in trials]
-    trials = configuration_trials(record.get_trials(deepcopy=False))
-    return [(configuration_of(t), t.user_attrs[ATTR.SAMPLER_TRIAL], t.state.is_finished()) for t in trials]
+def plan(config: dict, record: optuna.Study, sampler_study: optuna.Study) -> list[ConfigurationPlan]:
+    """The resume plan (:func:`hpo.record.plan_study`) of every configuration sampled so far, each with its
+    sampler trial and whether it was told: a search's from its record configuration trials by index, a grid's
+    from its sampler trials (its record keeps only attempts) in config order (L2 slowest)."""
+    if "grid" in config:
+        trials = [t for t in sampler_study.get_trials(deepcopy=False) if set(t.params) == set(space(config))]
+        sampled = [(configuration_of(t, True), t.number, t.state.is_finished()) for t in trials]
+    else:
+        trials = configuration_trials(record.get_trials(deepcopy=False))
+        sampled = [(configuration_of(t), t.user_attrs[ATTR.SAMPLER_TRIAL], t.state.is_finished()) for t in trials]
+    attempts = record.get_trials(deepcopy=False)
+    plans = plan_study([c for c, _, _ in sampled], replicates(config), attempts, config["retune"]["max_reruns"])
+    for p, (_, number, told) in zip(plans, sampled):
+        p.sampler_number, p.told = number, told
+    if "grid" in config:
+        order = [c.params for c in grid_configurations(config)]
+        plans.sort(key=lambda p: order.index(p.configuration.params))
+    return plans
 
 
-def reconcile(
-    n_trials: int,
-    record: optuna.Study,
-    sampler_study: optuna.Study,
-    dists: dict[str, BaseDistribution],
-    grid: bool = False,
-) -> None:
-    """Bring the two studies into agreement after a driver was killed between their writes.
+def reconcile(config: dict, record: optuna.Study, sampler_study: optuna.Study) -> None:
+    """Bring the two studies of ``config``'s study into agreement after a driver was killed between their writes.
 
     A sampler trial whose sampling did not finish is closed as FAIL (a grid's point left unvisited). In a
     search, a sampled one without a configuration record is adopted (recorded) when fewer than ``n_trials``
@@ -147,6 +147,7 @@ def reconcile(
     outcome. (A grid's sampler trial is its configuration: :class:`Sampling` tells it when its replicates
     have ended.)
     """
+    n_trials, dists, grid = sampler_settings(config)["n_trials"], space(config), "grid" in config
     configurations = configuration_trials(record.get_trials(deepcopy=False))
     linked = {t.user_attrs[ATTR.SAMPLER_TRIAL]: t for t in configurations}
     for trial in sampler_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -168,7 +169,7 @@ def reconcile(
 class Sampling:
     """The sampler's side of a study: new configurations on demand, configuration values when decided.
 
-    ``plans`` are the record's open (untold) configurations from :func:`hpo.record.plan_study`; those whose
+    ``plans`` are the configurations sampled so far (:func:`plan`); of the open (untold) ones, those whose
     replicates all ended before the driver was killed are told at once. A newly sampled configuration is
     planned from the record too, so a grid recorded before the one flow (attempts, no configuration trials)
     continues where it stopped: a point already trained is told, never run again.
@@ -177,27 +178,24 @@ class Sampling:
     def __init__(
         self,
         config: dict,
-        dists: dict[str, BaseDistribution],
         record: optuna.Study,
         sampler_study: optuna.Study,
-        replicates: list[Replicate],
         plans: list[ConfigurationPlan],
-        created: int,
         stream: TextIO | None = None,
     ) -> None:
         self._search = sampler_settings(config)
         self._grid = "grid" in config
         self._max_reruns = config["retune"]["max_reruns"]
-        self._dists = dists
+        self._dists = space(config)
         self._record = record
         self._sampler_study = sampler_study
-        self._replicates = replicates
-        self._created = created
-        self._open = {p.configuration.index: p for p in plans}
+        self._replicates = replicates(config)
+        self._created = len(plans)
+        self._open = {p.configuration.index: p for p in plans if not p.told}
         self._stream = stream or sys.stdout
-        for plan in list(self._open.values()):
-            if len(plan.outcomes) == len(replicates):
-                self._tell(plan)
+        for open_ in list(self._open.values()):
+            if len(open_.outcomes) == len(self._replicates):
+                self._tell(open_)
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its search algorithm (and this with it) with the experiment state; a stream does not.
@@ -222,15 +220,17 @@ class Sampling:
         else:
             configuration = configuration_of(add_configuration(self._record, index, sampled, self._dists))
         self._created += 1
-        plan = plan_study([configuration], self._replicates, self._record.get_trials(deepcopy=False), self._max_reruns)
-        plan[0].sampler_number = sampled.number
-        self._open[configuration.index] = plan[0]
+        (new,) = plan_study(
+            [configuration], self._replicates, self._record.get_trials(deepcopy=False), self._max_reruns
+        )
+        new.sampler_number = sampled.number
+        self._open[configuration.index] = new
         shown = ", ".join(f"{k}={setting(v, 4)}" for k, v in sampled.params.items())
         counted = f"{index + 1}/{self._search['n_trials']}"
         self._line(f"sample  {configuration.label} ({self._search['sampler']}, {counted}): {shown}")
-        if len(plan[0].outcomes) == len(self._replicates):
-            self._tell(plan[0])
-        return plan[0].owed
+        if len(new.outcomes) == len(self._replicates):
+            self._tell(new)
+        return new.owed
 
     def settle(self, attempt: Attempt, outcome: Outcome) -> None:
         """Record how ``attempt``'s replicate ended; tell the configuration once every replicate has."""

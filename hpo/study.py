@@ -35,15 +35,13 @@ from .record import (
     Attempt,
     ConfigurationPlan,
     close_unstarted,
-    plan_study,
     sampler_study_name,
 )
 from .rule import RetuneRule
-from .sampling import Sampling, configurations, reconcile
+from .sampling import Sampling, plan, reconcile
 from .storage import default_storage, default_study_dir, mask_url, open_storage, resolve, start_study
 from .study_config import (
     first_difference,
-    grid_configurations,
     max_epochs,
     replicates,
     run_config_of,
@@ -183,21 +181,8 @@ def open_sampler_study(config: dict, record: optuna.Study, storage: str) -> optu
             f"'{record.study_name}': give another --study-name"
         )
     sampler_study.set_user_attr("record_study", record.study_name)
-    reconcile(sampler_settings(config)["n_trials"], record, sampler_study, space(config), "grid" in config)
+    reconcile(config, record, sampler_study)
     return sampler_study
-
-
-def plan(config: dict, record: optuna.Study, sampler_study: optuna.Study) -> list[ConfigurationPlan]:
-    """The resume plan of every configuration sampled so far, a grid's in config order (L2 slowest)."""
-    sampled = configurations("grid" in config, record, sampler_study, space(config))
-    trials = record.get_trials(deepcopy=False)
-    plans = plan_study([c for c, _, _ in sampled], replicates(config), trials, config["retune"]["max_reruns"])
-    for p, (_, number, told) in zip(plans, sampled):
-        p.sampler_number, p.told = number, told
-    if "grid" in config:
-        order = [c.params for c in grid_configurations(config)]
-        plans.sort(key=lambda p: order.index(p.configuration.params))
-    return plans
 
 
 def _header(config: dict, name: str, storage: str, plans: list[ConfigurationPlan]) -> str:
@@ -290,8 +275,7 @@ def tune_study(
     max_reruns = config["retune"]["max_reruns"]
     recorder = OptunaRecorder(record, rule, max_reruns, artifact_store=writing_store(record, out / STORE_DIR))
     attempts = [a for p in plans for a in p.owed]
-    open_ = [p for p in plans if not p.told]
-    sampling = Sampling(config, space(config), record, sampler_study, replicates(config), open_, len(plans), stream)
+    sampling = Sampling(config, record, sampler_study, plans, stream)
     if sampler_settings(config)["scheduler"] == "asha":
         from ray.tune.schedulers import ASHAScheduler
 

@@ -143,14 +143,13 @@ class Configuration:
     """One point of the space: dotted run-config key -> value, in the space's order.
 
     A grid point is named by its values (``l2=<L2>`` then the other axes, as trial folders always were); a
-    configuration of any other sampler by its index ``c<index>``. Both carry their index (the order the
-    sampler proposed them in) and configuration trial's number once sampled.
+    configuration of any other sampler, which has a configuration trial in the record, by its index
+    ``c<index>``. Both carry their index (the order the sampler proposed them in) once sampled.
     """
 
     params: tuple[tuple[str, Any], ...]
     index: int | None = None  #: a search's configuration index; a grid point's sampler trial (None unsampled)
     record_number: int | None = None  #: its configuration trial in the record (searches only)
-    grid: bool = field(default=False, compare=False)  #: a grid point, named by its values (as is one without index)
 
     @property
     def values(self) -> dict[str, Any]:
@@ -158,8 +157,8 @@ class Configuration:
 
     @property
     def by_values(self) -> bool:
-        """Whether it is named by its values (a grid point) rather than ``c<index>``."""
-        return self.grid or self.index is None
+        """Whether it is named by its values (a grid point: no configuration trial) rather than ``c<index>``."""
+        return self.record_number is None
 
     @property
     def label(self) -> str:
@@ -211,7 +210,6 @@ class Attempt:
             "params": [list(p) for p in c.params],
             "index": c.index,
             "record_number": c.record_number,
-            "grid": c.grid,
             "replicate": self.replicate.to_config(),
             "rerun": self.rerun,
             "optuna_number": self.optuna_number,
@@ -221,7 +219,7 @@ class Attempt:
     def from_config(cls, values: dict[str, Any]) -> Attempt:
         """The attempt of a Ray trial config's ``attempt`` dict (see :meth:`to_config`)."""
         params = tuple((k, v) for k, v in values["params"])
-        c = Configuration(params, values["index"], values["record_number"], values.get("grid", False))
+        c = Configuration(params, values["index"], values["record_number"])
         return cls(c, Replicate(**values["replicate"]), values["rerun"], values.get("optuna_number"))
 
 
@@ -486,7 +484,7 @@ def configuration_of(trial: FrozenTrial, grid: bool = False) -> Configuration:
     """The configuration a search's record configuration trial, or (``grid``) a grid's sampler trial, stands for."""
     if grid:  # in grid order: train.l2, then the other axes as GRID_AXES has them (model.* before train.*)
         params = sorted(trial.params.items(), key=lambda kv: (kv[0] != "train.l2", kv[0]))
-        return Configuration(tuple(params), trial.number, None, grid=True)
+        return Configuration(tuple(params), trial.number)
     return Configuration(tuple(trial.params.items()), trial.user_attrs[ATTR.CONFIGURATION], trial.number)
 
 

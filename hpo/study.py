@@ -110,14 +110,10 @@ def describe_data(config: dict) -> dict[str, Any]:
     }
 
 
-def adjustment_for(retune: dict[str, Any], rerun: int) -> dict[str, Any] | None:
-    """The hyperparameter changes rerun ``rerun`` carries (None for the protocol's own attempt)."""
-    return dict(retune["adjustments"][rerun - 1]) if rerun > 0 else None
-
-
 def trial_config(config: dict, attempt: Attempt, out_dir: Path) -> dict[str, Any]:
     """What the Ray trial of ``attempt`` receives."""
-    adjustment = adjustment_for(config["retune"], attempt.rerun)
+    # the hyperparameter changes a rerun carries (None for the protocol's own attempt)
+    adjustment = dict(config["retune"]["adjustments"][attempt.rerun - 1]) if attempt.rerun > 0 else None
     run = run_config_of(config, attempt.configuration.values, attempt.replicate, adjustment)
     return {
         "attempt": attempt.to_config(),

@@ -224,7 +224,7 @@ def grid_configurations(study: dict) -> list[Configuration]:
     """Every point of a grid study's space, L2 slowest, in config order (named by their values): the order
     of the closing table and of ``train``'s default, whatever order the grid sampler ran them in."""
     axes = {key: dist.choices for key, dist in space(study).items()}
-    return [Configuration(tuple(zip(axes, values)), grid=True) for values in itertools.product(*axes.values())]
+    return [Configuration(tuple(zip(axes, values))) for values in itertools.product(*axes.values())]
 
 
 def sampler_settings(study: dict) -> dict[str, Any]:

@@ -87,17 +87,8 @@ class Status:
     STOPPED = "stopped by ASHA"  #: the trial scheduler stopped the last attempt
     FAILED = "failed"  #: the last attempt failed (recorded with its error, not retried)
 
-    #: Statuses ``--resume`` still has work for.
-    UNFINISHED = (PENDING, INTERRUPTED)
     #: Statuses that make a study command exit with status 1.
     UNSUCCESSFUL = (PENDING, INTERRUPTED, FAILED)
-    #: Spellings stored by d5d5804's search in configuration trials, read as today's.
-    LEGACY = {"not_converged": NOT_CONVERGED, "pruned": STOPPED}
-
-    @classmethod
-    def read(cls, stored: str) -> str:
-        """A stored status in today's vocabulary."""
-        return cls.LEGACY.get(stored, stored)
 
 
 @dataclass(frozen=True)

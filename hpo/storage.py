@@ -475,10 +475,6 @@ def study_storage(storage: str | None, study_name: str | None) -> str:
     return default_storage(default_study_dir(study_name))
 
 
-def _study_names(backend: BaseStorage) -> list[str]:
-    return [s.study_name for s in backend.get_all_studies()]
-
-
 def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
     """Load an existing study for reading (``report``, ``dashboards``).
 
@@ -497,10 +493,11 @@ def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
         raise StorageError(f"storage {shown}: file {path} not found")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     backend = open_storage(url)
-    names = _study_names(backend)
+    studies = backend.get_all_studies()
+    names = [s.study_name for s in studies]
     if study_name is None:
         # a search's sampler study (user attr record_study) goes with its record: not a choice here
-        names = [s.study_name for s in backend.get_all_studies() if "record_study" not in s.user_attrs]
+        names = [s.study_name for s in studies if "record_study" not in s.user_attrs]
         if len(names) != 1:
             listed = ", ".join(sorted(names)) or "none"
             raise StorageError(f"storage {shown} holds {len(names)} studies ({listed}); give --study-name")
@@ -521,7 +518,7 @@ def start_study(storage: str, study_name: str, resume: bool) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = resolve(storage)
     backend = open_storage(url)
-    if study_name in _study_names(backend) and not resume:
+    if study_name in [s.study_name for s in backend.get_all_studies()] and not resume:
         raise UserError(
             f"study '{study_name}' already exists in {mask_url(url)}; use --resume to finish it "
             f"or --study-name to start another"

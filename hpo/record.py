@@ -349,6 +349,24 @@ class TrialReport:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in result.items() if k in known})
 
+    @classmethod
+    def of_run(cls, run: Any, epochs: int, node_id: str | None = None) -> TrialReport:
+        """The last report of a finished run: ``run`` is an :class:`lgeseg.run.RunResult` or a run folder that
+        ``record`` read (:class:`hpo.recording.RunFolder`): its ``history``, ``info`` (``run.json``),
+        ``val_metrics`` and ``test_metrics``; ``epochs`` is its ``train.epochs``."""
+        return cls(
+            epoch=len(run.history),
+            epochs=epochs,
+            finished=True,
+            val_accuracy=run.history[-1]["val_accuracy"] if run.history else float("nan"),
+            best_val_accuracy=run.info["best_val_accuracy"],
+            val_MeanIoU=run.val_metrics["dataset"]["MeanIoU"],
+            val_metrics=run.val_metrics["dataset"],
+            test_metrics=run.test_metrics,
+            run_info=run.info,
+            node_id=node_id,
+        )
+
     @property
     def test_MeanIoU(self) -> float | None:
         return ((self.test_metrics or {}).get("dataset") or {}).get("MeanIoU")

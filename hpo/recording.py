@@ -259,18 +259,8 @@ def write_recording(study: optuna.Study, store, plan: Recording) -> optuna.trial
         register_checkpoints(store, trial, run.path)
     except DataError as exc:
         print(f"note: {run.path}: no checkpoint registered ({exc}); predict cannot use this trial", file=sys.stderr)
-    value = run.val_metrics["dataset"]["MeanIoU"]
-    report = TrialReport(
-        epoch=len(run.history),
-        epochs=run.config["train"]["epochs"],
-        val_accuracy=run.history[-1]["val_accuracy"] if run.history else float("nan"),
-        best_val_accuracy=run.info["best_val_accuracy"],
-        finished=True,
-        val_MeanIoU=value,
-        val_metrics=run.val_metrics["dataset"],
-        test_metrics=run.test_metrics,
-        run_info=run.info,
-    )
+    report = TrialReport.of_run(run, run.config["train"]["epochs"])
+    value = report.val_MeanIoU
     state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL
     if value is None:
         attrs = {ATTR.ERROR: UNDEFINED_VALUE, ATTR.TEST_METRICS: report.test_metrics}

@@ -11,7 +11,7 @@ trials (``<name>/sampler``) stand for its configurations. This module is the one
   ``point``), derived from the configuration and :class:`Replicate` in one place;
 * the attribute keys (:data:`ATTR`), the attempt params and their wide distributions (:func:`attempt_params`),
   and an attempt's attributes when it starts and when it completes (:func:`start_attrs`,
-  :func:`complete_attrs`: written by the recorder and by ``record`` alike);
+  :func:`finished_attempt`: written by the recorder and by ``record`` alike);
 * the one status vocabulary (:class:`Status`);
 * what a trial reports to Tune (:class:`TrialReport`);
 * a replicate's outcome (:func:`stored_outcome`, :func:`reported_outcome`) and a configuration's outcome
@@ -280,13 +280,16 @@ def _version(package: str) -> str | None:
         return None
 
 
-def complete_attrs(report: TrialReport) -> dict[str, Any]:
-    """The user attrs of a finished attempt: its metrics and how its run went (``report.run_info`` is the
-    run's ``run.json``). Written by the recorder and by ``record``."""
+def finished_attempt(report: TrialReport) -> tuple[TrialState, float | None, dict[str, Any]]:
+    """How a finished attempt is told: COMPLETE with its validation MeanIoU and user attrs of its metrics and
+    how its run went (``report.run_info`` is the run's ``run.json``), or FAIL with :data:`UNDEFINED_VALUE`
+    where that value is undefined. Written by the recorder and by ``record``."""
     import optuna
 
+    if report.val_MeanIoU is None:
+        return TrialState.FAIL, None, {ATTR.ERROR: UNDEFINED_VALUE, ATTR.TEST_METRICS: report.test_metrics}
     info = report.run_info or {}
-    return {
+    attrs = {
         ATTR.TEST_METRICS: report.test_metrics,
         ATTR.VAL_METRICS: report.val_metrics,
         ATTR.EPOCHS_RUN: info["epochs_run"],
@@ -298,6 +301,7 @@ def complete_attrs(report: TrialReport) -> dict[str, Any]:
         ATTR.SPLIT_HASH: info["split_hash"],
         "versions": {**info["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
     }
+    return TrialState.COMPLETE, report.val_MeanIoU, attrs
 
 
 def _nested(result: dict[str, Any]) -> dict[str, Any]:

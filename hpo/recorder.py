@@ -20,8 +20,7 @@ from optuna.trial import TrialState
 from ray.tune import Callback
 
 from .failure import failure_message
-from .record import ATTR, DISTRIBUTIONS, UNDEFINED_VALUE, Attempt, TrialReport, attempt_params, start_attrs
-from .record import complete_attrs as _complete_attrs
+from .record import ATTR, DISTRIBUTIONS, Attempt, TrialReport, attempt_params, finished_attempt, start_attrs
 from .rule import RetuneRule
 from .storage import RetriedWrites
 
@@ -120,12 +119,10 @@ class OptunaRecorder(Callback):
             pass  # stopped before its first epoch: stays RUNNING for --resume
         elif self.rule.fails(result):
             self._finish(trial.trial_id, TrialState.PRUNED, None, self._retune_attrs(trial, report, result))
-        elif report.finished and report.val_MeanIoU is None:
-            attrs = {ATTR.ERROR: UNDEFINED_VALUE, ATTR.TEST_METRICS: report.test_metrics}
-            self._finish(trial.trial_id, TrialState.FAIL, None, attrs)
-        elif report.finished:
-            attrs = _complete_attrs(report)
-            self._finish(trial.trial_id, TrialState.COMPLETE, report.val_MeanIoU, attrs, trial.config["trial_dir"])
+        elif report.finished:  # FAIL where its value is undefined: no checkpoint to register then
+            state, value, attrs = finished_attempt(report)
+            run_dir = trial.config["trial_dir"] if state == TrialState.COMPLETE else None
+            self._finish(trial.trial_id, state, value, attrs, run_dir)
         elif report.done:  # stopped by the trial scheduler (a search's ASHA), not by the rule
             stopped = {"epoch": report.epoch, "val_accuracy": report.val_accuracy}
             attrs = {ATTR.STOPPED_BY_SCHEDULER: stopped, ATTR.EPOCHS_RUN: report.epoch}

@@ -3,7 +3,7 @@
 A recorded run becomes the attempt trial a grid would have written for the same configuration and
 replicate: the same params (:func:`hpo.record.attempt_params`), intermediate values (validation accuracy
 per epoch, from ``history.csv``), user attrs (:func:`hpo.record.start_attrs`,
-:func:`hpo.record.complete_attrs`), lineage and value, plus ``recorded_from``; its checkpoint goes into the
+:func:`hpo.record.finished_attempt`), lineage and value, plus ``recorded_from``; its checkpoint goes into the
 study's artifact store (:mod:`hpo.artifacts`). So ``report``, ``dashboard`` and ``predict`` treat it like
 any trial, and a later ``grid --resume`` of the study counts it as done.
 
@@ -39,12 +39,11 @@ from lgeseg.fingerprint import check_same
 from .record import (
     ATTR,
     DISTRIBUTIONS,
-    UNDEFINED_VALUE,
     Attempt,
     Configuration,
     TrialReport,
     attempt_params,
-    complete_attrs,
+    finished_attempt,
     start_attrs,
 )
 from .rule import RetuneRule
@@ -259,13 +258,7 @@ def write_recording(study: optuna.Study, store, plan: Recording) -> optuna.trial
         register_checkpoints(store, trial, run.path)
     except DataError as exc:
         print(f"note: {run.path}: no checkpoint registered ({exc}); predict cannot use this trial", file=sys.stderr)
-    report = TrialReport.of_run(run, run.config["train"]["epochs"])
-    value = report.val_MeanIoU
-    state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL
-    if value is None:
-        attrs = {ATTR.ERROR: UNDEFINED_VALUE, ATTR.TEST_METRICS: report.test_metrics}
-    else:
-        attrs = complete_attrs(report)
+    state, value, attrs = finished_attempt(TrialReport.of_run(run, run.config["train"]["epochs"]))
     for key, val in attrs.items():
         trial.set_user_attr(key, val)
     return study.tell(trial, value, state=state)

@@ -405,17 +405,21 @@ def stored_outcome(last: FrozenTrial, max_reruns: int) -> Outcome | None:
     return None
 
 
-def reported_outcome(report: TrialReport | None, failed: bool, number: int | None, rerun: int) -> Outcome | None:
-    """The outcome an attempt's last Tune report gives its replicate (the rule's verdict is the caller's);
-    None when the experiment stopped it (continued on ``--resume``)."""
+def reported_outcome(
+    report: TrialReport | None, failed: bool, number: int | None, rerun: int, not_converged: bool = False
+) -> Outcome | None:
+    """The outcome an attempt's last Tune report gives its replicate; ``not_converged``: the retune rule
+    stopped it with no reruns left (the rule's verdict is the caller's). None when the experiment stopped it
+    (continued on ``--resume``)."""
     if failed or (report is not None and report.finished and report.val_MeanIoU is None):
         return Outcome(Status.FAILED, number, rerun)
     if report is None:
         return None
     if report.finished:
         return Outcome(Status.COMPLETE, number, rerun, report.val_MeanIoU, report.test_MeanIoU)
-    if report.done:
-        return Outcome(Status.STOPPED, number, rerun, epoch=report.epoch, val_accuracy=report.best_val_accuracy)
+    if report.done or not_converged:
+        status = Status.NOT_CONVERGED if not_converged else Status.STOPPED
+        return Outcome(status, number, rerun, epoch=report.epoch, val_accuracy=report.best_val_accuracy)
     return None
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from ray.tune import Stopper
 from ray.tune.search import Searcher
 
-from .record import Attempt, Outcome, Status, TrialReport, reported_outcome
+from .record import Attempt, TrialReport, reported_outcome
 from .rule import RetuneRule
 from .sampling import Sampling
 
@@ -67,19 +67,11 @@ class StudySearcher(Searcher):
         if attempt is None or (not error and not result):  # removed before it started: still owed
             return
         report = TrialReport.from_result(result)
-        if not error and report is not None and self._rule.fails(report.to_result()):
-            if attempt.rerun < self._max_reruns:
-                self._queue.appendleft(attempt.next())  # reruns go before untouched attempts
-                return
-            outcome = Outcome(
-                Status.NOT_CONVERGED,
-                self._number(attempt),
-                attempt.rerun,
-                epoch=report.epoch,
-                val_accuracy=report.best_val_accuracy,
-            )
-        else:
-            outcome = reported_outcome(report, error, self._number(attempt), attempt.rerun)
+        fired = not error and report is not None and self._rule.fails(report.to_result())
+        if fired and attempt.rerun < self._max_reruns:
+            self._queue.appendleft(attempt.next())  # reruns go before untouched attempts
+            return
+        outcome = reported_outcome(report, error, self._number(attempt), attempt.rerun, not_converged=fired)
         if outcome is not None and self._sampling is not None:
             self._sampling.settle(attempt, outcome)
 

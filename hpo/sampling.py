@@ -94,28 +94,30 @@ def add_configuration(
     return created
 
 
-def tell_sampler(
-    sampler_study: optuna.Study,
+def tell_configuration(
+    study: optuna.Study,
     number: int,
     state: TrialState,
     value: float | None,
-    report: tuple[int, float] | None,
+    report: tuple[int, float] | None = None,
     attrs: dict[str, Any] | None = None,
 ) -> None:
-    """Tell sampler trial ``number`` its configuration's outcome (once; a PRUNED one with how far it got) and
-    store ``attrs`` (the replicates' outcomes) on it."""
-    trial = sampler_study.get_trials(deepcopy=False)[number]
+    """Tell trial ``number`` of the sampler study (or a search's configuration trial in the record) its
+    configuration's outcome (once; a PRUNED one with how far it got) and store ``attrs`` (the replicates'
+    outcomes) on it."""
+    trial = study.get_trials(deepcopy=False)[number]
     if trial.state.is_finished():
         return
-    handle = optuna.Trial(sampler_study, trial._trial_id)
+    handle = optuna.Trial(study, trial._trial_id)
     for key, val in (attrs or {}).items():
         handle.set_user_attr(key, val)
     if report is not None and state == TrialState.PRUNED:
         handle.report(report[1], report[0])
     # Each ask gets its own sampler (make_sampler), so none learns in after_trial; a grid sampler's there would
-    # call study.stop(), which Optuna allows only inside optimize().
-    sampler_study.sampler = optuna.samplers.RandomSampler()
-    sampler_study.tell(number, value if state == TrialState.COMPLETE else None, state=state)
+    # call study.stop(), which Optuna allows only inside optimize(). (The record never samples: its asks are
+    # of enqueued params.)
+    study.sampler = optuna.samplers.RandomSampler()
+    study.tell(number, value if state == TrialState.COMPLETE else None, state=state)
 
 
 def plan(config: dict, record: optuna.Study, sampler_study: optuna.Study) -> list[ConfigurationPlan]:
@@ -163,7 +165,7 @@ def reconcile(config: dict, record: optuna.Study, sampler_study: optuna.Study) -
                 sampler_study._storage.set_trial_system_attr(trial._trial_id, "search_space", {})
             sampler_study.tell(trial.number, state=TrialState.FAIL)
         elif mine.state.is_finished():
-            tell_sampler(sampler_study, trial.number, mine.state, mine.value, None)
+            tell_configuration(sampler_study, trial.number, mine.state, mine.value)
 
 
 class Sampling:
@@ -245,11 +247,8 @@ class Sampling:
         number = plan.configuration.record_number
         state, value, attrs = configuration_outcome(plan.outcomes)
         if number is not None:  # a search's configuration trial in the record
-            handle = optuna.Trial(self._record, self._record.get_trials(deepcopy=False)[number]._trial_id)
-            for key, val in attrs.items():
-                handle.set_user_attr(key, val)
-            self._record.tell(number, value, state=state, skip_if_finished=True)
-        tell_sampler(self._sampler_study, plan.sampler_number, state, value, pruned_report(plan.outcomes), attrs)
+            tell_configuration(self._record, number, state, value, attrs=attrs)
+        tell_configuration(self._sampler_study, plan.sampler_number, state, value, pruned_report(plan.outcomes), attrs)
         del self._open[plan.configuration.index]
         if state == TrialState.COMPLETE:
             spread = f" ± {fmt(attrs['value_std'])} (sd)" if attrs["value_std"] is not None else ""

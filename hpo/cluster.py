@@ -28,15 +28,22 @@ def _option(address: str, from_env: bool) -> str:
     return f"RAY_ADDRESS={address} (from the environment)" if from_env else f"--address {address}"
 
 
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``host:port`` address; None for 'auto' and ray:// client addresses (left to Ray)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return None
+    return host.strip("[]"), int(port)
+
+
 def check_reachable(address: str, timeout: float = 5.0, from_env: bool = False) -> None:
     """Fail in seconds on a ``host:port`` nobody listens on; Ray itself retries for minutes."""
     import socket
 
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or "://" in address:
-        return  # 'auto', ray:// client addresses: left to Ray
+    if _host_port(address) is None:
+        return
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        socket.create_connection(_host_port(address), timeout=timeout).close()
     except OSError as exc:
         hint = "; unset RAY_ADDRESS to start a local Ray" if from_env else ""
         raise UserError(
@@ -85,20 +92,14 @@ def join_loopback_cluster(address: str) -> None:
 
     from ray._private import ray_constants, services
 
-    _, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or "://" in address:
+    if _host_port(address) is None:
         return
-
-    def answers(target: str) -> bool:
-        target_host, _, target_port = target.rpartition(":")
-        try:
-            socket.create_connection((target_host.strip("[]"), int(target_port)), timeout=5).close()
-            return True
-        except OSError:
-            return False
-
     target = services.canonicalize_bootstrap_address(address)  # differs from address for loopback only
-    if target is not None and target != address and not answers(target):
+    if target is None or target == address:
+        return
+    try:
+        socket.create_connection(_host_port(target), timeout=5).close()
+    except OSError:
         ray_constants.ENABLE_RAY_CLUSTER = False  # read on every call of services.get_node_ip_address
 
 

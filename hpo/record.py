@@ -11,7 +11,7 @@ trials (``<name>/sampler``) stand for its configurations. This module is the one
   ``point``), derived from the configuration and :class:`Replicate` in one place;
 * the attribute keys (:data:`ATTR`), the attempt params and their wide distributions (:func:`attempt_params`),
   and an attempt's attributes when it starts and when it completes (:func:`start_attrs`,
-  :func:`complete_attrs`: written by the recorder and by ``record`` alike);
+  :func:`finished_attempt`: written by the recorder and by ``record`` alike);
 * the one status vocabulary (:class:`Status`);
 * what a trial reports to Tune (:class:`TrialReport`);
 * a replicate's outcome (:func:`stored_outcome`, :func:`reported_outcome`) and a configuration's outcome
@@ -87,17 +87,8 @@ class Status:
     STOPPED = "stopped by ASHA"  #: the trial scheduler stopped the last attempt
     FAILED = "failed"  #: the last attempt failed (recorded with its error, not retried)
 
-    #: Statuses ``--resume`` still has work for.
-    UNFINISHED = (PENDING, INTERRUPTED)
     #: Statuses that make a study command exit with status 1.
     UNSUCCESSFUL = (PENDING, INTERRUPTED, FAILED)
-    #: Spellings stored by d5d5804's search in configuration trials, read as today's.
-    LEGACY = {"not_converged": NOT_CONVERGED, "pruned": STOPPED}
-
-    @classmethod
-    def read(cls, stored: str) -> str:
-        """A stored status in today's vocabulary."""
-        return cls.LEGACY.get(stored, stored)
 
 
 @dataclass(frozen=True)
@@ -143,14 +134,13 @@ class Configuration:
     """One point of the space: dotted run-config key -> value, in the space's order.
 
     A grid point is named by its values (``l2=<L2>`` then the other axes, as trial folders always were); a
-    configuration of any other sampler by its index ``c<index>``. Both carry their index (the order the
-    sampler proposed them in) and configuration trial's number once sampled.
+    configuration of any other sampler, which has a configuration trial in the record, by its index
+    ``c<index>``. Both carry their index (the order the sampler proposed them in) once sampled.
     """
 
     params: tuple[tuple[str, Any], ...]
     index: int | None = None  #: a search's configuration index; a grid point's sampler trial (None unsampled)
     record_number: int | None = None  #: its configuration trial in the record (searches only)
-    grid: bool = field(default=False, compare=False)  #: a grid point, named by its values (as is one without index)
 
     @property
     def values(self) -> dict[str, Any]:
@@ -158,8 +148,8 @@ class Configuration:
 
     @property
     def by_values(self) -> bool:
-        """Whether it is named by its values (a grid point) rather than ``c<index>``."""
-        return self.grid or self.index is None
+        """Whether it is named by its values (a grid point: no configuration trial) rather than ``c<index>``."""
+        return self.record_number is None
 
     @property
     def label(self) -> str:
@@ -211,7 +201,6 @@ class Attempt:
             "params": [list(p) for p in c.params],
             "index": c.index,
             "record_number": c.record_number,
-            "grid": c.grid,
             "replicate": self.replicate.to_config(),
             "rerun": self.rerun,
             "optuna_number": self.optuna_number,
@@ -221,7 +210,7 @@ class Attempt:
     def from_config(cls, values: dict[str, Any]) -> Attempt:
         """The attempt of a Ray trial config's ``attempt`` dict (see :meth:`to_config`)."""
         params = tuple((k, v) for k, v in values["params"])
-        c = Configuration(params, values["index"], values["record_number"], values.get("grid", False))
+        c = Configuration(params, values["index"], values["record_number"])
         return cls(c, Replicate(**values["replicate"]), values["rerun"], values.get("optuna_number"))
 
 
@@ -291,13 +280,16 @@ def _version(package: str) -> str | None:
         return None
 
 
-def complete_attrs(report: TrialReport) -> dict[str, Any]:
-    """The user attrs of a finished attempt: its metrics and how its run went (``report.run_info`` is the
-    run's ``run.json``). Written by the recorder and by ``record``."""
+def finished_attempt(report: TrialReport) -> tuple[TrialState, float | None, dict[str, Any]]:
+    """How a finished attempt is told: COMPLETE with its validation MeanIoU and user attrs of its metrics and
+    how its run went (``report.run_info`` is the run's ``run.json``), or FAIL with :data:`UNDEFINED_VALUE`
+    where that value is undefined. Written by the recorder and by ``record``."""
     import optuna
 
+    if report.val_MeanIoU is None:
+        return TrialState.FAIL, None, {ATTR.ERROR: UNDEFINED_VALUE, ATTR.TEST_METRICS: report.test_metrics}
     info = report.run_info or {}
-    return {
+    attrs = {
         ATTR.TEST_METRICS: report.test_metrics,
         ATTR.VAL_METRICS: report.val_metrics,
         ATTR.EPOCHS_RUN: info["epochs_run"],
@@ -309,6 +301,7 @@ def complete_attrs(report: TrialReport) -> dict[str, Any]:
         ATTR.SPLIT_HASH: info["split_hash"],
         "versions": {**info["versions"], "ray": _version("ray"), "optuna": optuna.__version__},
     }
+    return TrialState.COMPLETE, report.val_MeanIoU, attrs
 
 
 def _nested(result: dict[str, Any]) -> dict[str, Any]:
@@ -360,6 +353,24 @@ class TrialReport:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in result.items() if k in known})
 
+    @classmethod
+    def of_run(cls, run: Any, epochs: int, node_id: str | None = None) -> TrialReport:
+        """The last report of a finished run: ``run`` is an :class:`lgeseg.run.RunResult` or a run folder that
+        ``record`` read (:class:`hpo.recording.RunFolder`): its ``history``, ``info`` (``run.json``),
+        ``val_metrics`` and ``test_metrics``; ``epochs`` is its ``train.epochs``."""
+        return cls(
+            epoch=len(run.history),
+            epochs=epochs,
+            finished=True,
+            val_accuracy=run.history[-1]["val_accuracy"] if run.history else float("nan"),
+            best_val_accuracy=run.info["best_val_accuracy"],
+            val_MeanIoU=run.val_metrics["dataset"]["MeanIoU"],
+            val_metrics=run.val_metrics["dataset"],
+            test_metrics=run.test_metrics,
+            run_info=run.info,
+            node_id=node_id,
+        )
+
     @property
     def test_MeanIoU(self) -> float | None:
         return ((self.test_metrics or {}).get("dataset") or {}).get("MeanIoU")
@@ -394,17 +405,21 @@ def stored_outcome(last: FrozenTrial, max_reruns: int) -> Outcome | None:
     return None
 
 
-def reported_outcome(report: TrialReport | None, failed: bool, number: int | None, rerun: int) -> Outcome | None:
-    """The outcome an attempt's last Tune report gives its replicate (the rule's verdict is the caller's);
-    None when the experiment stopped it (continued on ``--resume``)."""
+def reported_outcome(
+    report: TrialReport | None, failed: bool, number: int | None, rerun: int, not_converged: bool = False
+) -> Outcome | None:
+    """The outcome an attempt's last Tune report gives its replicate; ``not_converged``: the retune rule
+    stopped it with no reruns left (the rule's verdict is the caller's). None when the experiment stopped it
+    (continued on ``--resume``)."""
     if failed or (report is not None and report.finished and report.val_MeanIoU is None):
         return Outcome(Status.FAILED, number, rerun)
     if report is None:
         return None
     if report.finished:
         return Outcome(Status.COMPLETE, number, rerun, report.val_MeanIoU, report.test_MeanIoU)
-    if report.done:
-        return Outcome(Status.STOPPED, number, rerun, epoch=report.epoch, val_accuracy=report.best_val_accuracy)
+    if report.done or not_converged:
+        status = Status.NOT_CONVERGED if not_converged else Status.STOPPED
+        return Outcome(status, number, rerun, epoch=report.epoch, val_accuracy=report.best_val_accuracy)
     return None
 
 
@@ -486,7 +501,7 @@ def configuration_of(trial: FrozenTrial, grid: bool = False) -> Configuration:
     """The configuration a search's record configuration trial, or (``grid``) a grid's sampler trial, stands for."""
     if grid:  # in grid order: train.l2, then the other axes as GRID_AXES has them (model.* before train.*)
         params = sorted(trial.params.items(), key=lambda kv: (kv[0] != "train.l2", kv[0]))
-        return Configuration(tuple(params), trial.number, None, grid=True)
+        return Configuration(tuple(params), trial.number)
     return Configuration(tuple(trial.params.items()), trial.user_attrs[ATTR.CONFIGURATION], trial.number)
 
 

@@ -5,17 +5,13 @@ The driver is the only writer, so SQLite is safe, and any Optuna storage URL wor
 when its Tune trial starts (or, on ``--resume``, the interrupted Optuna trial is picked up again), gets
 the validation accuracy of each epoch as an intermediate value while it runs, and ends COMPLETE with the
 validation-set MeanIoU of the selected network as its value, PRUNED when the retune rule stopped it, or
-FAIL with the error. A storage write that fails is retried; one that keeps failing is kept and tried
-again at the next event and at the end, and :meth:`OptunaRecorder.close` raises if any is still unwritten.
+FAIL with the error. Every write goes through :class:`hpo.storage.RetriedWrites`: retried, kept while it
+keeps failing, and :meth:`OptunaRecorder.close` raises if any is still unwritten.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import re
-import time
-from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -23,28 +19,12 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 from ray.tune import Callback
 
-from lgeseg.errors import UserError
-
 from .failure import failure_message
-from .record import ATTR, DISTRIBUTIONS, UNDEFINED_VALUE, Attempt, TrialReport, attempt_params, start_attrs
-from .record import complete_attrs as _complete_attrs
+from .record import ATTR, DISTRIBUTIONS, Attempt, TrialReport, attempt_params, finished_attempt, start_attrs
 from .rule import RetuneRule
-from .storage import StorageBusyError, mask_url
+from .storage import RetriedWrites
 
 logger = logging.getLogger(__name__)
-
-
-def disk_full(exc: BaseException | None) -> bool:
-    """Whether ``exc`` (or its cause) says the disk is full: ENOSPC/EDQUOT, or SQLite's "database or disk is full"."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or re.search(
-            r"disk is full|no space left on device", str(getattr(exc, "orig", None) or exc), re.IGNORECASE
-        ):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 class OptunaRecorder(Callback):
@@ -63,64 +43,19 @@ class OptunaRecorder(Callback):
         self.artifact_store = artifact_store  #: where COMPLETE trials' checkpoints go (:mod:`hpo.artifacts`)
         self.rule = rule
         self.max_reruns = max_reruns
-        self.retries = retries
-        self.retry_wait = retry_wait
+        self.writes = RetriedWrites(getattr(study._storage, "url", None), retries, retry_wait)
         self._trials: dict[str, optuna.Trial] = {}  # Tune trial id -> Optuna trial
         self._reported: dict[str, set[int]] = {}  # Tune trial id -> epochs already stored
         self._nodes: dict[str, str] = {}  # Tune trial id -> Ray node id last stored
         self._numbers = {t.user_attrs.get(ATTR.TRIAL_NAME): t.number for t in study.get_trials(deepcopy=False)}
-        self._unwritten: list[tuple[str, Callable[[], None]]] = []
-        self._last_error: Exception | None = None
 
     def trial_number(self, trial_name: str) -> int | None:
         """The Optuna number of the trial recorded under ``trial_name`` (None before it started)."""
         return self._numbers.get(trial_name)
 
-    # -- writes -----------------------------------------------------------------------------------
-    def _write(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run one storage write, retrying with backoff; a write that keeps failing is queued."""
-        self._flush()
-        error: Exception | None = None
-        for attempt in range(self.retries):
-            try:
-                return fn()
-            except StorageBusyError as exc:  # hpo.storage has already waited its whole wait: keep it now
-                error = exc
-                break
-            except Exception as exc:  # noqa: BLE001 - any storage error is retried, then kept
-                error = exc
-                time.sleep(self.retry_wait * 2**attempt)
-        logger.warning("Optuna write failed %d times (%s: %s); will retry", self.retries, what, error)
-        self._last_error = error
-        self._unwritten.append((what, fn))
-        return None
-
-    def _flush(self) -> None:
-        pending, self._unwritten = self._unwritten, []
-        for what, fn in pending:
-            try:
-                fn()
-            except Exception:  # noqa: BLE001
-                self._unwritten.append((what, fn))
-
     def close(self) -> None:
-        """Write what is still queued; raise if any write could not be made."""
-        for _ in range(self.retries):
-            self._flush()
-            if not self._unwritten:
-                return
-            time.sleep(self.retry_wait)
-        if disk_full(self._last_error):
-            url = getattr(self.study._storage, "url", None)
-            where = f"storage {mask_url(url)}" if url else "the Optuna storage"
-            raise UserError(
-                f"{where}: no space left on device; {len(self._unwritten)} writes were not recorded (first: "
-                f"{self._unwritten[0][0]}): free space there, then rerun with --resume"
-            )
-        raise UserError(
-            f"{len(self._unwritten)} Optuna storage writes failed and were not recorded "
-            f"(first: {self._unwritten[0][0]}); rerun with --resume once the storage is reachable"
-        )
+        """Write what is still kept; raise if any write could not be made (:meth:`RetriedWrites.close`)."""
+        self.writes.close()
 
     # -- Tune events ------------------------------------------------------------------------------
     # Every write finds its Optuna trial when it runs, not when it is queued, so writes kept after a
@@ -136,7 +71,7 @@ class OptunaRecorder(Callback):
                 self._reported[tid] = set(frozen.intermediate_values)
                 self._trials[tid].set_user_attr("ray_trial_id", tid)
 
-            self._write("reattach interrupted trial", reattach)
+            self.writes.write("reattach interrupted trial", reattach)
             return
         attempt = Attempt.from_config(config["attempt"])
         params = attempt_params(config["run"], attempt.rerun)
@@ -160,14 +95,14 @@ class OptunaRecorder(Callback):
             self._trials[tid] = created
             self._numbers[name] = created.number
 
-        self._write("create trial", create)
+        self.writes.write("create trial", create)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         tid = trial.trial_id
         node = result.get("node_id")
         if node and self._nodes.get(tid) != node:  # once per trial, again if it moved to another node
             self._nodes[tid] = node
-            self._write("node id", lambda: self._trials[tid].set_user_attr("node_id", node))
+            self.writes.write("node id", lambda: self._trials[tid].set_user_attr("node_id", node))
         report = TrialReport.from_result(result)
         if report is None or report.finished:
             return
@@ -175,7 +110,7 @@ class OptunaRecorder(Callback):
         if report.epoch in reported:  # an epoch replayed by a resumed run
             return
         reported.add(report.epoch)
-        self._write("intermediate value", lambda: self._trials[tid].report(report.val_accuracy, report.epoch))
+        self.writes.write("intermediate value", lambda: self._trials[tid].report(report.val_accuracy, report.epoch))
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         result = trial.last_result or {}
@@ -184,12 +119,10 @@ class OptunaRecorder(Callback):
             pass  # stopped before its first epoch: stays RUNNING for --resume
         elif self.rule.fails(result):
             self._finish(trial.trial_id, TrialState.PRUNED, None, self._retune_attrs(trial, report, result))
-        elif report.finished and report.val_MeanIoU is None:
-            attrs = {ATTR.ERROR: UNDEFINED_VALUE, ATTR.TEST_METRICS: report.test_metrics}
-            self._finish(trial.trial_id, TrialState.FAIL, None, attrs)
-        elif report.finished:
-            attrs = _complete_attrs(report)
-            self._finish(trial.trial_id, TrialState.COMPLETE, report.val_MeanIoU, attrs, trial.config["trial_dir"])
+        elif report.finished:  # FAIL where its value is undefined: no checkpoint to register then
+            state, value, attrs = finished_attempt(report)
+            run_dir = trial.config["trial_dir"] if state == TrialState.COMPLETE else None
+            self._finish(trial.trial_id, state, value, attrs, run_dir)
         elif report.done:  # stopped by the trial scheduler (a search's ASHA), not by the rule
             stopped = {"epoch": report.epoch, "val_accuracy": report.val_accuracy}
             attrs = {ATTR.STOPPED_BY_SCHEDULER: stopped, ATTR.EPOCHS_RUN: report.epoch}
@@ -228,7 +161,7 @@ class OptunaRecorder(Callback):
             self.study.tell(optuna_trial, value, state=state)
             del self._trials[tid]
 
-        self._write(f"finish trial ({state.name})", write)
+        self.writes.write(f"finish trial ({state.name})", write)
 
     def _register(self, optuna_trial: optuna.Trial, run_dir: str) -> None:
         """Its checkpoint into the artifact store, before the trial is told; a folder the driver cannot read

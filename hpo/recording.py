@@ -3,7 +3,7 @@
 A recorded run becomes the attempt trial a grid would have written for the same configuration and
 replicate: the same params (:func:`hpo.record.attempt_params`), intermediate values (validation accuracy
 per epoch, from ``history.csv``), user attrs (:func:`hpo.record.start_attrs`,
-:func:`hpo.record.complete_attrs`), lineage and value, plus ``recorded_from``; its checkpoint goes into the
+:func:`hpo.record.finished_attempt`), lineage and value, plus ``recorded_from``; its checkpoint goes into the
 study's artifact store (:mod:`hpo.artifacts`). So ``report``, ``dashboard`` and ``predict`` treat it like
 any trial, and a later ``grid --resume`` of the study counts it as done.
 
@@ -39,16 +39,15 @@ from lgeseg.fingerprint import check_same
 from .record import (
     ATTR,
     DISTRIBUTIONS,
-    UNDEFINED_VALUE,
     Attempt,
     Configuration,
     TrialReport,
     attempt_params,
-    complete_attrs,
+    finished_attempt,
     start_attrs,
 )
 from .rule import RetuneRule
-from .study_config import NOT_SEARCHABLE, grid_configurations, replicates, run_config_of, space
+from .study_config import NOT_SEARCHABLE, first_difference, grid_configurations, replicates, run_config_of, space
 
 #: The files a finished ``train`` run folder holds (checkpoints are optional).
 RUN_FILES = ("run.json", "config.yaml", "metrics.json", "val_metrics.json", "history.csv", "split.json")
@@ -129,16 +128,6 @@ def _protocol(run: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
-def _first_difference(now: Any, stored: Any, where: str = "") -> str | None:
-    if isinstance(now, dict) and isinstance(stored, dict):
-        for key in sorted(set(now) | set(stored)):
-            found = _first_difference(now.get(key), stored.get(key), f"{where}.{key}" if where else key)
-            if found:
-                return found
-        return None
-    return None if now == stored else f"{where} is {now!r}, the study's is {stored!r}"
-
-
 def _dotted(config: dict, key: str) -> Any:
     node: Any = config
     for part in key.split("."):
@@ -165,14 +154,15 @@ def match(config: dict, name: str, run: RunFolder) -> Attempt:
     first = replicates(config)[0]
     expected = _protocol(run_config_of(config, params, first))
     keys = set(first.apply(expected))
-    difference = _first_difference(
+    difference = first_difference(
         {k: v for k, v in mine.items() if k not in keys}, {k: v for k, v in expected.items() if k not in keys}
     )
     if difference is None:
         values = ", ".join(f"{k}={mine.get(k)!r}" for k in sorted(keys))
         known = ", ".join(r.key for r in replicates(config))
         raise ConfigError(f"{where}: {values} is not a replicate of study '{name}' ({known})")
-    raise ConfigError(f"{where}: not the protocol of study '{name}': {difference}")
+    key, now, study_value = difference
+    raise ConfigError(f"{where}: not the protocol of study '{name}': {key} is {now!r}, the study's is {study_value!r}")
 
 
 def _check_data(run: RunFolder, name: str, data: dict[str, Any]) -> None:
@@ -268,23 +258,7 @@ def write_recording(study: optuna.Study, store, plan: Recording) -> optuna.trial
         register_checkpoints(store, trial, run.path)
     except DataError as exc:
         print(f"note: {run.path}: no checkpoint registered ({exc}); predict cannot use this trial", file=sys.stderr)
-    value = run.val_metrics["dataset"]["MeanIoU"]
-    report = TrialReport(
-        epoch=len(run.history),
-        epochs=run.config["train"]["epochs"],
-        val_accuracy=run.history[-1]["val_accuracy"] if run.history else float("nan"),
-        best_val_accuracy=run.info["best_val_accuracy"],
-        finished=True,
-        val_MeanIoU=value,
-        val_metrics=run.val_metrics["dataset"],
-        test_metrics=run.test_metrics,
-        run_info=run.info,
-    )
-    state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL
-    if value is None:
-        attrs = {ATTR.ERROR: UNDEFINED_VALUE, ATTR.TEST_METRICS: report.test_metrics}
-    else:
-        attrs = complete_attrs(report)
+    state, value, attrs = finished_attempt(TrialReport.of_run(run, run.config["train"]["epochs"]))
     for key, val in attrs.items():
         trial.set_user_attr(key, val)
     return study.tell(trial, value, state=state)

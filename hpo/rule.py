@@ -2,7 +2,7 @@
 
 Rukundo adjusted other hyperparameters only when 10% of the epochs passed before validation accuracy
 reached 90%. :class:`RetuneRule` states that rule as a pure function of a trial's reported result, so
-the stopper that ends such trials (:mod:`hpo.retune`), the searcher that queues their reruns, the
+the stopper that ends such trials and the searcher that queues their reruns (:mod:`hpo.searcher`), the
 recorder that writes why, and the report's training curves all decide and draw the same check epoch.
 """
 

@@ -27,10 +27,8 @@ from .record import (
     ATTR,
     CONFIGURATION,
     Attempt,
-    Configuration,
     ConfigurationPlan,
     Outcome,
-    Replicate,
     Status,
     configuration_of,
     configuration_outcome,
@@ -38,7 +36,7 @@ from .record import (
     plan_study,
     pruned_report,
 )
-from .study_config import sampler_settings
+from .study_config import grid_configurations, replicates, sampler_settings, space
 
 #: ``error`` of a sampler trial whose sampling a killed driver interrupted.
 UNSAMPLED = "sampling interrupted by a killed driver; not a configuration"
@@ -96,56 +94,62 @@ def add_configuration(
     return created
 
 
-def tell_sampler(
-    sampler_study: optuna.Study,
+def tell_configuration(
+    study: optuna.Study,
     number: int,
     state: TrialState,
     value: float | None,
-    report: tuple[int, float] | None,
+    report: tuple[int, float] | None = None,
     attrs: dict[str, Any] | None = None,
 ) -> None:
-    """Tell sampler trial ``number`` its configuration's outcome (once; a PRUNED one with how far it got) and
-    store ``attrs`` (the replicates' outcomes) on it."""
-    trial = sampler_study.get_trials(deepcopy=False)[number]
+    """Tell trial ``number`` of the sampler study (or a search's configuration trial in the record) its
+    configuration's outcome (once; a PRUNED one with how far it got) and store ``attrs`` (the replicates'
+    outcomes) on it."""
+    trial = study.get_trials(deepcopy=False)[number]
     if trial.state.is_finished():
         return
-    handle = optuna.Trial(sampler_study, trial._trial_id)
+    handle = optuna.Trial(study, trial._trial_id)
     for key, val in (attrs or {}).items():
         handle.set_user_attr(key, val)
     if report is not None and state == TrialState.PRUNED:
         handle.report(report[1], report[0])
     # Each ask gets its own sampler (make_sampler), so none learns in after_trial; a grid sampler's there would
-    # call study.stop(), which Optuna allows only inside optimize().
-    sampler_study.sampler = optuna.samplers.RandomSampler()
-    sampler_study.tell(number, value if state == TrialState.COMPLETE else None, state=state)
+    # call study.stop(), which Optuna allows only inside optimize(). (The record never samples: its asks are
+    # of enqueued params.)
+    study.sampler = optuna.samplers.RandomSampler()
+    study.tell(number, value if state == TrialState.COMPLETE else None, state=state)
 
 
-def configurations(
-    grid: bool, record: optuna.Study, sampler_study: optuna.Study, dists: dict[str, BaseDistribution]
-) -> list[tuple[Configuration, int, bool]]:
-    """The sampled configurations by index, each with its sampler trial and whether it was told: a search's
-    from its record configuration trials, a grid's from its sampler trials (its record keeps only attempts)."""
-    if grid:
-        trials = [t for t in sampler_study.get_trials(deepcopy=False) if set(t.params) == set(dists)]
-        return [(configuration_of(t, grid), t.number, t.state.is_finished()) for t in trials]
-    trials = configuration_trials(record.get_trials(deepcopy=False))
-    return [(configuration_of(t), t.user_attrs[ATTR.SAMPLER_TRIAL], t.state.is_finished()) for t in trials]
+def plan(config: dict, record: optuna.Study, sampler_study: optuna.Study) -> list[ConfigurationPlan]:
+    """The resume plan (:func:`hpo.record.plan_study`) of every configuration sampled so far, each with its
+    sampler trial and whether it was told: a search's from its record configuration trials by index, a grid's
+    from its sampler trials (its record keeps only attempts) in config order (L2 slowest)."""
+    if "grid" in config:
+        trials = [t for t in sampler_study.get_trials(deepcopy=False) if set(t.params) == set(space(config))]
+        sampled = [(configuration_of(t, True), t.number, t.state.is_finished()) for t in trials]
+    else:
+        trials = configuration_trials(record.get_trials(deepcopy=False))
+        sampled = [(configuration_of(t), t.user_attrs[ATTR.SAMPLER_TRIAL], t.state.is_finished()) for t in trials]
+    attempts = record.get_trials(deepcopy=False)
+    plans = plan_study([c for c, _, _ in sampled], replicates(config), attempts, config["retune"]["max_reruns"])
+    for p, (_, number, told) in zip(plans, sampled):
+        p.sampler_number, p.told = number, told
+    if "grid" in config:
+        order = [c.params for c in grid_configurations(config)]
+        plans.sort(key=lambda p: order.index(p.configuration.params))
+    return plans
 
 
-def reconcile(
-    n_trials: int,
-    record: optuna.Study,
-    sampler_study: optuna.Study,
-    dists: dict[str, BaseDistribution],
-    grid: bool = False,
-) -> None:
-    """Bring the two studies into agreement after a driver was killed between their writes.
+def reconcile(config: dict, record: optuna.Study, sampler_study: optuna.Study) -> None:
+    """Bring the two studies of ``config``'s study into agreement after a driver was killed between their writes.
 
-    A sampler trial whose sampling did not finish is closed as FAIL. In a search, a sampled one without a
-    configuration record is adopted (recorded) when fewer than ``n_trials`` configurations exist, else
-    closed as FAIL, and one still RUNNING whose record was told gets the record's outcome. (A grid's
-    sampler trial is its configuration: :class:`Sampling` tells it when its replicates have ended.)
+    A sampler trial whose sampling did not finish is closed as FAIL (a grid's point left unvisited). In a
+    search, a sampled one without a configuration record is adopted (recorded) when fewer than ``n_trials``
+    configurations exist, else closed as FAIL, and one still RUNNING whose record was told gets the record's
+    outcome. (A grid's sampler trial is its configuration: :class:`Sampling` tells it when its replicates
+    have ended.)
     """
+    n_trials, dists, grid = sampler_settings(config)["n_trials"], space(config), "grid" in config
     configurations = configuration_trials(record.get_trials(deepcopy=False))
     linked = {t.user_attrs[ATTR.SAMPLER_TRIAL]: t for t in configurations}
     for trial in sampler_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -156,15 +160,18 @@ def reconcile(
             configurations.append(add_configuration(record, len(configurations), trial, dists))
         elif mine is None:
             optuna.Trial(sampler_study, trial._trial_id).set_user_attr(ATTR.ERROR, UNSAMPLED)
+            if "grid_id" in trial.system_attrs:  # GridSampler counts a finished trial's point as visited:
+                # unmark it (no search space of its own), or that point never runs and another runs twice
+                sampler_study._storage.set_trial_system_attr(trial._trial_id, "search_space", {})
             sampler_study.tell(trial.number, state=TrialState.FAIL)
         elif mine.state.is_finished():
-            tell_sampler(sampler_study, trial.number, mine.state, mine.value, None)
+            tell_configuration(sampler_study, trial.number, mine.state, mine.value)
 
 
 class Sampling:
     """The sampler's side of a study: new configurations on demand, configuration values when decided.
 
-    ``plans`` are the record's open (untold) configurations from :func:`hpo.record.plan_study`; those whose
+    ``plans`` are the configurations sampled so far (:func:`plan`); of the open (untold) ones, those whose
     replicates all ended before the driver was killed are told at once. A newly sampled configuration is
     planned from the record too, so a grid recorded before the one flow (attempts, no configuration trials)
     continues where it stopped: a point already trained is told, never run again.
@@ -173,27 +180,24 @@ class Sampling:
     def __init__(
         self,
         config: dict,
-        dists: dict[str, BaseDistribution],
         record: optuna.Study,
         sampler_study: optuna.Study,
-        replicates: list[Replicate],
         plans: list[ConfigurationPlan],
-        created: int,
         stream: TextIO | None = None,
     ) -> None:
         self._search = sampler_settings(config)
         self._grid = "grid" in config
         self._max_reruns = config["retune"]["max_reruns"]
-        self._dists = dists
+        self._dists = space(config)
         self._record = record
         self._sampler_study = sampler_study
-        self._replicates = replicates
-        self._created = created
-        self._open = {p.configuration.index: p for p in plans}
+        self._replicates = replicates(config)
+        self._created = len(plans)
+        self._open = {p.configuration.index: p for p in plans if not p.told}
         self._stream = stream or sys.stdout
-        for plan in list(self._open.values()):
-            if len(plan.outcomes) == len(replicates):
-                self._tell(plan)
+        for open_ in list(self._open.values()):
+            if len(open_.outcomes) == len(self._replicates):
+                self._tell(open_)
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its search algorithm (and this with it) with the experiment state; a stream does not.
@@ -218,15 +222,17 @@ class Sampling:
         else:
             configuration = configuration_of(add_configuration(self._record, index, sampled, self._dists))
         self._created += 1
-        plan = plan_study([configuration], self._replicates, self._record.get_trials(deepcopy=False), self._max_reruns)
-        plan[0].sampler_number = sampled.number
-        self._open[configuration.index] = plan[0]
+        (new,) = plan_study(
+            [configuration], self._replicates, self._record.get_trials(deepcopy=False), self._max_reruns
+        )
+        new.sampler_number = sampled.number
+        self._open[configuration.index] = new
         shown = ", ".join(f"{k}={setting(v, 4)}" for k, v in sampled.params.items())
         counted = f"{index + 1}/{self._search['n_trials']}"
         self._line(f"sample  {configuration.label} ({self._search['sampler']}, {counted}): {shown}")
-        if len(plan[0].outcomes) == len(self._replicates):
-            self._tell(plan[0])
-        return plan[0].owed
+        if len(new.outcomes) == len(self._replicates):
+            self._tell(new)
+        return new.owed
 
     def settle(self, attempt: Attempt, outcome: Outcome) -> None:
         """Record how ``attempt``'s replicate ended; tell the configuration once every replicate has."""
@@ -241,11 +247,8 @@ class Sampling:
         number = plan.configuration.record_number
         state, value, attrs = configuration_outcome(plan.outcomes)
         if number is not None:  # a search's configuration trial in the record
-            handle = optuna.Trial(self._record, self._record.get_trials(deepcopy=False)[number]._trial_id)
-            for key, val in attrs.items():
-                handle.set_user_attr(key, val)
-            self._record.tell(number, value, state=state, skip_if_finished=True)
-        tell_sampler(self._sampler_study, plan.sampler_number, state, value, pruned_report(plan.outcomes), attrs)
+            tell_configuration(self._record, number, state, value, attrs=attrs)
+        tell_configuration(self._sampler_study, plan.sampler_number, state, value, pruned_report(plan.outcomes), attrs)
         del self._open[plan.configuration.index]
         if state == TrialState.COMPLETE:
             spread = f" ± {fmt(attrs['value_std'])} (sd)" if attrs["value_std"] is not None else ""

@@ -1,4 +1,5 @@
-"""The study's one Ray Tune Searcher: it hands out attempts, queues the reruns the retune rule asks for, and
+"""The study's one Ray Tune Searcher and the Stopper of its retune rule: the stopper ends an attempt the moment
+:class:`hpo.rule.RetuneRule` fires, the searcher hands out attempts, queues the reruns the rule asks for, and
 asks :class:`hpo.sampling.Sampling` for configurations and reports replicates' ends.
 
 Attempts come from the sampler as slots free up (a grid's sampler allows every point at once), plus those a
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
+from ray.tune import Stopper
 from ray.tune.search import Searcher
 
-from .record import Attempt, Outcome, Status, TrialReport, reported_outcome
+from .record import Attempt, TrialReport, reported_outcome
 from .rule import RetuneRule
 from .sampling import Sampling
 
@@ -64,21 +67,27 @@ class StudySearcher(Searcher):
         if attempt is None or (not error and not result):  # removed before it started: still owed
             return
         report = TrialReport.from_result(result)
-        if not error and report is not None and self._rule.fails(report.to_result()):
-            if attempt.rerun < self._max_reruns:
-                self._queue.appendleft(attempt.next())  # reruns go before untouched attempts
-                return
-            outcome = Outcome(
-                Status.NOT_CONVERGED,
-                self._number(attempt),
-                attempt.rerun,
-                epoch=report.epoch,
-                val_accuracy=report.best_val_accuracy,
-            )
-        else:
-            outcome = reported_outcome(report, error, self._number(attempt), attempt.rerun)
+        fired = not error and report is not None and self._rule.fails(report.to_result())
+        if fired and attempt.rerun < self._max_reruns:
+            self._queue.appendleft(attempt.next())  # reruns go before untouched attempts
+            return
+        outcome = reported_outcome(report, error, self._number(attempt), attempt.rerun, not_converged=fired)
         if outcome is not None and self._sampling is not None:
             self._sampling.settle(attempt, outcome)
 
     def _number(self, attempt: Attempt) -> int | None:
         return attempt.optuna_number if attempt.optuna_number is not None else self._trial_number(attempt.name)
+
+
+class RetuneStopper(Stopper):
+    """Ray Tune Stopper: ends each trial the moment :class:`RetuneRule` fires for it (the rule itself is Ray-free,
+    :mod:`hpo.rule`, so the searcher, the recorder and the report's figures decide the same way)."""
+
+    def __init__(self, rule: RetuneRule) -> None:
+        self.rule = rule
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.rule.fails(result)
+
+    def stop_all(self) -> bool:
+        return False

@@ -15,18 +15,21 @@ storage, and one place decides what a failure means.
   again until :attr:`StorageWait.total_s` has passed, then raises :class:`StorageBusyError`, one line.
   A missing database driver, an unreachable server or a bad URL is a :class:`StorageError`, one line with
   the password masked, never a SQLAlchemy traceback or Optuna's "exceeding max length" guess.
+- :class:`RetriedWrites` makes the driver's record writes outlast a storage that fails for a while, and
+  says "no space left on device" (:func:`disk_full`) when that is why they failed.
 
 Optuna only: nothing here imports Ray.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,17 +149,31 @@ def find_storage(runs: str | Path = RUNS_DIR) -> str:
 # ---------------------------------------------------------------------------------- busy database
 
 
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc``, then each cause (or context) behind it, once each; a wrapped driver error counts too."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def _busy_reason(exc: BaseException) -> str | None:
     """The "database is locked" message somewhere in ``exc``'s chain, or None for any other error."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _chain(exc):
         text = str(getattr(current, "orig", None) or current).splitlines()[0] if str(current) else ""
         if re.search(r"database (table )?is (locked|busy)", text):
             return text.strip()
-        current = current.__cause__ or current.__context__
     return None
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or its cause) says the disk is full: ENOSPC/EDQUOT, or SQLite's "database or disk is full"."""
+    return any(
+        getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        or re.search(r"disk is full|no space left on device", str(getattr(e, "orig", None) or e), re.IGNORECASE)
+        for e in _chain(exc)
+    )
 
 
 def _root_message(exc: BaseException) -> str:
@@ -261,6 +278,72 @@ WaitingStorage = type(
         if not name.startswith("_") and callable(getattr(BaseStorage, name))
     },
 )
+
+
+class RetriedWrites:
+    """Storage writes that outlast a storage failing for a while (the driver's recorder makes them).
+
+    A write is retried with backoff; one that keeps failing (or that found the database busy for
+    :func:`call_with_wait`'s whole wait) is kept and tried again, in order, before the next write and at
+    :meth:`close`, which raises if any is still unwritten.
+    """
+
+    def __init__(self, url: str | None, retries: int = 5, retry_wait: float = 0.2) -> None:
+        self.url = url  #: the storage written to (None: unnamed); printed only masked
+        self.retries = retries
+        self.retry_wait = retry_wait
+        self._unwritten: list[tuple[str, Callable[[], None]]] = []
+        self._last_error: Exception | None = None
+
+    def write(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run one storage write (``what`` names it), retrying with backoff; a write that keeps failing is kept."""
+        self.flush()
+        error: Exception | None = None
+        for attempt in range(self.retries):
+            try:
+                return fn()
+            except StorageBusyError as exc:  # call_with_wait has already waited its whole wait: keep it now
+                error = exc
+                break
+            except Exception as exc:  # noqa: BLE001 - any storage error is retried, then kept
+                error = exc
+                time.sleep(self.retry_wait * 2**attempt)
+        _log.warning("Optuna write failed %d times (%s: %s); will retry", self.retries, what, error)
+        self._last_error = error
+        self._unwritten.append((what, fn))
+        return None
+
+    def flush(self) -> None:
+        """Try the kept writes again, in order; those that fail again stay kept."""
+        pending, self._unwritten = self._unwritten, []
+        for what, fn in pending:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001
+                self._unwritten.append((what, fn))
+
+    def close(self) -> None:
+        """Write what is still kept; raise if any write could not be made.
+
+        Raises:
+            UserError: writes still unwritten after ``retries`` flushes: "no space left on device" naming the
+                (masked) storage when the disk is full, else how many failed and the first of them.
+        """
+        for _ in range(self.retries):
+            self.flush()
+            if not self._unwritten:
+                return
+            time.sleep(self.retry_wait)
+        if disk_full(self._last_error):
+            where = f"storage {mask_url(self.url)}" if self.url else "the Optuna storage"
+            raise UserError(
+                f"{where}: no space left on device; {len(self._unwritten)} writes were not recorded (first: "
+                f"{self._unwritten[0][0]}): free space there, then rerun with --resume"
+            )
+        raise UserError(
+            f"{len(self._unwritten)} Optuna storage writes failed and were not recorded "
+            f"(first: {self._unwritten[0][0]}); rerun with --resume once the storage is reachable"
+        )
 
 
 # ------------------------------------------------------------------------------------ open studies
@@ -392,10 +475,6 @@ def study_storage(storage: str | None, study_name: str | None) -> str:
     return default_storage(default_study_dir(study_name))
 
 
-def _study_names(backend: BaseStorage) -> list[str]:
-    return [s.study_name for s in backend.get_all_studies()]
-
-
 def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
     """Load an existing study for reading (``report``, ``dashboards``).
 
@@ -414,10 +493,11 @@ def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
         raise StorageError(f"storage {shown}: file {path} not found")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     backend = open_storage(url)
-    names = _study_names(backend)
+    studies = backend.get_all_studies()
+    names = [s.study_name for s in studies]
     if study_name is None:
         # a search's sampler study (user attr record_study) goes with its record: not a choice here
-        names = [s.study_name for s in backend.get_all_studies() if "record_study" not in s.user_attrs]
+        names = [s.study_name for s in studies if "record_study" not in s.user_attrs]
         if len(names) != 1:
             listed = ", ".join(sorted(names)) or "none"
             raise StorageError(f"storage {shown} holds {len(names)} studies ({listed}); give --study-name")
@@ -438,7 +518,7 @@ def start_study(storage: str, study_name: str, resume: bool) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = resolve(storage)
     backend = open_storage(url)
-    if study_name in _study_names(backend) and not resume:
+    if study_name in [s.study_name for s in backend.get_all_studies()] and not resume:
         raise UserError(
             f"study '{study_name}' already exists in {mask_url(url)}; use --resume to finish it "
             f"or --study-name to start another"

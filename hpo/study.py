@@ -35,13 +35,19 @@ from .record import (
     Attempt,
     ConfigurationPlan,
     close_unstarted,
-    plan_study,
     sampler_study_name,
 )
 from .rule import RetuneRule
-from .sampling import Sampling, configurations, reconcile
+from .sampling import Sampling, plan, reconcile
 from .storage import default_storage, default_study_dir, mask_url, open_storage, resolve, start_study
-from .study_config import grid_configurations, max_epochs, replicates, run_config_of, sampler_settings, space
+from .study_config import (
+    first_difference,
+    max_epochs,
+    replicates,
+    run_config_of,
+    sampler_settings,
+    space,
+)
 from .study_owner import claim_study, study_command
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the recorder keeps the results
@@ -104,24 +110,10 @@ def describe_data(config: dict) -> dict[str, Any]:
     }
 
 
-def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            found = _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
-            if found:
-                return found
-        return None
-    return None if a == b else f"{where} ({b!r} stored, {a!r} now)"
-
-
-def adjustment_for(retune: dict[str, Any], rerun: int) -> dict[str, Any] | None:
-    """The hyperparameter changes rerun ``rerun`` carries (None for the protocol's own attempt)."""
-    return dict(retune["adjustments"][rerun - 1]) if rerun > 0 else None
-
-
 def trial_config(config: dict, attempt: Attempt, out_dir: Path) -> dict[str, Any]:
     """What the Ray trial of ``attempt`` receives."""
-    adjustment = adjustment_for(config["retune"], attempt.rerun)
+    # the hyperparameter changes a rerun carries (None for the protocol's own attempt)
+    adjustment = dict(config["retune"]["adjustments"][attempt.rerun - 1]) if attempt.rerun > 0 else None
     run = run_config_of(config, attempt.configuration.values, attempt.replicate, adjustment)
     return {
         "attempt": attempt.to_config(),
@@ -143,10 +135,10 @@ def prepare_study(
     claim_study(study, study_command(config), mask_url(storage))  # --resume continues only its own kind
     stored = study.user_attrs.get("config")
     if stored is not None and without_neutral(stored) != without_neutral(config):  # keys added since: neutral
+        key, now, was = first_difference(config, stored)
         raise ConfigError(
-            f"the config differs from the one study '{name}' was started with: "
-            f"{_first_difference(config, stored)}; resume with the same config or use a new "
-            f"--study-name"
+            f"the config differs from the one study '{name}' was started with: {key} ({was!r} stored, {now!r} "
+            f"now); resume with the same config or use a new --study-name"
         )
     check_same(
         f"study '{name}'",
@@ -185,21 +177,8 @@ def open_sampler_study(config: dict, record: optuna.Study, storage: str) -> optu
             f"'{record.study_name}': give another --study-name"
         )
     sampler_study.set_user_attr("record_study", record.study_name)
-    reconcile(sampler_settings(config)["n_trials"], record, sampler_study, space(config), "grid" in config)
+    reconcile(config, record, sampler_study)
     return sampler_study
-
-
-def plan(config: dict, record: optuna.Study, sampler_study: optuna.Study) -> list[ConfigurationPlan]:
-    """The resume plan of every configuration sampled so far, a grid's in config order (L2 slowest)."""
-    sampled = configurations("grid" in config, record, sampler_study, space(config))
-    trials = record.get_trials(deepcopy=False)
-    plans = plan_study([c for c, _, _ in sampled], replicates(config), trials, config["retune"]["max_reruns"])
-    for p, (_, number, told) in zip(plans, sampled):
-        p.sampler_number, p.told = number, told
-    if "grid" in config:
-        order = [c.params for c in grid_configurations(config)]
-        plans.sort(key=lambda p: order.index(p.configuration.params))
-    return plans
 
 
 def _header(config: dict, name: str, storage: str, plans: list[ConfigurationPlan]) -> str:
@@ -284,8 +263,7 @@ def tune_study(
 
     from .artifacts import STORE_DIR, writing_store
     from .recorder import OptunaRecorder
-    from .retune import RetuneStopper
-    from .searcher import StudySearcher
+    from .searcher import RetuneStopper, StudySearcher
     from .trainable import train_trial
     from .tune_progress import ProgressPrinter
 
@@ -293,8 +271,7 @@ def tune_study(
     max_reruns = config["retune"]["max_reruns"]
     recorder = OptunaRecorder(record, rule, max_reruns, artifact_store=writing_store(record, out / STORE_DIR))
     attempts = [a for p in plans for a in p.owed]
-    open_ = [p for p in plans if not p.told]
-    sampling = Sampling(config, space(config), record, sampler_study, replicates(config), open_, len(plans), stream)
+    sampling = Sampling(config, record, sampler_study, plans, stream)
     if sampler_settings(config)["scheduler"] == "asha":
         from ray.tune.schedulers import ASHAScheduler
 

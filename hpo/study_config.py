@@ -78,10 +78,6 @@ GRID_AXES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 ADJUSTABLE = ("learning_rate", "batch_size", "epochs", "l2_mode", "augment")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def check_distinct_names(l2: list[float]) -> None:
     """Refuse L2 values that print alike: a configuration, its trial folder and its Optuna lineage are named
     by ``f"{l2:g}"`` (6 significant digits, :class:`hpo.record.Configuration`), so two such values would
@@ -117,7 +113,7 @@ def check_study(config: dict) -> None:
         )
     if "grid" in config:  # a search study has a `search` section instead
         l2 = config["grid"]["l2"]
-        if not l2 or not all(_is_number(v) and 0 < v <= 1 for v in l2):
+        if not l2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in l2):
             raise ConfigError(
                 f"config key 'grid.l2' must be a non-empty list of numbers in (0, 1] (recorded on a "
                 f"log scale), got {l2!r}"
@@ -172,12 +168,28 @@ def check_study(config: dict) -> None:
 
 
 def study_config(values: dict | None = None) -> dict:
-    """A validated study config: STUDY_DEFAULTS overlaid with ``values`` (a ``search:`` study: see
-    :func:`search_study_config`)."""
+    """A validated study config: STUDY_DEFAULTS overlaid with ``values``; for a ``search:`` study the study
+    defaults without ``grid`` or ``seeds`` (``train.l2`` included) and its ``search`` section checked."""
+    defaults = STUDY_DEFAULTS
     if isinstance(values, dict) and "search" in values:
-        return search_study_config(values)
-    config = merge(STUDY_DEFAULTS, values)
+        if "grid" in values:
+            raise ConfigError("config keys 'grid' and 'search' are both given: a study is a grid or a search")
+        if "seeds" in values:
+            raise ConfigError(
+                "config key 'seeds' is for grids: a search trains run seeds 0..k-1 of every "
+                "configuration (search.seeds_per_trial: k)"
+            )
+        defaults = {k: v for k, v in STUDY_DEFAULTS.items() if k != "grid"}
+        defaults.update(train=RUN_DEFAULTS["train"], search=SEARCH_DEFAULTS)
+    config = merge(defaults, values)
     check_study(config)
+    if "search" in config:
+        del config["seeds"]
+        check_search(config)
+        config["search"]["space"] = {
+            key: _canonical(spec, dist)
+            for (key, spec), dist in zip(config["search"]["space"].items(), space(config).values())
+        }
     return config
 
 
@@ -196,32 +208,23 @@ def load_study_config(
         raise ConfigError(f"{path or DEFAULT_CONFIG}: {exc}") from None
 
 
-#: The grid's L2 axis as a dotted run-config key (the other axes: :data:`GRID_AXES`).
-L2_KEY = "train.l2"
-
-
-def grid_space(study: dict) -> dict[str, list[Any]]:
-    """A grid study's categorical space: dotted key -> values, ``train.l2`` first, then every gridded
-    :data:`GRID_AXES` axis (the empty ones use the config's own value)."""
-    axes = {L2_KEY: list(study["grid"]["l2"])}
-    for axis, (section, key, _) in GRID_AXES.items():
-        if study["grid"][axis]:
-            axes[f"{section}.{key}"] = list(study["grid"][axis])
-    return axes
-
-
 def space(study: dict) -> dict[str, BaseDistribution]:
-    """The study's space as Optuna distributions: a grid's categorical axes, or a search's space."""
+    """The study's space as Optuna distributions (dotted run-config key -> distribution), in space order: a
+    search's ``search.space``, or a grid's categorical axes, ``train.l2`` first, then every gridded
+    :data:`GRID_AXES` axis (the empty ones use the config's own value)."""
     if "search" in study:
-        return distributions(study)
-    return {key: CategoricalDistribution(values) for key, values in grid_space(study).items()}
+        keys = searchable_keys()
+        return {key: _distribution(study, key, spec, keys[key]) for key, spec in study["search"]["space"].items()}
+    axes = {"train.l2": study["grid"]["l2"]}
+    axes.update({f"{section}.{key}": study["grid"][axis] for axis, (section, key, _) in GRID_AXES.items()})
+    return {key: CategoricalDistribution(values) for key, values in axes.items() if values}
 
 
 def grid_configurations(study: dict) -> list[Configuration]:
     """Every point of a grid study's space, L2 slowest, in config order (named by their values): the order
     of the closing table and of ``train``'s default, whatever order the grid sampler ran them in."""
-    axes = grid_space(study)
-    return [Configuration(tuple(zip(axes, values)), grid=True) for values in itertools.product(*axes.values())]
+    axes = {key: dist.choices for key, dist in space(study).items()}
+    return [Configuration(tuple(zip(axes, values))) for values in itertools.product(*axes.values())]
 
 
 def sampler_settings(study: dict) -> dict[str, Any]:
@@ -229,8 +232,20 @@ def sampler_settings(study: dict) -> dict[str, Any]:
     Optuna's grid sampler over the whole space, every point at once (``max_concurrent``), seed 0."""
     if "search" in study:
         return study["search"]
-    points = len(grid_configurations(study))
+    points = math.prod(len(d.choices) for d in space(study).values())
     return {**SEARCH_DEFAULTS, "sampler": "grid", "n_trials": points, "max_concurrent": points, "space": None}
+
+
+def first_difference(now: Any, stored: Any, where: str = "") -> tuple[str, Any, Any] | None:
+    """Where two configs first differ (keys sorted, depth first): ``(dotted key, now's value, stored value)``
+    (a key one of them lacks has None there), or None when they are equal."""
+    if isinstance(now, dict) and isinstance(stored, dict):
+        for key in sorted(set(now) | set(stored)):
+            found = first_difference(now.get(key), stored.get(key), f"{where}.{key}" if where else key)
+            if found:
+                return found
+        return None
+    return None if now == stored else (where, now, stored)
 
 
 def replicates(study: dict) -> list[Replicate]:
@@ -363,17 +378,6 @@ def _distribution(study: dict, key: str, spec: Any, default: Any) -> BaseDistrib
     return IntDistribution(low, high, log=log)
 
 
-def distributions(config: dict) -> dict[str, BaseDistribution]:
-    """The Optuna distribution of each key of a validated search config's space, in space order."""
-    keys = searchable_keys()
-    return {key: _distribution(config, key, spec, keys[key]) for key, spec in config["search"]["space"].items()}
-
-
-def grid_size(dists: dict[str, BaseDistribution]) -> int:
-    """How many points the grid sampler has (all keys must be choices)."""
-    return math.prod(len(d.choices) for d in dists.values() if isinstance(d, CategoricalDistribution))
-
-
 def check_search(config: dict) -> None:
     """Check the ``search`` section of a merged study config; raise a one-line ConfigError naming the key."""
     search = config["search"]
@@ -393,56 +397,32 @@ def check_search(config: dict) -> None:
     startup = search["startup_trials"]
     if startup is not None and (not isinstance(startup, int) or isinstance(startup, bool) or startup < 0):
         raise ConfigError(f"config key 'search.startup_trials' must be null or an integer >= 0, got {startup!r}")
-    space = search["space"]
-    if not space:
+    if not search["space"]:
         raise ConfigError("config key 'search.space' is empty: name at least one run-config key to search")
     keys = searchable_keys()
-    for key in space:
+    for key in search["space"]:
         if key not in keys:
             raise ConfigError(
                 f"config key 'search.space.{key}': '{key}' is not a searchable run-config key "
                 f"(searchable: {', '.join(keys)})"
             )
-    dists = distributions(config)
+    dists = space(config)
     ranges = [k for k, d in dists.items() if not isinstance(d, CategoricalDistribution)]
     if search["sampler"] == "grid":
         if ranges:
             raise ConfigError(
                 f"config key 'search.space.{ranges[0]}': the grid sampler needs {{choices: [...]}} for every key"
             )
-        if search["n_trials"] > grid_size(dists):
+        points = math.prod(len(d.choices) for d in dists.values())
+        if search["n_trials"] > points:
             raise ConfigError(
-                f"config key 'search.n_trials' is {search['n_trials']} but the grid sampler's space "
-                f"has {grid_size(dists)} points"
+                f"config key 'search.n_trials' is {search['n_trials']} but the grid sampler's space has {points} points"
             )
     if search["sampler"] == "cmaes" and len(ranges) < 2:
         raise ConfigError(
             "config key 'search.sampler': cmaes needs at least two {low, high} keys in "
             "search.space (Optuna's CMA-ES samples one-dimensional spaces at random)"
         )
-
-
-def search_study_config(values: dict) -> dict:
-    """A validated search study config: the study defaults (``train.l2`` included, no ``grid`` or
-    ``seeds``) overlaid with ``values``, and its ``search`` section checked."""
-    if "grid" in values:
-        raise ConfigError("config keys 'grid' and 'search' are both given: a study is a grid or a search")
-    if "seeds" in values:
-        raise ConfigError(
-            "config key 'seeds' is for grids: a search trains run seeds 0..k-1 of every "
-            "configuration (search.seeds_per_trial: k)"
-        )
-    defaults = {k: v for k, v in STUDY_DEFAULTS.items() if k != "grid"}
-    defaults.update(train=RUN_DEFAULTS["train"], search=SEARCH_DEFAULTS)
-    config = merge(defaults, values)
-    check_study(config)
-    del config["seeds"]
-    check_search(config)
-    config["search"]["space"] = {
-        key: _canonical(spec, dist)
-        for (key, spec), dist in zip(config["search"]["space"].items(), distributions(config).values())
-    }
-    return config
 
 
 def _canonical(spec: dict, dist: BaseDistribution) -> dict:

@@ -21,3 +21,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set train.epochs=20 (value parsed as YAML); repeatable",
     )
+
+
+def percentiles(text: str) -> tuple[float, float]:
+    """The ``LOW,HIGH`` of a ``--percentiles`` option (``import-nifti``, ``predict``)."""
+    from lgeseg.errors import ConfigError
+
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--percentiles: expected LOW,HIGH, got {text!r}") from None
+    return low, high

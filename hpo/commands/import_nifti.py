@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import percentiles
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``import-nifti`` subcommand."""
@@ -75,16 +77,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=main)
 
 
-def _percentiles(text: str) -> tuple[float, float]:
-    from lgeseg.errors import DataError
-
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise DataError(f"--percentiles: expected LOW,HIGH, got {text!r}") from None
-    return low, high
-
-
 def main(args: argparse.Namespace) -> int:
     """Convert, then print what was written."""
     from lgeseg.data import parse_labels
@@ -100,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
         value_map=parse_value_map(args.map) if args.map else None,
         names=parse_labels(args.names, option="--names") if args.names else None,
         scale=args.scale,
-        percentiles=_percentiles(args.percentiles),
+        percentiles=percentiles(args.percentiles),
         bits=args.bits,
         size=args.size,
         spacing=args.spacing,

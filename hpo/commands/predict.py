@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import percentiles
+
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     """``--storage``, ``--study-name`` and ``--checkpoint`` (shared with ``export``)."""
@@ -101,16 +103,6 @@ def study_networks(args: argparse.Namespace, **which) -> tuple[list, str]:
     return networks, study.study_name
 
 
-def _percentiles(text: str) -> tuple[float, float]:
-    from lgeseg.errors import ConfigError
-
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--percentiles: expected LOW,HIGH, got {text!r}") from None
-    return low, high
-
-
 def main(args: argparse.Namespace) -> int:
     """Load the networks, predict, print what was written."""
     import time
@@ -136,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=True,
         axis=args.axis,
-        percentiles=_percentiles(args.percentiles) if args.percentiles else None,
+        percentiles=percentiles(args.percentiles) if args.percentiles else None,
     )
     seconds = time.perf_counter() - started
     names = ", ".join(n.name for n in networks)

@@ -342,7 +342,7 @@ def test_one_epoch_networks_are_marked_did_not_learn(
 
     import hpo.trainable
     from hpo.recorder import OptunaRecorder
-    from hpo.retune import RetuneRule
+    from hpo.rule import RetuneRule
     from hpo.study import describe_data, trial_config
     from hpo.study_config import study_config
 

@@ -6,8 +6,8 @@ import pytest
 from optuna.trial import TrialState
 from test_grid import load, tiny
 
-from hpo.retune import RetuneStopper
 from hpo.rule import RetuneRule
+from hpo.searcher import RetuneStopper
 from hpo.study import run_study
 from hpo.study_config import study_config
 from lgeseg.errors import ConfigError

@@ -116,3 +116,24 @@ def test_a_grid_storage_given_alone_opens_its_record_not_its_sampler_study(tmp_p
     sampler_study = open_sampler_study(grid_config(), record, url)
     assert sampler_study.study_name == "s/sampler" and sampler_study.user_attrs["record_study"] == "s"
     assert open_study(url, None).study_name == "s"
+
+
+def test_a_grid_point_whose_ask_a_killed_driver_interrupted_is_not_lost(tmp_path):
+    """A driver killed inside the grid sampler's ask leaves a sampler trial holding its grid point (Optuna's
+    ``grid_id``) but not its params: on --resume it is closed as no configuration, and its point still runs
+    (Optuna's GridSampler counts a finished trial's point as visited, so it would be lost and another run
+    twice)."""
+    config = grid_config()
+    storage = optuna.storages.InMemoryStorage()
+    first = Driver(config, tmp_path, storage)
+    done = run_all(first, limit=2)  # one point, both seeds
+    sampler = optuna.samplers.GridSampler({k: list(d.choices) for k, d in first.dists.items()})
+    killed = optuna.load_study(study_name="s/sampler", storage=storage, sampler=sampler).ask()  # no params yet
+    assert "grid_id" in first.sampler.get_trials()[killed.number].system_attrs
+    again = Driver(config, tmp_path, storage)
+    rest = run_all(again)
+    assert len(done) + len(rest) == 8 and len(set(done) | set(rest)) == 8
+    sampled = [t for t in again.sampler.get_trials() if t.params]
+    points = {(t.params["train.l2"], t.params["train.loss"]) for t in sampled}
+    assert len(sampled) == 4 and points == set(itertools.product(GRID["l2"], GRID["loss"]))
+    assert again.sampler.get_trials()[killed.number].state == TrialState.FAIL

@@ -11,8 +11,8 @@ from ray.tune.search import Searcher
 from hpo.record import Attempt as RecordAttempt
 from hpo.record import Status as PointStatus
 from hpo.record import TrialReport
-from hpo.retune import RetuneStopper
 from hpo.rule import RetuneRule
+from hpo.searcher import RetuneStopper
 from hpo.searcher import StudySearcher as GridSearcher
 from hpo.study_config import grid_configurations, replicates, study_config
 

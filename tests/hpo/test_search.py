@@ -20,7 +20,7 @@ from hpo.rule import RetuneRule
 from hpo.sampling import Sampling, reconcile
 from hpo.searcher import StudySearcher
 from hpo.study import plan, trial_config
-from hpo.study_config import replicates, sampler_settings, space, study_config
+from hpo.study_config import space, study_config
 
 SPACE = {"train.l2": {"low": 1e-6, "high": 1e-1, "log": True}, "model.width": {"choices": [4, 8]}}
 
@@ -58,13 +58,12 @@ class Driver:
             storage=self.storage, study_name=sampler_study_name("s"), direction="maximize", load_if_exists=True
         )
         self.dists = space(config)
-        reconcile(sampler_settings(config)["n_trials"], self.record, self.sampler, self.dists, "grid" in config)
+        reconcile(config, self.record, self.sampler)
         rule = RetuneRule.from_config(config["retune"])
         max_reruns = config["retune"]["max_reruns"]
         self.recorder = OptunaRecorder(self.record, rule, max_reruns)
         plans = plan(config, self.record, self.sampler)
-        untold = [p for p in plans if not p.told]
-        sampling = Sampling(config, self.dists, self.record, self.sampler, replicates(config), untold, len(plans))
+        sampling = Sampling(config, self.record, self.sampler, plans)
         self.searcher = StudySearcher(
             [a for p in plans for a in p.owed],
             rule,

@@ -96,7 +96,7 @@ def test_train_cli_prints_the_warnings(stuck_run, capsys):
 
 
 def test_grid_progress_prints_a_finished_trials_warnings():
-    from hpo.retune import RetuneRule
+    from hpo.rule import RetuneRule
     from hpo.tune_progress import ProgressPrinter
 
     stream = io.StringIO()

@@ -11,9 +11,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo.recorder import OptunaRecorder, disk_full
+from hpo.recorder import OptunaRecorder
 from hpo.rule import RetuneRule
-from hpo.storage import open_storage
+from hpo.storage import disk_full, open_storage
 from lgeseg.errors import UserError
 
 
@@ -65,8 +65,8 @@ def test_the_recorder_says_no_space_left_once_with_the_storage(tmp_path):
             "database or disk is full"
         )
 
-    recorder._write("trial 0 result", full)
-    recorder._write("trial 1 result", full)
+    recorder.writes.write("trial 0 result", full)
+    recorder.writes.write("trial 1 result", full)
     with pytest.raises(UserError) as caught:
         recorder.close()
     message = str(caught.value)

@@ -73,7 +73,7 @@ def _conclusion(f: Finding, metric: str, n_comparisons: int) -> str:
         )
     if f.survives_patients and f.survives_holm and f.survives_seeds is None:
         return (
-            f"A reader may conclude only that in this single training run per L2 value {best} scored a higher "
+            f"A reader may conclude only that with a single training seed per L2 value {best} scored a higher "
             f"{metric} than {other} on these test patients (significant after Holm correction, but seed "
             f"variation is unmeasured); not that L2 caused the difference, since another training seed "
             f"could reverse it."
@@ -132,7 +132,9 @@ def findings(record: StudyRecord, comparisons: list[PairedComparison], units: Un
         c = next(c for c in comparisons if c.metric == metric and {c.l2_a, c.l2_b} == {best, runner})
         median, low, high, seed = _oriented(c, best)
         patients = None if units.patient_of is None else bool(median > 0 and c.p_value < ALPHA)
-        seeds = None if seed.n < 2 else bool(seed.low > 0)
+        # Under cross-validation with one seed the replicates are fold networks on different test patients:
+        # their interval is no measure of training randomness, which stays unmeasured.
+        seeds = None if seed.n < 2 or len(record.seeds) < 2 else bool(seed.low > 0)
         f = Finding(
             metric,
             best,
@@ -166,8 +168,9 @@ def _yes_no(value: bool | None, unknown: str) -> str:
     return unknown if value is None else "yes" if value else "no"
 
 
-def finding_line(f: Finding) -> str:
-    """The plain-words sentence(s) of one finding."""
+def finding_line(f: Finding, replicates: str = "seeds") -> str:
+    """The plain-words sentence(s) of one finding; ``replicates`` names what its interval is over ("seeds", or
+    under cross-validation "fold networks": a difference paired fold by fold)."""
     if f.best is None:
         excluded = ", ".join(l2_label(v) for v in f.not_ranked) or "none"
         return (
@@ -176,9 +179,9 @@ def finding_line(f: Finding) -> str:
         )
     seed = f.seed_diff
     seed_text = (
-        f"95% t-interval over {seed.n} seeds [{fmt(seed.low, 3)}, {fmt(seed.high, 3)}]"
+        f"95% t-interval over {seed.n} {replicates} [{fmt(seed.low, 3)}, {fmt(seed.high, 3)}]"
         if seed.n >= 2
-        else "one seed, so no interval over seeds"
+        else f"one replicate, so no interval over {replicates}"
     )
     unit = "patient" if f.unit == "patient" else "slice (patients unknown)"
     excluded = (
@@ -246,6 +249,13 @@ def summary_lines(record: StudyRecord, comparisons: list[PairedComparison], unit
             "Seeds: one training seed per L2 value, so seed variation is unmeasured: no difference "
             "below can be attributed to L2 rather than to training randomness."
         )
+    folds = record.folds
+    if folds:
+        lines.append(
+            f"Cross-validation: {len(folds)} folds; the t-intervals below are over fold networks (the L2 values "
+            f"paired fold by fold, each fold on its own test patients), so they show how a difference varies "
+            f"between folds, not training randomness."
+        )
     lines.append(
         f"p-values are Holm-adjusted over all {len(comparisons)} comparisons of the table; the "
         f"verdicts use the adjusted p at {ALPHA:.2f}."
@@ -259,5 +269,5 @@ def summary_lines(record: StudyRecord, comparisons: list[PairedComparison], unit
             f"this study."
         )
         return lines
-    lines += [finding_line(f) for f in found]
+    lines += [finding_line(f, "fold networks" if folds else "seeds") for f in found]
     return lines

@@ -214,6 +214,20 @@ def test_findings_and_plain_words(hand: tuple[str, StudyRecord]) -> None:
     ) in text
     assert "Seeds: 2 per L2 value" in text and "Holm-adjusted over all 2 comparisons" in text
     assert "DID NOT LEARN" not in text
+    # Under cross-validation the same replicates are fold networks: the interval says so, and a line says what
+    # such an interval measures (the L2 values paired fold by fold), not training randomness.
+    as_folds = dataclasses.replace(record, trials=[dataclasses.replace(t, fold=t.seed) for t in record.trials])
+    cv_text = "\n".join(summary_lines(as_folds, comparisons, units))
+    assert "(95% t-interval over 2 fold networks [-0.331, 0.431])" in cv_text and "over 2 seeds" not in cv_text
+    assert "Cross-validation: 2 folds; the t-intervals below are over fold networks" in cv_text
+    assert "Cross-validation" not in text
+    # One seed, two folds: the fold-paired interval is shown, but seed variation stays unmeasured.
+    one_seed = dataclasses.replace(record, trials=[dataclasses.replace(t, fold=t.seed, seed=0) for t in record.trials])
+    bf = next(x for x in findings(one_seed, comparisons, units) if x.metric == "MeanBFScore")
+    assert bf.seed_diff.n == 2 and bf.survives_seeds is None
+    forced_one_seed = [dataclasses.replace(c, p_value=0.001, p_holm=0.002) for c in comparisons]
+    bf = next(x for x in findings(one_seed, forced_one_seed, units) if x.metric == "MeanBFScore")
+    assert bf.conclusion.startswith("A reader may conclude only that with a single training seed per L2 value")
     # the path where everything survives: p forced below 0.05, seeds already survive for MeanBFScore
     forced = [dataclasses.replace(c, p_value=0.001, p_holm=0.002) for c in comparisons]
     bf = next(x for x in findings(record, forced, units) if x.metric == "MeanBFScore")

@@ -74,6 +74,9 @@ def test_ctrl_c_stops_a_hanging_export_and_its_browser(tmp_path, silent_browser)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as in a terminal: a pytest started in the background by a shell ignores SIGINT, and its
+        # children inherit that, so Python would install no KeyboardInterrupt handler (the CI hung here).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         browser = _browser_pids(silent_browser)

@@ -50,7 +50,7 @@ from .errors import ConfigError, DataError
 from .models import downsampling, model_from_spec
 from .nifti import DEFAULT_PERCENTILES, read_volume, scale_intensities, slice_to_png
 from .png import read_image, write_mask
-from .train import autocast, inference_batch_size, predicted_classes, resolve_device
+from .train import autocast, inference_batch_size, memory_format_for, predicted_classes, resolve_device
 
 #: What ``checkpoint`` may be: the network the run evaluated (``train.select``), or one file.
 CHECKPOINTS: tuple[str, ...] = ("selected", "best", "last")
@@ -234,10 +234,8 @@ def _class_scores(network: Network, x: torch.Tensor, flip: bool) -> torch.Tensor
 def _prepare(networks: list[Network], device: torch.device) -> None:
     """Put each network on ``device`` in the memory format its run predicted in (``train.channels_last``)."""
     for network in networks:
-        option = network.config["train"].get("channels_last", False)
-        channels_last = option is True or (option == "auto" and device.type == "cuda")
         network.model.to(device)
-        network.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        network.model.to(memory_format=memory_format_for(network.config["train"].get("channels_last", False), device))
         network.model.eval()
 
 

@@ -84,6 +84,12 @@ class FitResult:
     resumed_from_epoch: int = 0
 
 
+def memory_format_for(channels_last: bool | str, device: torch.device) -> torch.memory_format:
+    """The memory format of ``train.channels_last``: channels-last for ``true``, and for ``auto`` on CUDA."""
+    use = channels_last is True or (channels_last == "auto" and device.type == "cuda")
+    return torch.channels_last if use else torch.contiguous_format
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA when present, else the CPU."""
     if name == "auto":
@@ -569,8 +575,7 @@ def fit(
     options = config["train"]
     epochs, batch_size, precision = options["epochs"], options["batch_size"], options["precision"]
     device = resolve_device(options["device"])
-    channels_last = options["channels_last"] is True or (options["channels_last"] == "auto" and device.type == "cuda")
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = memory_format_for(options["channels_last"], device)
     torch.manual_seed(config["seed"])
     generator = torch.Generator(device=device)
     generator.manual_seed(config["seed"])

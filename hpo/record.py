@@ -355,9 +355,8 @@ class TrialReport:
 
     @classmethod
     def of_run(cls, run: Any, epochs: int, node_id: str | None = None) -> TrialReport:
-        """The last report of a finished run: ``run`` is an :class:`lgeseg.run.RunResult` or a run folder that
-        ``record`` read (:class:`hpo.recording.RunFolder`): its ``history``, ``info`` (``run.json``),
-        ``val_metrics`` and ``test_metrics``; ``epochs`` is its ``train.epochs``."""
+        """The last report of a finished run (:class:`lgeseg.run.RunResult`, from training or from a run
+        folder ``record`` read): ``epochs`` is its ``train.epochs``."""
         return cls(
             epoch=len(run.history),
             epochs=epochs,

@@ -23,8 +23,6 @@ No Ray here or in anything this imports (the command must run where Ray is not i
 from __future__ import annotations
 
 import copy
-import csv
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +30,11 @@ from typing import Any
 
 import optuna
 
-from lgeseg.config import config_hash, safe_load, without_neutral
+import lgeseg.run
+from lgeseg.config import without_neutral
 from lgeseg.errors import ConfigError, DataError, UserError
 from lgeseg.fingerprint import check_same
+from lgeseg.run import RunResult
 
 from .record import (
     ATTR,
@@ -49,71 +49,42 @@ from .record import (
 from .rule import RetuneRule
 from .study_config import NOT_SEARCHABLE, first_difference, grid_configurations, replicates, run_config_of, space
 
-#: The files a finished ``train`` run folder holds (checkpoints are optional).
-RUN_FILES = ("run.json", "config.yaml", "metrics.json", "val_metrics.json", "history.csv", "split.json")
 #: Run-config keys that say where a run ran, not what it learned: not part of the protocol compared.
 WHERE = ("data", *NOT_SEARCHABLE)
 
 
-@dataclass
-class RunFolder:
-    """A finished ``train`` run folder as read from disk."""
-
-    path: Path  #: resolved
-    config: dict[str, Any]  #: ``config.yaml``
-    info: dict[str, Any]  #: ``run.json``
-    split: dict[str, Any]  #: ``split.json``
-    history: list[dict[str, float]]  #: ``history.csv`` rows (epoch 1-based)
-    test_metrics: dict[str, Any]
-    val_metrics: dict[str, Any]
-
-    @property
-    def data(self) -> dict[str, Any]:
-        """The study attributes of its data, as :func:`hpo.study.describe_data` gives them."""
-        info = self.info
-        return {
-            "data_dir": info["data_dir"],
-            "labels": info["labels"],
-            "synthetic": info["synthetic"],
-            "data_fingerprint": info["data_fingerprint"],
-            "split": self.split,
-        }
+def run_data(run: RunResult) -> dict[str, Any]:
+    """The study attributes of a run's data, as :func:`hpo.study.describe_data` gives them."""
+    info = run.info
+    return {
+        "data_dir": info["data_dir"],
+        "labels": info["labels"],
+        "synthetic": info["synthetic"],
+        "data_fingerprint": info["data_fingerprint"],
+        "split": run.split,
+    }
 
 
 @dataclass
 class Recording:
     """One folder matched to its place in the study: the attempt (rerun 0) it stands for."""
 
-    run: RunFolder
+    run: RunResult
     attempt: Attempt
 
 
-def read_run(folder: str | Path) -> RunFolder:
-    """Read a finished run folder; raise :class:`~lgeseg.errors.DataError` naming what is missing."""
-    path = Path(folder).expanduser()
-    if not path.is_dir():
-        raise DataError(f"{folder}: run folder not found")
-    missing = [name for name in RUN_FILES if not (path / name).is_file()]
-    if missing:
-        raise DataError(f"{folder}: not a finished train run ({', '.join(missing)} missing)")
-    try:
-        info = json.loads((path / "run.json").read_text())
-        config = safe_load((path / "config.yaml").read_text())
-        split = json.loads((path / "split.json").read_text())
-        test = json.loads((path / "metrics.json").read_text())
-        val = json.loads((path / "val_metrics.json").read_text())
-        with (path / "history.csv").open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        history = [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{folder}: unreadable run file ({str(exc).splitlines()[0]})") from None
-    if not info.get("finished"):
-        raise DataError(f"{folder}: not a finished train run (run.json does not say finished)")
-    if info.get("config_hash") != config_hash(config):
-        raise DataError(f"{folder}: config.yaml is not the config run.json was written for")
-    if "data_fingerprint" not in info:
+def read_run(folder: str | Path) -> RunResult:
+    """A finished run folder (:func:`lgeseg.run.read_run`) that carries its data fingerprint.
+
+    Raises:
+        DataError: not a finished run folder (see :func:`lgeseg.run.read_run`), or one written before data
+            fingerprints were recorded.
+    """
+    run = lgeseg.run.read_run(folder)
+    if "data_fingerprint" not in run.info:
         raise DataError(f"{folder}: run.json has no data fingerprint (written before they were recorded)")
-    return RunFolder(path.resolve(), config, info, split, history, test, val)
+    run.out_dir = run.out_dir.resolve()
+    return run
 
 
 def _protocol(run: dict[str, Any]) -> dict[str, Any]:
@@ -135,9 +106,9 @@ def _dotted(config: dict, key: str) -> Any:
     return node
 
 
-def match(config: dict, name: str, run: RunFolder) -> Attempt:
+def match(config: dict, name: str, run: RunResult) -> Attempt:
     """The attempt of grid study ``config`` that ``run`` is, or a UserError naming the folder and why not."""
-    where = f"{run.path}"
+    where = f"{run.out_dir}"
     params = {}
     for key, dist in space(config).items():
         value = _dotted(run.config, key)
@@ -165,9 +136,9 @@ def match(config: dict, name: str, run: RunFolder) -> Attempt:
     raise ConfigError(f"{where}: not the protocol of study '{name}': {key} is {now!r}, the study's is {study_value!r}")
 
 
-def _check_data(run: RunFolder, name: str, data: dict[str, Any]) -> None:
+def _check_data(run: RunResult, name: str, data: dict[str, Any]) -> None:
     check_same(
-        f"{run.path}",
+        f"{run.out_dir}",
         data["data_fingerprint"],
         data["split"],
         run.info["data_fingerprint"],
@@ -175,10 +146,10 @@ def _check_data(run: RunFolder, name: str, data: dict[str, Any]) -> None:
         f"record it into another study (study '{name}')",
     )
     if {str(k): int(v) for k, v in run.info["labels"].items()} != {str(k): int(v) for k, v in data["labels"].items()}:
-        raise DataError(f"{run.path}: labels {run.info['labels']} differ from study '{name}''s {data['labels']}")
+        raise DataError(f"{run.out_dir}: labels {run.info['labels']} differ from study '{name}''s {data['labels']}")
 
 
-def _check_rule(config: dict, run: RunFolder) -> None:
+def _check_rule(config: dict, run: RunResult) -> None:
     """A run the study's retune rule would have stopped is not what a grid records as COMPLETE."""
     rule = RetuneRule.from_config(config["retune"])
     epochs = run.config["train"]["epochs"]
@@ -187,7 +158,7 @@ def _check_rule(config: dict, run: RunFolder) -> None:
     if len(reached) >= check and max(reached) < rule.target_accuracy:
         result = {"epoch": check, "epochs": epochs, "best_val_accuracy": max(reached)}
         raise UserError(
-            f"{run.path}: the study's retune rule would have stopped this run ({rule.reason(result)}); "
+            f"{run.out_dir}: the study's retune rule would have stopped this run ({rule.reason(result)}); "
             "a grid reruns it with the next adjustment"
         )
 
@@ -203,7 +174,7 @@ def plan_recordings(
             f"study '{name}' is a search: its configurations come from the sampler; record takes grid studies"
         )
     runs = [read_run(folder) for folder in folders]
-    data = dict(study.user_attrs) if study is not None and "data_fingerprint" in study.user_attrs else runs[0].data
+    data = dict(study.user_attrs) if study is not None and "data_fingerprint" in study.user_attrs else run_data(runs[0])
     recorded: dict[str, int] = {}
     complete: dict[str, int] = {}
     running: dict[str, int] = {}
@@ -221,20 +192,21 @@ def plan_recordings(
     for run in runs:
         _check_data(run, name, data)
         attempt = match(config, name, run)
-        if str(run.path) in recorded:
-            raise UserError(f"{run.path}: already recorded in study '{name}' as trial {recorded[str(run.path)]}")
+        if str(run.out_dir) in recorded:
+            raise UserError(f"{run.out_dir}: already recorded in study '{name}' as trial {recorded[str(run.out_dir)]}")
         if attempt.point in complete:
             raise UserError(
-                f"{run.path}: {attempt.point} is already COMPLETE in study '{name}' (trial {complete[attempt.point]})"
+                f"{run.out_dir}: {attempt.point} is already COMPLETE in study '{name}' "
+                f"(trial {complete[attempt.point]})"
             )
         if attempt.point in running:
             raise UserError(
-                f"{run.path}: {attempt.point} is being trained in study '{name}' (trial {running[attempt.point]} "
+                f"{run.out_dir}: {attempt.point} is being trained in study '{name}' (trial {running[attempt.point]} "
                 "is RUNNING); finish or resume the study first"
             )
         if attempt.point in seen:
-            raise UserError(f"{run.path}: {attempt.point} is given twice (also {seen[attempt.point]})")
-        seen[attempt.point] = run.path
+            raise UserError(f"{run.out_dir}: {attempt.point} is given twice (also {seen[attempt.point]})")
+        seen[attempt.point] = run.out_dir
         _check_rule(config, run)
         plans.append(Recording(run, attempt))
     return plans, {k: data[k] for k in ("data_dir", "labels", "synthetic", "data_fingerprint", "split")}
@@ -246,8 +218,8 @@ def write_recording(study: optuna.Study, store, plan: Recording) -> optuna.trial
 
     run = plan.run
     attrs = {
-        **start_attrs(plan.attempt, str(run.path), run.info["config_hash"], None, None),
-        ATTR.RECORDED_FROM: str(run.path),
+        **start_attrs(plan.attempt, str(run.out_dir), run.info["config_hash"], None, None),
+        ATTR.RECORDED_FROM: str(run.out_dir),
     }
     params = attempt_params(run.config, plan.attempt.rerun)
     study.enqueue_trial(params, user_attrs=attrs)
@@ -255,13 +227,13 @@ def write_recording(study: optuna.Study, store, plan: Recording) -> optuna.trial
     for row in run.history:
         trial.report(row["val_accuracy"], row["epoch"])
     try:
-        register_checkpoints(store, trial, run.path)
+        register_checkpoints(store, trial, run.out_dir)
     except DataError as exc:
-        print(f"note: {run.path}: no checkpoint registered ({exc}); predict cannot use this trial", file=sys.stderr)
+        print(f"note: {run.out_dir}: no checkpoint registered ({exc}); predict cannot use this trial", file=sys.stderr)
     state, value, attrs = finished_attempt(TrialReport.of_run(run, run.config["train"]["epochs"]))
     for key, val in attrs.items():
         trial.set_user_attr(key, val)
     return study.tell(trial, value, state=state)
 
 
-__all__ = ["RunFolder", "match", "plan_recordings", "read_run", "write_recording"]
+__all__ = ["match", "plan_recordings", "read_run", "run_data", "write_recording"]

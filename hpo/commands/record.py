@@ -86,6 +86,6 @@ def main(args: argparse.Namespace) -> int:
     store = writing_store(study, out / STORE_DIR)
     for plan in plans:
         trial = write_recording(study, store, plan)
-        print(f"recorded {plan.run.path} as trial {trial.number} ({plan.attempt.name}, {trial.state.name})")
+        print(f"recorded {plan.run.out_dir} as trial {trial.number} ({plan.attempt.name}, {trial.state.name})")
     print(f"study '{args.study_name}' in {mask_url(url)}: {len(plans)} run(s) recorded")
     return 0

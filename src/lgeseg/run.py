@@ -27,7 +27,7 @@ from . import __version__
 from .config import config_hash, run_config, safe_load
 from .data import Dataset, Split, load_dataset, split_from_config, write_mask
 from .diagnostics import learning_warnings
-from .errors import TrainingError
+from .errors import DataError, TrainingError
 from .field_metrics import FieldUnits, field_section, field_units
 from .filelock import HeldFile
 from .fingerprint import check_same, data_fingerprint, recorded_fingerprints
@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: The lock file a run holds in its folder while it runs (:class:`lgeseg.filelock.HeldFile`).
 RUN_LOCK = "run.lock"
+#: The files every finished run folder holds (checkpoints and predictions aside): what :func:`read_run` reads.
+RUN_FILES = ("run.json", "config.yaml", "metrics.json", "val_metrics.json", "history.csv", "split.json")
 
 
 @dataclass
@@ -54,6 +56,8 @@ class RunResult:
         val_metrics: the same on the validation split.
         history: one dict per epoch with the keys of :data:`lgeseg.train.HISTORY_FIELDS`.
         info: the content of ``run.json`` (seed, hashes, device, epochs, wall time in s, versions, baseline).
+        config: the run config (``config.yaml``).
+        split: the split's file lists and hash (``split.json``).
     """
 
     out_dir: Path
@@ -61,6 +65,8 @@ class RunResult:
     val_metrics: dict
     history: list[dict]
     info: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    split: dict = field(default_factory=dict)
 
 
 def versions() -> dict[str, str]:
@@ -216,7 +222,7 @@ def _run_in(
     tmp = info_path.with_suffix(".json.tmp")  # written last and atomically: a reader never sees half of it
     tmp.write_text(json.dumps(json_safe(info), indent=1, allow_nan=False))
     os.replace(tmp, info_path)
-    return _read_back(out, info)
+    return read_run(out)
 
 
 @dataclass(frozen=True)
@@ -254,7 +260,7 @@ def _finished_run(out: Path, config: dict) -> RunResult | None:
     if info_path.exists() and (out / "metrics.json").exists():
         info = json.loads(info_path.read_text())
         if info.get("finished") and info.get("config_hash") == config_hash(config):
-            return _read_back(out, info)
+            return read_run(out)
     return None
 
 
@@ -298,22 +304,48 @@ def _baseline(dataset: Dataset, split: Split) -> dict[str, dict]:
     return {name: trivial_baseline(dataset.masks[getattr(split, name)], classes, majority) for name in ("val", "test")}
 
 
-def _read_back(out: Path, info: dict) -> RunResult:
-    """A finished run's outputs as written (metrics with NaN as None, as in the JSON files).
+def read_run(out_dir: str | Path) -> RunResult:
+    """A finished run folder as :func:`run` wrote it (:data:`RUN_FILES`; metrics with NaN as None, as in
+    the JSON files). The one reader of that format: ``run`` reads a finished run back with it, ``record``
+    (:mod:`hpo.recording`) brings run folders into a study with it.
 
     The run's not-learning warnings (:mod:`lgeseg.diagnostics`) go to this module's logger each time.
+
+    Raises:
+        DataError: the folder or one of :data:`RUN_FILES` is missing or unreadable, ``run.json`` does not say
+            the run finished, or ``config.yaml`` is not the config ``run.json`` was written for; one line
+            naming the folder.
     """
+    out = Path(out_dir).expanduser()
+    if not out.is_dir():
+        raise DataError(f"{out_dir}: run folder not found")
+    missing = [name for name in RUN_FILES if not (out / name).is_file()]
+    if missing:
+        raise DataError(f"{out_dir}: not a finished train run ({', '.join(missing)} missing)")
+    try:
+        info = json.loads((out / "run.json").read_text())
+        config = safe_load((out / "config.yaml").read_text())
+        with (out / "history.csv").open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        history = [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
+        result = RunResult(
+            out,
+            json.loads((out / "metrics.json").read_text()),
+            json.loads((out / "val_metrics.json").read_text()),
+            history,
+            info,
+            config,
+            json.loads((out / "split.json").read_text()),
+        )
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{out_dir}: unreadable run file ({str(exc).splitlines()[0]})") from None
+    if not info.get("finished"):
+        raise DataError(f"{out_dir}: not a finished train run (run.json does not say finished)")
+    if info.get("config_hash") != config_hash(config):
+        raise DataError(f"{out_dir}: config.yaml is not the config run.json was written for")
     for line in info.get("warnings", []):
         logger.warning("%s: %s", out, line)
-    with (out / "history.csv").open() as f:
-        history = [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-    return RunResult(
-        out,
-        json.loads((out / "metrics.json").read_text()),
-        json.loads((out / "val_metrics.json").read_text()),
-        history,
-        info,
-    )
+    return result
 
 
-__all__ = ["RunResult", "run", "versions"]
+__all__ = ["RUN_FILES", "RunResult", "read_run", "run", "versions"]

@@ -133,14 +133,29 @@ def test_record_writes_the_trials_a_grid_writes(made, runs, tmp_path, capsys):
         ("seed1", "seed=1 is not a replicate of study 'rec' (seed=0)"),
         ("nofolder", "run folder not found"),
         ("unfinished", "not a finished train run (run.json missing)"),
+        ("nohistory", "not a finished train run (history.csv missing)"),
+        ("notfinished", "not a finished train run (run.json does not say finished)"),
+        ("edited", "config.yaml is not the config run.json was written for"),
+        ("truncated", "unreadable run file"),
     ],
 )
 def test_a_refused_folder_refuses_all_and_writes_nothing(made, runs, tmp_path, one_line_error, which, expected):
     good = runs / "l2=0.005"
     bad = runs / which
-    if which == "unfinished":
+    if which in ("unfinished", "nohistory", "notfinished", "edited", "truncated"):  # lgeseg.run.read_run's refusals
         shutil.copytree(good, bad)
+    if which == "unfinished":
         (bad / "run.json").unlink()
+    if which == "nohistory":
+        (bad / "history.csv").unlink()
+    if which == "notfinished":
+        info = json.loads((bad / "run.json").read_text())
+        (bad / "run.json").write_text(json.dumps({**info, "finished": False}))
+    if which == "edited":
+        (bad / "config.yaml").write_text((bad / "config.yaml").read_text().replace("epochs: 2", "epochs: 3"))
+    if which == "truncated":
+        text = (bad / "metrics.json").read_text()
+        (bad / "metrics.json").write_text(text[: len(text) // 2])
     line = one_line_error(record(made, tmp_path, good, bad))
     assert str(bad.name) in line and expected in line
     assert not (tmp_path / "s").exists()  # no database, no study folder

@@ -64,16 +64,27 @@ def writing_store(study: optuna.Study, default: Path) -> FileSystemArtifactStore
 
 def store_folder(study: optuna.Study, storage_file: Path | None, given: str | Path | None = None) -> Path | None:
     """Where a reader finds the study's store: ``given`` (``--artifacts``), else the study's
-    ``artifact_store`` attr, else ``artifacts/`` beside a SQLite or journal file; None when none exists."""
-    candidates = [given] if given else [study.user_attrs.get(STORE_ATTR)]
-    if not given and storage_file is not None:
-        candidates.append(storage_file.parent / STORE_DIR)
-    for candidate in candidates:
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
+    ``artifact_store`` attr, else ``artifacts/`` beside a SQLite or journal file; None when none exists.
+
+    Raises:
+        DataError: ``given`` is not a folder.
+    """
+    return _find_store([study.user_attrs.get(STORE_ATTR)], storage_file, given)
+
+
+def _find_store(recorded: list[str | None], storage_file: Path | None, given: str | Path | None) -> Path | None:
+    """``given``, else the first existing folder of ``recorded`` (a warning names how many there are), else
+    ``artifacts/`` beside ``storage_file``; None when none exists."""
     if given:
-        raise DataError(f"--artifacts {given}: folder not found")
-    return None
+        if not Path(given).is_dir():
+            raise DataError(f"--artifacts {given}: folder not found")
+        return Path(given)
+    found = list(dict.fromkeys(Path(f) for f in recorded if f and Path(f).is_dir()))
+    if len(found) > 1:
+        logger.warning("studies keep checkpoints in %d artifact stores; the dashboard serves %s", len(found), found[0])
+    if not found and storage_file is not None and (storage_file.parent / STORE_DIR).is_dir():
+        found.append(storage_file.parent / STORE_DIR)
+    return found[0] if found else None
 
 
 def checkpoint_files(run_dir: Path) -> list[Path]:
@@ -189,20 +200,8 @@ def dashboard_store(backend, storage_file: Path | None, given: str | Path | None
     """The store optuna-dashboard serves for a storage: ``given`` (``--artifacts``), else the first existing
     ``artifact_store`` of its studies (one store per dashboard; a warning names the others), else
     ``artifacts/`` beside a SQLite or journal file; None when there is none."""
-    if given:
-        if not Path(given).is_dir():
-            raise DataError(f"--artifacts {given}: folder not found")
-        return Path(given)
-    found = []
-    for summary in backend.get_all_studies():
-        folder = backend.get_study_user_attrs(summary._study_id).get(STORE_ATTR)
-        if folder and Path(folder).is_dir() and Path(folder) not in found:
-            found.append(Path(folder))
-    if len(found) > 1:
-        logger.warning("studies keep checkpoints in %d artifact stores; the dashboard serves %s", len(found), found[0])
-    if not found and storage_file is not None and (storage_file.parent / STORE_DIR).is_dir():
-        found.append(storage_file.parent / STORE_DIR)
-    return found[0] if found else None
+    recorded = [backend.get_study_user_attrs(s._study_id).get(STORE_ATTR) for s in backend.get_all_studies()]
+    return _find_store(recorded, storage_file, given)
 
 
 __all__ = [

@@ -475,6 +475,16 @@ def study_storage(storage: str | None, study_name: str | None) -> str:
     return default_storage(default_study_dir(study_name))
 
 
+def existing_storage(storage: str | Path) -> BaseStorage:
+    """:func:`open_storage` for a storage that must exist already (``report``, ``dashboard``, ...): a SQLite or
+    journal file that is not there is a :class:`StorageError` (Optuna would silently create it)."""
+    url = resolve(storage)
+    path = storage_file(url)
+    if path is not None and not path.is_file():
+        raise StorageError(f"storage {mask_url(url)}: file {path} not found")
+    return open_storage(url)
+
+
 def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
     """Load an existing study for reading (``report``, ``dashboards``).
 
@@ -488,11 +498,8 @@ def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
     """
     url = study_storage(storage, study_name)
     shown = mask_url(url)
-    path = storage_file(url)
-    if path is not None and not path.is_file():
-        raise StorageError(f"storage {shown}: file {path} not found")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    backend = open_storage(url)
+    backend = existing_storage(url)
     studies = backend.get_all_studies()
     names = [s.study_name for s in studies]
     if study_name is None:

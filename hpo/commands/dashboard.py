@@ -27,13 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from hpo.storage import StorageError, find_storage, mask_url, open_storage, resolve, storage_file
+    from hpo.storage import existing_storage, find_storage, mask_url, resolve, storage_file
 
     url = resolve(args.storage) if args.storage else find_storage()
+    storage = existing_storage(url)  # a missing file, bad URL, missing driver or unreachable server: one line
     path = storage_file(url)
-    if path is not None and not path.is_file():
-        raise StorageError(f"storage {mask_url(url)}: file {path} not found")
-    storage = open_storage(url)  # a bad URL, missing driver or unreachable server is one line here
     from optuna.artifacts import FileSystemArtifactStore
 
     from hpo.artifacts import dashboard_store

@@ -333,7 +333,8 @@ class VarianceShares:
         configuration_effects: configuration -> fitted mean (fixed effects).
         seed_sd: SD of the seed (training-run) effect, None when not estimable.
         largest_difference: largest difference between fitted configuration means.
-        sentence: whether the seed spread is larger than the difference between configurations, in words.
+        sentence: whether the training-run spread (seeds; under cross-validation a seed's fold networks, which
+            also differ in their training patients) is larger than the difference between configurations.
         converged: whether the REML fit converged.
     """
 
@@ -381,14 +382,14 @@ def variance_shares(rows: Iterable[Mapping] | pd.DataFrame) -> VarianceShares:
     largest = max(effects.values()) - min(effects.values())
     if variances["seed"] is None:
         seed_sd = None
-        sentence = "One seed per configuration: the seed spread cannot be separated from the residual."
+        sentence = "One training run per configuration: the training-run spread cannot be separated from the residual."
     else:
         seed_sd = math.sqrt(max(variances["seed"], 0.0))
         relation = "larger" if seed_sd > largest else "smaller"
         sentence = (
-            f"The seed spread (SD {seed_sd:.4g} between training runs) is {relation} than the largest difference "
-            f"between configurations ({largest:.4g})"
-            + ("; seeds move the result more than the setting does." if relation == "larger" else ".")
+            f"The training-run spread (SD {seed_sd:.4g} between training runs: seeds, and under cross-validation "
+            f"their fold networks) is {relation} than the largest difference between configurations ({largest:.4g})"
+            + ("; training runs move the result more than the setting does." if relation == "larger" else ".")
         )
     return VarianceShares(variances, shares, effects, seed_sd, largest, sentence, bool(fit.converged))
 

@@ -231,7 +231,7 @@ def test_mixed_model_recovers_simulated_variance_components():
     effects = result.configuration_effects.values()
     assert result.seed_sd == pytest.approx(math.sqrt(result.variances["seed"]))
     assert result.largest_difference == pytest.approx(max(effects) - min(effects))
-    assert f"(SD {result.seed_sd:.4g} between training runs)" in result.sentence
+    assert f"(SD {result.seed_sd:.4g} between training runs" in result.sentence
 
 
 @pytest.mark.parametrize(

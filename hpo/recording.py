@@ -30,11 +30,10 @@ from typing import Any
 
 import optuna
 
-import lgeseg.run
 from lgeseg.config import without_neutral
 from lgeseg.errors import ConfigError, DataError, UserError
 from lgeseg.fingerprint import check_same
-from lgeseg.run import RunResult
+from lgeseg.run import RunResult, read_run_folder
 
 from .record import (
     ATTR,
@@ -74,13 +73,13 @@ class Recording:
 
 
 def read_run(folder: str | Path) -> RunResult:
-    """A finished run folder (:func:`lgeseg.run.read_run`) that carries its data fingerprint.
+    """A finished run folder (:func:`lgeseg.run.read_run_folder`) that carries its data fingerprint.
 
     Raises:
-        DataError: not a finished run folder (see :func:`lgeseg.run.read_run`), or one written before data
+        DataError: not a finished run folder (see :func:`lgeseg.run.read_run_folder`), or one written before data
             fingerprints were recorded.
     """
-    run = lgeseg.run.read_run(folder)
+    run = read_run_folder(folder)
     if "data_fingerprint" not in run.info:
         raise DataError(f"{folder}: run.json has no data fingerprint (written before they were recorded)")
     run.out_dir = run.out_dir.resolve()

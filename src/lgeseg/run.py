@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 #: The lock file a run holds in its folder while it runs (:class:`lgeseg.filelock.HeldFile`).
 RUN_LOCK = "run.lock"
-#: The files every finished run folder holds (checkpoints and predictions aside): what :func:`read_run` reads.
+#: The files every finished run folder holds (checkpoints and predictions aside): what :func:`read_run_folder` reads.
 RUN_FILES = ("run.json", "config.yaml", "metrics.json", "val_metrics.json", "history.csv", "split.json")
 
 
@@ -222,7 +222,7 @@ def _run_in(
     tmp = info_path.with_suffix(".json.tmp")  # written last and atomically: a reader never sees half of it
     tmp.write_text(json.dumps(json_safe(info), indent=1, allow_nan=False))
     os.replace(tmp, info_path)
-    return read_run(out)
+    return read_run_folder(out)
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,7 @@ def _finished_run(out: Path, config: dict) -> RunResult | None:
     if info_path.exists() and (out / "metrics.json").exists():
         info = json.loads(info_path.read_text())
         if info.get("finished") and info.get("config_hash") == config_hash(config):
-            return read_run(out)
+            return read_run_folder(out)
     return None
 
 
@@ -304,7 +304,7 @@ def _baseline(dataset: Dataset, split: Split) -> dict[str, dict]:
     return {name: trivial_baseline(dataset.masks[getattr(split, name)], classes, majority) for name in ("val", "test")}
 
 
-def read_run(out_dir: str | Path) -> RunResult:
+def read_run_folder(out_dir: str | Path) -> RunResult:
     """A finished run folder as :func:`run` wrote it (:data:`RUN_FILES`; metrics with NaN as None, as in
     the JSON files). The one reader of that format: ``run`` reads a finished run back with it, ``record``
     (:mod:`hpo.recording`) brings run folders into a study with it.
@@ -348,4 +348,4 @@ def read_run(out_dir: str | Path) -> RunResult:
     return result
 
 
-__all__ = ["RUN_FILES", "RunResult", "read_run", "run", "versions"]
+__all__ = ["RUN_FILES", "RunResult", "read_run_folder", "run", "versions"]

@@ -37,7 +37,7 @@ from lgeseg.errors import ConfigError
 from lgeseg.losses import LOSSES
 from lgeseg.models import ARCHITECTURES
 
-from .record import Configuration, Replicate
+from .record import DISTRIBUTIONS, Configuration, Replicate
 from .rule import RetuneRule
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "study_configs"
@@ -113,11 +113,8 @@ def check_study(config: dict) -> None:
         )
     if "grid" in config:  # a search study has a `search` section instead
         l2 = config["grid"]["l2"]
-        if not l2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in l2):
-            raise ConfigError(
-                f"config key 'grid.l2' must be a non-empty list of numbers in (0, 1] (recorded on a "
-                f"log scale), got {l2!r}"
-            )
+        if not l2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in l2):
+            raise ConfigError(f"config key 'grid.l2' must be a non-empty list of numbers, got {l2!r}")
         if len(set(l2)) != len(l2):
             raise ConfigError(f"config key 'grid.l2' has repeated values: {l2!r}")
         check_distinct_names(l2)
@@ -190,7 +187,61 @@ def study_config(values: dict | None = None) -> dict:
             key: _canonical(spec, dist)
             for (key, spec), dist in zip(config["search"]["space"].items(), space(config).values())
         }
+    check_recordable(config)
     return config
+
+
+#: The attempt param (:data:`hpo.record.DISTRIBUTIONS`) each numeric run-config key is recorded as.
+RECORDED_AS = {
+    "train.l2": "l2",
+    "train.learning_rate": "learning_rate",
+    "train.batch_size": "batch_size",
+    "train.epochs": "epochs",
+}
+
+
+def check_recordable(config: dict) -> None:
+    """Refuse a study whose attempts would carry a value outside the record's distributions
+    (:data:`hpo.record.DISTRIBUTIONS`): Optuna cannot store such a trial, so the study would train it and then
+    fail to record it. Checked: the train section, the space's bounds and choices, the retune adjustments, the
+    largest seed, fold and rerun.
+
+    Raises:
+        ConfigError: naming the config key, the value and the range the record holds.
+    """
+    found: list[tuple[str, str, Any, int]] = []  # (config key, attempt param, value, value - recorded value)
+    for key, param in RECORDED_AS.items():
+        section, name = key.split(".")
+        if name in config[section]:  # a grid's train section has no l2: the grid gives it
+            found.append((key, param, config[section][name], 0))
+    for key, dist in space(config).items():
+        if key in RECORDED_AS:
+            where = "grid.l2" if "grid" in config else f"search.space.{key}"
+            values = dist.choices if isinstance(dist, CategoricalDistribution) else (dist.low, dist.high)
+            found += [(where, RECORDED_AS[key], value, 0) for value in values]
+    for i, adjustment in enumerate(config["retune"]["adjustments"]):
+        found += [
+            (f"retune.adjustments[{i}].{k}", RECORDED_AS[f"train.{k}"], v, 0)
+            for k, v in adjustment.items()
+            if f"train.{k}" in RECORDED_AS
+        ]
+    if "search" in config:  # seeds 0..k-1
+        found.append(("search.seeds_per_trial", "seed", config["search"]["seeds_per_trial"], 1))
+    else:
+        found.append(("seeds", "seed", max(config["seeds"]), 0))
+    if config["split"].get("folds") is not None:  # folds 0..k-1
+        found.append(("split.folds", "fold", config["split"]["folds"], 1))
+    found.append(("retune.max_reruns", "rerun", config["retune"]["max_reruns"], 0))
+    for where, param, value, offset in found:
+        dist = DISTRIBUTIONS[param]
+        if not dist.low + offset <= value <= dist.high + offset:  # NaN too
+            low, high = (f"{b + offset:g}" if dist.log else str(b + offset) for b in (dist.low, dist.high))
+            scale = " on a log scale" if dist.log else ""
+            hint = "; 1e-12 stands for no L2" if param == "l2" and value == 0 else ""
+            raise ConfigError(
+                f"config key '{where}': {value!r} is outside what the study record holds "
+                f"([{low}, {high}]{scale}, as the attempt param {param}){hint}"
+            )
 
 
 def load_study_config(

@@ -292,8 +292,7 @@ class RetriedWrites:
         self.url = url  #: the storage written to (None: unnamed); printed only masked
         self.retries = retries
         self.retry_wait = retry_wait
-        self._unwritten: list[tuple[str, Callable[[], None]]] = []
-        self._last_error: Exception | None = None
+        self._unwritten: list[tuple[str, Callable[[], None], Exception | None]] = []  # (what, write, its error)
 
     def write(self, what: str, fn: Callable[[], Any]) -> Any:
         """Run one storage write (``what`` names it), retrying with backoff; a write that keeps failing is kept."""
@@ -309,40 +308,42 @@ class RetriedWrites:
                 error = exc
                 time.sleep(self.retry_wait * 2**attempt)
         _log.warning("Optuna write failed %d times (%s: %s); will retry", self.retries, what, error)
-        self._last_error = error
-        self._unwritten.append((what, fn))
+        self._unwritten.append((what, fn, error))
         return None
 
     def flush(self) -> None:
         """Try the kept writes again, in order; those that fail again stay kept."""
         pending, self._unwritten = self._unwritten, []
-        for what, fn in pending:
+        for what, fn, _ in pending:
             try:
                 fn()
-            except Exception:  # noqa: BLE001
-                self._unwritten.append((what, fn))
+            except Exception as exc:  # noqa: BLE001
+                self._unwritten.append((what, fn, exc))
 
     def close(self) -> None:
         """Write what is still kept; raise if any write could not be made.
 
         Raises:
             UserError: writes still unwritten after ``retries`` flushes: "no space left on device" naming the
-                (masked) storage when the disk is full, else how many failed and the first of them.
+                (masked) storage when the disk is full, else how many failed and the first of them with its
+                error.
         """
         for _ in range(self.retries):
             self.flush()
             if not self._unwritten:
                 return
             time.sleep(self.retry_wait)
-        if disk_full(self._last_error):
+        what, _, error = self._unwritten[0]
+        if any(disk_full(e) for _, _, e in self._unwritten):
             where = f"storage {mask_url(self.url)}" if self.url else "the Optuna storage"
             raise UserError(
                 f"{where}: no space left on device; {len(self._unwritten)} writes were not recorded (first: "
-                f"{self._unwritten[0][0]}): free space there, then rerun with --resume"
+                f"{what}): free space there, then rerun with --resume"
             )
+        reason = mask_url(_root_message(error)) if error is not None else "unknown error"
         raise UserError(
-            f"{len(self._unwritten)} Optuna storage writes failed and were not recorded "
-            f"(first: {self._unwritten[0][0]}); rerun with --resume once the storage is reachable"
+            f"{len(self._unwritten)} Optuna storage writes failed and were not recorded (first: {what}: "
+            f"{reason}); rerun with --resume once the storage is reachable"
         )
 
 

@@ -27,6 +27,7 @@ from lgeseg.errors import ConfigError, UserError
 from lgeseg.fingerprint import check_same, data_fingerprint
 from lgeseg.models import halvings
 from lgeseg.padding import check_size
+from lgeseg.train import steps_per_epoch
 
 from .closing_table import format_summary, summary_rows
 from .cluster import check_resources, start_ray
@@ -47,6 +48,7 @@ from .study_config import (
     run_config_of,
     sampler_settings,
     space,
+    values_of,
 )
 from .study_owner import claim_study, study_command
 
@@ -91,6 +93,8 @@ def describe_data(config: dict) -> dict[str, Any]:
     Raises:
         DataError: a bad folder, ``split.folds`` above the number of patients, a ``split.stratify`` column
             missing from the manifest (one line each, before anything is written).
+        TrainingError: a batch size the study can use (its train section, space or retune adjustments) is
+            larger than the (smallest fold's) training split (:func:`lgeseg.train.steps_per_epoch`).
     """
     dataset = load_dataset(config["data"])
     for model in model_variants(config):
@@ -99,8 +103,13 @@ def describe_data(config: dict) -> dict[str, Any]:
     # fingerprint covers every fold (lgeseg.data.folds_record); each trial still records its own fold's.
     if config["split"].get("folds") is not None:
         split = folds_record(dataset, config["split"])
+        parts = {f" of fold {f}": len(p["train"]) for f, p in enumerate(split["fold_splits"])}
     else:
         split = split_from_config(dataset, config["split"]).to_json(dataset)
+        parts = {"": len(split["train"])}
+    fold, n_train = min(parts.items(), key=lambda kv: kv[1])
+    for where, batch_size in values_of(config, "train.batch_size"):  # every trial would fail: say it once, here
+        steps_per_epoch(n_train, batch_size, f"config key '{where}':", fold)
     return {
         "data_dir": str(Path(dataset.root).resolve()),
         "labels": dataset.labels,

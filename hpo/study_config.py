@@ -191,6 +191,25 @@ def study_config(values: dict | None = None) -> dict:
     return config
 
 
+def values_of(config: dict, key: str) -> list[tuple[str, Any]]:
+    """Every value the run-config key ``key`` (``train.batch_size``) can take in the study's attempts, each
+    with the config key it comes from: the space's choices or bounds (``grid.<axis>`` or
+    ``search.space.<key>``), else the run section's value, then the retune adjustments
+    (``retune.adjustments[i].<name>``)."""
+    section, name = key.split(".", 1)
+    dist = space(config).get(key)
+    if dist is None:  # the run section's value (a grid's train section has no l2: the grid gives it)
+        found = [(key, config[section][name])] if name in config[section] else []
+    else:  # the space's, which replace the run section's
+        where = f"grid.{name}" if "grid" in config else f"search.space.{key}"
+        values = dist.choices if isinstance(dist, CategoricalDistribution) else (dist.low, dist.high)
+        found = [(where, value) for value in values]
+    if section == "train":
+        adjustments = enumerate(config["retune"]["adjustments"])
+        found += [(f"retune.adjustments[{i}].{name}", a[name]) for i, a in adjustments if name in a]
+    return found
+
+
 #: The attempt param (:data:`hpo.record.DISTRIBUTIONS`) each numeric run-config key is recorded as.
 RECORDED_AS = {
     "train.l2": "l2",
@@ -209,22 +228,7 @@ def check_recordable(config: dict) -> None:
     Raises:
         ConfigError: naming the config key, the value and the range the record holds.
     """
-    found: list[tuple[str, str, Any, int]] = []  # (config key, attempt param, value, value - recorded value)
-    for key, param in RECORDED_AS.items():
-        section, name = key.split(".")
-        if name in config[section]:  # a grid's train section has no l2: the grid gives it
-            found.append((key, param, config[section][name], 0))
-    for key, dist in space(config).items():
-        if key in RECORDED_AS:
-            where = "grid.l2" if "grid" in config else f"search.space.{key}"
-            values = dist.choices if isinstance(dist, CategoricalDistribution) else (dist.low, dist.high)
-            found += [(where, RECORDED_AS[key], value, 0) for value in values]
-    for i, adjustment in enumerate(config["retune"]["adjustments"]):
-        found += [
-            (f"retune.adjustments[{i}].{k}", RECORDED_AS[f"train.{k}"], v, 0)
-            for k, v in adjustment.items()
-            if f"train.{k}" in RECORDED_AS
-        ]
+    found = [(where, param, v, 0) for key, param in RECORDED_AS.items() for where, v in values_of(config, key)]
     if "search" in config:  # seeds 0..k-1
         found.append(("search.seeds_per_trial", "seed", config["search"]["seeds_per_trial"], 1))
     else:

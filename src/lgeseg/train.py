@@ -533,6 +533,23 @@ def _check_finite(losses: torch.Tensor, epoch: int) -> None:
         )
 
 
+def steps_per_epoch(n_train: int, batch_size: int, where: str = "train.batch_size", split: str = "") -> int:
+    """Mini-batches per epoch: ``n_train // batch_size``, as MATLAB drops each epoch's last partial mini-batch.
+
+    Args:
+        n_train: images in the training split.
+        batch_size: images per mini-batch.
+        where, split: name the batch size and the split in the message (a study names its config key and fold).
+
+    Raises:
+        TrainingError: the batch is larger than the training split, so an epoch would have no mini-batch.
+    """
+    steps = n_train // batch_size
+    if steps == 0:
+        raise TrainingError(f"{where} {batch_size} is larger than the training split{split} ({n_train} images)")
+    return steps
+
+
 def fit(
     config: dict,
     dataset: Dataset,
@@ -585,11 +602,7 @@ def fit(
     masks = torch.from_numpy(dataset.masks).to(device)
     x_train, y_train = images[split.train], masks[split.train]
     x_val, y_val = images[split.val].contiguous(memory_format=memory_format), masks[split.val]
-    steps = len(split.train) // batch_size
-    if steps == 0:
-        raise TrainingError(
-            f"train.batch_size {batch_size} is larger than the training split ({len(split.train)} images)"
-        )
+    steps = steps_per_epoch(len(split.train), batch_size)
 
     # 3. Network (input statistics from the training split), Adam with L2, schedule, loss.
     shape = (1, len(dataset.labels), dataset.images.shape[1:])

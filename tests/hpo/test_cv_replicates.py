@@ -31,7 +31,8 @@ def grid(data=None, **split) -> dict:
             "seeds": [0, 1],
             "split": split,
             "model": {"width": 4, "depth": 2},
-            "train": {"epochs": 1},
+            "train": {"epochs": 1, "batch_size": 2},  # fits a fold's training split of 6 images
+            "retune": {"max_reruns": 0, "adjustments": []},
             "grid": {"l2": [5e-3, 5e-5]},
         }
     )

@@ -215,9 +215,12 @@ class Attempt:
 
 
 #: Wide bounds of an attempt's params, so reruns and later studies over the same parameters fit one record.
+#: Optuna checks only the kind and scale of a param's distribution between trials, so bounds may widen.
+#: :func:`hpo.study_config.check_recordable` refuses a study whose values fall outside them.
 DISTRIBUTIONS = {
     "l2": FloatDistribution(1e-12, 1.0, log=True),
-    "learning_rate": FloatDistribution(1e-10, 10.0, log=True),
+    # far beyond any rate that trains: a typo such as 1e3 fails its trial with the NaN-loss message instead
+    "learning_rate": FloatDistribution(1e-10, 1e6, log=True),
     "batch_size": IntDistribution(1, 65536),
     "epochs": IntDistribution(1, 1_000_000),
     "seed": IntDistribution(0, 2**31 - 1),

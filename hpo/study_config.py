@@ -221,9 +221,10 @@ RECORDED_AS = {
 
 def check_recordable(config: dict) -> None:
     """Refuse a study whose attempts would carry a value outside the record's distributions
-    (:data:`hpo.record.DISTRIBUTIONS`): Optuna cannot store such a trial, so the study would train it and then
-    fail to record it. Checked: the train section, the space's bounds and choices, the retune adjustments, the
-    largest seed, fold and rerun.
+    (:data:`hpo.record.DISTRIBUTIONS`). Optuna cannot store a value its distribution cannot represent (L2 0 on
+    the log scale: the study trained such trials and then failed to record them) and stores one outside the
+    bounds only with a warning, leaving a record whose params contradict their distributions. Checked: the
+    values of :func:`values_of` (run section, space, retune adjustments), the largest seed, fold and rerun.
 
     Raises:
         ConfigError: naming the config key, the value and the range the record holds.

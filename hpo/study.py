@@ -274,7 +274,7 @@ def tune_study(
     from .recorder import OptunaRecorder
     from .searcher import RetuneStopper, StudySearcher
     from .trainable import train_trial
-    from .tune_progress import ProgressPrinter
+    from .tune_progress import ProgressPrinter, quiet_trial_failures
 
     rule = RetuneRule.from_config(config["retune"])
     max_reruns = config["retune"]["max_reruns"]
@@ -304,6 +304,7 @@ def tune_study(
         ),
     )
     try:
-        tuner.fit()
+        with quiet_trial_failures():  # a failed trial is its one-line reason, not Ray's traceback
+            tuner.fit()
     finally:
         recorder.close()

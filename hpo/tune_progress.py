@@ -1,13 +1,18 @@
 """Progress of a study run: one line per trial event and a live table, instead of Ray's own output.
 
 On a terminal the table (trial, L2, epoch, validation accuracy) is redrawn in place below the event
-lines; elsewhere (a log file, CI) it is printed every ``interval`` seconds.
+lines; elsewhere (a log file, CI) it is printed every ``interval`` seconds. Ray's own lines for a failed
+trial (its traceback, "Trials did not complete") are held back (:func:`quiet_trial_failures`): the event line
+gives the trial's one-line reason, the record keeps it, and the traceback stays in the trial's ``error.txt``.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from ray.tune import Callback
@@ -143,3 +148,37 @@ class ProgressPrinter(Callback):
     def on_experiment_end(self, trials: list, **info) -> None:
         self._table()
         self._table_lines = 0
+
+
+#: Ray's log lines for failed trials: (logger, message start). Tune logs each failed trial's traceback at
+#: ERROR (``tune_controller.py``) and, at the end, which trials did not complete (``tune.py``).
+RAY_FAILURE_LINES = (
+    ("ray.tune.execution.tune_controller", "Trial task failed for trial"),
+    ("ray.tune.tune", "Trials did not complete"),
+)
+
+
+class _DropFailureLines(logging.Filter):
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.start)
+
+
+@contextmanager
+def quiet_trial_failures() -> Iterator[None]:
+    """Hold back Ray's :data:`RAY_FAILURE_LINES` while Tune runs (every other Ray message still shows).
+
+    A failed trial is then one ``error`` event line with its own message (:func:`hpo.failure.failure_message`)
+    instead of a 40-line traceback; the traceback is in the trial's ``error.txt`` below ``<study>/ray/tune/``.
+    """
+    filters = [(logging.getLogger(name), _DropFailureLines(start)) for name, start in RAY_FAILURE_LINES]
+    for logger, drop in filters:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger, drop in filters:
+            logger.removeFilter(drop)

@@ -43,7 +43,8 @@ def tiny(data_dir: Path, **sections) -> dict:
 
 
 def test_nan_loss_error_reaches_record_progress_and_summary(ray_cluster, tmp_path):
-    """The trainable's own message, not "see the Ray logs", in the Optuna attr, the progress line, the summary."""
+    """The trainable's own message, not "see the Ray logs", in the Optuna attr, the progress line, the summary;
+    Ray keeps the traceback in the trial's error.txt (not printed: tests/e2e/test_failed_trial_output.py)."""
     data = write_dataset_dir(tmp_path / "data")
     stream = io.StringIO()
     result = run_study(tiny(data, train={"learning_rate": 1e6}), out_dir=tmp_path / "study", stream=stream)
@@ -54,6 +55,8 @@ def test_nan_loss_error_reaches_record_progress_and_summary(ray_cluster, tmp_pat
     assert f"error   l2=0.005_seed=0_rerun=0  {expected}" in stream.getvalue()
     assert result.rows[0]["status"] == "failed" and result.rows[0]["error"] == expected
     assert format_summary(result.rows).splitlines()[-1] == f"failed l2=0.005 seed=0: {expected}"
+    (error_txt,) = (tmp_path / "study" / "ray").rglob("error.txt")
+    assert 'File "' in error_txt.read_text() and expected in error_txt.read_text()  # the frames, kept
 
 
 def test_resume_on_changed_data_is_refused(ray_cluster, tmp_path):

@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any
 
-from lgeseg.errors import UserError
+from lgeseg.errors import ConfigError, UserError
 
 _log = logging.getLogger(__name__)
 
@@ -173,6 +173,20 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
         if temp_dir is not None:
             options["_temp_dir"] = temp_dir
         ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=256 * 1024**2, **options)
+
+
+def check_device(resources: dict[str, float], device: str) -> None:
+    """Refuse ``train.device: cuda`` (or ``cuda:N``) with ``resources.gpu: 0``: Ray hides every GPU from a trial
+    that reserved none (it empties ``CUDA_VISIBLE_DEVICES``), so every trial would fail on any machine.
+
+    Raises:
+        ConfigError: naming both keys.
+    """
+    if resources["gpu"] == 0 and device.startswith("cuda"):
+        raise ConfigError(
+            f"config key 'train.device' is {device!r} but resources.gpu is 0: Ray gives such a trial no GPU, so "
+            f"every trial would fail; set resources.gpu (e.g. 1, or 0.5 to share a card) or train.device: auto"
+        )
 
 
 def check_resources(resources: dict[str, float]) -> None:

@@ -30,7 +30,7 @@ from lgeseg.padding import check_size
 from lgeseg.train import steps_per_epoch
 
 from .closing_table import format_summary, summary_rows
-from .cluster import check_resources, start_ray
+from .cluster import check_device, check_resources, start_ray
 from .driver_lock import hold_study
 from .record import (
     Attempt,
@@ -232,15 +232,16 @@ def run_study(
         the study's :class:`StudyResult`.
 
     Raises:
-        UserError: bad data, images a network of the study cannot take, data that changed since the study
-            began, a cluster that cannot hold a trial, a storage that cannot be opened or stays busy, a study
-            another live driver holds (:mod:`hpo.driver_lock`), an existing study without ``resume``, or a
-            config that differs from the stored one (:class:`~lgeseg.errors.ConfigError`); each before any
-            trial runs.
+        UserError: bad data, images a network of the study cannot take, a batch larger than the training
+            split, data that changed since the study began, ``train.device: cuda`` without a GPU per trial, a
+            cluster that cannot hold a trial, a storage that cannot be opened or stays busy, a study another
+            live driver holds (:mod:`hpo.driver_lock`), an existing study without ``resume``, or a config that
+            differs from the stored one (:class:`~lgeseg.errors.ConfigError`); each before any trial runs.
     """
     stream = stream or sys.stdout
     name = study_name or config["name"]
     data = describe_data(config)
+    check_device(config["resources"], config["train"]["device"])
     start_ray(address, num_cpus)  # before anything is stored: a cluster that cannot run a trial is an error
     check_resources(config["resources"])
     out = Path(out_dir or default_study_dir(name)).resolve()

@@ -177,12 +177,14 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
 
 def check_device(resources: dict[str, float], device: str) -> None:
     """Refuse ``train.device: cuda`` (or ``cuda:N``) with ``resources.gpu: 0``: Ray hides every GPU from a trial
-    that reserved none (it empties ``CUDA_VISIBLE_DEVICES``), so every trial would fail on any machine.
+    that reserved none (it empties ``CUDA_VISIBLE_DEVICES``, unless ``RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES``
+    is set), so every trial would fail on any machine.
 
     Raises:
         ConfigError: naming both keys.
     """
-    if resources["gpu"] == 0 and device.startswith("cuda"):
+    hidden = not os.environ.get("RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES")
+    if resources["gpu"] == 0 and device.startswith("cuda") and hidden:
         raise ConfigError(
             f"config key 'train.device' is {device!r} but resources.gpu is 0: Ray gives such a trial no GPU, so "
             f"every trial would fail; set resources.gpu (e.g. 1, or 0.5 to share a card) or train.device: auto"

@@ -12,7 +12,8 @@ from lgeseg.errors import ConfigError
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])
-def test_cuda_without_a_gpu_per_trial_is_refused(device):
+def test_cuda_without_a_gpu_per_trial_is_refused(device, monkeypatch):
+    monkeypatch.delenv("RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES", raising=False)
     with pytest.raises(ConfigError, match=rf"'train.device' is '{device}' but resources.gpu is 0"):
         check_device({"gpu": 0, "cpu": 1}, device)
 
@@ -22,7 +23,14 @@ def test_other_combinations_pass(gpu, device):
     check_device({"gpu": gpu, "cpu": 1}, device)
 
 
+def test_ray_told_not_to_hide_gpus_lets_cuda_through(monkeypatch):
+    monkeypatch.setenv("RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES", "1")
+    check_device({"gpu": 0, "cpu": 1}, "cuda")
+
+
 def test_the_driver_refuses_before_ray_starts(monkeypatch, tiny_data_dir, tmp_path, one_line_error):
+    monkeypatch.delenv("RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES", raising=False)
+
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray was started")
 

@@ -199,6 +199,70 @@ def tiny_run_config():
     return tiny_config
 
 
+def tiny_train_args(epochs: int = 1) -> list[str]:
+    """``python -m hpo.run train`` options for a tiny CPU run: width 4, depth 2, batch 4, ``epochs`` epochs.
+
+    Later options on the same command line override these (``--set`` of the same key).
+    """
+    return [
+        "--width",
+        "4",
+        "--epochs",
+        str(epochs),
+        "--set",
+        "model.depth=2",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "train.device=cpu",
+    ]
+
+
+def tiny_config_args(epochs: int = 1) -> list[str]:
+    """:func:`tiny_train_args` plus fp32 and channels_last off: the command-line spelling of
+    ``tiny_config(train__epochs=epochs)``, for tests that run ``train`` on a run folder :func:`tiny_config` made
+    (a resumed or checked run must be the same run)."""
+    return [*tiny_train_args(epochs), "--set", "train.precision=fp32", "--set", "train.channels_last=false"]
+
+
+def merge_sections(values: dict, *layers: dict) -> dict:
+    """``values`` with each layer merged in turn, section by section: a dict value updates that section (a new
+    section is added), any other value replaces it. Returns a new dict; ``values`` is not changed."""
+    merged = copy.deepcopy(values)
+    for layer in layers:
+        for key, value in layer.items():
+            merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    return merged
+
+
+def tiny_study(data_dir: Path | str, *layers: dict, **sections) -> dict:
+    """A validated grid study config named ``tiny`` for tiny U-Nets on ``data_dir`` (one CPU per trial).
+
+    Width 4, depth 2, 2 epochs of batch 8 at learning rate 1e-3, seed 0, L2 grid ``[5e-3, 5e-5]``; the retune
+    rule checks at half the epochs with target 0 (it never fires unless a test raises the target) and allows
+    2 reruns with two adjustments. ``layers`` (dicts), then ``sections`` (keyword per section) are merged in
+    with :func:`merge_sections`, e.g. ``tiny_study(data, train={"epochs": 6}, grid={"l2": [5e-4]})``.
+    """
+    from hpo.study_config import study_config
+
+    base = {
+        "name": "tiny",
+        "data": str(data_dir),
+        "seeds": [0],
+        "model": {"width": 4, "depth": 2},
+        "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3},
+        "grid": {"l2": [5e-3, 5e-5]},
+        "retune": {
+            "check_fraction": 0.5,
+            "target_accuracy": 0.0,
+            "max_reruns": 2,
+            "adjustments": [{"learning_rate": 3e-3}, {"batch_size": 4, "learning_rate": 1e-4}],
+        },
+        "resources": {"gpu": 0, "cpu": 1},
+    }
+    return study_config(merge_sections(base, *layers, sections))
+
+
 @pytest.fixture
 def real_data_dir() -> Path:
     """The real EMIDEC export; skips (with the path it looked at) when absent."""

@@ -351,6 +351,66 @@ def grid_plan(config: dict, trials) -> dict:
     return {step.first.point: step for p in plans for step in p.replicates.values()}
 
 
+def tune_trial_stub(trial_id: str, config: dict, error: str | None = None):
+    """A stand-in for a Ray Tune trial as :class:`hpo.recorder.OptunaRecorder` and the progress printer see one:
+    ``trial_id``, ``config`` (a trainable's config, e.g. :func:`hpo.study.trial_config`'s), ``last_result``
+    (``{}`` until results come) and ``get_error()``: a ``RuntimeError`` whose text is ``error``, or None."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        trial_id=trial_id,
+        config=config,
+        last_result={},
+        get_error=lambda: None if error is None else RuntimeError(error),
+    )
+
+
+def epoch_result(epoch: int, epochs: int, accuracy: float) -> dict:
+    """The result a trainable reports after ``epoch`` of ``epochs``: validation accuracy ``accuracy``, which is also
+    the best so far."""
+    return {"epoch": epoch, "epochs": epochs, "val_accuracy": accuracy, "best_val_accuracy": accuracy}
+
+
+def finished_result(epochs: int, val_miou: float | None, test_miou: float, wall_time_s: float = 1.0) -> dict:
+    """A finished run's last result after ``epochs`` epochs (validation accuracy 0.95, the best, at the last
+    epoch): validation MeanIoU ``val_miou`` (the study's value), test MeanIoU ``test_miou`` and a run_info."""
+    info = {
+        "epochs_run": epochs,
+        "best_val_accuracy": 0.95,
+        "selected_epoch": epochs,
+        "device": "cpu",
+        "wall_time_s": wall_time_s,
+        "split_hash": "abc",
+        "versions": {"torch": "x"},
+    }
+    return {
+        "epoch": epochs,
+        "epochs": epochs,
+        "finished": True,
+        "val_accuracy": 0.95,
+        "best_val_accuracy": 0.95,
+        "val_MeanIoU": val_miou,
+        "val_metrics": {"MeanIoU": val_miou},
+        "test_metrics": {"dataset": {"MeanIoU": test_miou}},
+        "run_info": info,
+    }
+
+
+def report_results(recorder, trial, results) -> None:
+    """Give ``recorder`` each result of ``trial`` as Tune does: ``on_trial_result``, then it is the trial's
+    ``last_result``."""
+    for result in results:
+        recorder.on_trial_result(0, [], trial, result)
+        trial.last_result = result
+
+
+def drive_recorder(recorder, trial, results) -> None:
+    """One whole trial through ``recorder`` as Tune calls it: start, :func:`report_results`, complete."""
+    recorder.on_trial_start(0, [], trial)
+    report_results(recorder, trial, results)
+    recorder.on_trial_complete(0, [], trial)
+
+
 def trial_record(number: int, **fields):
     """A finished :class:`dashboards.load.TrialRecord` for report tests: ``fields`` override the defaults
     (one seed-0 trial at L2 1e-3, batch 4, one epoch, validation value 0.5, no folder)."""

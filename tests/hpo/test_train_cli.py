@@ -6,21 +6,11 @@ import json
 
 import pytest
 import yaml
+from conftest import tiny_train_args
 
 import hpo.run
 
-TINY = [
-    "--width",
-    "4",
-    "--epochs",
-    "2",
-    "--set",
-    "model.depth=2",
-    "--set",
-    "train.batch_size=4",
-    "--set",
-    "train.device=cpu",
-]
+TINY = tiny_train_args(epochs=2)
 OUTPUTS = (
     "metrics.json",
     "val_metrics.json",

@@ -231,8 +231,16 @@ def merge_sections(values: dict, *layers: dict) -> dict:
     merged = copy.deepcopy(values)
     for layer in layers:
         for key, value in layer.items():
+            value = copy.deepcopy(value)
             merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
     return merged
+
+
+#: The three L2 values of the record tests' grid.
+RECORD_L2S = (5e-3, 5e-4, 5e-5)
+#: The study of the record tests (tests/hpo/test_record_cli.py, tests/e2e/test_record_grid.py), a layer for
+#: :func:`tiny_study`: study ``rec`` over :data:`RECORD_L2S`, without reruns.
+RECORD_STUDY = {"name": "rec", "grid": {"l2": list(RECORD_L2S)}, "retune": {"max_reruns": 0, "adjustments": []}}
 
 
 def tiny_study(data_dir: Path | str, *layers: dict, **sections) -> dict:

@@ -199,6 +199,35 @@ def tiny_run_config():
     return tiny_config
 
 
+#: The files every finished run folder holds (lgeseg.run.run, a grid trial's folder), besides ``predictions/``.
+RUN_FILES = (
+    "metrics.json",
+    "val_metrics.json",
+    "history.csv",
+    "split.json",
+    "config.yaml",
+    "best.pt",
+    "last.pt",
+    "run.json",
+)
+
+
+def copy_test_split(data: Path, names, images: Path, truth: Path, meta: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """Copy the slices ``names`` (a run's ``split.json`` test list) of the dataset folder ``data``: their images into
+    the new folder ``images``, their masks into the new folder ``truth``, with the files ``meta`` of ``data``
+    (``manifest.csv`` for the patients, ``dataset.json`` for the label map) beside the masks.
+    Returns ``(images, truth)``."""
+    import shutil
+
+    for folder, sub in ((images, "images"), (truth, "masks")):
+        folder.mkdir()
+        for name in names:
+            shutil.copy(Path(data) / sub / name, folder / name)
+    for name in meta:
+        shutil.copy(Path(data) / name, truth / name)
+    return images, truth
+
+
 def tiny_train_args(epochs: int = 1) -> list[str]:
     """``python -m hpo.run train`` options for a tiny CPU run: width 4, depth 2, batch 4, ``epochs`` epochs.
 

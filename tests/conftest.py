@@ -13,8 +13,8 @@ Everything here is generic and cheap, so any test module may use it:
   ``{"train.epochs": 3}``);
 * :data:`REAL_DATA` / :func:`real_data_dir`: the EMIDEC export at ``../shared/data/emidec-lge-128`` (or
   ``$LGESEG_REAL_DATA``); the fixture skips with the path in the reason when it is absent.
-* :func:`tiny_train_args` / :func:`tiny_config_args`: the ``train`` command line of a tiny run; :data:`RUN_FILES`:
-  what a finished run folder holds; :func:`copy_test_split`: a split's test slices in folders of their own;
+* :func:`tiny_train_args` / :func:`tiny_config_args`: the ``train`` command line of a tiny run; :data:`RUN_OUTPUTS`:
+  what a finished run writes; :func:`copy_test_split`: a split's test slices in folders of their own;
 * :func:`tiny_study` (layers merged by :func:`merge_sections`, e.g. :data:`RECORD_STUDY`): a tiny grid study config;
 * stand-ins for Ray Tune (:func:`tune_trial_stub`, :func:`epoch_result`, :func:`finished_result`,
   :func:`report_results`, :func:`drive_recorder`), to drive the Optuna recorder without a cluster.
@@ -204,8 +204,9 @@ def tiny_run_config():
     return tiny_config
 
 
-#: The files every finished run folder holds (lgeseg.run.run, a grid trial's folder), besides ``predictions/``.
-RUN_FILES = (
+#: The files every finished run writes into its folder (lgeseg.run.run, a grid trial), besides ``predictions/``: the
+#: tests' own list, checkpoints included (lgeseg.run.RUN_FILES is the part its reader needs).
+RUN_OUTPUTS = (
     "metrics.json",
     "val_metrics.json",
     "history.csv",

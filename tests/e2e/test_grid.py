@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import RUN_FILES, sqlite_study_ready, tiny_study
+from conftest import RUN_OUTPUTS, sqlite_study_ready, tiny_study
 from optuna.trial import TrialState
 from study_driver import any_trial_reached, grid_on_data, kill_mid_trial, resume, study_command
 from study_driver import sqlite_study as load
@@ -40,7 +40,7 @@ def test_one_complete_trial_per_l2_with_metrics(ray_cluster, data_dir, tmp_path,
         assert trial.user_attrs["test_metrics"] == json.loads((folder / "metrics.json").read_text())
         assert sorted(trial.intermediate_values) == [1, 2]
         assert trial.user_attrs["lineage"]["rerun"] == 0 and trial.params["rerun"] == 0
-        for name in RUN_FILES:
+        for name in RUN_OUTPUTS:
             assert (folder / name).is_file(), name
         assert len(list((folder / "predictions").glob("*.png"))) == len(trial.user_attrs["test_metrics"]["images"])
     assert study.user_attrs["data_dir"] == str(data_dir.resolve())

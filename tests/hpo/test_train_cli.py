@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from conftest import RUN_FILES, tiny_train_args
+from conftest import RUN_OUTPUTS, tiny_train_args
 
 import hpo.run
 
@@ -20,7 +20,7 @@ def test_train_cli_writes_everything_and_resumes(capsys, tiny_data_dir, tmp_path
     stdout = capsys.readouterr().out
     assert "GlobalAccuracy" in stdout and str(out) in stdout
     assert "Field metrics, mean over " in stdout and "patients (NSD at 2 pixels" in stdout  # lgeseg.field_metrics
-    for name in RUN_FILES:
+    for name in RUN_OUTPUTS:
         assert (out / name).is_file(), name
     split = json.loads((out / "split.json").read_text())
     assert sorted(p.name for p in (out / "predictions").iterdir()) == sorted(split["test"])

@@ -13,6 +13,11 @@ Everything here is generic and cheap, so any test module may use it:
   ``{"train.epochs": 3}``);
 * :data:`REAL_DATA` / :func:`real_data_dir`: the EMIDEC export at ``../shared/data/emidec-lge-128`` (or
   ``$LGESEG_REAL_DATA``); the fixture skips with the path in the reason when it is absent.
+* :func:`tiny_train_args` / :func:`tiny_config_args`: the ``train`` command line of a tiny run; :data:`RUN_OUTPUTS`:
+  what a finished run writes; :func:`copy_test_split`: a split's test slices in folders of their own;
+* :func:`tiny_study` (layers merged by :func:`merge_sections`, e.g. :data:`RECORD_STUDY`): a tiny grid study config;
+* stand-ins for Ray Tune (:func:`tune_trial_stub`, :func:`epoch_result`, :func:`finished_result`,
+  :func:`report_results`, :func:`drive_recorder`), to drive the Optuna recorder without a cluster.
 
 Tiny models: images must have sides divisible by ``2**depth`` (4 for depth 2).
 
@@ -199,6 +204,108 @@ def tiny_run_config():
     return tiny_config
 
 
+#: The files every finished run writes into its folder (lgeseg.run.run, a grid trial), besides ``predictions/``: the
+#: tests' own list, checkpoints included (lgeseg.run.RUN_FILES is the part its reader needs).
+RUN_OUTPUTS = (
+    "metrics.json",
+    "val_metrics.json",
+    "history.csv",
+    "split.json",
+    "config.yaml",
+    "best.pt",
+    "last.pt",
+    "run.json",
+)
+
+
+def copy_test_split(data: Path, names, images: Path, truth: Path, meta: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """Copy the slices ``names`` (a run's ``split.json`` test list) of the dataset folder ``data``: their images into
+    the new folder ``images``, their masks into the new folder ``truth``, with the files ``meta`` of ``data``
+    (``manifest.csv`` for the patients, ``dataset.json`` for the label map) beside the masks.
+    Returns ``(images, truth)``."""
+    import shutil
+
+    for folder, sub in ((images, "images"), (truth, "masks")):
+        folder.mkdir()
+        for name in names:
+            shutil.copy(Path(data) / sub / name, folder / name)
+    for name in meta:
+        shutil.copy(Path(data) / name, truth / name)
+    return images, truth
+
+
+def tiny_train_args(epochs: int = 1) -> list[str]:
+    """``python -m hpo.run train`` options for a tiny CPU run: width 4, depth 2, batch 4, ``epochs`` epochs.
+
+    Later options on the same command line override these (``--set`` of the same key).
+    """
+    return [
+        "--width",
+        "4",
+        "--epochs",
+        str(epochs),
+        "--set",
+        "model.depth=2",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "train.device=cpu",
+    ]
+
+
+def tiny_config_args(epochs: int = 1) -> list[str]:
+    """:func:`tiny_train_args` plus fp32 and channels_last off: the command-line spelling of
+    ``tiny_config(train__epochs=epochs)``, for tests that run ``train`` on a run folder :func:`tiny_config` made
+    (a resumed or checked run must be the same run)."""
+    return [*tiny_train_args(epochs), "--set", "train.precision=fp32", "--set", "train.channels_last=false"]
+
+
+def merge_sections(values: dict, *layers: dict) -> dict:
+    """``values`` with each layer merged in turn, section by section: a dict value updates that section (a new
+    section is added), any other value replaces it. Returns a new dict; ``values`` is not changed."""
+    merged = copy.deepcopy(values)
+    for layer in layers:
+        for key, value in layer.items():
+            value = copy.deepcopy(value)
+            merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    return merged
+
+
+#: The three L2 values of the record tests' grid.
+RECORD_L2S = (5e-3, 5e-4, 5e-5)
+#: The study of the record tests (tests/hpo/test_record_cli.py, tests/e2e/test_record_grid.py), a layer for
+#: :func:`tiny_study`: study ``rec`` over :data:`RECORD_L2S`, without reruns.
+RECORD_STUDY = {"name": "rec", "grid": {"l2": list(RECORD_L2S)}, "retune": {"max_reruns": 0, "adjustments": []}}
+
+
+def tiny_study(data_dir: Path | str, *layers: dict, **sections) -> dict:
+    """A validated grid study config named ``tiny`` for tiny U-Nets on ``data_dir`` (one CPU per trial).
+
+    Width 4, depth 2, 2 epochs of batch 8 at learning rate 1e-3, seed 0, L2 grid ``[5e-3, 5e-5]``; the retune
+    rule checks at half the epochs with target 0 (it never fires unless a test raises the target) and allows
+    2 reruns with two adjustments. ``layers`` (dicts), then ``sections`` (keyword per section) are merged in
+    with :func:`merge_sections`, e.g. ``tiny_study(data, train={"epochs": 6}, grid={"l2": [5e-4]})``.
+    """
+    from hpo.study_config import study_config
+
+    base = {
+        "name": "tiny",
+        "data": str(data_dir),
+        "seeds": [0],
+        "model": {"width": 4, "depth": 2},
+        "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3},
+        "grid": {"l2": [5e-3, 5e-5]},
+        "retune": {
+            "check_fraction": 0.5,
+            "target_accuracy": 0.0,
+            "max_reruns": 2,
+            "adjustments": [{"learning_rate": 3e-3}, {"batch_size": 4, "learning_rate": 1e-4}],
+        },
+        "resources": {"gpu": 0, "cpu": 1},
+    }
+    return study_config(merge_sections(base, *layers, sections))
+
+
 @pytest.fixture
 def real_data_dir() -> Path:
     """The real EMIDEC export; skips (with the path it looked at) when absent."""
@@ -285,6 +392,66 @@ def grid_plan(config: dict, trials) -> dict:
 
     plans = plan_study(grid_configurations(config), replicates(config), trials, config["retune"]["max_reruns"])
     return {step.first.point: step for p in plans for step in p.replicates.values()}
+
+
+def tune_trial_stub(trial_id: str, config: dict, error: str | None = None):
+    """A stand-in for a Ray Tune trial as :class:`hpo.recorder.OptunaRecorder` and the progress printer see one:
+    ``trial_id``, ``config`` (a trainable's config, e.g. :func:`hpo.study.trial_config`'s), ``last_result``
+    (``{}`` until results come) and ``get_error()``: a ``RuntimeError`` whose text is ``error``, or None."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        trial_id=trial_id,
+        config=config,
+        last_result={},
+        get_error=lambda: None if error is None else RuntimeError(error),
+    )
+
+
+def epoch_result(epoch: int, epochs: int, accuracy: float) -> dict:
+    """The result a trainable reports after ``epoch`` of ``epochs``: validation accuracy ``accuracy``, which is also
+    the best so far."""
+    return {"epoch": epoch, "epochs": epochs, "val_accuracy": accuracy, "best_val_accuracy": accuracy}
+
+
+def finished_result(epochs: int, val_miou: float | None, test_miou: float, wall_time_s: float = 1.0) -> dict:
+    """A finished run's last result after ``epochs`` epochs (validation accuracy 0.95, the best, at the last
+    epoch): validation MeanIoU ``val_miou`` (the study's value), test MeanIoU ``test_miou`` and a run_info."""
+    info = {
+        "epochs_run": epochs,
+        "best_val_accuracy": 0.95,
+        "selected_epoch": epochs,
+        "device": "cpu",
+        "wall_time_s": wall_time_s,
+        "split_hash": "abc",
+        "versions": {"torch": "x"},
+    }
+    return {
+        "epoch": epochs,
+        "epochs": epochs,
+        "finished": True,
+        "val_accuracy": 0.95,
+        "best_val_accuracy": 0.95,
+        "val_MeanIoU": val_miou,
+        "val_metrics": {"MeanIoU": val_miou},
+        "test_metrics": {"dataset": {"MeanIoU": test_miou}},
+        "run_info": info,
+    }
+
+
+def report_results(recorder, trial, results) -> None:
+    """Give ``recorder`` each result of ``trial`` as Tune does: ``on_trial_result``, then it is the trial's
+    ``last_result``."""
+    for result in results:
+        recorder.on_trial_result(0, [], trial, result)
+        trial.last_result = result
+
+
+def drive_recorder(recorder, trial, results) -> None:
+    """One whole trial through ``recorder`` as Tune calls it: start, :func:`report_results`, complete."""
+    recorder.on_trial_start(0, [], trial)
+    report_results(recorder, trial, results)
+    recorder.on_trial_complete(0, [], trial)
 
 
 def trial_record(number: int, **fields):

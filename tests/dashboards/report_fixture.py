@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from conftest import grid_attempt as Attempt
+from conftest import tune_trial_stub
 from PIL import Image
 
 from hpo.recorder import OptunaRecorder
@@ -124,10 +125,8 @@ def _trial_folder(
 
 
 def _tune_trial(config: dict[str, Any], attempt: Attempt, out_dir: Path, trial_id: str) -> SimpleNamespace:
-    """A stand-in for a Ray Tune trial, as :class:`~hpo.recorder.OptunaRecorder` sees one."""
-    return SimpleNamespace(
-        trial_id=trial_id, config=trial_config(config, attempt, out_dir), last_result={}, get_error=lambda: None
-    )
+    """A stand-in for a Ray Tune trial of ``attempt``, as :class:`~hpo.recorder.OptunaRecorder` sees one."""
+    return tune_trial_stub(trial_id, trial_config(config, attempt, out_dir))
 
 
 def _run(

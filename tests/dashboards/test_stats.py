@@ -352,6 +352,7 @@ def test_one_epoch_networks_are_marked_did_not_learn(
     """Real 1-epoch U-Nets through the grid's trainable and the Optuna recorder (no Ray cluster)."""
     from types import SimpleNamespace
 
+    from conftest import drive_recorder, tune_trial_stub
     from conftest import grid_attempt as Attempt
 
     import hpo.trainable
@@ -390,15 +391,9 @@ def test_one_epoch_networks_are_marked_did_not_learn(
     for index, l2 in enumerate(config["grid"]["l2"]):
         reports: list[dict] = []
         monkeypatch.setattr(hpo.trainable.tune, "report", reports.append)
-        trial = SimpleNamespace(
-            trial_id=str(index), config=trial_config(config, Attempt(l2, 0), tmp_path), last_result={}
-        )
+        trial = tune_trial_stub(str(index), trial_config(config, Attempt(l2, 0), tmp_path))
         hpo.trainable.train_trial(trial.config)
-        recorder.on_trial_start(0, [], trial)
-        for result in reports:
-            recorder.on_trial_result(0, [], trial, result)
-            trial.last_result = result
-        recorder.on_trial_complete(0, [], trial)
+        drive_recorder(recorder, trial, reports)
     recorder.close()
     record = load_study(open_study(storage, "one-epoch"), storage)
     assert len(record.complete) == 2 and all(t.baseline and "test" in t.baseline for t in record.complete)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import tiny_study
 from optuna.trial import TrialState
-from test_grid import load, tiny
+from study_driver import sqlite_study as load
 
 from hpo.rule import RetuneRule
 from hpo.searcher import RetuneStopper
@@ -42,7 +43,7 @@ def test_a_grid_with_the_rule_off_runs_every_trial_to_the_end(ray_cluster, tmp_p
 
     data_dir = generate_phantom(tmp_path / "phantom", n_patients=5, seed=3)
     # target 0.999 stops every trial at its check epoch when the rule is on (test_grid's retune test)
-    config = tiny(data_dir, grid={"l2": [5e-4]}, retune={"check_fraction": 0, "target_accuracy": 0.999})
+    config = tiny_study(data_dir, grid={"l2": [5e-4]}, retune={"check_fraction": 0, "target_accuracy": 0.999})
     result = run_study(config, out_dir=tmp_path / "study")
     trials = load(tmp_path / "study").get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE]

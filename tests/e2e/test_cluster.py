@@ -16,19 +16,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import optuna
 import pytest
 import yaml
+from conftest import tiny_study
 from optuna.trial import TrialState
-from test_grid import _grid_command, tiny
+from study_driver import ROOT, grid_on_data, start_driver, study_command
 
 from hpo.storage import open_storage
 from lgeseg.phantom import generate_phantom
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -61,18 +60,12 @@ def two_nodes():
 def test_grid_joins_a_loopback_cluster_and_survives_a_node_killed_mid_trial(two_nodes, tmp_path):
     data = generate_phantom(tmp_path / "phantom", n_patients=5, seed=3)
     config_path = tmp_path / "tiny.yaml"
-    config_path.write_text(yaml.safe_dump(tiny(data, train={"epochs": 30})))
+    config_path.write_text(yaml.safe_dump(tiny_study(data, train={"epochs": 30})))
     log = tmp_path / "study.log"
-    driver = subprocess.Popen(
-        _grid_command(
+    driver = start_driver(
+        study_command(
             config_path, tmp_path / "study", "--address", two_nodes["address"], "--storage", f"journal:///{log}"
-        ),
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+        )
     )
     try:
         deadline = time.monotonic() + 180
@@ -112,22 +105,7 @@ def test_join_that_cannot_complete_ends_with_one_line(tiny_data_dir, tmp_path):
         address = f"127.0.0.1:{server.getsockname()[1]}"
         started = time.monotonic()
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "hpo.run",
-                "grid",
-                "--data",
-                str(tiny_data_dir),
-                "--out",
-                str(tmp_path / "study"),
-                "--set",
-                "resources.gpu=0",
-                "--set",
-                "resources.cpu=1",
-                "--address",
-                address,
-            ],
+            [sys.executable, "-m", "hpo.run", *grid_on_data(tiny_data_dir, tmp_path / "study", "--address", address)],
             cwd=ROOT,
             env={**os.environ, "LGESEG_RAY_JOIN_TIMEOUT_S": "3"},
             capture_output=True,

@@ -4,80 +4,48 @@ out-of-fold verdicts over every patient of the data set."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import optuna
 import pytest
 import yaml
-from conftest import sqlite_study_ready
+from conftest import sqlite_study_ready, tiny_study
 from optuna.trial import TrialState
+from study_driver import any_trial_reached, kill_mid_trial, resume, study_command
 
 from dashboards.report import build_report
-from hpo.study_config import study_config
 from lgeseg.data import load_dataset
 from lgeseg.phantom import generate_phantom
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _command(config_path: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "hpo.run", "grid", "--config", str(config_path), "--out", str(out)]
 
 
 def test_killed_cv_grid_resumes_and_reports_out_of_fold_verdicts_over_all_patients(tmp_path):
     data = generate_phantom(tmp_path / "phantom", n_patients=5, seed=3)
-    config = study_config(
-        {
-            "name": "cv",
-            "data": str(data),
-            "seeds": [0],
-            "split": {"folds": 2, "stratify": "pathology"},
-            "model": {"width": 4, "depth": 2},
-            "train": {"epochs": 3, "batch_size": 8, "learning_rate": 1e-3, "checkpoint_every": 1},
-            "grid": {"l2": [5e-3, 5e-5]},
-            "retune": {"check_fraction": 0.5, "target_accuracy": 0.0, "max_reruns": 0, "adjustments": []},
-            "resources": {"gpu": 0, "cpu": 1},
-        }
+    config = tiny_study(
+        data,
+        name="cv",
+        split={"folds": 2, "stratify": "pathology"},
+        train={"epochs": 3, "checkpoint_every": 1},
+        retune={"max_reruns": 0, "adjustments": []},
     )
     config_path = tmp_path / "cv.yaml"
     config_path.write_text(yaml.safe_dump(config))
     out = tmp_path / "study"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [*_command(config_path, out), "--no-report", "--num-cpus", "2"]
-    driver = subprocess.Popen(
-        command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    command = study_command(config_path, out)
     storage = f"sqlite:///{out / 'study.db'}"
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            if sqlite_study_ready(out / "study.db") and driver.poll() is None:
-                try:
-                    trials = optuna.load_study(study_name="cv", storage=storage).get_trials()
-                except Exception:  # noqa: BLE001 - the study may not exist yet
-                    continue
-                if any(len(t.intermediate_values) >= 1 for t in trials):
-                    break
-        else:
-            pytest.fail("the CV grid never got an epoch into a trial")
-        assert driver.poll() is None, driver.stdout.read()
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    kill_mid_trial(
+        command,
+        lambda: optuna.load_study(study_name="cv", storage=storage).get_trials(),
+        any_trial_reached(1),
+        what="got an epoch into a CV grid trial",
+        timeout=300,
+        ready=lambda: sqlite_study_ready(out / "study.db"),
+    )
     study = optuna.load_study(study_name="cv", storage=storage)
     assert all(t.state == TrialState.RUNNING for t in study.get_trials())
     assert study.user_attrs["split"]["folds"] == 2 and len(study.user_attrs["split"]["fold_splits"]) == 2
 
-    resumed = subprocess.run([*command, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "continuing an interrupted trial" in resumed.stdout
+    resumed = resume(command, timeout=600)
     header = next(line for line in resumed.stdout.splitlines() if line.startswith("L2 "))
     assert header.split()[:3] == ["L2", "seed", "fold"]  # the closing table shows the fold
     after = optuna.load_study(study_name="cv", storage=storage).get_trials()

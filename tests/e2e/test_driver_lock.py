@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_grid import tiny
+from conftest import tiny_study
 from test_search_ray import tiny as tiny_search
 
 from hpo.driver_lock import hold_study
@@ -98,7 +98,7 @@ def test_wait_blocks_until_the_holder_ends_and_says_whom_it_waits_for(tmp_path, 
 def test_grid_and_search_refuse_a_study_another_driver_holds(ray_cluster, tmp_path, one_line_error, command):
     data_dir = generate_phantom(tmp_path / "phantom", n_patients=5, seed=3)
     if command == "grid":
-        config = tiny(data_dir)
+        config = tiny_study(data_dir)
     else:
         config = tiny_search(data_dir, {"sampler": "random", "n_trials": 1})
     config_path = tmp_path / "tiny.yaml"

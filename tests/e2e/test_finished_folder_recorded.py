@@ -9,8 +9,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import tiny_study
 from optuna.trial import TrialState
-from test_grid import load, tiny
+from study_driver import sqlite_study as load
 
 from hpo.study import run_study
 from lgeseg.phantom import generate_phantom
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 def test_a_finished_folder_of_a_running_trial_is_recorded_not_retrained(ray_cluster, tmp_path, capsys):
     data_dir = generate_phantom(tmp_path / "phantom", n_patients=5, seed=3)
-    config = tiny(data_dir, grid={"l2": [5e-4]})
+    config = tiny_study(data_dir, grid={"l2": [5e-4]})
     out = tmp_path / "study"
     run_study(config, out_dir=out)
     (trial,) = load(out).get_trials()

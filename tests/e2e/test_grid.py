@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import sqlite_study_ready
+from conftest import RUN_OUTPUTS, sqlite_study_ready, tiny_study
 from optuna.trial import TrialState
+from study_driver import any_trial_reached, grid_on_data, kill_mid_trial, resume, study_command
+from study_driver import sqlite_study as load
 
 from hpo.commands.study import write_report
 from hpo.run import main
 from hpo.study import run_study
-from hpo.study_config import study_config
 from lgeseg.errors import UserError
 from lgeseg.phantom import generate_phantom
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -31,33 +26,8 @@ def data_dir(tmp_path_factory) -> Path:
     return generate_phantom(tmp_path_factory.mktemp("data") / "phantom", n_patients=5, seed=3)
 
 
-def tiny(data_dir: Path, **sections) -> dict:
-    values = {
-        "name": "tiny",
-        "data": str(data_dir),
-        "seeds": [0],
-        "model": {"width": 4, "depth": 2},
-        "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3},
-        "grid": {"l2": [5e-3, 5e-5]},
-        "retune": {
-            "check_fraction": 0.5,
-            "target_accuracy": 0.0,
-            "max_reruns": 2,
-            "adjustments": [{"learning_rate": 3e-3}, {"batch_size": 4, "learning_rate": 1e-4}],
-        },
-        "resources": {"gpu": 0, "cpu": 1},
-    }
-    for key, value in sections.items():
-        values[key] = {**values[key], **value} if isinstance(value, dict) else value
-    return study_config(values)
-
-
-def load(out: Path, name: str = "tiny") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'study.db'}")
-
-
 def test_one_complete_trial_per_l2_with_metrics(ray_cluster, data_dir, tmp_path, capsys):
-    result = run_study(tiny(data_dir), out_dir=tmp_path / "study")
+    result = run_study(tiny_study(data_dir), out_dir=tmp_path / "study")
     report = write_report(result)
     study = load(tmp_path / "study")
     trials = study.get_trials()
@@ -70,7 +40,7 @@ def test_one_complete_trial_per_l2_with_metrics(ray_cluster, data_dir, tmp_path,
         assert trial.user_attrs["test_metrics"] == json.loads((folder / "metrics.json").read_text())
         assert sorted(trial.intermediate_values) == [1, 2]
         assert trial.user_attrs["lineage"]["rerun"] == 0 and trial.params["rerun"] == 0
-        for name in ("history.csv", "split.json", "config.yaml", "best.pt", "last.pt", "run.json"):
+        for name in RUN_OUTPUTS:
             assert (folder / name).is_file(), name
         assert len(list((folder / "predictions").glob("*.png"))) == len(trial.user_attrs["test_metrics"]["images"])
     assert study.user_attrs["data_dir"] == str(data_dir.resolve())
@@ -82,16 +52,16 @@ def test_one_complete_trial_per_l2_with_metrics(ray_cluster, data_dir, tmp_path,
     assert "test MeanIoU" in out and "report:" in out
     # The same study again without --resume is refused; with --resume nothing is redone.
     with pytest.raises(UserError, match="already exists.*--resume"):
-        run_study(tiny(data_dir), out_dir=tmp_path / "study")
-    run_study(tiny(data_dir), out_dir=tmp_path / "study", resume=True)
+        run_study(tiny_study(data_dir), out_dir=tmp_path / "study")
+    run_study(tiny_study(data_dir), out_dir=tmp_path / "study", resume=True)
     assert len(load(tmp_path / "study").get_trials()) == 2
     # Resuming with another config is refused, naming the key.
     with pytest.raises(UserError, match="train.epochs"):
-        run_study(tiny(data_dir, train={"epochs": 3}), out_dir=tmp_path / "study", resume=True)
+        run_study(tiny_study(data_dir, train={"epochs": 3}), out_dir=tmp_path / "study", resume=True)
 
 
 def test_retune_rule_fires_and_reruns_carry_adjustments(ray_cluster, data_dir, tmp_path):
-    config = tiny(data_dir, grid={"l2": [5e-4]}, retune={"target_accuracy": 0.999})
+    config = tiny_study(data_dir, grid={"l2": [5e-4]}, retune={"target_accuracy": 0.999})
     result = run_study(config, out_dir=tmp_path / "study")
     trials = sorted(load(tmp_path / "study").get_trials(), key=lambda t: t.number)
     assert [t.state for t in trials] == [TrialState.PRUNED] * 3
@@ -110,7 +80,7 @@ def test_retune_rule_fires_and_reruns_carry_adjustments(ray_cluster, data_dir, t
 
 
 def test_gpu_request_without_gpu_fails_at_once(ray_cluster, data_dir, tmp_path):
-    config = tiny(data_dir, resources={"gpu": 1})
+    config = tiny_study(data_dir, resources={"gpu": 1})
     with pytest.raises(UserError, match="resources.gpu.*cluster has 0"):  # raised, not left pending
         run_study(config, out_dir=tmp_path / "study")
     assert not (tmp_path / "study" / "study.db").exists()  # nothing stored, so a corrected rerun needs no --resume
@@ -128,66 +98,26 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "unknown config key 'trian'" in capsys.readouterr().err
 
 
-def _grid_command(config_path: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "hpo.run",
-        "grid",
-        "--config",
-        str(config_path),
-        "--out",
-        str(out),
-        "--no-report",
-        "--num-cpus",
-        "2",
-        *extra,
-    ]
-
-
 def test_driver_killed_mid_run_then_resumed(data_dir, tmp_path):
     """Kill the whole driver process group mid-trial; --resume must finish with exactly the right trials."""
     import yaml
 
-    config = tiny(data_dir, train={"epochs": 6, "checkpoint_every": 1})
+    config = tiny_study(data_dir, train={"epochs": 6, "checkpoint_every": 1})
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(config))
     out = tmp_path / "study"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen(
-        _grid_command(config_path, out),
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    command = study_command(config_path, out)
+    kill_mid_trial(
+        command,
+        lambda: load(out).get_trials(),
+        any_trial_reached(2),
+        what="got two epochs into a trial",
+        ready=lambda: sqlite_study_ready(out / "study.db"),
     )
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            if sqlite_study_ready(out / "study.db") and driver.poll() is None:
-                try:
-                    trials = load(out).get_trials()
-                except Exception:  # noqa: BLE001 - the study may not exist yet
-                    continue
-                if any(len(t.intermediate_values) >= 2 for t in trials):
-                    break
-        else:
-            pytest.fail("the grid never got two epochs into a trial")
-        assert driver.poll() is None, driver.stdout.read()
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
     before = load(out).get_trials()
     assert all(t.state == TrialState.RUNNING for t in before)  # nothing was finished by the dead driver
 
-    resumed = subprocess.run(
-        _grid_command(config_path, out, "--resume"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "continuing an interrupted trial" in resumed.stdout
+    resume(command)
     after = load(out).get_trials()
     assert len(after) == 2  # no duplicates
     assert sorted(t.params["l2"] for t in after) == [5e-5, 5e-3]
@@ -203,7 +133,7 @@ def test_driver_killed_mid_run_then_resumed(data_dir, tmp_path):
 
 def test_journal_file_storage(ray_cluster, data_dir, tmp_path):
     log = tmp_path / "study.log"
-    config = tiny(data_dir, grid={"l2": [5e-4]}, train={"epochs": 1})
+    config = tiny_study(data_dir, grid={"l2": [5e-4]}, train={"epochs": 1})
     run_study(config, storage=f"journal:///{log}", out_dir=tmp_path / "study")
     from hpo.storage import open_storage
 
@@ -225,21 +155,7 @@ def test_unreachable_address_fails_fast(data_dir, tmp_path, capsys):
     with socket.socket() as s:  # a loopback port that nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = main(
-        [
-            "grid",
-            "--data",
-            str(data_dir),
-            "--out",
-            str(tmp_path / "study"),
-            "--set",
-            "resources.gpu=0",
-            "--set",
-            "resources.cpu=1",
-            "--address",
-            f"127.0.0.1:{port}",
-        ]
-    )
+    code = main(grid_on_data(data_dir, tmp_path / "study", "--address", f"127.0.0.1:{port}"))
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and f"127.0.0.1:{port}" in err and "no Ray cluster" in err
     assert not (tmp_path / "study" / "study.db").exists()
@@ -253,7 +169,7 @@ def finished_study(data_dir: Path, tmp_path: Path) -> tuple[dict, Path, Path]:
 
     from hpo.record import DISTRIBUTIONS
 
-    config = tiny(data_dir, grid={"l2": [5e-4]})
+    config = tiny_study(data_dir, grid={"l2": [5e-4]})
     out = tmp_path / "study"
     out.mkdir()
     study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name="tiny", direction="maximize")
@@ -319,7 +235,7 @@ def test_grid_to_report_with_a_forced_retune(ray_cluster, data_dir, tmp_path, ca
     from hpo.rule import RetuneRule
     from hpo.storage import open_study
 
-    config = tiny(data_dir, grid={"l2": [5e-4]}, retune={"max_reruns": 1})
+    config = tiny_study(data_dir, grid={"l2": [5e-4]}, retune={"max_reruns": 1})
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "study"
@@ -339,7 +255,7 @@ def test_grid_to_report_with_a_forced_retune(ray_cluster, data_dir, tmp_path, ca
 
 def test_grid_over_two_architectures_is_recorded_and_reported_side_by_side(ray_cluster, data_dir, tmp_path, capsys):
     """Two L2 values x the MATLAB U-Net and a width-4 MONAI U-Net with Dice-CE, one epoch each."""
-    config = tiny(
+    config = tiny_study(
         data_dir,
         train={"epochs": 1, "loss": "dice-ce"},
         model={

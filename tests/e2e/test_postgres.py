@@ -8,25 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import time
 import urllib.request
 import uuid
-from pathlib import Path
 
 import optuna
 import pytest
 import yaml
+from conftest import tiny_study
 from optuna.trial import TrialState
+from study_driver import any_trial_reached, kill_mid_trial, resume, study_command
 from test_dashboard_cli import start_dashboard
-from test_grid import _grid_command, tiny
 
 from hpo.run import main
 from lgeseg.phantom import generate_phantom
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 URL = os.environ.get("LGESEG_TEST_POSTGRES_URL")
 
 
@@ -46,54 +42,23 @@ def test_grid_killed_resumed_reported_and_served_from_postgres(postgres_url, tmp
     name = f"pg-{uuid.uuid4().hex[:8]}"
     data_dir = generate_phantom(tmp_path / "phantom", n_patients=5, seed=3)
     # 30 short epochs: a trial seen at epoch 2 is still far from its end when the driver is killed
-    config = tiny(data_dir, train={"epochs": 30, "checkpoint_every": 1})
+    config = tiny_study(data_dir, train={"epochs": 30, "checkpoint_every": 1})
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(config))
     out = tmp_path / "study"
-    args = ["--storage", postgres_url, "--study-name", name]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen(
-        _grid_command(config_path, out, *args),
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    command = study_command(config_path, out, "--storage", postgres_url, "--study-name", name)
+    first_output = kill_mid_trial(
+        command,
+        lambda: optuna.load_study(study_name=name, storage=postgres_url).get_trials(),
+        any_trial_reached(2),
+        what="got two epochs into a trial",
     )
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            assert driver.poll() is None, driver.stdout.read()
-            try:
-                trials = optuna.load_study(study_name=name, storage=postgres_url).get_trials()
-            except KeyError:  # the study is not created yet
-                continue
-            if any(len(t.intermediate_values) >= 2 for t in trials):
-                break
-        else:
-            pytest.fail("the grid never got two epochs into a trial")
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-    first_output = driver.stdout.read()
     assert _password(postgres_url) not in first_output and "lgeseg:***@" in first_output
     assert all(
         t.state == TrialState.RUNNING for t in optuna.load_study(study_name=name, storage=postgres_url).get_trials()
     )
 
-    resumed = subprocess.run(
-        _grid_command(config_path, out, *args, "--resume"),
-        cwd=ROOT,
-        env=env,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "continuing an interrupted trial" in resumed.stdout
+    resumed = resume(command)
     assert _password(postgres_url) not in resumed.stdout + resumed.stderr
     after = optuna.load_study(study_name=name, storage=postgres_url).get_trials()
     assert sorted(t.params["l2"] for t in after) == [5e-5, 5e-3]  # one trial per grid point, none duplicated

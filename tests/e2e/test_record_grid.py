@@ -16,7 +16,8 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import write_dataset_dir
+from conftest import RECORD_L2S as L2S
+from conftest import RECORD_STUDY, tiny_study, write_dataset_dir
 from test_dashboard_cli import start_dashboard
 
 from hpo.run import main
@@ -24,16 +25,6 @@ from hpo.study import run_study
 from hpo.study_config import load_study_config
 
 pytestmark = pytest.mark.slow
-L2S = (5e-3, 5e-4, 5e-5)
-STUDY = {
-    "name": "rec",
-    "seeds": [0],
-    "model": {"width": 4, "depth": 2},
-    "train": {"epochs": 3, "batch_size": 8, "learning_rate": 1.0e-2},
-    "grid": {"l2": list(L2S)},
-    "retune": {"check_fraction": 0.5, "target_accuracy": 0.0, "max_reruns": 0, "adjustments": []},
-    "resources": {"gpu": 0, "cpu": 1},
-}
 
 
 def train(config: Path, out: Path, l2: float) -> Path:
@@ -49,7 +40,7 @@ def both(tmp_path_factory, ray_cluster) -> Path:
     base = tmp_path_factory.mktemp("record-grid")
     data = write_dataset_dir(base / "data")
     config = base / "study.yaml"
-    config.write_text(yaml.safe_dump({**STUDY, "data": str(data)}))
+    config.write_text(yaml.safe_dump(tiny_study(data, RECORD_STUDY, train={"epochs": 3, "learning_rate": 1.0e-2})))
     run_study(load_study_config(config), study_name="rec", out_dir=base / "grid")
     grid = optuna.load_study(study_name="rec", storage=f"sqlite:///{base / 'grid' / 'study.db'}").get_trials()
     in_grid_order = [t.params["l2"] for t in grid]  # the grid sampler's (shuffled) order numbers the trials

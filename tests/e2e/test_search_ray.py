@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -15,6 +9,7 @@ import pytest
 import yaml
 from conftest import sqlite_study_ready
 from optuna.trial import TrialState
+from study_driver import kill_mid_trial, resume, study_command
 
 from hpo.commands.study import write_report
 from hpo.record import sampler_study_name
@@ -22,7 +17,6 @@ from hpo.study import run_study
 from hpo.study_config import study_config
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny(data_dir: Path, search: dict, **sections) -> dict:
@@ -115,55 +109,25 @@ def test_driver_killed_mid_search_then_resumed(tiny_data_dir, tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "study"
-    command = [
-        sys.executable,
-        "-m",
-        "hpo.run",
-        "search",
-        "--config",
-        str(path),
-        "--out",
-        str(out),
-        "--no-report",
-        "--num-cpus",
-        "2",
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen(
-        command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    command = study_command(path, out, kind="search")
+    kill_mid_trial(
+        command,
+        lambda: studies(out)[0].get_trials(),
+        lambda trials: any(
+            t.user_attrs.get("trial_name") == "c001_seed=0_rerun=0"
+            and len(t.intermediate_values) >= 2
+            and t.state == TrialState.RUNNING
+            for t in trials
+        ),
+        what="got two epochs into its second configuration",
+        timeout=300,
+        ready=lambda: sqlite_study_ready(out / "study.db", studies=2),  # the record and its sampler study
+        poll=0.2,
     )
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            if driver.poll() is not None:
-                pytest.fail(f"the driver ended before it was killed:\n{driver.stdout.read()}")
-            if not sqlite_study_ready(out / "study.db", studies=2):  # the record and its sampler study
-                continue
-            try:
-                record = studies(out)[0]
-            except Exception:  # noqa: BLE001 - the studies may not exist yet
-                continue
-            if any(
-                t.user_attrs.get("trial_name") == "c001_seed=0_rerun=0"
-                and len(t.intermediate_values) >= 2
-                and t.state == TrialState.RUNNING
-                for t in record.get_trials()
-            ):
-                break
-        else:
-            pytest.fail("the search never got two epochs into its second configuration")
-        assert driver.poll() is None, driver.stdout.read()
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # already gone when the test failed above
-            os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
     before = configurations(studies(out)[0])
     assert [t.state for t in before] == [TrialState.COMPLETE, TrialState.RUNNING]
 
-    resumed = subprocess.run([*command, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "continuing an interrupted trial" in resumed.stdout
+    resume(command)
     record, sampler = studies(out)
     after = configurations(record)
     assert len(after) == 3 and all(t.state == TrialState.COMPLETE for t in after)

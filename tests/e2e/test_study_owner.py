@@ -7,7 +7,7 @@ from __future__ import annotations
 import optuna
 import pytest
 import yaml
-from test_grid import tiny
+from conftest import tiny_study
 from test_search_ray import tiny as tiny_search
 
 from hpo.run import main
@@ -25,7 +25,7 @@ def setup(tmp_path_factory, ray_cluster):
     root = tmp_path_factory.mktemp("owner")
     data_dir = generate_phantom(root / "phantom", n_patients=5, seed=3)
     grid_path, search_path = root / "grid.yaml", root / "search.yaml"
-    grid_path.write_text(yaml.safe_dump(tiny(data_dir, train={"epochs": 1})))
+    grid_path.write_text(yaml.safe_dump(tiny_study(data_dir, train={"epochs": 1})))
     search = tiny_search(data_dir, {"sampler": "random", "n_trials": 1, "seeds_per_trial": 1}, train={"epochs": 1})
     search_path.write_text(yaml.safe_dump(search))
     out = root / "study"
@@ -59,7 +59,7 @@ def test_resume_refuses_a_study_of_another_kind(setup, one_line_error, command, 
 def test_resume_refuses_a_study_another_tool_made(tmp_path, ray_cluster, one_line_error):
     data_dir = generate_phantom(tmp_path / "phantom", n_patients=5, seed=3)
     path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump(tiny(data_dir)))
+    path.write_text(yaml.safe_dump(tiny_study(data_dir)))
     out = tmp_path / "study"
     out.mkdir()
     other = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name="tiny")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import tiny_train_args
 
 from hpo.record import Configuration, Replicate
 from hpo.study_config import (
@@ -20,18 +21,16 @@ from hpo.study_config import (
 from lgeseg.config import RUN_DEFAULTS, config_hash, load_yaml, merge, run_config, set_dotted
 from lgeseg.errors import ConfigError
 
-TINY = [
-    "--width",
-    "4",
-    "--epochs",
-    "1",
-    "--set",
-    "model.depth=2",
-    "--set",
-    "train.batch_size=4",
-    "--set",
-    "train.device=cpu",
-]
+TINY = tiny_train_args(epochs=1)
+#: The study protocol's network: MATLAB's U-Net of width 64 and depth 4, unpadded, zero-centred per channel.
+PROTOCOL_MODEL = {
+    "architecture": "matlab-unet",
+    "width": 64,
+    "depth": 4,
+    "pad": False,
+    "normalization": "zerocenter",
+    "normalization_dimension": "channel",
+}
 
 
 @pytest.fixture
@@ -64,15 +63,7 @@ def test_paper_yaml_is_the_study_protocol():
     assert study["train"]["select"] == "final"
     assert study["train"]["augment"] == {"reflect": True, "translate": 10}
     assert study["grid"]["l2"] == [5e-3, 5e-4, 5e-5]
-    assert study["model"] == {
-        **study["model"],
-        "architecture": "matlab-unet",
-        "width": 64,
-        "depth": 4,
-        "pad": False,
-        "normalization": "zerocenter",
-        "normalization_dimension": "channel",
-    }
+    assert study["model"] == {**study["model"], **PROTOCOL_MODEL}
     assert study["train"]["shuffle"] == "once" and study["train"]["lr_schedule"] == "none"
     assert study["split"] == {
         "train": 0.6,
@@ -116,15 +107,7 @@ def test_run_defaults_are_matlab_r2020b():
     assert t["l2_mode"] == "coupled" and t["select"] == "final" and t["loss"] == "cross-entropy"
     assert t["augment"] == {"reflect": True, "translate": 10}
     # imageInputLayer: Normalization 'zerocenter', NormalizationDimension 'auto' (= channel at training time)
-    assert RUN_DEFAULTS["model"] == {
-        **RUN_DEFAULTS["model"],
-        "architecture": "matlab-unet",
-        "width": 64,
-        "depth": 4,
-        "pad": False,
-        "normalization": "zerocenter",
-        "normalization_dimension": "channel",
-    }
+    assert RUN_DEFAULTS["model"] == {**RUN_DEFAULTS["model"], **PROTOCOL_MODEL}
     # trainingOptions: Shuffle 'once', LearnRateSchedule 'none', LearnRateDropFactor 0.1, LearnRateDropPeriod 10
     assert (t["shuffle"], t["lr_schedule"], t["lr_drop_factor"], t["lr_drop_period"]) == ("once", "none", 0.1, 10)
     assert "l2" not in STUDY_DEFAULTS["train"]  # L2 comes from the grid only

@@ -8,38 +8,28 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import write_dataset_dir
+from conftest import tiny_study, write_dataset_dir
 from optuna.trial import TrialState
 
 from hpo.closing_table import format_summary
 from hpo.study import run_study
-from hpo.study_config import study_config
 from lgeseg.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.slow
 
 
+#: The study of these tests on top of :func:`conftest.tiny_study`: one epoch of batch 4 at one L2, pinned to fp32 on
+#: the CPU, and a retune rule that never fires.
+HONEST = {
+    "name": "honest",
+    "train": {"epochs": 1, "batch_size": 4, "device": "cpu", "precision": "fp32", "channels_last": False},
+    "grid": {"l2": [5e-3]},
+    "retune": {"check_fraction": 1.0, "target_accuracy": 0.0, "max_reruns": 0, "adjustments": []},
+}
+
+
 def tiny(data_dir: Path, **sections) -> dict:
-    values = {
-        "name": "honest",
-        "data": str(data_dir),
-        "seeds": [0],
-        "model": {"width": 4, "depth": 2},
-        "train": {
-            "epochs": 1,
-            "batch_size": 4,
-            "learning_rate": 1e-3,
-            "device": "cpu",
-            "precision": "fp32",
-            "channels_last": False,
-        },
-        "grid": {"l2": [5e-3]},
-        "retune": {"check_fraction": 1.0, "target_accuracy": 0.0, "max_reruns": 0, "adjustments": []},
-        "resources": {"gpu": 0, "cpu": 1},
-    }
-    for key, value in sections.items():
-        values[key] = {**values[key], **value} if isinstance(value, dict) else value
-    return study_config(values)
+    return tiny_study(data_dir, HONEST, sections)
 
 
 def test_nan_loss_error_reaches_record_progress_and_summary(ray_cluster, tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import tiny_config, write_dataset_dir
+from conftest import copy_test_split, tiny_config, write_dataset_dir
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -59,12 +59,8 @@ def study(tmp_path_factory):
     shutil.copytree(root / "trials" / "l2=5e-05_seed=0_rerun=0", empty, ignore=shutil.ignore_patterns("*.pt"))
     record_trial(record, "emptied", empty, 5e-4, 1, 0.1)
     split = json.loads((root / "trials" / "l2=0.005_seed=0_rerun=0" / "split.json").read_text())
-    images, truth = root / "test_images", root / "test_masks"
-    for folder, sub in ((images, "images"), (truth, "masks")):
-        folder.mkdir()
-        for name in split["test"]:
-            shutil.copy(data / sub / name, folder / name)
-    shutil.copy(data / "manifest.csv", truth / "manifest.csv")  # the patients, for the per-patient field metrics
+    # with the patients, for the per-patient field metrics
+    images, truth = copy_test_split(data, split["test"], root / "test_images", root / "test_masks", ("manifest.csv",))
     return {"root": root, "storage": storage, "runs": runs, "images": images, "truth": truth, "test": split["test"]}
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import optuna
 import pytest
+from conftest import copy_test_split, tiny_study
 
 from hpo.run import main
 from hpo.study import run_study
-from hpo.study_config import study_config
 from lgeseg.phantom import generate_phantom
 
 pytestmark = pytest.mark.slow
@@ -19,30 +18,16 @@ pytestmark = pytest.mark.slow
 
 def test_grid_trials_predict_their_recorded_test_metrics(ray_cluster, tmp_path, capsys):
     data = generate_phantom(tmp_path / "phantom", n_patients=5, seed=3)
-    config = study_config(
-        {
-            "name": "tiny",
-            "data": str(data),
-            "seeds": [0, 1],
-            "model": {"width": 4, "depth": 2},
-            "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3},
-            "grid": {"l2": [5e-3]},
-            "retune": {"check_fraction": 0.5, "target_accuracy": 0.0, "max_reruns": 0, "adjustments": []},
-            "resources": {"gpu": 0, "cpu": 1},
-        }
-    )
+    config = tiny_study(data, seeds=[0, 1], grid={"l2": [5e-3]}, retune={"max_reruns": 0, "adjustments": []})
     run_study(config, out_dir=tmp_path / "study")
     storage = f"sqlite:///{tmp_path / 'study' / 'study.db'}"
     trials = optuna.load_study(study_name="tiny", storage=storage).get_trials()
     assert len(trials) == 2
     split = json.loads((Path(trials[0].user_attrs["trial_dir"]) / "split.json").read_text())
-    images, truth = tmp_path / "images", tmp_path / "truth"
-    for folder, sub in ((images, "images"), (truth, "masks")):
-        folder.mkdir()
-        for name in split["test"]:
-            shutil.copy(data / sub / name, folder / name)
-    for meta in ("dataset.json", "manifest.csv"):  # the phantom's label map and patients, for evaluate
-        shutil.copy(data / meta, truth / meta)
+    # with the phantom's label map and patients, for evaluate
+    images, truth = copy_test_split(
+        data, split["test"], tmp_path / "images", tmp_path / "truth", ("dataset.json", "manifest.csv")
+    )
     study = ["--storage", storage, "--study-name", "tiny"]
     for trial in trials:
         out = tmp_path / f"pred{trial.number}"

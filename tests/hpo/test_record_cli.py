@@ -15,32 +15,17 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import write_dataset_dir
+from conftest import RECORD_L2S as L2S
+from conftest import RECORD_STUDY, tiny_study, write_dataset_dir
 
 from hpo.run import main
 
 ROOT = Path(__file__).resolve().parents[2]
-L2S = (5e-3, 5e-4, 5e-5)
-STUDY = {
-    "name": "rec",
-    "seeds": [0],
-    "model": {"width": 4, "depth": 2},
-    "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1.0e-3},
-    "grid": {"l2": list(L2S)},
-    "retune": {"check_fraction": 0.5, "target_accuracy": 0.0, "max_reruns": 0, "adjustments": []},
-    "resources": {"gpu": 0, "cpu": 1},
-}
 
 
-def write_config(path: Path, data: Path, **changes) -> Path:
-    values = json.loads(json.dumps(STUDY))
-    for dotted, value in changes.items():
-        node = values
-        *parents, last = dotted.split("__")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    path.write_text(yaml.safe_dump({**values, "data": str(data)}))
+def write_config(path: Path, data: Path, **sections) -> Path:
+    """The record tests' study (:data:`conftest.RECORD_STUDY`) on ``data`` with ``sections`` merged in, as YAML."""
+    path.write_text(yaml.safe_dump(tiny_study(data, RECORD_STUDY, **sections)))
     return path
 
 
@@ -64,7 +49,7 @@ def made(tmp_path_factory) -> Path:
     for l2 in L2S:
         train(config, base / "runs" / f"l2={l2:g}", l2)
     train(config, base / "runs" / "seed1", L2S[0], 1)
-    train(write_config(base / "lr.yaml", data, train__learning_rate=3e-3), base / "runs" / "lr", L2S[0])
+    train(write_config(base / "lr.yaml", data, train={"learning_rate": 3e-3}), base / "runs" / "lr", L2S[0])
     train(write_config(base / "other.yaml", other), base / "runs" / "other", L2S[0])
     return base
 
@@ -177,7 +162,7 @@ def test_already_recorded_is_refused(made, runs, tmp_path, one_line_error):
 def test_a_point_outside_the_grid_and_a_missing_config_are_refused(made, runs, tmp_path, one_line_error):
     line = one_line_error(["record", str(runs / "l2=0.005"), "--storage", str(tmp_path / "x.db"), "--study-name", "n"])
     assert "study 'n' is not in" in line and "give --config FILE" in line
-    narrow = write_config(tmp_path / "narrow.yaml", made / "data", grid__l2=[5e-4])
+    narrow = write_config(tmp_path / "narrow.yaml", made / "data", grid={"l2": [5e-4]})
     argv = ["record", str(runs / "l2=0.005"), "--storage", str(tmp_path / "x.db"), "--study-name", "n"]
     line = one_line_error([*argv, "--config", str(narrow)])
     assert "train.l2=0.005 is not a point of study 'n' (train.l2: [0.0005])" in line

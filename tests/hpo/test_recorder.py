@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import optuna
 import pytest
+from conftest import drive_recorder, epoch_result, finished_result, tune_trial_stub
 from conftest import grid_attempt as Attempt
 from optuna.trial import TrialState
 
@@ -37,47 +36,18 @@ def study(tmp_path):
 
 
 def tune_trial(tmp_path, attempt: Attempt, trial_id: str = "t0"):
-    return SimpleNamespace(
-        trial_id=trial_id,
-        config=trial_config(CONFIG, attempt, tmp_path),
-        last_result={},
-        get_error=lambda: RuntimeError("Traceback...\nValueError: boom"),
-    )
+    return tune_trial_stub(trial_id, trial_config(CONFIG, attempt, tmp_path), "Traceback...\nValueError: boom")
 
 
 def epoch(e: int, acc: float) -> dict:
-    return {"epoch": e, "epochs": 4, "val_accuracy": acc, "best_val_accuracy": acc}
+    return epoch_result(e, 4, acc)
 
 
 def finished(val_miou: float | None) -> dict:
-    info = {
-        "epochs_run": 4,
-        "best_val_accuracy": 0.95,
-        "selected_epoch": 4,
-        "device": "cpu",
-        "wall_time_s": 1.5,
-        "split_hash": "abc",
-        "versions": {"torch": "x"},
-    }
-    return {
-        "epoch": 4,
-        "epochs": 4,
-        "finished": True,
-        "val_accuracy": 0.95,
-        "best_val_accuracy": 0.95,
-        "val_MeanIoU": val_miou,
-        "val_metrics": {"MeanIoU": val_miou},
-        "test_metrics": {"dataset": {"MeanIoU": 0.7}},
-        "run_info": info,
-    }
+    return finished_result(4, val_miou, 0.7, wall_time_s=1.5)
 
 
-def drive(recorder, trial, results):
-    recorder.on_trial_start(0, [], trial)
-    for r in results:
-        recorder.on_trial_result(0, [], trial, r)
-        trial.last_result = r
-    recorder.on_trial_complete(0, [], trial)
+drive = drive_recorder
 
 
 def test_complete_trial_has_params_values_and_attrs(study, tmp_path):

@@ -4,11 +4,11 @@ with stand-in Tune trials (through the real recorder), the resume plan, and the 
 from __future__ import annotations
 
 import statistics
-from types import SimpleNamespace
 
 import optuna
 import pytest
 import yaml
+from conftest import epoch_result, finished_result, report_results, tune_trial_stub
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
@@ -80,14 +80,12 @@ class Driver:
         config = self.searcher.suggest(tid)
         if not isinstance(config, dict):
             return config
-        trial = SimpleNamespace(trial_id=tid, config=config, last_result={}, get_error=lambda: None)
+        trial = tune_trial_stub(tid, config)
         self.recorder.on_trial_start(0, [], trial)
         return trial
 
     def run(self, trial, results: list[dict]) -> None:
-        for result in results:
-            self.recorder.on_trial_result(0, [], trial, result)
-            trial.last_result = result
+        report_results(self.recorder, trial, results)
         self.searcher.on_trial_complete(trial.trial_id, result=flatten_dict(trial.last_result))
         self.recorder.on_trial_complete(0, [], trial)
 
@@ -103,30 +101,11 @@ class Driver:
 
 
 def epoch(e: int, acc: float) -> dict:
-    return {"epoch": e, "epochs": 2, "val_accuracy": acc, "best_val_accuracy": acc}
+    return epoch_result(e, 2, acc)
 
 
 def finished(val_miou: float, test_miou: float = 0.5) -> dict:
-    info = {
-        "epochs_run": 2,
-        "best_val_accuracy": 0.95,
-        "selected_epoch": 2,
-        "device": "cpu",
-        "wall_time_s": 1.0,
-        "split_hash": "abc",
-        "versions": {"torch": "x"},
-    }
-    return {
-        "epoch": 2,
-        "epochs": 2,
-        "finished": True,
-        "val_accuracy": 0.95,
-        "best_val_accuracy": 0.95,
-        "val_MeanIoU": val_miou,
-        "val_metrics": {"MeanIoU": val_miou},
-        "test_metrics": {"dataset": {"MeanIoU": test_miou}},
-        "run_info": info,
-    }
+    return finished_result(2, val_miou, test_miou)
 
 
 PASS = [epoch(1, 0.95), epoch(2, 0.96)]

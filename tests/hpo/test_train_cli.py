@@ -6,31 +6,11 @@ import json
 
 import pytest
 import yaml
+from conftest import RUN_OUTPUTS, tiny_train_args
 
 import hpo.run
 
-TINY = [
-    "--width",
-    "4",
-    "--epochs",
-    "2",
-    "--set",
-    "model.depth=2",
-    "--set",
-    "train.batch_size=4",
-    "--set",
-    "train.device=cpu",
-]
-OUTPUTS = (
-    "metrics.json",
-    "val_metrics.json",
-    "history.csv",
-    "split.json",
-    "config.yaml",
-    "best.pt",
-    "last.pt",
-    "run.json",
-)
+TINY = tiny_train_args(epochs=2)
 
 
 def test_train_cli_writes_everything_and_resumes(capsys, tiny_data_dir, tmp_path):
@@ -40,7 +20,7 @@ def test_train_cli_writes_everything_and_resumes(capsys, tiny_data_dir, tmp_path
     stdout = capsys.readouterr().out
     assert "GlobalAccuracy" in stdout and str(out) in stdout
     assert "Field metrics, mean over " in stdout and "patients (NSD at 2 pixels" in stdout  # lgeseg.field_metrics
-    for name in OUTPUTS:
+    for name in RUN_OUTPUTS:
         assert (out / name).is_file(), name
     split = json.loads((out / "split.json").read_text())
     assert sorted(p.name for p in (out / "predictions").iterdir()) == sorted(split["test"])

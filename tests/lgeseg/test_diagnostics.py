@@ -10,6 +10,7 @@ import math
 from types import SimpleNamespace
 
 import pytest
+from conftest import tiny_config_args
 
 from lgeseg.diagnostics import below_baseline, learning_warnings, stalled_loss
 from lgeseg.run import run
@@ -71,20 +72,7 @@ def test_train_cli_prints_the_warnings(stuck_run, capsys):
         config["data"],
         "--l2",
         str(config["train"]["l2"]),
-        "--width",
-        "4",
-        "--epochs",
-        "6",
-        "--set",
-        "model.depth=2",
-        "--set",
-        "train.batch_size=4",
-        "--set",
-        "train.device=cpu",
-        "--set",
-        "train.precision=fp32",
-        "--set",
-        "train.channels_last=false",
+        *tiny_config_args(epochs=6),
         "--set",
         "train.learning_rate=1e-12",
         "--out",

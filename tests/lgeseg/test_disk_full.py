@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import tiny_train_args
 
 from hpo.recorder import OptunaRecorder
 from hpo.rule import RetuneRule
@@ -46,10 +47,7 @@ def _fill(disk: Path, leave: int) -> None:
 def test_a_run_on_a_full_disk_is_one_line_with_the_path(tiny_disk, tiny_data_dir, one_line_error, leave):
     _fill(tiny_disk, leave)
     out = tiny_disk / "run"
-    line = one_line_error(
-        ["train", "--data", str(tiny_data_dir), "--out", str(out), "--epochs", "3", "--width", "4"]
-        + ["--set", "model.depth=2", "--set", "train.device=cpu", "--set", "train.batch_size=4"]
-    )
+    line = one_line_error(["train", "--data", str(tiny_data_dir), "--out", str(out), *tiny_train_args(epochs=3)])
     assert line.startswith(f"error: {out}") and "no space left on device" in line, line
     assert line.count("no space left on device") == 1 and "inline_container" not in line
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_config_args
 from PIL import Image
 
 from lgeseg.data import load_dataset
@@ -155,20 +156,7 @@ def test_train_refuses_to_continue_or_read_back_on_changed_data(
             str(root),
             "--out",
             str(out),
-            "--set",
-            "model.width=4",
-            "--set",
-            "model.depth=2",
-            "--epochs",
-            "1",
-            "--set",
-            "train.batch_size=4",
-            "--set",
-            "train.device=cpu",
-            "--set",
-            "train.precision=fp32",
-            "--set",
-            "train.channels_last=false",
+            *tiny_config_args(epochs=1),
             "--l2",
             "0.0005",
             "--seed",

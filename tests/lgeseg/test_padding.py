@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import tiny_train_args
 from PIL import Image
 
 from lgeseg.errors import ConfigError
@@ -62,14 +63,7 @@ def test_train_cli_refuses_odd_size_before_writing(make_dataset_dir, tmp_path, o
             str(data),
             "--out",
             str(out),
-            "--width",
-            "4",
-            "--epochs",
-            "1",
-            "--set",
-            "model.depth=2",
-            "--set",
-            "train.device=cpu",
+            *tiny_train_args(epochs=1),
         ]
     )
     assert "images are 18x14 (HxW) but model.depth 2 needs H and W divisible by 2**2 = 4" in line

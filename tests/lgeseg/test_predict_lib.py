@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config, write_dataset_dir
+from conftest import copy_test_split, tiny_config, write_dataset_dir
 from PIL import Image
 
 from lgeseg.errors import ConfigError, DataError, UserError
@@ -42,11 +42,7 @@ def trained(tmp_path_factory):
     data = write_dataset_dir(root / "data")
     runs = [run(tiny_config(data=str(data), seed=seed), root / f"run{seed}") for seed in (0, 1)]
     test = json.loads((root / "run0" / "split.json").read_text())["test"]
-    images, truth = root / "test_images", root / "test_masks"
-    for folder, sub in ((images, "images"), (truth, "masks")):
-        folder.mkdir()
-        for name in test:
-            shutil.copy(data / sub / name, folder / name)
+    images, truth = copy_test_split(data, test, root / "test_images", root / "test_masks")
     return {"root": root, "data": data, "runs": runs, "test": test, "images": images, "truth": truth}
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import RUN_OUTPUTS
 
 import lgeseg.run as run_mod
 from lgeseg.config import config_hash, run_config
@@ -41,16 +42,7 @@ def finished_run(tmp_path_factory):
 
 def test_run_writes_all_outputs(finished_run):
     config, out, result = finished_run
-    for name in (
-        "metrics.json",
-        "val_metrics.json",
-        "history.csv",
-        "split.json",
-        "config.yaml",
-        "run.json",
-        "best.pt",
-        "last.pt",
-    ):
+    for name in RUN_OUTPUTS:
         assert (out / name).is_file(), name
     assert (out / "predictions").is_dir()
     with (out / "history.csv").open() as f:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 
+import fit_spies
 import numpy as np
 import pytest
 import torch
@@ -347,11 +348,7 @@ def test_training_loss_is_matlab_spatial_cross_entropy(monkeypatch, make_dataset
 
 @pytest.fixture(scope="module")
 def fit_data():
-    from conftest import build_dataset
-
-    dataset = build_dataset(n=30, size=16)
-    split = split_dataset(dataset, 0.6, 0.2, 0.2)
-    return dataset, split
+    return fit_spies.fit_data()
 
 
 def test_fit_history_and_files(fit_data, tiny_run_config, tmp_path):
@@ -435,19 +432,7 @@ def test_piecewise_schedule_drops_every_period(fit_data, tiny_run_config, tmp_pa
         train__lr_drop_factor=0.5,
         train__lr_drop_period=2,
     )
-    optimizers, seen = [], []
-    real_build, real_augment = train_mod.build_optimizer, train_mod.augment_batch
-
-    def build_spy(*args, **kwargs):
-        optimizers.append(real_build(*args, **kwargs))
-        return optimizers[-1]
-
-    def augment_spy(*args, **kwargs):
-        seen.append(sorted({g["lr"] for g in optimizers[0].param_groups}))
-        return real_augment(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "build_optimizer", build_spy)
-    monkeypatch.setattr(train_mod, "augment_batch", augment_spy)
+    seen = fit_spies.record_learning_rates(monkeypatch)
     fit(config, dataset, split, tmp_path)
     steps = len(split.train) // 4
     per_epoch = [seen[e * steps] for e in range(5)]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fit_spies import fit_data, record_learning_rates
 
 import lgeseg.train as train_mod
 from lgeseg.config import run_config
-from lgeseg.data import split_dataset
 from lgeseg.errors import ConfigError
 from lgeseg.train import fit, validation_due
 
@@ -57,10 +57,7 @@ def test_bad_validation_epochs_is_a_config_error(bad):
 
 
 def test_fit_weights_do_not_depend_on_when_it_validates(tiny_run_config, tmp_path, monkeypatch):
-    from conftest import build_dataset
-
-    dataset = build_dataset(n=30, size=16)
-    split = split_dataset(dataset, 0.6, 0.2, 0.2)
+    dataset, split = fit_data()
     steps = len(split.train) // 4  # tiny_run_config's batch
     calls = []
     real = train_mod._validate
@@ -93,25 +90,10 @@ def test_fit_weights_do_not_depend_on_when_it_validates(tiny_run_config, tmp_pat
 def test_onecycle_schedule_steps_every_iteration(tiny_run_config, tmp_path, monkeypatch):
     """``onecycle``: the rate starts at 1/25 of the top, peaks after 30 % of the iterations, ends near 0;
     upconv biases keep their factor 2 throughout."""
-    from conftest import build_dataset
-
-    dataset = build_dataset(n=30, size=16)
-    split = split_dataset(dataset, 0.6, 0.2, 0.2)
+    dataset, split = fit_data()
     steps = len(split.train) // 4
     config = tiny_run_config({"train": {"epochs": 5, "learning_rate": 1e-3, "lr_schedule": "onecycle"}})
-    optimizers, seen = [], []
-    real_build, real_augment = train_mod.build_optimizer, train_mod.augment_batch
-
-    def build_spy(*args, **kwargs):
-        optimizers.append(real_build(*args, **kwargs))
-        return optimizers[-1]
-
-    def augment_spy(*args, **kwargs):
-        seen.append(sorted({g["lr"] for g in optimizers[0].param_groups}))
-        return real_augment(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "build_optimizer", build_spy)
-    monkeypatch.setattr(train_mod, "augment_batch", augment_spy)
+    seen = record_learning_rates(monkeypatch)
     fit(config, dataset, split, tmp_path)
     total = 5 * steps
     assert len(seen) == total

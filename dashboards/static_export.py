@@ -62,8 +62,9 @@ def export_figures(figures: dict, folder: Path, fmt: str, timeout: float | None 
     """Write each Plotly figure as ``folder/<key>.<fmt>``, 1400 px wide at its layout height.
 
     Raises:
-        UserError: the export did not finish within ``timeout`` s (default :data:`EXPORT_TIMEOUT_S`), or
-            kaleido/the browser failed; one line. No browser process is left running either way.
+        UserError: the export did not finish within ``timeout`` s (default :data:`EXPORT_TIMEOUT_S`),
+            kaleido/the browser failed, or a file was not written; one line. No browser process is left running
+            either way.
         KeyboardInterrupt: after stopping the export and its browser.
     """
     timeout = EXPORT_TIMEOUT_S if timeout is None else timeout
@@ -109,6 +110,12 @@ def export_figures(figures: dict, folder: Path, fmt: str, timeout: float | None 
         if code != 0:
             reason = errors.read_text().strip() if errors.exists() else f"exit status {code}"
             raise UserError(f"static export to {folder} failed: {reason.splitlines()[0] if reason else code}")
+    missing = [p.name for p in paths if not p.is_file() or p.stat().st_size == 0]
+    if missing:  # kaleido ended without an error but did not write them (seen on an overloaded machine)
+        raise UserError(
+            f"static export to {folder} failed: kaleido wrote no {', '.join(missing)}; run the report again, "
+            f"or use --format html"
+        )
     return paths
 
 

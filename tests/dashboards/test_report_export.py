@@ -57,3 +57,23 @@ def test_missing_browser_is_one_line(tmp_path, monkeypatch, one_line_error):
     line = one_line_error([*command, "svg"])
     assert "--format svg needs a Chrome/Chromium browser for kaleido (e.g. Debian: apt-get install chromium" in line
     assert not out.exists()  # refused before anything is written
+
+
+def test_an_export_that_ends_well_but_writes_nothing_is_one_error(tmp_path, monkeypatch):
+    """kaleido's process ending with status 0 without the file (seen on an overloaded machine) is an error, not
+    a path to a file that is not there."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    import dashboards.static_export as static_export
+    from lgeseg.errors import UserError
+
+    def writes_nothing(args, **kwargs):
+        return subprocess.Popen([sys.executable, "-c", "pass"], **kwargs)
+
+    fake = SimpleNamespace(Popen=writes_nothing, DEVNULL=subprocess.DEVNULL, TimeoutExpired=subprocess.TimeoutExpired)
+    monkeypatch.setattr(static_export, "subprocess", fake)
+    fig = go.Figure(go.Bar(x=["a", "b"], y=[1, 2]))
+    with pytest.raises(UserError, match=r"static export to .* failed: kaleido wrote no bars.png, lines.png; run"):
+        export_static({"bars": fig, "lines": fig}, tmp_path, "png")

@@ -42,6 +42,7 @@ from .rule import RetuneRule
 from .sampling import Sampling, plan, reconcile
 from .storage import default_storage, default_study_dir, mask_url, open_storage, resolve, start_study
 from .study_config import (
+    check_recordable,
     first_difference,
     max_epochs,
     replicates,
@@ -232,14 +233,16 @@ def run_study(
         the study's :class:`StudyResult`.
 
     Raises:
-        UserError: bad data, images a network of the study cannot take, a batch larger than the training
-            split, data that changed since the study began, ``train.device: cuda`` without a GPU per trial, a
-            cluster that cannot hold a trial, a storage that cannot be opened or stays busy, a study another
-            live driver holds (:mod:`hpo.driver_lock`), an existing study without ``resume``, or a config that
-            differs from the stored one (:class:`~lgeseg.errors.ConfigError`); each before any trial runs.
+        UserError: a value the record cannot store (:func:`hpo.study_config.check_recordable`), bad data,
+            images a network of the study cannot take, a batch larger than the training split, data that
+            changed since the study began, ``train.device: cuda`` without a GPU per trial, a cluster that cannot
+            hold a trial, a storage that cannot be opened or stays busy, a study another live driver holds
+            (:mod:`hpo.driver_lock`), an existing study without ``resume``, or a config that differs from the
+            stored one (:class:`~lgeseg.errors.ConfigError`); each before any trial runs.
     """
     stream = stream or sys.stdout
     name = study_name or config["name"]
+    check_recordable(config)
     data = describe_data(config)
     check_device(config["resources"], config["train"]["device"])
     start_ray(address, num_cpus)  # before anything is stored: a cluster that cannot run a trial is an error

@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
     from hpo.recording import plan_recordings, write_recording
     from hpo.storage import default_study_dir, mask_url, resolve, storage_file
     from hpo.study import prepare_study
-    from hpo.study_config import load_study_config
+    from hpo.study_config import check_recordable, load_study_config
     from lgeseg.config import without_neutral
     from lgeseg.errors import ConfigError
 
@@ -74,6 +74,7 @@ def main(args: argparse.Namespace) -> int:
         given = {**given, "data": config.get("data")}
         if without_neutral(given) != without_neutral(config):
             raise ConfigError(f"{args.config}: not the config study '{args.study_name}' was started with")
+    check_recordable(config)
     plans, data = plan_recordings(args.run_dirs, config, args.study_name, study)  # every check, nothing written
     if study is None:
         config = {**config, "data": plans[0].run.config["data"]}

@@ -49,7 +49,8 @@ def study_command(config_path: Path, out: Path, *extra: str, kind: str = "grid")
 
 def grid_on_data(data: Path, out: Path, *extra: str) -> list[str]:
     """``hpo.run`` arguments (after ``python -m hpo.run``) of a ``grid`` on the data folder ``data`` into ``out``
-    with the default study on one CPU and no GPU per trial, then ``extra``."""
+    with the default study on one CPU and no GPU per trial, in batches of 4 (a tiny data set's training split
+    is smaller than the default 16), then ``extra``."""
     return [
         "grid",
         "--data",
@@ -60,6 +61,8 @@ def grid_on_data(data: Path, out: Path, *extra: str) -> list[str]:
         "resources.gpu=0",
         "--set",
         "resources.cpu=1",
+        "--set",
+        "train.batch_size=4",
         *extra,
     ]
 

@@ -26,7 +26,7 @@ def _grid(
 ) -> subprocess.CompletedProcess:
     """``grid`` asking for a GPU: it fails right after Ray is up (or joined), in one line, without training."""
     command = [*(prefix or []), sys.executable, "-m", "hpo.run", "grid", "--data", str(data_dir), "--out", str(out)]
-    command += ["--set", "resources.cpu=1", "--set", "resources.gpu=1", *extra]
+    command += ["--set", "resources.cpu=1", "--set", "resources.gpu=1", "--set", "train.batch_size=4", *extra]
     clean = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
     return subprocess.run(
         command,
@@ -103,7 +103,8 @@ def test_ray_address_of_a_live_cluster_is_joined_and_said(tiny_data_dir, tmp_pat
 
 @pytest.mark.parametrize("cpus", ["-1", "0", "-8"])
 def test_num_cpus_below_1_is_one_line(tiny_data_dir, tmp_path, one_line_error, cpus):
-    line = one_line_error(["grid", "--data", str(tiny_data_dir), "--out", str(tmp_path / "s"), "--num-cpus", cpus])
+    argv = ["grid", "--data", str(tiny_data_dir), "--out", str(tmp_path / "s"), "--set", "train.batch_size=4"]
+    line = one_line_error([*argv, "--num-cpus", cpus])
     assert line.startswith(
         f"error: --num-cpus must be at least 1 (or left out for all {os.cpu_count()} cores), got {cpus}"
     )

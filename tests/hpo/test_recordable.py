@@ -4,7 +4,8 @@ Every attempt trial is recorded with the wide distributions of :data:`hpo.record
 a log scale from 1e-12 to 1, ...). Optuna cannot store a value its distribution cannot represent (``l2 = 0``
 on a log scale raises), so such a study used to train its trials and then fail to record them; a value
 outside the bounds it stores only with a warning, leaving params that contradict their distributions.
-:func:`hpo.study_config.check_recordable` refuses it at load, naming the key, from wherever the value comes.
+:func:`hpo.study_config.check_recordable` refuses it before a driver (or ``record``) writes anything, naming
+the key, from wherever the value comes; ``train`` alone records nothing and takes any valid run value.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import optuna
 import pytest
 
 from hpo.record import DISTRIBUTIONS, attempt_params
-from hpo.study_config import replicates, run_config_of, space, study_config
+from hpo.study_config import check_recordable, replicates, run_config_of, space, study_config
 from lgeseg.errors import ConfigError
 
 SEARCH = "study_configs/paper-l2-search.yaml"
@@ -69,7 +70,7 @@ def test_a_value_the_record_cannot_hold_is_refused_naming_its_key(values, key, s
     with pytest.raises(
         ConfigError, match=re.escape(f"config key '{key}': {shown} is outside what the study record holds")
     ):
-        study_config(values)
+        check_recordable(study_config(values))
 
 
 def test_l2_zero_gets_a_hint_and_one_error_line_from_the_command_line(one_line_error, tmp_path):
@@ -100,6 +101,7 @@ def test_values_at_the_bounds_are_accepted_and_recorded():
             "train": {"epochs": 1_000_000, "batch_size": 65536},
         }
     )
+    check_recordable(config)
     study = optuna.create_study()
     dists = space(config)
     for l2 in dists["train.l2"].choices:
@@ -110,3 +112,12 @@ def test_values_at_the_bounds_are_accepted_and_recorded():
             trial = study.ask({k: DISTRIBUTIONS[k] for k in params})
             study.tell(trial, 0.5)
             assert study.trials[-1].params == params
+
+
+def test_train_alone_records_nothing_and_takes_any_valid_run_value(tiny_data_dir, tmp_path, one_line_error):
+    """A learning rate below the record's bounds is a valid run: ``train`` loads it; a study refuses it."""
+    config = study_config({"train": {"learning_rate": 1e-12}})
+    with pytest.raises(ConfigError, match="'train.learning_rate': 1e-12 is outside what the study record holds"):
+        check_recordable(config)
+    line = one_line_error(["grid", "--data", str(tiny_data_dir), "--set", "train.learning_rate=1e-12"])
+    assert "'train.learning_rate': 1e-12 is outside" in line

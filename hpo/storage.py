@@ -516,19 +516,46 @@ def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
     return optuna.load_study(study_name=study_name, storage=backend)
 
 
+def _nothing_to_resume(url: str, study_name: str, studies: list) -> UserError:
+    listed = ", ".join(sorted(s.study_name for s in studies if "record_study" not in s.user_attrs)) or "none"
+    return UserError(
+        f"--resume: no study '{study_name}' in {mask_url(url)} (studies there: {listed}); run without --resume "
+        f"to start it"
+    )
+
+
+def check_resumable(storage: str, study_name: str) -> None:
+    """Refuse ``--resume`` of a study the storage does not hold, without creating a missing SQLite or journal
+    file (a driver checks this before it starts Ray or makes a folder).
+
+    Raises:
+        UserError: no such study (naming the studies there); StorageError: the storage cannot be opened.
+    """
+    url = resolve(storage)
+    path = storage_file(url)
+    studies = [] if path is not None and not path.is_file() else open_storage(url).get_all_studies()
+    if study_name not in [s.study_name for s in studies]:
+        raise _nothing_to_resume(url, study_name, studies)
+
+
 def start_study(storage: str, study_name: str, resume: bool) -> optuna.Study:
     """The study a grid run records into, created when new (``grid``).
 
     Raises:
-        UserError: the study exists and ``resume`` is False.
+        UserError: the study exists and ``resume`` is False, or ``resume`` is True and it does not exist (a
+            mistyped ``--study-name`` or ``--storage`` must not start a new study).
         StorageError: the storage cannot be opened or stays busy.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = resolve(storage)
     backend = open_storage(url)
-    if study_name in [s.study_name for s in backend.get_all_studies()] and not resume:
+    studies = backend.get_all_studies()
+    names = [s.study_name for s in studies]
+    if study_name in names and not resume:
         raise UserError(
             f"study '{study_name}' already exists in {mask_url(url)}; use --resume to finish it "
             f"or --study-name to start another"
         )
+    if study_name not in names and resume:
+        raise _nothing_to_resume(url, study_name, studies)
     return optuna.create_study(storage=backend, study_name=study_name, direction="maximize", load_if_exists=True)

@@ -40,7 +40,15 @@ from .record import (
 )
 from .rule import RetuneRule
 from .sampling import Sampling, plan, reconcile
-from .storage import default_storage, default_study_dir, mask_url, open_storage, resolve, start_study
+from .storage import (
+    check_resumable,
+    default_storage,
+    default_study_dir,
+    mask_url,
+    open_storage,
+    resolve,
+    start_study,
+)
 from .study_config import (
     check_recordable,
     first_difference,
@@ -237,19 +245,21 @@ def run_study(
             images a network of the study cannot take, a batch larger than the training split, data that
             changed since the study began, ``train.device: cuda`` without a GPU per trial, a cluster that cannot
             hold a trial, a storage that cannot be opened or stays busy, a study another live driver holds
-            (:mod:`hpo.driver_lock`), an existing study without ``resume``, or a config that differs from the
-            stored one (:class:`~lgeseg.errors.ConfigError`); each before any trial runs.
+            (:mod:`hpo.driver_lock`), an existing study without ``resume`` (a missing one with it), or a config
+            that differs from the stored one (:class:`~lgeseg.errors.ConfigError`); each before any trial runs.
     """
     stream = stream or sys.stdout
     name = study_name or config["name"]
     check_recordable(config)
     data = describe_data(config)
     check_device(config["resources"], config["train"]["device"])
+    out = Path(out_dir or default_study_dir(name)).resolve()
+    storage = resolve(storage) if storage else default_storage(out)
+    if resume:  # a mistyped --study-name or --storage must not start a new study
+        check_resumable(storage, name)
     start_ray(address, num_cpus)  # before anything is stored: a cluster that cannot run a trial is an error
     check_resources(config["resources"])
-    out = Path(out_dir or default_study_dir(name)).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    storage = resolve(storage) if storage else default_storage(out)
     with hold_study(storage, name, wait=wait, stream=stream):  # one driver per study (hpo.driver_lock)
         record = prepare_study(config, name, storage, out, resume, data, stream)
         close_unstarted(record)

@@ -13,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 from conftest import tiny_study
@@ -106,16 +107,22 @@ def test_grid_and_search_refuse_a_study_another_driver_holds(ray_cluster, tmp_pa
     out = tmp_path / "study"
     out.mkdir()
     holder = start_holder(f"sqlite:///{out / 'study.db'}", config["name"])
+    argv = [command, "--config", str(config_path), "--out", str(out), "--no-report"]
     try:
-        for extra in ([], ["--resume"]):
-            line = one_line_error([command, "--config", str(config_path), "--out", str(out), "--no-report", *extra])
-            assert f"process {holder.pid} on host {socket.gethostname()}" in line
+        line = one_line_error(argv)
+        assert f"process {holder.pid} on host {socket.gethostname()}" in line
         assert not (out / "study.db").exists()  # nothing was written by the refused driver
+        # --resume of the study the holder runs (it has created it by now, as a driver does first thing)
+        optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name=config["name"])
+        line = one_line_error([*argv, "--resume"])
+        assert f"process {holder.pid} on host {socket.gethostname()}" in line
+        (stored,) = optuna.get_all_study_summaries(f"sqlite:///{out / 'study.db'}")
+        assert stored.n_trials == 0 and not stored.user_attrs  # nothing written into it either
     finally:
         holder.kill()
         holder.wait()
-    # the holder died: the same command runs without any unlock
-    assert main([command, "--config", str(config_path), "--out", str(out), "--no-report"]) == 0
+    # the holder died: the same command finishes the study without any unlock
+    assert main([*argv, "--resume"]) == 0
 
 
 def test_two_trainings_never_share_a_run_folder(tmp_path, tiny_data_dir, tiny_run_config):

@@ -54,13 +54,15 @@ def select_networks(
     trial: int | None = None,
     best: int | None = None,
     configuration: int | None = None,
+    checkpoint: str = "selected",
 ) -> list[Chosen]:
     """The networks ``--trial N``, ``--best K`` or ``--configuration N`` names (exactly one is given).
 
     Args:
         trials: the study's trials (``study.get_trials(deepcopy=False)``).
         study_name: for messages.
-        trial: one trial by number (any state; it needs a run folder with a checkpoint).
+        trial: one trial by number; with ``checkpoint`` ``selected`` (the network its run evaluated) it must be
+            COMPLETE, with ``best`` or ``last`` any trial with a checkpoint (a RUNNING trial's latest).
         best: the K configurations with the highest mean validation value over their COMPLETE replicates
             (ties: the configuration with the lower first trial number), each with all its replicates,
             in that order.
@@ -72,7 +74,8 @@ def select_networks(
 
     Raises:
         UserError: no or several choices, a trial number that does not exist, a configuration trial given to
-            ``trial``, no COMPLETE replicate, fewer than K configurations, a trial without ``trial_dir``.
+            ``trial``, a trial that is not COMPLETE for the ``selected`` checkpoint, no COMPLETE replicate,
+            fewer than K configurations, a trial without ``trial_dir``.
     """
     if sum(x is not None for x in (trial, best, configuration)) != 1:
         raise UserError("give exactly one of --trial N, --best [K], --configuration N")
@@ -97,6 +100,11 @@ def select_networks(
                 raise UserError(
                     f"study '{study_name}': trial {number} is a configuration of the search, not a network; "
                     f"use --configuration {number}"
+                )
+            if found.state != TrialState.COMPLETE and checkpoint == "selected":
+                raise UserError(
+                    f"study '{study_name}': trial {number} is {found.state.name}: its run evaluated no network; "
+                    f"give --checkpoint last (or best) to use its latest checkpoint anyway"
                 )
             return [_chosen(found, study_name)]
         key = configuration_key(found)

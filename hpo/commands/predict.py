@@ -97,7 +97,7 @@ def study_networks(args: argparse.Namespace, **which) -> tuple[list, str]:
     from lgeseg.predict import load_network
 
     study = open_study(args.storage, args.study_name)
-    chosen = select_networks(study.get_trials(deepcopy=False), study.study_name, **which)
+    chosen = select_networks(study.get_trials(deepcopy=False), study.study_name, **which, checkpoint=args.checkpoint)
     folders = [network_dir(c, study, args.storage, args.artifacts, args.checkpoint) for c in chosen]
     networks = [load_network(folder, args.checkpoint, name=c.name) for folder, c in zip(folders, chosen)]
     return networks, study.study_name

@@ -169,7 +169,11 @@ def test_errors_are_one_line(study, tmp_path, one_line_error):
         ["predict", "--storage", study["storage"], "--study-name", "nope", "--trial", "0", *base]
     )
     assert "study 'tiny' has no trial 9 (trials 0-4)" in one_line_error(["predict", *cli(study, "--trial", "9"), *base])
-    assert "trial 3 has no trial_dir" in one_line_error(["predict", *cli(study, "--trial", "3"), *base])
+    assert "trial 3 is FAIL: its run evaluated no network" in one_line_error(
+        ["predict", *cli(study, "--trial", "3"), *base]
+    )
+    last = ["--checkpoint", "last"]
+    assert "trial 3 has no trial_dir" in one_line_error(["predict", *cli(study, "--trial", "3"), *last, *base])
     assert "emptied/last.pt: checkpoint not found" in one_line_error(["predict", *cli(study, "--trial", "4"), *base])
     assert "has 3 configurations with a COMPLETE trial; --best 4" in one_line_error(
         ["predict", *cli(study, "--best", "4"), *base]
@@ -199,3 +203,23 @@ def test_errors_are_one_line(study, tmp_path, one_line_error):
         ["export", *cli(study, "--trial", "4"), "--out", str(tmp_path / "e.zip")]
     )
     assert not (tmp_path / "e.zip").exists()
+
+
+@pytest.mark.parametrize("state", [TrialState.RUNNING, TrialState.PRUNED, TrialState.FAIL])
+def test_a_trial_that_evaluated_no_network_needs_an_explicit_checkpoint(state):
+    """``--trial N`` of a RUNNING (or stopped, or failed) trial: its run evaluated no network, so the default
+    ``selected`` checkpoint is refused in one line; ``last`` and ``best`` take its latest checkpoint."""
+    trial = create_trial(
+        state=state,
+        value=None,
+        params={},
+        distributions={},
+        user_attrs={"trial_dir": "/runs/t0", "trial_name": "l2=0.005_seed=0_rerun=0"},
+        intermediate_values={1: 0.5} if state == TrialState.PRUNED else None,
+    )
+    trial.number = 0
+    with pytest.raises(UserError, match=rf"trial 0 is {state.name}: its run evaluated no network; give --checkpoint"):
+        select_networks([trial], "tiny", trial=0)
+    for checkpoint in ("last", "best"):
+        (chosen,) = select_networks([trial], "tiny", trial=0, checkpoint=checkpoint)
+        assert chosen.number == 0 and chosen.run_dir == Path("/runs/t0")

@@ -41,6 +41,10 @@ from lgeseg.errors import UserError
 
 _log = logging.getLogger(__name__)
 
+#: URL schemes of Optuna's storages (SQLAlchemy dialects): a value starting ``<scheme>:`` without ``//`` is a
+#: mistyped URL, not a file name.
+_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+
 #: Folder of the study folders when neither ``--out`` nor ``--storage`` says otherwise.
 RUNS_DIR = Path("runs")
 #: Environment variable with the seconds every storage access waits for a busy database (default 60).
@@ -97,10 +101,19 @@ def resolve(storage: str | Path) -> str:
     A value with ``://`` or starting ``journal:`` is a URL and kept as it is; a bare path ending in
     ``.log`` becomes ``journal:<path>``; any other bare path becomes ``sqlite:///<path>`` (relative paths
     stay relative to the working folder, as optuna-dashboard reads them).
+
+    Raises:
+        StorageError: a database URL missing its ``//`` (``sqlite:/x.db``), which would be taken for a file name.
     """
     text = str(storage)
     if "://" in text or text.startswith("journal:"):
         return text
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):", text)  # two letters at least: C:\ is a path
+    if scheme and scheme.group(1).split("+")[0].lower() in _SCHEMES:
+        raise StorageError(
+            f"--storage: a URL needs '://' after '{scheme.group(1)}:' (e.g. sqlite:///PATH, "
+            f"postgresql://USER@HOST/DB); the value is not shown, it may hold a password"
+        )
     return f"journal:{text}" if text.endswith(".log") else f"sqlite:///{text}"
 
 

@@ -251,8 +251,13 @@ def check_recordable(config: dict) -> None:
 def load_study_config(
     path: str | Path | None = None, overrides: list[str] | None = None, data: str | None = None
 ) -> dict:
-    """Read ``path`` (default ``study_configs/paper.yaml``), apply ``--set`` overrides and ``--data``."""
-    values = load_yaml(path or DEFAULT_CONFIG)
+    """Read ``path`` (default ``study_configs/paper.yaml``), apply ``--set`` overrides and ``--data``.
+
+    Raises:
+        ConfigError: naming the file, or ``--set`` when the file alone is valid (the fault is an override's).
+    """
+    path = path or DEFAULT_CONFIG
+    values = load_yaml(path)
     for assignment in overrides or []:
         set_dotted(values, assignment)
     if data is not None:
@@ -260,7 +265,14 @@ def load_study_config(
     try:
         return study_config(values)
     except ConfigError as exc:
-        raise ConfigError(f"{path or DEFAULT_CONFIG}: {exc}") from None
+        where = f"{path}"
+        if overrides:
+            try:
+                study_config(load_yaml(path))
+                where = "--set"
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def space(study: dict) -> dict[str, BaseDistribution]:

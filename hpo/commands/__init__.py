@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options ``grid`` and ``train`` share: a study config, a dataset and ``--set`` overrides."""
-    parser.add_argument("--config", metavar="FILE", help="study config YAML (default: study_configs/paper.yaml)")
+def add_config_arguments(parser: argparse.ArgumentParser, default_config: str = "paper.yaml") -> None:
+    """The options ``grid``, ``search`` and ``train`` share: a study config (``default_config`` in
+    ``study_configs/`` when not given), a dataset and ``--set`` overrides."""
+    parser.add_argument("--config", metavar="FILE", help=f"study config YAML (default: study_configs/{default_config})")
+    parser.set_defaults(default_config=default_config)
     parser.add_argument(
         "--data",
         metavar="DIR",

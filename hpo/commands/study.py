@@ -23,27 +23,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "grid",
         help="run a grid study (the L2 grid, or any grid: config) on Ray Tune, recorded in Optuna",
         description="Run every (configuration, seed) of the study config's grid as Ray Tune trials, re-run "
-        "trials stopped by the 10%%/90%% retune rule with the next adjustment, record every trial in an "
+        "trials stopped by the 10%/90% retune rule with the next adjustment, record every trial in an "
         "Optuna study and write the HTML report.",
     )
-    add_study_arguments(grid)
+    add_study_arguments(grid, "paper.yaml")
     grid.set_defaults(func=main, kind="grid")
     search = subparsers.add_parser(
         "search",
         help="run a study config's search: (Optuna sampler) on Ray Tune, recorded in Optuna",
         description="Sample search.n_trials configurations with Optuna's sampler, train search.seeds_per_trial "
-        "seeds of each as Ray Tune trials (the 10%%/90%% retune rule re-runs stopped ones), tell the "
+        "seeds of each as Ray Tune trials (the 10%/90% retune rule re-runs stopped ones), tell the "
         "sampler each configuration's mean validation MeanIoU, record everything in one Optuna study "
         "and write the HTML report with slice, contour and importance plots. The default config is "
         "study_configs/paper-l2-search.yaml.",
     )
-    add_study_arguments(search)
+    add_study_arguments(search, "paper-l2-search.yaml")
     search.set_defaults(func=main, kind="search")
 
 
-def add_study_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of a study command."""
-    add_config_arguments(parser)
+def add_study_arguments(parser: argparse.ArgumentParser, default_config: str) -> None:
+    """The options of a study command (``default_config``: its config file in ``study_configs/``)."""
+    add_config_arguments(parser, default_config)
     parser.add_argument(
         "--storage", metavar="URL", help="Optuna storage URL or database file path (default: <out>/study.db)"
     )
@@ -80,8 +80,7 @@ def main(args: argparse.Namespace) -> int:
     from hpo.study_config import CONFIG_DIR, load_study_config
     from lgeseg.errors import ConfigError
 
-    default = CONFIG_DIR / ("paper-l2-search.yaml" if args.kind == "search" else "paper.yaml")
-    config = load_study_config(args.config or default, args.overrides, args.data)
+    config = load_study_config(args.config or CONFIG_DIR / args.default_config, args.overrides, args.data)
     if args.kind == "grid" and "search" in config:
         raise ConfigError(
             f"{args.config}: this config has a 'search:' section; run it with "

@@ -43,6 +43,17 @@ def test_resolve_bare_paths_and_urls():
     assert journal_path("journal:///abs/s.log") == Path("/abs/s.log")
     assert journal_path("rel/s.log") == Path("rel/s.log") and journal_path("sqlite:///a.db") is None
     assert default_storage(Path("runs") / "demo") == "sqlite:///runs/demo/study.db"
+    assert resolve("C:/runs/study.db") == "sqlite:///C:/runs/study.db"  # a drive letter is no URL scheme
+
+
+@pytest.mark.parametrize("text", ["sqlite:/tmp/x.db", "sqlite:x.db", "postgresql:bob:s3cret@h/db", "mysql+pymysql:x"])
+def test_a_database_url_without_its_slashes_is_one_line_without_the_value(text, one_line_error):
+    """``sqlite:/x.db`` is a mistyped URL: it was taken for a file name (``sqlite:///sqlite:/x.db``, "not found");
+    the value may hold a password, so it is not repeated."""
+    with pytest.raises(StorageError, match=r"--storage: a URL needs '://' after '[a-z+]+:'"):
+        resolve(text)
+    line = one_line_error(["report", "--storage", text])
+    assert "needs '://'" in line and "s3cret" not in line
     assert mask_url("postgresql://bob:s3cret@h:5432/db") == "postgresql://bob:***@h:5432/db"
 
 

@@ -304,7 +304,15 @@ def test_load_yaml_errors_name_the_file(tmp_path):
 
 def test_cli_unknown_key(one_line_error, no_training, tiny_data_dir):
     line = cli_error(one_line_error, "--set", "train.lerning_rate=0.1", data=tiny_data_dir)
-    assert "train.lerning_rate" in line and "paper.yaml" in line
+    assert line.startswith("error: --set: unknown config key 'train.lerning_rate'")  # the override's fault
+
+
+def test_cli_error_of_the_file_names_the_file(one_line_error, no_training, tiny_data_dir, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lerning_rate: 0.1\n")
+    for extra in ([], ["--set", "train.epochs=3"]):  # with or without a valid override: the file is at fault
+        line = cli_error(one_line_error, "--config", str(bad), *extra, data=tiny_data_dir)
+        assert line.startswith(f"error: {bad}: unknown config key 'train.lerning_rate'")
 
 
 def test_cli_wrong_type(one_line_error, no_training, tiny_data_dir):

@@ -20,7 +20,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "status",
     "reruns",
     "epochs",
-    "val acc",
+    "best val acc",
     "val MeanIoU",
     "test GlobalAcc",
     "test MeanIoU",
@@ -39,8 +39,8 @@ def _space_cells(plan: ConfigurationPlan) -> dict[str, str]:
 
 def summary_rows(config: dict, plans: list[ConfigurationPlan]) -> list[dict[str, Any]]:
     """One row per configuration and replicate, in plan order: its status, the reruns that ran, and its
-    latest attempt's epochs, best validation accuracy, validation MeanIoU (the objective) and test metrics
-    (None where there are none).
+    latest attempt's epochs, best validation accuracy (so far, for an interrupted attempt: from its intermediate
+    values), validation MeanIoU (the objective) and test metrics (None where there are none).
 
     Returns:
         dicts with keys ``space`` (column -> shown value), ``point`` (:attr:`hpo.record.Attempt.point`),
@@ -56,6 +56,7 @@ def summary_rows(config: dict, plans: list[ConfigurationPlan]) -> list[dict[str,
             last = step.last
             attrs = last.user_attrs if last is not None else {}
             test = (attrs.get(ATTR.TEST_METRICS) or {}).get("dataset", {})
+            curve = last.intermediate_values if last is not None else {}  # an interrupted attempt's epochs so far
             rows.append(
                 {
                     "space": _space_cells(plan),
@@ -64,8 +65,8 @@ def summary_rows(config: dict, plans: list[ConfigurationPlan]) -> list[dict[str,
                     "fold": replicate.fold,
                     "status": step.status,
                     "reruns": step.reruns,
-                    "epochs": attrs.get(ATTR.EPOCHS_RUN),
-                    "val_accuracy": attrs.get(ATTR.BEST_VAL_ACCURACY),
+                    "epochs": attrs.get(ATTR.EPOCHS_RUN, max(curve) if curve else None),
+                    "val_accuracy": attrs.get(ATTR.BEST_VAL_ACCURACY, max(curve.values()) if curve else None),
                     "value": step.outcome.value if step.outcome is not None else None,
                     "GlobalAccuracy": test.get("GlobalAccuracy"),
                     "MeanIoU": test.get("MeanIoU"),

@@ -120,10 +120,14 @@ def tell_configuration(
     study.tell(number, value if state == TrialState.COMPLETE else None, state=state)
 
 
-def plan(config: dict, record: optuna.Study, sampler_study: optuna.Study) -> list[ConfigurationPlan]:
+def plan(
+    config: dict, record: optuna.Study, sampler_study: optuna.Study, unsampled: bool = False
+) -> list[ConfigurationPlan]:
     """The resume plan (:func:`hpo.record.plan_study`) of every configuration sampled so far, each with its
     sampler trial and whether it was told: a search's from its record configuration trials by index, a grid's
-    from its sampler trials (its record keeps only attempts) in config order (L2 slowest)."""
+    from its sampler trials (its record keeps only attempts) in config order (L2 slowest). With ``unsampled``
+    (the closing table) a grid's points not sampled yet are planned too, from the record alone, so the table
+    shows the whole space."""
     if "grid" in config:
         trials = [t for t in sampler_study.get_trials(deepcopy=False) if set(t.params) == set(space(config))]
         sampled = [(configuration_of(t, True), t.number, t.state.is_finished()) for t in trials]
@@ -136,6 +140,10 @@ def plan(config: dict, record: optuna.Study, sampler_study: optuna.Study) -> lis
         p.sampler_number, p.told = number, told
     if "grid" in config:
         order = [c.params for c in grid_configurations(config)]
+        if unsampled:
+            sampled = {p.configuration.params for p in plans}
+            missing = [c for c in grid_configurations(config) if c.params not in sampled]
+            plans += plan_study(missing, replicates(config), attempts, config["retune"]["max_reruns"])
         plans.sort(key=lambda p: order.index(p.configuration.params))
     return plans
 

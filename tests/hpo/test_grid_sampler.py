@@ -137,3 +137,27 @@ def test_a_grid_point_whose_ask_a_killed_driver_interrupted_is_not_lost(tmp_path
     points = {(t.params["train.l2"], t.params["train.loss"]) for t in sampled}
     assert len(sampled) == 4 and points == set(itertools.product(GRID["l2"], GRID["loss"]))
     assert again.sampler.get_trials()[killed.number].state == TrialState.FAIL
+
+
+def test_the_closing_table_of_an_interrupted_grid_lists_every_point(tmp_path):
+    """A driver stopped with points still unsampled: its closing table shows the whole space, the unsampled
+    points pending; the attempt cut off mid-run shows how far it got (epochs and best validation accuracy so far)."""
+    config = grid_config()
+    drive = Driver(config, tmp_path)
+    run_all(drive, limit=1)
+    cut = drive.start()  # the second attempt reports one epoch, then the driver stops
+    drive.recorder.on_trial_result(0, [], cut, PASS[0])
+    sampled = plan(config, drive.record, drive.sampler)
+    whole = plan(config, drive.record, drive.sampler, unsampled=True)
+    assert len(sampled) < 4 and [p.configuration.params for p in whole] == [
+        c.params for c in grid_configurations(config)
+    ]
+    rows = summary_rows(config, whole)
+    assert len(rows) == 8
+    statuses = {r["point"]: r["status"] for r in rows}
+    unsampled = {p.configuration.params for p in whole} - {p.configuration.params for p in sampled}
+    for p in whole:
+        if p.configuration.params in unsampled:
+            assert all(statuses[step.first.point] == "pending" for step in p.replicates.values())
+    (interrupted,) = [r for r in rows if r["status"] == "interrupted"]
+    assert interrupted["epochs"] == PASS[0]["epoch"] and interrupted["val_accuracy"] == PASS[0]["val_accuracy"]

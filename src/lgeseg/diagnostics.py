@@ -23,15 +23,23 @@ STALL_EPOCHS = 5
 #: Relative fall of the training loss below which those epochs count as stalled.
 STALL_FALL = 0.02
 
-FIXES = "more train.epochs, another train.learning_rate (e.g. 1.0e-3 for a thin U-Net), or model.normalization: zscore"
+
+def fixes(config: dict | None = None) -> str:
+    """The likely fixes of a network that does not learn; z-score input normalisation only where the run
+    (``config``, a run config) does not use it already."""
+    rate = "train.learning_rate (e.g. 1.0e-3 for a thin U-Net)"
+    if config is not None and config["model"]["normalization"] == "zscore":
+        return f"more train.epochs or another {rate}"
+    return f"more train.epochs, another {rate}, or model.normalization: zscore"
 
 
-def below_baseline(val_miou: float | None, baseline_miou: float | None) -> str | None:
+def below_baseline(val_miou: float | None, baseline_miou: float | None, config: dict | None = None) -> str | None:
     """A warning if the validation MeanIoU is not clearly above the baseline's, else None.
 
     Args:
         val_miou: the selected network's validation MeanIoU, in [0, 1] (None or NaN: undefined).
         baseline_miou: the majority-class baseline's validation MeanIoU, in [0, 1] (None or NaN: no check).
+        config: the run config, for the fixes (:func:`fixes`).
 
     Returns:
         One line naming both values and the likely fixes, or None.
@@ -43,15 +51,16 @@ def below_baseline(val_miou: float | None, baseline_miou: float | None) -> str |
     shown = "undefined" if val_miou is None or math.isnan(val_miou) else f"{val_miou:.3f}"
     return (
         f"not learning: validation MeanIoU {shown} is not clearly above the majority-class baseline "
-        f"{baseline_miou:.3f}; try {FIXES}"
+        f"{baseline_miou:.3f}; try {fixes(config)}"
     )
 
 
-def stalled_loss(train_losses: list[float]) -> str | None:
+def stalled_loss(train_losses: list[float], config: dict | None = None) -> str | None:
     """A warning if the training loss stopped falling at the start of the run, else None.
 
     Args:
         train_losses: the mean training loss of each epoch, in order (nats per pixel).
+        config: the run config, for the fixes (:func:`fixes`).
 
     Returns:
         One line naming the epochs and losses and the likely fixes, or None (also for runs shorter than
@@ -64,20 +73,26 @@ def stalled_loss(train_losses: list[float]) -> str | None:
         return None
     return (
         f"training loss stalled at the start: {start:.4f} at epoch 2, lowest {min(window):.4f} over epochs "
-        f"3-{STALL_EPOCHS + 1} (less than {STALL_FALL:.0%} lower); try {FIXES}"
+        f"3-{STALL_EPOCHS + 1} (less than {STALL_FALL:.0%} lower); try {fixes(config)}"
     )
 
 
-def learning_warnings(history: list[dict], val_miou: float | None, baseline_miou: float | None) -> list[str]:
+def learning_warnings(
+    history: list[dict], val_miou: float | None, baseline_miou: float | None, config: dict | None = None
+) -> list[str]:
     """Every warning a finished run deserves.
 
     Args:
         history: one dict per epoch with at least ``train_loss``.
         val_miou: the selected network's validation MeanIoU.
         baseline_miou: the majority-class baseline's validation MeanIoU.
+        config: the run config, for the fixes (:func:`fixes`).
 
     Returns:
         The warnings, possibly none.
     """
-    found = [stalled_loss([row["train_loss"] for row in history]), below_baseline(val_miou, baseline_miou)]
+    found = [
+        stalled_loss([row["train_loss"] for row in history], config),
+        below_baseline(val_miou, baseline_miou, config),
+    ]
     return [line for line in found if line is not None]

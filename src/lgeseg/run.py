@@ -186,7 +186,7 @@ def _run_in(
     test_pred, test_metrics = outputs["test"]
     val_metrics = outputs["val"][1]
     baseline = _baseline(dataset, split)
-    warnings = learning_warnings(result.history, val_metrics["dataset"]["MeanIoU"], baseline["val"]["MeanIoU"])
+    warnings = learning_warnings(result.history, val_metrics["dataset"]["MeanIoU"], baseline["val"]["MeanIoU"], config)
     _write_predictions(out / "predictions", test_pred, [dataset.files[i] for i in split.test], dataset.labels)
     write_json(val_metrics, out / "val_metrics.json")
     write_json(test_metrics, out / "metrics.json")

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import tiny_config_args
 
-from lgeseg.diagnostics import below_baseline, learning_warnings, stalled_loss
+from lgeseg.diagnostics import below_baseline, fixes, learning_warnings, stalled_loss
 from lgeseg.run import run
 
 
@@ -106,3 +106,10 @@ def test_grid_progress_prints_a_finished_trials_warnings():
     lines = stream.getvalue().splitlines()
     assert "finish" in lines[0] and "warning" in lines[1] and "not learning" in lines[1]
     assert "l2=0.005_seed=0_rerun=0" in lines[1]
+
+
+def test_the_fixes_leave_out_zscore_where_the_run_uses_it():
+    zscore, zerocenter = {"model": {"normalization": "zscore"}}, {"model": {"normalization": "zerocenter"}}
+    assert "zscore" not in below_baseline(0.1, 0.3, zscore) and "zscore" not in stalled_loss([1.0] * 7, zscore)
+    assert "model.normalization: zscore" in below_baseline(0.1, 0.3, zerocenter)
+    assert fixes() == fixes(zerocenter) and "another train.learning_rate" in fixes(zscore)

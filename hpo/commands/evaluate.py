@@ -31,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", type=Path, help="write the full result (per-image metrics too) here")
     parser.add_argument(
+        "--predicted-only",
+        action="store_true",
+        help="score only the truth masks that have a prediction (e.g. a train run's predictions/, its test split, "
+        "against the data set's masks/); by default every truth mask needs one",
+    )
+    parser.add_argument(
         "--ignore",
         type=int,
         metavar="VALUE",
@@ -65,7 +71,11 @@ def main(args: argparse.Namespace) -> int:
     ignore = (
         check_ignore(args.ignore, labels, "--ignore") if args.ignore is not None else ignore_near(args.truth, labels)
     )
-    preds, truths, names = read_mask_pairs(args.pred, args.truth, labels, progress=sys.stderr.isatty(), ignore=ignore)
+    preds, truths, names = read_mask_pairs(
+        args.pred, args.truth, labels, progress=sys.stderr.isatty(), ignore=ignore, predicted_only=args.predicted_only
+    )
+    if args.predicted_only:
+        print(f"note: {len(names)} truth masks with a prediction scored (--predicted-only)", file=sys.stderr)
     result = evaluate(preds, truths, list(labels), names)
     patients, units = folder_cases(args.truth, names)
     every = range(len(names))

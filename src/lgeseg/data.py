@@ -372,8 +372,12 @@ def _mask_names(pred_dir: Path, truth_dir: Path) -> tuple[set[str], set[str]]:
     return names
 
 
-def pair_mask_files(pred_dir: str | Path, truth_dir: str | Path) -> list[str]:
+def pair_mask_files(pred_dir: str | Path, truth_dir: str | Path, predicted_only: bool = False) -> list[str]:
     """Sorted file names present in both folders of masks.
+
+    Args:
+        predicted_only: leave out truth masks that have no prediction (a run's ``predictions/`` of its test
+            split against a data set's ``masks/``); a prediction without a truth mask is still an error.
 
     Raises:
         DataError: a folder is missing or holds no PNG, or a file of one side has no namesake on the
@@ -381,10 +385,8 @@ def pair_mask_files(pred_dir: str | Path, truth_dir: str | Path) -> list[str]:
     """
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
     pred_names, truth_names = _mask_names(pred_dir, truth_dir)
-    for names, other, side, other_side in (
-        (pred_names, truth_names, "prediction", "truth"),
-        (truth_names, pred_names, "truth", "prediction"),
-    ):
+    sides = [(pred_names, truth_names, "prediction", "truth"), (truth_names, pred_names, "truth", "prediction")]
+    for names, other, side, other_side in sides[: 1 if predicted_only else 2]:
         missing = sorted(names - other)
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -399,8 +401,10 @@ def read_mask_pairs(
     labels: dict[str, int],
     progress: bool = False,
     ignore: int | None = None,
+    predicted_only: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read predicted and true masks of the same file names (:func:`pair_mask_files`) as class indices.
+    """Read predicted and true masks of the same file names (:func:`pair_mask_files`, ``predicted_only``
+    as there) as class indices.
 
     Args:
         pred_dir: folder of predicted mask PNGs.
@@ -418,7 +422,7 @@ def read_mask_pairs(
             differs from its truth, or masks of different sizes (sizes given as H x W).
     """
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
-    names = pair_mask_files(pred_dir, truth_dir)
+    names = pair_mask_files(pred_dir, truth_dir, predicted_only)
     preds: list[np.ndarray] = []
     truths: list[np.ndarray] = []
     show = progress and len(names) >= PROGRESS_MIN_PAIRS

@@ -96,6 +96,25 @@ def test_missing_prediction_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "case02.png" in line and "prediction mask missing" in line
 
 
+def test_predicted_only_scores_the_masks_that_have_a_prediction(tmp_path: Path, capsys) -> None:
+    """A run's predictions of its test split against the whole masks folder: the other truth masks are left out
+    (and counted), the scores are those of the predicted pairs alone; a prediction without truth still fails."""
+    pred, truth, names = make_pairs(tmp_path, n=4)
+    for name in names[2:]:
+        (tmp_path / "pred" / name).unlink()
+    assert main(args(tmp_path)) == 2 and "prediction mask missing" in capsys.readouterr().err
+    out = tmp_path / "m.json"
+    assert main(args(tmp_path, "--predicted-only", "--json", str(out))) == 0
+    assert "note: 2 truth masks with a prediction scored (--predicted-only)" in capsys.readouterr().err
+    expected = evaluate(pred[:2], truth[:2], list(DEFAULT_LABELS), names[:2])
+    loaded = json.loads(out.read_text())
+    assert [image["file"] for image in loaded["images"]] == names[:2]
+    assert loaded["confusion_matrix"] == expected["confusion_matrix"]
+    (tmp_path / "truth" / names[0]).unlink()
+    line = run_error(capsys, args(tmp_path, "--predicted-only"))
+    assert names[0] in line and "truth mask missing" in line
+
+
 def test_size_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_pairs(tmp_path)
     write_mask(tmp_path / "pred" / "case01.png", np.zeros((12, 20), np.uint8), DEFAULT_LABELS)

@@ -332,10 +332,11 @@ def build_report(
     if folder is None:
         raise UserError(f"study {record.name} has no out_dir attribute; give --out DIR")
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     if "search" in record.config:  # a search study has its own page: dashboards/search.py
+        folder.mkdir(parents=True, exist_ok=True)
         return build_search_report(study, record, folder, fmt, save_to_dashboard, export_timeout)
-    parts = report_parts(record, by, metric, delta)
+    parts = report_parts(record, by, metric, delta)  # every check (a --by column, ...) before a folder is made
+    folder.mkdir(parents=True, exist_ok=True)
     figures = {
         f"{key}-{slug(group)}" if group else key: fig
         for group, _, part_figures, _ in parts

@@ -315,8 +315,10 @@ def test_strata_by_hand_and_unknown_column(hand: tuple[str, StudyRecord], one_li
     # seed 1: P2 0.359375, P3 0.3828125 -> 0.37109375
     assert infarct.metrics["MeanIoU"].mean == pytest.approx((0.43359375 + 0.37109375) / 2)
     assert rows[("infarct", B)].metrics["MeanIoU"].mean == 0.5
-    line = one_line_error(["report", "--storage", storage, "--no-dashboard", "--by", "sex"])
+    out = Path(storage.removeprefix("sqlite:///")).parent / "no-report-here"
+    line = one_line_error(["report", "--storage", storage, "--no-dashboard", "--by", "sex", "--out", str(out)])
     assert "no column 'sex'" in line and "columns: file, patient, pathology" in line
+    assert not out.exists()  # refused before its output folder was made
 
 
 def test_report_html_and_json(hand: tuple[str, StudyRecord], tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import optuna
 
-from lgeseg.config import without_neutral
+from lgeseg.config import first_difference, without_neutral
 from lgeseg.errors import ConfigError, DataError, UserError
 from lgeseg.fingerprint import check_same
 from lgeseg.run import RunResult, read_run_folder
@@ -46,7 +46,7 @@ from .record import (
     start_attrs,
 )
 from .rule import RetuneRule
-from .study_config import NOT_SEARCHABLE, first_difference, grid_configurations, replicates, run_config_of, space
+from .study_config import NOT_SEARCHABLE, grid_configurations, replicates, run_config_of, space
 
 #: Run-config keys that say where a run ran, not what it learned: not part of the protocol compared.
 WHERE = ("data", *NOT_SEARCHABLE)

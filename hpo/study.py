@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 import yaml
 
-from lgeseg.config import config_hash, without_neutral
+from lgeseg.config import config_hash, first_difference, without_neutral
 from lgeseg.data import folds_record, load_dataset, split_from_config
 from lgeseg.errors import ConfigError, UserError
 from lgeseg.fingerprint import check_same, data_fingerprint
@@ -51,7 +51,6 @@ from .storage import (
 )
 from .study_config import (
     check_recordable,
-    first_difference,
     max_epochs,
     replicates,
     run_config_of,

@@ -303,18 +303,6 @@ def sampler_settings(study: dict) -> dict[str, Any]:
     return {**SEARCH_DEFAULTS, "sampler": "grid", "n_trials": points, "max_concurrent": points, "space": None}
 
 
-def first_difference(now: Any, stored: Any, where: str = "") -> tuple[str, Any, Any] | None:
-    """Where two configs first differ (keys sorted, depth first): ``(dotted key, now's value, stored value)``
-    (a key one of them lacks has None there), or None when they are equal."""
-    if isinstance(now, dict) and isinstance(stored, dict):
-        for key in sorted(set(now) | set(stored)):
-            found = first_difference(now.get(key), stored.get(key), f"{where}.{key}" if where else key)
-            if found:
-                return found
-        return None
-    return None if now == stored else (where, now, stored)
-
-
 def replicates(study: dict) -> list[Replicate]:
     """The replicates every configuration of ``study`` is trained on: a grid's ``seeds``, a search's seeds
     0..``seeds_per_trial``-1, and under ``split.folds: k`` each of those seeds on every fold 0..k-1

@@ -354,6 +354,18 @@ def run_config(values: dict | None = None) -> dict:
     return config
 
 
+def first_difference(now: Any, stored: Any, where: str = "") -> tuple[str, Any, Any] | None:
+    """Where two configs first differ (keys sorted, depth first): ``(dotted key, now's value, stored value)``
+    (a key one of them lacks has None there), or None when they are equal."""
+    if isinstance(now, dict) and isinstance(stored, dict):
+        for key in sorted(set(now) | set(stored)):
+            found = first_difference(now.get(key), stored.get(key), f"{where}.{key}" if where else key)
+            if found:
+                return found
+        return None
+    return None if now == stored else (where, now, stored)
+
+
 def without_neutral(config: dict) -> dict:
     """A copy of ``config`` without the :data:`HASH_NEUTRAL` keys that hold their neutral value: what a
     config recorded before those keys existed is compared with (hashes, a study's stored config)."""

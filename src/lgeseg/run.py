@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from . import __version__
-from .config import config_hash, run_config, safe_load
+from .config import config_hash, first_difference, run_config, safe_load, without_neutral
 from .data import Dataset, Split, load_dataset, split_from_config, write_mask
 from .diagnostics import learning_warnings
 from .errors import DataError, TrainingError
@@ -246,8 +246,13 @@ def _check_inputs(config: dict, dataset: Dataset, out: Path) -> _Checked:
     units = field_units(dataset.root, dataset.files)
     split_info = split.to_json(dataset)
     written = out / "config.yaml"
-    if written.exists() and config_hash(safe_load(written.read_text())) != config_hash(config):
-        raise TrainingError(f"{out}: holds a run with another config; use a new output folder or delete it")
+    stored = safe_load(written.read_text()) if written.exists() else None
+    if stored is not None and config_hash(stored) != config_hash(config):
+        key, now, was = first_difference(without_neutral(config), without_neutral(stored)) or ("config", None, None)
+        raise TrainingError(
+            f"{out}: holds a run with another config ({key}: {was!r} there, {now!r} now); use a new output folder "
+            f"or delete it"
+        )
     fingerprint = data_fingerprint(dataset)
     what, stored_data, stored_split = recorded_fingerprints(out)
     check_same(what, stored_data, stored_split, fingerprint, split_info, "use a new --out")

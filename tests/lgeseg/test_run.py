@@ -228,10 +228,15 @@ def test_refused_rerun_leaves_folder_consistent(tmp_path, tiny_data_dir, tiny_ru
         train__l2=5e-3,
         split={"train": 0.5, "val": 0.25, "test": 0.25, "seed": 3},
     )
-    with pytest.raises(TrainingError, match="another config"):
+    with pytest.raises(TrainingError, match="another config") as refused:
         run(other, tmp_path)
     after = {name: (tmp_path / name).read_text() for name in before}
     assert after == before
+    # the message names the first differing key (sorted, depth first) with both values
+    stored = run_config(config)
+    first = next(k for k in sorted(stored["split"]) if stored["split"][k] != run_config(other)["split"][k])
+    was, now = stored["split"][first], run_config(other)["split"][first]
+    assert f"another config (split.{first}: {was!r} there, {now!r} now)" in str(refused.value)
 
 
 @pytest.mark.realdata

@@ -139,6 +139,7 @@ def run(
     checked = _check_inputs(config, dataset, out)  # every check comes before anything is written
     done = _finished_run(out, config)  # read back without the lock: run.json is written last, in one piece
     if done is not None:
+        logger.info("%s holds this config's finished run: its results are read back, not retrained", out)
         return done
     try:
         out.mkdir(parents=True, exist_ok=True)

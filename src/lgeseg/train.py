@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 import time
@@ -29,6 +30,8 @@ from .data import IGNORE_INDEX, Dataset, Split
 from .errors import TrainingError
 from .losses import build_loss
 from .models import build_model, l2_parameters, model_from_spec, model_spec
+
+logger = logging.getLogger(__name__)
 
 #: Columns of ``history.csv`` and keys of each :attr:`FitResult.history` row.
 HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -625,6 +628,8 @@ def fit(
     state = _Progress(best_state=_copy_state(model))
     checkpoints.restore(state, model, optimizer, scheduler, generator, device)
     resumed_from = state.epoch
+    if resumed_from:
+        logger.info("%s: continuing from epoch %d of %d", out / "last.pt", resumed_from, epochs)
     _replay(state.history, epochs, on_epoch)
 
     # 5. The loop: epochs of mini-batches; validation when due; a checkpoint and a report per epoch.

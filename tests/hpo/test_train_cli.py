@@ -46,7 +46,9 @@ def test_train_cli_writes_everything_and_resumes(capsys, tiny_data_dir, tmp_path
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
     assert hpo.run.main(argv) == 0
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == stamps
-    assert "GlobalAccuracy" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "GlobalAccuracy" in printed.out
+    assert f"{out} holds this config's finished run: its results are read back, not retrained" in printed.err
 
 
 def test_train_cli_resumes_after_a_crash_before_evaluation(capsys, tiny_data_dir, tmp_path):
@@ -59,7 +61,7 @@ def test_train_cli_resumes_after_a_crash_before_evaluation(capsys, tiny_data_dir
     (out / "metrics.json").unlink()
     best_stamp = (out / "best.pt").stat().st_mtime_ns
     assert hpo.run.main(argv) == 0
-    capsys.readouterr()
+    assert f"{out / 'last.pt'}: continuing from epoch 2 of 2" in capsys.readouterr().err
     info = json.loads((out / "run.json").read_text())
     assert info["resumed_from_epoch"] == 2 and info["epochs_run"] == 2
     assert (out / "best.pt").stat().st_mtime_ns == best_stamp  # no epoch trained again

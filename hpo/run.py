@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from lgeseg.errors import UserError
 
@@ -18,7 +19,7 @@ from .commands import dashboard, evaluate, export, import_nifti, predict, record
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m hpo.run",
+        prog="lgeseg-hpo" if Path(sys.argv[0]).name == "lgeseg-hpo" else "python -m hpo.run",  # how it was started
         description="Hyperparameter studies of U-Net segmentation of LGE-MRI (the Rukundo L2 study).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

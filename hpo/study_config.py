@@ -102,7 +102,7 @@ def check_study(config: dict) -> None:
         )
     check_model_train({**config, "train": {**config["train"], "l2": 0.0}})
     seeds = config["seeds"]
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+    if not seeds or not all(type_ok(s, 0) and s >= 0 for s in seeds):
         raise ConfigError(f"config key 'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"config key 'seeds' has repeated values: {seeds!r}")
@@ -113,8 +113,8 @@ def check_study(config: dict) -> None:
         )
     if "grid" in config:  # a search study has a `search` section instead
         l2 = config["grid"]["l2"]
-        if not l2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in l2):
-            raise ConfigError(f"config key 'grid.l2' must be a non-empty list of numbers, got {l2!r}")
+        if not l2 or not all(type_ok(v, 0.0) for v in l2):
+            raise ConfigError(f"config key 'grid.l2' must be a non-empty list of finite numbers, got {l2!r}")
         if len(set(l2)) != len(l2):
             raise ConfigError(f"config key 'grid.l2' has repeated values: {l2!r}")
         check_distinct_names(l2)
@@ -450,7 +450,7 @@ def check_search(config: dict) -> None:
     if search["seed"] < 0:
         raise ConfigError(f"config key 'search.seed' must be >= 0, got {search['seed']!r}")
     startup = search["startup_trials"]
-    if startup is not None and (not isinstance(startup, int) or isinstance(startup, bool) or startup < 0):
+    if startup is not None and not (type_ok(startup, 0) and startup >= 0):
         raise ConfigError(f"config key 'search.startup_trials' must be null or an integer >= 0, got {startup!r}")
     if not search["space"]:
         raise ConfigError("config key 'search.space' is empty: name at least one run-config key to search")

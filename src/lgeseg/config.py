@@ -323,7 +323,7 @@ def check_model_train(config: dict) -> None:
     _positive(config, "train.augment.translate", allow_zero=True)
     _positive(config, "train.validation_frequency", allow_zero=True)
     epochs = config["train"]["validation_epochs"]
-    if not all(isinstance(e, int) and not isinstance(e, bool) and e > 0 for e in epochs):
+    if not all(type_ok(e, 0) and e > 0 for e in epochs):
         raise ConfigError(
             f"config key 'train.validation_epochs' must be a list of epochs (integers > 0), got {epochs!r}"
         )

@@ -369,3 +369,11 @@ def test_cli_bad_device_name(one_line_error, tiny_data_dir, tmp_path):
     """An unknown train.device is a user error, not a torch RuntimeError traceback."""
     line = cli_error(one_line_error, "--set", "train.device=gpu", data=tiny_data_dir, out=tmp_path / "o")
     assert "train.device" in line and "gpu" in line
+
+
+@pytest.mark.parametrize("l2", [[float("nan")], [5e-4, float("inf")], [True], ["5e-4"]])
+def test_grid_l2_takes_finite_numbers_only(l2):
+    """The one type check of config values (lgeseg.config.type_ok) refuses NaN, inf, booleans and strings when
+    the config is read, before any driver starts."""
+    with pytest.raises(ConfigError, match=r"config key 'grid.l2' must be a non-empty list of finite numbers"):
+        study_config({"grid": {"l2": l2}})

@@ -537,18 +537,28 @@ def _nothing_to_resume(url: str, study_name: str, studies: list) -> UserError:
     )
 
 
+def stored_studies(storage: str | Path) -> list:
+    """The studies a storage holds (Optuna ``StudySummary``), none for a SQLite or journal file that does not
+    exist, which is not created (``record`` into a new study, ``--resume`` checked before anything is made).
+
+    Raises:
+        StorageError: the storage cannot be opened.
+    """
+    url = resolve(storage)
+    path = storage_file(url)
+    return [] if path is not None and not path.is_file() else open_storage(url).get_all_studies()
+
+
 def check_resumable(storage: str, study_name: str) -> None:
-    """Refuse ``--resume`` of a study the storage does not hold, without creating a missing SQLite or journal
-    file (a driver checks this before it starts Ray or makes a folder).
+    """Refuse ``--resume`` of a study the storage does not hold (:func:`stored_studies`: a driver checks this
+    before it starts Ray or makes a folder).
 
     Raises:
         UserError: no such study (naming the studies there); StorageError: the storage cannot be opened.
     """
-    url = resolve(storage)
-    path = storage_file(url)
-    studies = [] if path is not None and not path.is_file() else open_storage(url).get_all_studies()
+    studies = stored_studies(storage)
     if study_name not in [s.study_name for s in studies]:
-        raise _nothing_to_resume(url, study_name, studies)
+        raise _nothing_to_resume(resolve(storage), study_name, studies)
 
 
 def start_study(storage: str, study_name: str, resume: bool) -> optuna.Study:

@@ -40,15 +40,11 @@ def _existing(url: str, name: str):
     """The study ``name`` in ``url``, or None, without creating a database file that is not there."""
     import optuna
 
-    from hpo.storage import open_storage, storage_file
+    from hpo.storage import open_storage, stored_studies
 
-    path = storage_file(url)
-    if path is not None and not path.is_file():
+    if name not in [s.study_name for s in stored_studies(url)]:
         return None
-    backend = open_storage(url)
-    if name not in [s.study_name for s in backend.get_all_studies()]:
-        return None
-    return optuna.load_study(study_name=name, storage=backend)
+    return optuna.load_study(study_name=name, storage=open_storage(url))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -62,23 +62,19 @@ def writing_store(study: optuna.Study, default: Path) -> FileSystemArtifactStore
     return FileSystemArtifactStore(str(folder))
 
 
-def store_folder(study: optuna.Study, storage_file: Path | None, given: str | Path | None = None) -> Path | None:
-    """Where a reader finds the study's store: ``given`` (``--artifacts``), else the study's
-    ``artifact_store`` attr, else ``artifacts/`` beside a SQLite or journal file; None when none exists.
+def store_folder(studies: list[dict], storage_file: Path | None, given: str | Path | None = None) -> Path | None:
+    """Where a reader finds the artifact store of studies (their user attrs): ``given`` (``--artifacts``),
+    else the first existing ``artifact_store`` attr (a warning when there are several: optuna-dashboard serves
+    one store), else ``artifacts/`` beside a SQLite or journal file; None when none exists.
 
     Raises:
         DataError: ``given`` is not a folder.
     """
-    return _find_store([study.user_attrs.get(STORE_ATTR)], storage_file, given)
-
-
-def _find_store(recorded: list[str | None], storage_file: Path | None, given: str | Path | None) -> Path | None:
-    """``given``, else the first existing folder of ``recorded`` (a warning names how many there are), else
-    ``artifacts/`` beside ``storage_file``; None when none exists."""
     if given:
         if not Path(given).is_dir():
             raise DataError(f"--artifacts {given}: folder not found")
         return Path(given)
+    recorded = (attrs.get(STORE_ATTR) for attrs in studies)
     found = list(dict.fromkeys(Path(f) for f in recorded if f and Path(f).is_dir()))
     if len(found) > 1:
         logger.warning("studies keep checkpoints in %d artifact stores; the dashboard serves %s", len(found), found[0])
@@ -192,21 +188,12 @@ def network_dir(
         except DataError:
             if not registered:
                 return chosen.run_dir  # load_network says what is missing
-    folder = store_folder(study, storage_file(study_storage(storage, study.study_name)), given)
+    folder = store_folder([study.user_attrs], storage_file(study_storage(storage, study.study_name)), given)
     return fetch_run_dir(chosen.trial, folder, study.study_name)
-
-
-def dashboard_store(backend, storage_file: Path | None, given: str | Path | None = None) -> Path | None:
-    """The store optuna-dashboard serves for a storage: ``given`` (``--artifacts``), else the first existing
-    ``artifact_store`` of its studies (one store per dashboard; a warning names the others), else
-    ``artifacts/`` beside a SQLite or journal file; None when there is none."""
-    recorded = [backend.get_study_user_attrs(s._study_id).get(STORE_ATTR) for s in backend.get_all_studies()]
-    return _find_store(recorded, storage_file, given)
 
 
 __all__ = [
     "STORE_ATTR",
-    "dashboard_store",
     "fetch_run_dir",
     "network_dir",
     "register_checkpoints",

@@ -37,7 +37,7 @@ def _space_cells(plan: ConfigurationPlan) -> dict[str, str]:
     return {"config": f"c{configuration.index:03d}", **{k: setting(v) for k, v in configuration.params}}
 
 
-def summary_rows(config: dict, plans: list[ConfigurationPlan]) -> list[dict[str, Any]]:
+def summary_rows(plans: list[ConfigurationPlan]) -> list[dict[str, Any]]:
     """One row per configuration and replicate, in plan order: its status, the reruns that ran, and its
     latest attempt's epochs, best validation accuracy (so far, for an interrupted attempt: from its intermediate
     values), validation MeanIoU (the objective) and test metrics (None where there are none).

@@ -22,7 +22,6 @@ No Ray here or in anything this imports (the command must run where Ray is not i
 
 from __future__ import annotations
 
-import copy
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 
 import optuna
 
-from lgeseg.config import first_difference, without_neutral
+from lgeseg.config import first_difference, get_dotted, without_neutral
 from lgeseg.errors import ConfigError, DataError, UserError
 from lgeseg.fingerprint import check_same
 from lgeseg.run import RunResult, read_run_folder
@@ -52,16 +51,13 @@ from .study_config import NOT_SEARCHABLE, grid_configurations, replicates, run_c
 WHERE = ("data", *NOT_SEARCHABLE)
 
 
+#: The study attributes of its data, as :func:`hpo.study.describe_data` gives them.
+DATA_ATTRS = ("data_dir", "labels", "synthetic", "data_fingerprint", "split")
+
+
 def run_data(run: RunResult) -> dict[str, Any]:
-    """The study attributes of a run's data, as :func:`hpo.study.describe_data` gives them."""
-    info = run.info
-    return {
-        "data_dir": info["data_dir"],
-        "labels": info["labels"],
-        "synthetic": info["synthetic"],
-        "data_fingerprint": info["data_fingerprint"],
-        "split": run.split,
-    }
+    """The study attributes of a run's data (:data:`DATA_ATTRS`)."""
+    return {**{k: run.info[k] for k in DATA_ATTRS if k != "split"}, "split": run.split}
 
 
 @dataclass
@@ -88,21 +84,12 @@ def read_run(folder: str | Path) -> RunResult:
 
 def _protocol(run: dict[str, Any]) -> dict[str, Any]:
     """A run config without the keys that say where it ran (:data:`WHERE`)."""
-    run = without_neutral(copy.deepcopy(run))
+    run = without_neutral(run)
     for dotted in WHERE:
-        *parents, last = dotted.split(".")
-        node = run
-        for part in parents:
-            node = node.get(part, {})
+        section, _, last = dotted.rpartition(".")
+        node = get_dotted(run, section, {}) if section else run
         node.pop(last, None)
     return run
-
-
-def _dotted(config: dict, key: str) -> Any:
-    node: Any = config
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
 
 
 def match(config: dict, name: str, run: RunResult) -> Attempt:
@@ -110,7 +97,7 @@ def match(config: dict, name: str, run: RunResult) -> Attempt:
     where = f"{run.out_dir}"
     params = {}
     for key, dist in space(config).items():
-        value = _dotted(run.config, key)
+        value = get_dotted(run.config, key)
         if value not in dist.choices:
             raise ConfigError(
                 f"{where}: {key}={value!r} is not a point of study '{name}' ({key}: {list(dist.choices)})"
@@ -208,7 +195,7 @@ def plan_recordings(
         seen[attempt.point] = run.out_dir
         _check_rule(config, run)
         plans.append(Recording(run, attempt))
-    return plans, {k: data[k] for k in ("data_dir", "labels", "synthetic", "data_fingerprint", "split")}
+    return plans, {k: data[k] for k in DATA_ATTRS}
 
 
 def write_recording(study: optuna.Study, store, plan: Recording) -> optuna.trial.FrozenTrial:

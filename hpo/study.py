@@ -268,7 +268,7 @@ def run_study(
         if _unfinished(config, plans):
             tune_study(config, record, sampler_study, plans, out, stream)
         plans = plan(config, record, sampler_study)
-        rows = summary_rows(config, plan(config, record, sampler_study, unsampled=True))
+        rows = summary_rows(plan(config, record, sampler_study, unsampled=True))
         print(format_summary(rows), file=stream)
         also = f" (studies '{name}' and '{sampler_study_name(name)}')"
         print(f"storage: {mask_url(storage)}{also}\ntrials:  {out / 'trials'}", file=stream)

@@ -488,10 +488,5 @@ def _canonical(spec: dict, dist: BaseDistribution) -> dict:
 
 
 def max_epochs(config: dict) -> int:
-    """The most epochs any attempt can run: the train section, the space and the retune adjustments."""
-    epochs = [config["train"]["epochs"]]
-    spec = config["search"]["space"].get("train.epochs")
-    if spec:
-        epochs += list(spec.get("choices", [])) + [spec.get("high", 0)]
-    epochs += [a["epochs"] for a in config["retune"]["adjustments"] if "epochs" in a]
-    return int(max(epochs))
+    """The most epochs any attempt can run: the train section or the space, and the retune adjustments."""
+    return int(max(value for _, value in values_of(config, "train.epochs")))

@@ -34,9 +34,9 @@ def main(args: argparse.Namespace) -> int:
     path = storage_file(url)
     from optuna.artifacts import FileSystemArtifactStore
 
-    from hpo.artifacts import dashboard_store
+    from hpo.artifacts import store_folder
 
-    folder = dashboard_store(storage, path, args.artifacts)
+    folder = store_folder([s.user_attrs for s in storage.get_all_studies()], path, args.artifacts)
     store = FileSystemArtifactStore(str(folder)) if folder is not None else None
     # a port that cannot be had is one line, before any banner
     server = bind_server(storage, args.host, args.port, artifact_store=store)

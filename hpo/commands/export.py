@@ -37,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
     study = open_study(args.storage, args.study_name)
     trials = study.get_trials(deepcopy=False)
     (chosen,) = select_networks(trials, study.study_name, trial=args.trial, checkpoint=args.checkpoint)
-    frozen = next(t for t in trials if t.number == args.trial)
+    frozen = chosen.trial
     source = {
         "study_name": study.study_name,
         "trial": args.trial,

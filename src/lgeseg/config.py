@@ -200,6 +200,16 @@ def set_dotted(config: dict, assignment: str) -> None:
     put_dotted(config, key, value, f"--set {key}")
 
 
+def get_dotted(config: dict, key: str, default: Any = None) -> Any:
+    """The value of dotted ``key`` (``train.l2``) in ``config``, or ``default`` where a part is missing."""
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
 def put_dotted(config: dict, key: str, value: Any, where: str = "") -> None:
     """Set dotted ``key`` (``train.l2``) of ``config`` in place, making sections the config left out
     (:func:`merge` validates the key later). The one home of dotted keys.
@@ -237,9 +247,7 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def _positive(config: dict, dotted: str, allow_zero: bool = False) -> None:
-    node: Any = config
-    for part in dotted.split("."):
-        node = node[part]
+    node = get_dotted(config, dotted)
     if not math.isfinite(node) or node < 0 or (node == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"config key '{dotted}' must be {bound}, got {node!r}")
@@ -247,9 +255,7 @@ def _positive(config: dict, dotted: str, allow_zero: bool = False) -> None:
 
 def check_choices(config: dict) -> None:
     for dotted, allowed in CHOICES.items():
-        node: Any = config
-        for part in dotted.split("."):
-            node = node[part]
+        node = get_dotted(config, dotted)
         if node not in allowed:
             raise ConfigError(f"config key '{dotted}' must be one of {', '.join(allowed)}, got {node!r}")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from hpo.study import describe_data
-from hpo.study_config import study_config, values_of
+from hpo.study_config import max_epochs, study_config, values_of
 from lgeseg.data import load_dataset, split_from_config
 from lgeseg.errors import TrainingError
 from lgeseg.train import steps_per_epoch
@@ -42,6 +42,18 @@ def test_values_of_names_every_source():
         ("search.space.train.batch_size", 12),
         ("retune.adjustments[2].batch_size", 8),  # the default third adjustment
     ]
+
+
+def test_max_epochs_is_the_largest_of_values_of():
+    """ASHA's max_t: the space's high (or choices) replaces the train section's epochs; an adjustment may add more."""
+    space = {"train.epochs": {"low": 2, "high": 9}}
+    assert max_epochs(study_config({"search": {"space": space}, "train": {"epochs": 30}})) == 9
+    longer = {"max_reruns": 1, "adjustments": [{"epochs": 12}]}
+    assert max_epochs(study_config({"search": {"space": space}, "retune": longer})) == 12
+    choices = {"train.epochs": {"choices": [3, 7]}}
+    assert max_epochs(study_config({"search": {"space": choices}, "retune": {"max_reruns": 0, "adjustments": []}})) == 7
+    l2_only = {"train.l2": {"low": 1e-5, "high": 1e-2, "log": True}}
+    assert max_epochs(study_config({"search": {"space": l2_only}})) == 180  # the train section's (paper) epochs
 
 
 @pytest.mark.parametrize(

@@ -73,7 +73,7 @@ def test_the_plan_and_table_list_a_grid_in_config_order_whatever_order_it_ran(tm
     assert [p.configuration.params for p in plans] == [c.params for c in grid_configurations(config)]
     assert [p.configuration.values["model.architecture"] for p in plans] == ["monai-unet"] * 2 + ["matlab-unet"] * 2
     assert all(p.told and not p.owed for p in plans)
-    rows = summary_rows(config, plans)
+    rows = summary_rows(plans)
     assert list(rows[0]["space"]) == ["L2", "architecture", "loss"]
     assert [r["point"] for r in rows[:2]] == ["l2=0.005,seed=0,architecture=monai-unet,loss=cross-entropy"] + [
         "l2=0.005,seed=1,architecture=monai-unet,loss=cross-entropy"
@@ -152,7 +152,7 @@ def test_the_closing_table_of_an_interrupted_grid_lists_every_point(tmp_path):
     assert len(sampled) < 4 and [p.configuration.params for p in whole] == [
         c.params for c in grid_configurations(config)
     ]
-    rows = summary_rows(config, whole)
+    rows = summary_rows(whole)
     assert len(rows) == 8
     statuses = {r["point"]: r["status"] for r in rows}
     unsampled = {p.configuration.params for p in whole} - {p.configuration.params for p in sampled}

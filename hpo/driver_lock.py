@@ -36,7 +36,7 @@ from pathlib import Path
 
 from lgeseg.filelock import HeldFile, LockHeldError, describe_holder
 
-from .storage import StorageError, mask_url, resolve, storage_file
+from .storage import StorageError, mask_url, open_storage, resolve, storage_file
 
 #: First key of every advisory lock this tool takes (``'lges'``), so its locks never meet another tool's.
 ADVISORY_NAMESPACE = 0x6C676573
@@ -74,7 +74,8 @@ def hold_study(storage: str, study_name: str, wait: bool = False, stream=None) -
     Raises:
         LockHeldError: another live driver holds the study and ``wait`` is False; one line naming its
             host and pid.
-        StorageError: the PostgreSQL server cannot be reached for the lock.
+        StorageError: the PostgreSQL server cannot be reached for the lock; a storage without a driver lock
+            cannot be opened (a missing driver, a bad URL: one line, and no warning before it).
     """
     url = resolve(storage)
     what = f"study '{study_name}' in {mask_url(url)}"
@@ -91,7 +92,8 @@ def hold_study(storage: str, study_name: str, wait: bool = False, stream=None) -
     elif url.startswith(("postgresql", "postgres")):
         with _advisory_lock(url, study_name, what, wait, stream):
             yield
-    else:
+    else:  # a storage that cannot be opened is its one error line, never this warning before it
+        open_storage(url)
         _say(stream, f"{what}: no driver lock on this kind of storage; make sure only one driver runs this study")
         yield
 

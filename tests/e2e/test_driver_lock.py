@@ -82,6 +82,34 @@ def test_a_second_driver_is_refused_naming_the_holder_then_gets_in_once_it_is_ki
         pass
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql+nosuchdriver://user:secret@127.0.0.1/db",  # a driver SQLAlchemy does not know
+        "mssql+pyodbc://user:secret@127.0.0.1/db",  # a driver that is not installed
+    ],
+)
+def test_a_storage_without_a_lock_that_cannot_be_opened_is_one_error_and_no_warning(url):
+    from io import StringIO
+
+    from hpo.storage import StorageError
+
+    said = StringIO()
+    with pytest.raises(StorageError) as refused, hold_study(url, "s", stream=said):
+        pass
+    assert said.getvalue() == ""  # before: "warning: ... no driver lock ..." and then the error
+    assert "\n" not in str(refused.value) and "secret" not in str(refused.value)
+
+
+def test_a_storage_without_a_lock_says_so_once_it_opens():
+    from io import StringIO
+
+    said = StringIO()
+    with hold_study("sqlite://", "s", stream=said):  # in-memory SQLite: no file to lock
+        pass
+    assert said.getvalue().startswith("warning: study 's' in sqlite://: no driver lock on this kind of storage")
+
+
 def test_wait_blocks_until_the_holder_ends_and_says_whom_it_waits_for(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     holder = start_holder(storage, "s", seconds=2, marker=tmp_path / "letting-go")

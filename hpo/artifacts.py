@@ -164,17 +164,40 @@ def fetch_run_dir(trial: optuna.trial.FrozenTrial, folder: Path | None, study_na
     return target
 
 
+def another_run(trial: optuna.trial.FrozenTrial, run_dir: Path) -> str | None:
+    """Why ``run_dir`` no longer holds ``trial``'s run, or None: its ``config.yaml`` hashes to another run
+    config than the trial's ``config_hash`` attr (the folder was deleted and trained again with another
+    config). None too where the trial recorded no hash or the folder has no readable config (loading says
+    what is missing). A folder trained again with the same config is not told apart."""
+    from lgeseg.config import config_hash, safe_load
+
+    recorded = trial.user_attrs.get(ATTR.CONFIG_HASH)
+    if not recorded:
+        return None
+    try:
+        found = config_hash(safe_load((run_dir / CONFIG_FILE).read_text()))
+    except Exception:  # noqa: BLE001 - an unreadable config.yaml is load_network's to report
+        return None
+    if found == recorded:
+        return None
+    return f"its run folder {run_dir} now holds another run (config hash {found}; the trial recorded {recorded})"
+
+
 def network_dir(
     chosen, study: optuna.Study, storage: str | None, given: str | Path | None = None, checkpoint: str = "selected"
 ) -> Path:
     """The folder to load a chosen network (:class:`hpo.networks.Chosen`) from: its run folder when this
-    machine reaches it and it holds the ``checkpoint``, else its registered checkpoint fetched from the
-    artifact store (:func:`fetch_run_dir`).
+    machine reaches it, it still holds the trial's run (:func:`another_run`) and it holds the ``checkpoint``,
+    else its registered checkpoint fetched from the artifact store (:func:`fetch_run_dir`).
 
     Args:
         storage: the ``--storage`` value (None: the study name's default), for the store beside its file.
         given: ``--artifacts DIR``.
         checkpoint: ``selected``, ``best`` or ``last`` (:func:`lgeseg.predict.checkpoint_path`).
+
+    Raises:
+        DataError: the run folder holds another run and no checkpoint of the trial is registered; see also
+            :func:`fetch_run_dir`.
     """
     from lgeseg.predict import checkpoint_path
 
@@ -182,12 +205,21 @@ def network_dir(
 
     if chosen.run_dir is not None and chosen.run_dir.is_dir():
         registered = (chosen.trial.user_attrs.get(ATTR.CHECKPOINTS) if chosen.trial is not None else None) or {}
-        try:
-            checkpoint_path(chosen.run_dir, checkpoint)
-            return chosen.run_dir
-        except DataError:
-            if not registered:
-                return chosen.run_dir  # load_network says what is missing
+        moved_on = another_run(chosen.trial, chosen.run_dir) if chosen.trial is not None else None
+        if moved_on is not None and not registered:
+            raise DataError(
+                f"study '{study.study_name}': trial {chosen.number}: {moved_on}, and the study holds no "
+                "checkpoint of it"
+            )
+        if moved_on is not None:
+            logger.warning("trial %d: %s: using its checkpoint registered in the study", chosen.number, moved_on)
+        else:
+            try:
+                checkpoint_path(chosen.run_dir, checkpoint)
+                return chosen.run_dir
+            except DataError:
+                if not registered:
+                    return chosen.run_dir  # load_network says what is missing
     folder = store_folder([study.user_attrs], storage_file(study_storage(storage, study.study_name)), given)
     return fetch_run_dir(chosen.trial, folder, study.study_name)
 

@@ -130,3 +130,27 @@ def test_dashboard_serves_the_study_artifact_store(both):
         server.terminate()
         server.wait(timeout=10)
     assert served == (Path(trial.user_attrs["trial_dir"]) / "config.yaml").read_bytes()
+
+
+def test_a_trial_folder_trained_again_with_another_config_is_not_taken_for_the_trial(both, tmp_path, capsys):
+    """A trial folder deleted and trained again with another config (as the "another config" error of
+    ``train`` suggests) holds another network: predict and export use the checkpoint the study registered."""
+    study = ["--storage", str(both / "grid" / "study.db"), "--study-name", "rec"]
+    images = both / "data" / "images"
+    trials = optuna.load_study(study_name="rec", storage=f"sqlite:///{both / 'grid' / 'study.db'}").get_trials()
+    folder, other = Path(trials[1].user_attrs["trial_dir"]), Path(trials[0].user_attrs["trial_dir"])
+    capsys.readouterr()
+    assert main(["predict", *study, "--trial", "1", "--input", str(images), "--out", str(tmp_path / "a")]) == 0
+    assert "another run" not in capsys.readouterr().err  # the trial's own folder is taken as it is
+    moved = shutil.move(folder, tmp_path / "kept")
+    shutil.copytree(other, folder)  # trial 0's run (another L2) where trial 1's was
+    try:
+        assert main(["predict", *study, "--trial", "1", "--input", str(images), "--out", str(tmp_path / "b")]) == 0
+        said = capsys.readouterr().err
+        assert main(["export", *study, "--trial", "1", "--out", str(tmp_path / "model.zip")]) == 0
+    finally:
+        shutil.rmtree(folder)
+        shutil.move(moved, folder)
+    assert f"trial 1: its run folder {folder} now holds another run" in said
+    masks = sorted(p.name for p in (tmp_path / "a").glob("*.png"))
+    assert masks and all((tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes() for n in masks)

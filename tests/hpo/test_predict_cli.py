@@ -23,9 +23,11 @@ from lgeseg.errors import UserError
 from lgeseg.run import run
 
 
-def record_trial(study, number_hint: str, run_dir: Path | None, l2: float, seed: int, value, state=TrialState.COMPLETE):
-    """One trial as the grid's recorder writes it."""
-    attrs = {"trial_name": number_hint, "lineage": {"point": f"l2={l2:g},seed={seed}", "rerun": 0}}
+def record_trial(
+    study, number_hint: str, run_dir: Path | None, l2: float, seed: int, value, state=TrialState.COMPLETE, **attrs
+):
+    """One trial as the grid's recorder writes it (``attrs``: more user attrs)."""
+    attrs.update(trial_name=number_hint, lineage={"point": f"l2={l2:g},seed={seed}", "rerun": 0})
     if run_dir is not None:
         attrs["trial_dir"] = str(run_dir)
         attrs["test_metrics"] = json.loads((run_dir / "metrics.json").read_text())
@@ -223,3 +225,21 @@ def test_a_trial_that_evaluated_no_network_needs_an_explicit_checkpoint(state):
     for checkpoint in ("last", "best"):
         (chosen,) = select_networks([trial], "tiny", trial=0, checkpoint=checkpoint)
         assert chosen.number == 0 and chosen.run_dir == Path("/runs/t0")
+
+
+def test_a_folder_holding_another_run_without_a_registered_checkpoint_is_refused(study, tmp_path, one_line_error):
+    """The trial recorded one run config (``config_hash``); its folder now holds another and the study has no
+    checkpoint of the trial: refused, never the folder's other network. Export alike."""
+    folder = study["runs"]["l2=0.005_seed=0_rerun=0"].out_dir
+    storage = f"sqlite:///{tmp_path / 'swapped.db'}"
+    swapped = optuna.create_study(study_name="swapped", storage=storage, direction="maximize")
+    record_trial(swapped, "l2=0.005_seed=0_rerun=0", folder, 5e-3, 0, 0.5, config_hash="0123456789abcdef")
+    argv = ["--storage", storage, "--study-name", "swapped", "--trial", "0"]
+    for command in (
+        ["predict", *argv, "--input", str(study["images"]), "--out", str(tmp_path / "o")],
+        ["export", *argv, "--out", str(tmp_path / "m.zip")],
+    ):
+        line = one_line_error(command)
+        assert f"trial 0: its run folder {folder} now holds another run" in line, line
+        assert "the trial recorded 0123456789abcdef" in line and "holds no checkpoint of it" in line
+    assert not (tmp_path / "o").exists() and not (tmp_path / "m.zip").exists()

@@ -1,6 +1,7 @@
 """Command line: ``python -m hpo.run grid|search|train|evaluate|report|dashboard|import-nifti|predict|export|record``.
 
-User errors (:class:`lgeseg.errors.UserError`) are printed as one ``error:`` line with exit status 2 and
+User errors (:class:`lgeseg.errors.UserError`), and paths the command cannot read or write (``OSError``:
+``--out`` below a file, a folder where a file goes), are printed as one ``error:`` line with exit status 2 and
 no traceback; each subcommand lives in ``hpo/commands/<name>.py`` and imports its heavy dependencies
 (torch, Ray, Optuna) only when it runs.
 """
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the command cannot use (--out under a file, a folder given for a file, ...)
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

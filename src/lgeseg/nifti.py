@@ -255,7 +255,7 @@ def finite_voxels(volume: np.ndarray, path: Path) -> tuple[np.ndarray, str | Non
     if count == 0:
         return values, None
     if count == values.size:
-        raise DataError(f"{path}: every voxel is NaN or infinite; nothing to import")
+        raise DataError(f"{path}: every voxel is NaN or infinite: there is no image in it")
     values = values.copy()
     values[bad] = np.nan
     return values, (

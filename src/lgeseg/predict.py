@@ -36,6 +36,7 @@ import glob
 import hashlib
 import io
 import json
+import logging
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +49,11 @@ import yaml
 from .config import config_hash, safe_load
 from .errors import ConfigError, DataError
 from .models import downsampling, model_from_spec
-from .nifti import DEFAULT_PERCENTILES, read_volume, scale_intensities, slice_to_png
+from .nifti import DEFAULT_PERCENTILES, finite_voxels, read_volume, scale_intensities, slice_to_png
 from .png import read_image, write_mask
 from .train import autocast, inference_batch_size, memory_format_for, predicted_classes, resolve_device
+
+logger = logging.getLogger(__name__)
 
 #: What ``checkpoint`` may be: the network the run evaluated (``train.select``), or one file.
 CHECKPOINTS: tuple[str, ...] = ("selected", "best", "last")
@@ -398,12 +401,14 @@ def volume_slices(
         in-plane axis reversed, columns = the first), and the nibabel image (affine, header).
 
     Raises:
-        DataError: the file is missing, unreadable or not 3-D (one line naming it).
+        DataError: the file is missing, unreadable or not 3-D, or no voxel is finite (one line naming it).
     """
     import nibabel as nib
 
     path = Path(path)
-    volume, _ = read_volume(path)
+    volume, note = finite_voxels(read_volume(path)[0], path)  # as import-nifti: NaN and inf left out, said once
+    if note is not None:
+        logger.warning(note)
     pixels = scale_intensities(volume, percentiles or DEFAULT_PERCENTILES, 8)
     planes = [slice_to_png(np.take(pixels, k, axis=axis)) for k in range(pixels.shape[axis])]
     # read_image's 8-bit path: value / 255 as float64, then float32.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+from conftest import tiny_train_args
 
 import hpo.run
 
@@ -15,3 +16,25 @@ import hpo.run
 def test_the_usage_line_names_the_command_as_it_was_started(monkeypatch, argv0, prog):
     monkeypatch.setattr(sys, "argv", [argv0])
     assert hpo.run.build_parser().format_usage().startswith(f"usage: {prog} ")
+
+
+@pytest.mark.parametrize(
+    ("command", "where", "reason"),
+    [
+        (["train", "--set", "train.epochs=1", "--out", "{file}/run"], "{file}/run", "Not a directory"),
+        (["train", "--set", "train.epochs=1", "--out", "{file}"], "{file}", "File exists"),
+        (["evaluate", "--pred", "{masks}", "--truth", "{masks}", "--json", "{folder}"], "{folder}", "Is a directory"),
+    ],
+)
+def test_a_path_the_command_cannot_use_is_one_error_line(
+    command, where, reason, tmp_path, tiny_data_dir, one_line_error
+):
+    """``--out`` below a file or on a file, a folder where a file goes: one line naming the path, exit 2."""
+    (tmp_path / "afile").write_text("mine")
+    names = {"file": tmp_path / "afile", "masks": tiny_data_dir / "masks", "folder": tmp_path}
+    argv = [part.format(**names) for part in command]
+    if argv[0] == "train":
+        argv[1:1] = [*tiny_train_args(), "--data", str(tiny_data_dir)]
+    line = one_line_error(argv)
+    assert line == f"error: {where.format(**names)}: {reason}"
+    assert (tmp_path / "afile").read_text() == "mine"

@@ -327,3 +327,24 @@ def test_a_volume_the_network_cannot_take_stops_before_anything_is_written(train
     with pytest.raises(ConfigError, match=r"the images are 18x16 \(HxW\)"):
         predict_path([load_network(trained["root"] / "run0")], tmp_path / "vols", tmp_path / "out", device="cpu")
     assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_voxels_as_import_nifti(trained, tmp_path, caplog):
+    """NaN and inf are left out of the intensity percentiles and read as 0, said once; a volume with no finite
+    voxel is refused before anything is written, as ``import-nifti`` does."""
+    from lgeseg.predict import volume_slices
+
+    data = np.array([0.0, np.nan, 100.0, np.inf]).reshape(2, 2, 1)
+    nib.Nifti1Image(data, np.eye(4)).to_filename(str(tmp_path / "v.nii"))
+    with caplog.at_level("WARNING", logger="lgeseg.predict"):
+        slices, _ = volume_slices(tmp_path / "v.nii", percentiles=(0.0, 100.0))
+    # finite voxels 0 and 100 are the percentiles 0 and 100: 0 -> 0, 100 -> 255; NaN and inf -> 0
+    assert slices[0] == pytest.approx(np.array([[0, 0], [0, 255]]) / 255)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'v.nii'}: 2 of 4 voxels are NaN or infinite: left out of the intensity percentiles and "
+        "written as 0"
+    ]
+    nib.Nifti1Image(np.full((16, 16, 2), np.nan, np.float32), np.eye(4)).to_filename(str(tmp_path / "nan.nii.gz"))
+    with pytest.raises(DataError, match=r"nan.nii.gz: every voxel is NaN or infinite: there is no image in it"):
+        predict_path([load_network(trained["root"] / "run0")], tmp_path / "nan.nii.gz", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -98,8 +98,8 @@ def select_networks(
         if trial is not None:
             if _is_configuration(found):
                 raise UserError(
-                    f"study '{study_name}': trial {number} is a configuration of the search, not a network; "
-                    f"use --configuration {number}"
+                    f"study '{study_name}': trial {number} is a configuration of the search, not a network: its "
+                    f"networks are its attempts' (predict --configuration {number} uses them all)"
                 )
             if found.state != TrialState.COMPLETE and checkpoint == "selected":
                 raise UserError(

@@ -458,7 +458,7 @@ def import_nifti(
     names = dict(names) if names is not None else default_names(value_map)
     if set(names.values()) != set(value_map.values()):
         raise DataError(
-            f"--labels {_map_text(names)} must name exactly the mask values of --map {sorted(set(value_map.values()))}"
+            f"--names {_map_text(names)} must name exactly the mask values of --map {sorted(set(value_map.values()))}"
         )
     lut = np.zeros(max(value_map) + 1, np.uint8)
     for source, pixel in value_map.items():

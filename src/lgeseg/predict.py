@@ -303,7 +303,7 @@ def _predict(
         raise DataError(f"expected (N, H, W) images, got shape {images.shape}")
     n, height, width = images.shape
     sizes = {_input_size(network, height, width) for network in networks}
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = resolve_device(device, "--device") if isinstance(device, str) else device
     _prepare(networks, device)
     batch_size = batch_size or inference_batch_size(device)
     flips = (False, True) if tta == "flip" else (False,)
@@ -366,6 +366,10 @@ def find_inputs(path: str | Path) -> list[Input]:
     elif path.is_dir():
         folder = path / "images" if (path / "images").is_dir() else path
         files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix.lower() == ".png" or _is_nifti(p)))
+        hidden = [p for p in files if p.name.startswith(".")]  # a Mac's ._x.png copies: not images
+        if hidden:
+            logger.warning("%s: skipped %d dot-file(s) (%s)", folder, len(hidden), ", ".join(p.name for p in hidden))
+            files = [p for p in files if p not in hidden]
         if not files:
             raise DataError(f"{folder}: no PNG or NIfTI (.nii, .nii.gz) file")
     elif path.is_file():

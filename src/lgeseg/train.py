@@ -93,16 +93,21 @@ def memory_format_for(channels_last: bool | str, device: torch.device) -> torch.
     return torch.channels_last if use else torch.contiguous_format
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present, else the CPU."""
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
+    """'auto' picks CUDA when present, else the CPU.
+
+    Raises:
+        TrainingError: not a device name, or CUDA where there is none; naming ``option`` (the config key or
+            command-line option the name came from).
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise TrainingError(f"train.device {name!r} is not a device (auto, cpu, cuda or cuda:N)") from None
+        raise TrainingError(f"{option} {name!r} is not a device (auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"train.device is {name!r} but no CUDA device is available")
+        raise TrainingError(f"{option} is {name!r} but no CUDA device is available")
     return device
 
 

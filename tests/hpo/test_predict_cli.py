@@ -161,7 +161,12 @@ def test_search_configurations_group_their_seed_attempts():
     trials = [configuration, attempt(1, 0, 0.4), attempt(2, 0, 0.6), attempt(3, 0, None, TrialState.PRUNED)]
     assert [c.number for c in select_networks(trials, "s", configuration=0)] == [1, 2]
     assert [c.number for c in select_networks(trials, "s", configuration=2)] == [1, 2]
-    with pytest.raises(UserError, match="trial 0 is a configuration of the search.*--configuration 0"):
+    # said for export too, which has no --configuration: the way to its networks is predict's
+    with pytest.raises(
+        UserError,
+        match=r"trial 0 is a configuration of the search, not a network: its networks are "
+        r"its attempts' \(predict --configuration 0 uses them all\)$",
+    ):
         select_networks(trials, "s", trial=0)
 
 

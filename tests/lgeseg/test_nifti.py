@@ -227,6 +227,7 @@ def test_percentile_import_and_16_bit_output(tmp_path):
         ("float none", r"c1_DE\.nii\.gz: --scale none needs integer intensities in 0-255, found 0\.5 to 0\.5"),
         ("existing", r"images: already holds files"),
         ("nothing", r"no file matches --images '\*_DE\.nii\.gz'"),
+        ("names", r"--names a=1,b=2 must name exactly the mask values of --map \[128, 255\]"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, one_line_error, case, match):
@@ -252,6 +253,9 @@ def test_bad_input_is_one_line(tmp_path, one_line_error, case, match):
     elif case == "float none":
         _volumes(root, np.full((4, 4, 2), 0.5, np.float32), labels)
         extra += ["--scale", "none"]
+    elif case == "names":
+        _volumes(root, image, labels)
+        extra += ["--names", "a=1,b=2"]
     elif case == "existing":
         _volumes(root, image, labels)
         (out / "images").mkdir(parents=True)

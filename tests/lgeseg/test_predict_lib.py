@@ -348,3 +348,22 @@ def test_non_finite_voxels_as_import_nifti(trained, tmp_path, caplog):
     with pytest.raises(DataError, match=r"nan.nii.gz: every voxel is NaN or infinite: there is no image in it"):
         predict_path([load_network(trained["root"] / "run0")], tmp_path / "nan.nii.gz", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_dot_files_in_an_input_folder_are_skipped_and_said(trained, tmp_path, caplog):
+    """A Mac's ``._x.png`` AppleDouble copies are not images: left out with one warning, as ``evaluate`` does."""
+    folder = tmp_path / "in"
+    shutil.copytree(trained["images"], folder)
+    (folder / "._x.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    with caplog.at_level("WARNING", logger="lgeseg.predict"):
+        summary = predict_path([load_network(trained["root"] / "run0")], folder, tmp_path / "out", device="cpu")
+    assert summary.slices == len(list(trained["images"].glob("*.png")))
+    assert [r.getMessage() for r in caplog.records] == [f"{folder}: skipped 1 dot-file(s) (._x.png)"]
+
+
+@pytest.mark.parametrize("name", ["foo", "cuda:x"])
+def test_a_bad_device_names_the_option_it_came_from(trained, tmp_path, name):
+    from lgeseg.errors import TrainingError
+
+    with pytest.raises(TrainingError, match=rf"^--device '{name}' is not a device \(auto, cpu, cuda or cuda:N\)$"):
+        predict_path([load_network(trained["root"] / "run0")], trained["images"], tmp_path / "out", device=name)

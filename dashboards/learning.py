@@ -78,7 +78,10 @@ def learned(trial: TrialRecord) -> bool | None:
     return clearly_above_baseline(miou, as_nan(baseline.get("MeanIoU")))
 
 
+#: The words of :func:`learned`'s answers.
+LEARNING_LABELS: dict[bool | None, str] = {True: "learned", False: "did not learn", None: "unknown"}
+
+
 def learning_label(trial: TrialRecord) -> str:
     """``learned``, ``did not learn`` or ``unknown`` (no baseline or no test MeanIoU)."""
-    verdict = learned(trial)
-    return "unknown" if verdict is None else "learned" if verdict else "did not learn"
+    return LEARNING_LABELS[learned(trial)]

@@ -16,7 +16,9 @@ and runs its statistics on it:
 * **Verdicts** (:func:`dashboards.verdicts.pairwise_verdicts`): every pair of L2 values (smaller first),
   median difference, 95% bootstrap CI, Wilcoxon p, Holm over the pairs, and "equivalent" / "different" /
   "undecided" at the margin ``delta``. Only measured per-patient values enter: never a curve's estimate.
-* **Friedman** over patients with three or more configurations, with Nemenyi's critical difference
+  The learning gate of the paired comparisons (:func:`dashboards.stats.rankable`) holds here too: a pair
+  with an L2 value whose networks did not learn reads "not ranked" (numbers kept, no verdict word).
+* **Friedman** over patients with three or more rankable configurations, with Nemenyi's critical difference
   (:func:`dashboards.verdicts.friedman`, :func:`~dashboards.verdicts.cd_figure`), and the **variance shares**
   of the mixed model (:func:`dashboards.verdicts.variance_shares`) where each trained network (a seed, and
   under cross-validation a seed's fold network) is one training run.
@@ -32,7 +34,7 @@ from lgeseg.errors import ConfigError, UserError
 
 from .figures import fmt, fmt_p, l2_label
 from .load import StudyRecord, TrialRecord
-from .stats import PAIRED_METRICS, trials_by_l2
+from .stats import NOT_RANKED, PAIRED_METRICS, rankable, trials_by_l2
 from .verdicts import (
     DEFAULT_DELTA,
     DEFAULT_METRIC,
@@ -164,6 +166,7 @@ class VerdictAnalysis:
         metric: the metric's spec (``myocardium:Dice``).
         delta: the equivalence margin.
         configurations: the configurations compared (``L2 <v>``, ascending L2).
+        not_ranked: those of them whose networks did not learn (:func:`dashboards.stats.rankable`).
         n_patients: patients with a value for at least one configuration.
         folds: cross-validation folds joined (empty without folds).
         seeds: run seeds averaged within patient.
@@ -177,6 +180,7 @@ class VerdictAnalysis:
     metric: str
     delta: float
     configurations: list[str]
+    not_ranked: list[str]
     n_patients: int
     folds: list[int]
     seeds: list[int]
@@ -192,20 +196,33 @@ def analyse_verdicts(
 ) -> VerdictAnalysis:
     """Verdicts, Friedman and variance shares of ``record``'s finished trials on ``metric``."""
     rows = patient_table(record, metric, patient_of)
-    order = [l2_label(l2) for l2 in trials_by_l2(record)]
+    groups = trials_by_l2(record)
+    order = [l2_label(l2) for l2 in groups]
     present = [c for c in order if any(r["configuration"] == c for r in rows)]
+    not_ranked = [l2_label(l2) for l2, group in groups.items() if l2_label(l2) in present and not rankable(group)]
+    ranked = [c for c in present if c not in not_ranked]
     notes: list[str] = []
     if not rows:
         notes.append(f"no trial recorded per-patient {metric.spec} (field metrics are recorded since issue 20)")
     pairs = [(a, b) for i, a in enumerate(present) for b in present[i + 1 :]]
-    verdicts = pairwise_verdicts(rows, delta, pairs) if pairs else []
+    verdicts = pairwise_verdicts(rows, delta, pairs, not_ranked) if pairs else []
     result = None
     if len(present) >= 3:
         if metric.higher_is_better is None:
             notes.append(f"Friedman's test needs a direction of better, which {metric.name} has not")
+        elif len(ranked) < 3:
+            notes.append(
+                f"Friedman's test not run: fewer than three L2 values whose networks all learned (not ranked, "
+                f"networks did not learn: {', '.join(not_ranked)})"
+            )
         else:
+            if not_ranked:
+                notes.append(
+                    f"Friedman's test ranks only the L2 values whose networks all learned (not ranked, networks "
+                    f"did not learn: {', '.join(not_ranked)})"
+                )
             try:
-                result = friedman(rows, metric.higher_is_better)
+                result = friedman([r for r in rows if r["configuration"] in ranked], metric.higher_is_better)
             except ValueError as exc:
                 notes.append(f"Friedman's test not run: {exc}")
     shares = None
@@ -220,6 +237,7 @@ def analyse_verdicts(
         metric=metric.spec,
         delta=delta,
         configurations=present,
+        not_ranked=not_ranked,
         n_patients=len({r["patient"] for r in rows}),
         folds=sorted({r["fold"] for r in rows if r["fold"] is not None}),
         seeds=sorted({r["seed"] for r in rows if r["seed"] is not None}),
@@ -263,6 +281,7 @@ def title(analysis: VerdictAnalysis) -> str:
         f"Verdicts on {analysis.metric}, one value per patient ({analysis.n_patients} patients; {joined}); a − b; "
         f"median with percentile bootstrap 95% CI; Wilcoxon p; Holm over the {len(analysis.verdicts)} pairs; "
         f"equivalent = CI inside ±{analysis.delta:g}, different = Holm p < 0.05 and CI excludes 0, else undecided"
+        + (f"; {NOT_RANKED} ({', '.join(analysis.not_ranked)}): no verdict" if analysis.not_ranked else "")
     )
 
 
@@ -304,6 +323,7 @@ def verdicts_json(analysis: VerdictAnalysis) -> dict[str, Any]:
         "metric": analysis.metric,
         "delta": analysis.delta,
         "configurations": analysis.configurations,
+        "not_ranked": analysis.not_ranked,
         "n_patients": analysis.n_patients,
         "folds": analysis.folds,
         "seeds": analysis.seeds,

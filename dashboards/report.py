@@ -42,7 +42,16 @@ from .patient_verdicts import (
 from .patient_verdicts import summary_lines as verdict_lines
 from .patient_verdicts import title as verdict_title
 from .search import build_search_report
-from .stat_tables import LEARNING_COLUMNS, PAIRED_COLUMNS, SEED_COLUMNS, learning_rows, paired_rows, seed_rows
+from .stat_tables import (
+    LEARNING_COLUMNS,
+    PAIRED_COLUMNS,
+    SEED_COLUMNS,
+    learning_records,
+    learning_rows,
+    paired_rows,
+    seed_records,
+    seed_rows,
+)
 from .stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, PairedComparison, Units, paired_comparisons, study_units
 from .strata import STRATA_COLUMNS, StratumRow, strata, strata_figure, strata_rows
 from .verdicts import DEFAULT_DELTA, DEFAULT_METRIC, cd_figure
@@ -270,10 +279,6 @@ def render_html(record: StudyRecord, parts: list[Part]) -> str:
 
 def report_json(record: StudyRecord, analysis: Analysis) -> dict:
     """The numbers of the report's statistics (NaN as null): summary, findings, tables and strata."""
-
-    def rows(columns: tuple[str, ...], values: list[list[str]]) -> list[dict[str, str]]:
-        return [dict(zip(columns, row)) for row in values]
-
     return json_safe(
         {
             "study": record.name,
@@ -283,8 +288,8 @@ def report_json(record: StudyRecord, analysis: Analysis) -> dict:
             "summary": summary_lines(record, analysis.comparisons, analysis.units) + _verdict_lines(analysis),
             "findings": [dataclasses.asdict(f) for f in findings(record, analysis.comparisons, analysis.units)],
             "comparisons": [dataclasses.asdict(c) for c in analysis.comparisons],
-            "learning": rows(LEARNING_COLUMNS, learning_rows(record)),
-            "seeds": rows(SEED_COLUMNS, seed_rows(record)),
+            "learning": learning_records(record),
+            "seeds": seed_records(record),
             "strata": {column: [dataclasses.asdict(r) for r in values] for column, values in analysis.strata.items()},
             "field_metrics": field_summary(record),
             "verdicts": verdicts_json(analysis.verdicts) if analysis.verdicts is not None else None,

@@ -1,7 +1,8 @@
 """The report's statistics tables as display rows: paired comparisons, seed summaries, learning check.
 
-The same rows feed the HTML report, the plotly tables saved for optuna-dashboard and (as numbers, not
-strings) ``report.json``.
+The display rows feed the HTML report and the plotly tables saved for optuna-dashboard; the seed and
+learning tables' records (:func:`seed_records`, :func:`learning_records`: the same keys, numbers at full
+precision, NaN for missing) feed ``report.json``, and the display rows are formatted from them.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from lgeseg.metrics import DATASET_METRICS, LEARN_MARGIN
 from lgeseg.tables import MISSING, as_nan
 
 from .figures import fmt, fmt_p
-from .learning import baseline_of, learning_label, learning_margin
+from .learning import LEARNING_LABELS, baseline_of, learned, learning_margin
 from .load import StudyRecord
-from .stats import PairedComparison, metric_value, seed_intervals
+from .stats import NOT_RANKED, PairedComparison, metric_value, seed_intervals
 
 #: Columns of the paired-comparison table.
 PAIRED_COLUMNS: tuple[str, ...] = (
@@ -36,7 +37,7 @@ PAIRED_COLUMNS: tuple[str, ...] = (
 def verdict(c: PairedComparison) -> str:
     """A comparison's one-phrase reading: not ranked, a difference (with the seed caveat) or none shown."""
     if not c.ranked:
-        return "not ranked: a network did not learn"
+        return NOT_RANKED
     if c.n == 0:
         return "no paired values"
     if not c.significant:
@@ -82,13 +83,28 @@ def paired_rows(comparisons: list[PairedComparison]) -> list[list[str]]:
 SEED_COLUMNS: tuple[str, ...] = ("metric", "L2", "seeds", "mean", "SD over seeds", "95% t-interval")
 
 
-def seed_rows(record: StudyRecord) -> list[list[str]]:
-    """Per data-set metric and L2: number of seeds, mean, SD and 95% t-interval over seeds."""
+def seed_records(record: StudyRecord) -> list[dict]:
+    """Per data-set metric and L2, keyed by :data:`SEED_COLUMNS`: ``seeds`` (int), ``mean`` and ``SD over
+    seeds`` (floats, NaN when undefined) and ``95% t-interval`` (``[low, high]``, None with fewer than two
+    seeds); :func:`dashboards.stats.t_interval` over the replicates."""
     rows = []
     for metric in DATASET_METRICS:
         for l2, iv in seed_intervals(record, metric).items():
-            interval = f"{MISSING} (one seed)" if iv.n < 2 else f"[{fmt(iv.low, 4)}, {fmt(iv.high, 4)}]"
-            rows.append([metric, f"{l2:g}", str(iv.n), fmt(iv.mean, 4), fmt(iv.sd, 4), interval])
+            interval = None if iv.n < 2 else [float(iv.low), float(iv.high)]
+            values = [metric, float(l2), int(iv.n), float(iv.mean), float(iv.sd), interval]
+            rows.append(dict(zip(SEED_COLUMNS, values)))
+    return rows
+
+
+def seed_rows(record: StudyRecord) -> list[list[str]]:
+    """:func:`seed_records` formatted for display (4 decimals)."""
+    rows = []
+    for r in seed_records(record):
+        interval = r["95% t-interval"]
+        shown = f"{MISSING} (one seed)" if interval is None else f"[{fmt(interval[0], 4)}, {fmt(interval[1], 4)}]"
+        rows.append(
+            [r["metric"], f"{r['L2']:g}", str(r["seeds"]), fmt(r["mean"], 4), fmt(r["SD over seeds"], 4), shown]
+        )
     return rows
 
 
@@ -106,23 +122,45 @@ LEARNING_COLUMNS: tuple[str, ...] = (
 )
 
 
-def learning_rows(record: StudyRecord) -> list[list[str]]:
-    """Per finished trial: test MeanIoU, the majority-class baseline's, their margin and the verdict."""
+def learning_records(record: StudyRecord) -> list[dict]:
+    """Per finished trial, keyed by :data:`LEARNING_COLUMNS`: its number, name, L2, seed, test MeanIoU, the
+    majority-class baseline's MeanIoU (NaN when unknown), the baseline's class (name or index, None when
+    unknown), their margin (:func:`dashboards.learning.learning_margin`) and ``learned?`` as
+    :func:`dashboards.learning.learned` answers it (True, False, None = unknown)."""
     rows = []
     for t in record.complete:
         baseline = baseline_of(t) or {}
-        base = baseline.get("MeanIoU")
+        values = [
+            t.number,
+            t.name,
+            float(t.l2),
+            t.seed,
+            float(metric_value(t, "MeanIoU")),
+            float(as_nan(baseline.get("MeanIoU"))),
+            baseline.get("majority_class", baseline.get("majority_class_index")),
+            float(learning_margin(t)),
+            learned(t),
+        ]
+        rows.append(dict(zip(LEARNING_COLUMNS, values)))
+    return rows
+
+
+def learning_rows(record: StudyRecord) -> list[list[str]]:
+    """:func:`learning_records` formatted for display (4 decimals; the verdict in words)."""
+    rows = []
+    for r in learning_records(record):
+        number, name, l2, seed, miou, base, cls, margin, verdict = r.values()
         rows.append(
             [
-                str(t.number),
-                t.name,
-                f"{t.l2:g}",
-                str(t.seed),
-                fmt(metric_value(t, "MeanIoU"), 4),
-                fmt(as_nan(base), 4),
-                str(baseline.get("majority_class", baseline.get("majority_class_index", MISSING))),
-                fmt(learning_margin(t), 4),
-                learning_label(t),
+                str(number),
+                name,
+                f"{l2:g}",
+                str(seed),
+                fmt(miou, 4),
+                fmt(base, 4),
+                MISSING if cls is None else str(cls),
+                fmt(margin, 4),
+                LEARNING_LABELS[verdict],
             ]
         )
     return rows

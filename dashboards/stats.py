@@ -276,8 +276,16 @@ def seed_difference(a: Sequence[TrialRecord], b: Sequence[TrialRecord], metric: 
     )
 
 
+#: The reading of a comparison or verdict between L2 values of which one (or both) may not be ranked.
+NOT_RANKED = "not ranked: a network did not learn"
+
+
 def rankable(group: Sequence[TrialRecord]) -> bool:
-    """Whether an L2's trials may be ranked: none of them is known not to have learned."""
+    """Whether an L2's trials may be ranked: none of them is known not to have learned.
+
+    The one decision of the report's learning gate: the paired comparisons, the written summary's findings
+    and the per-patient verdicts (:mod:`dashboards.patient_verdicts`) all ask it.
+    """
     return all(learned(t) is not False for t in group)
 
 

@@ -11,7 +11,9 @@ cross-validated study, :func:`lgeseg.field_metrics.patient_table`) and gives:
   :mod:`dashboards.stats`, unchanged). A pair is **equivalent** when the interval lies inside
   ``[-delta, delta]`` (a two one-sided interval check in the spirit of TOST, on the median; Lakens 2017), else
   **different** when Holm p < 0.05 and the interval excludes 0, else **undecided**. Equivalence is checked
-  first: a difference that is real but smaller than ``delta`` is of no practical consequence.
+  first: a difference that is real but smaller than ``delta`` is of no practical consequence. A pair with
+  a configuration whose networks did not learn gets no verdict word but :data:`dashboards.stats.NOT_RANKED`
+  (its numbers are kept): how two failures differ says nothing about the setting.
 * **Friedman's test** over patients with three or more configurations (``scipy.stats.friedmanchisquare``,
   tie-corrected), the mean ranks (rank 1 = best), Nemenyi's all-pairs post-hoc p-values
   (``scikit_posthocs.posthoc_nemenyi_friedman``) and Nemenyi's critical difference
@@ -31,14 +33,14 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .stats import bootstrap_median_ci, holm, paired_differences, wilcoxon_p
+from .stats import NOT_RANKED, bootstrap_median_ci, holm, paired_differences, wilcoxon_p
 
 #: Level of the tests: "different" needs Holm p below it (written out: stats.ALPHA is 1 - 0.95 in floating
 #: point, a hair above 0.05).
@@ -136,7 +138,8 @@ class Verdict:
         low, high: its 95% percentile-bootstrap interval.
         p, p_holm: Wilcoxon signed-rank p, Holm-adjusted over the table's pairs.
         delta: the equivalence margin.
-        verdict: one of :data:`VERDICTS`.
+        verdict: one of :data:`VERDICTS`, or :data:`~dashboards.stats.NOT_RANKED` when ``ranked`` is False.
+        ranked: False when the networks of ``a`` or ``b`` did not learn (no verdict word is given).
     """
 
     a: str
@@ -149,10 +152,14 @@ class Verdict:
     p_holm: float
     delta: float
     verdict: str
+    ranked: bool = True
 
 
 def pairwise_verdicts(
-    rows: Iterable[Mapping] | pd.DataFrame, delta: float = DEFAULT_DELTA, pairs: list[tuple[str, str]] | None = None
+    rows: Iterable[Mapping] | pd.DataFrame,
+    delta: float = DEFAULT_DELTA,
+    pairs: list[tuple[str, str]] | None = None,
+    not_ranked: Collection[str] = (),
 ) -> list[Verdict]:
     """Every pair of configurations (or ``pairs``), seeds averaged within patient, Holm over the pairs.
 
@@ -160,6 +167,9 @@ def pairwise_verdicts(
         rows: a per-patient table (:func:`patient_frame`); one metric.
         delta: equivalence margin, > 0, in the metric's unit (0.01 = one Dice point).
         pairs: which (a, b) pairs; default all, in sorted configuration order.
+        not_ranked: configurations whose networks did not learn (:func:`dashboards.stats.rankable`): a pair
+            with one of them keeps its numbers (and its place in the Holm family) but its verdict is
+            :data:`~dashboards.stats.NOT_RANKED`.
 
     Raises:
         ValueError: ``delta`` is not > 0, or a pair names an unknown configuration.
@@ -179,10 +189,12 @@ def pairwise_verdicts(
         low, high = bootstrap_median_ci(diffs)
         rows_out.append((a, b, diffs.size, median, low, high, wilcoxon_p(diffs)))
     adjusted = holm([r[-1] for r in rows_out])
-    return [
-        Verdict(a, b, n, median, low, high, p, p_holm, delta, classify(low, high, p_holm, delta))
-        for (a, b, n, median, low, high, p), p_holm in zip(rows_out, adjusted)
-    ]
+    out = []
+    for (a, b, n, median, low, high, p), p_holm in zip(rows_out, adjusted):
+        ranked = a not in not_ranked and b not in not_ranked
+        word = classify(low, high, p_holm, delta) if ranked else NOT_RANKED
+        out.append(Verdict(a, b, n, median, low, high, p, p_holm, delta, word, ranked))
+    return out
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ from dashboards.patient_verdicts import (
     verdict_rows,
     verdicts_json,
 )
+from dashboards.report import render_html, report_json, report_parts
 from dashboards.search import NEARBY_DECADES, paper_points
+from dashboards.stats import NOT_RANKED
 from lgeseg.errors import ConfigError, UserError
 
 CLASSES = ["blood_pool", "background", "myocardium"]
@@ -58,13 +60,26 @@ def trial(number: int, config: str, seed: int, fold: int, test_metrics: dict) ->
     return trial_record(number, l2=L2[config], seed=seed, test_metrics=test_metrics, fold=fold)
 
 
-def cv_record() -> StudyRecord:
+#: Test MeanIoU of a network that learned and of one that did not, against a majority-class baseline of 0.3:
+#: learned needs 0.3 + 0.1 x (1 - 0.3) = 0.37 (lgeseg.metrics.clearly_above_baseline); 0.31 is short of it.
+LEARNED_MIOU, NOT_LEARNED_MIOU, BASELINE_MIOU = 0.7, 0.31, 0.3
+
+
+def cv_record(did_not_learn: str | None = None) -> StudyRecord:
+    """The cross-validated study; ``did_not_learn`` (a string of configurations, e.g. ``"A"``) gives every
+    trial a test MeanIoU and the majority-class baseline, the named configurations' networks not clearly above
+    it (None: no baseline, learning unknown)."""
     trials = []
     for config in L2:
         for seed in (0, 1):
             for fold, patients in FOLDS.items():
                 values = {p: value(config, seed, int(p[1:])) for p in patients}
-                trials.append(trial(len(trials), config, seed, fold, {"field_metrics": field(patients, values)}))
+                metrics: dict = {"field_metrics": field(patients, values)}
+                t = trial(len(trials), config, seed, fold, metrics)
+                if did_not_learn is not None:
+                    metrics["dataset"] = {"MeanIoU": NOT_LEARNED_MIOU if config in did_not_learn else LEARNED_MIOU}
+                    t.baseline = {"test": {"MeanIoU": BASELINE_MIOU}}
+                trials.append(t)
     return StudyRecord("cv", "sqlite:///x.db", {}, None, None, dict(zip(CLASSES, (255, 128, 0))), False, trials)
 
 
@@ -125,6 +140,51 @@ def test_the_summary_uses_the_three_words_and_report_json_carries_the_statistics
     assert set(data["variance_shares"]["shares"]) == {"configuration", "patient", "seed", "residual"}
     assert len(data["patients"]) == 48
     assert [row[-1] for row in verdict_rows(analysis)] == ["equivalent", "different", "different"]
+
+
+@pytest.mark.parametrize("did_not_learn", [None, ""])  # learning unknown (no baseline) / every network learned
+def test_networks_that_learned_or_are_unknown_get_the_verdict_words(did_not_learn):
+    analysis = analyse_verdicts(cv_record(did_not_learn), resolve_metric("myocardium:Dice", CLASSES), delta=0.01)
+    assert [v.verdict for v in analysis.verdicts] == ["equivalent", "different", "different"]
+    assert all(v.ranked for v in analysis.verdicts) and analysis.not_ranked == []
+    assert analysis.friedman is not None and analysis.friedman.mean_ranks["L2=0.005"] == 3.0
+
+
+def test_a_pair_whose_networks_did_not_learn_gets_no_verdict_word_in_table_summary_json_and_page():
+    """A's networks did not learn (0.31 vs baseline 0.3): A vs B, "equivalent" on the per-patient numbers, and
+    A vs C, "different", read "not ranked"; their numbers stay; B vs C (both learned) keeps "different"."""
+    record = cv_record(did_not_learn="A")
+    analysis = analyse_verdicts(record, resolve_metric("myocardium:Dice", CLASSES), delta=0.01)
+    assert analysis.not_ranked == ["L2=5e-05"]
+    verdicts = {(v.a, v.b): v for v in analysis.verdicts}
+    ab, ac = verdicts[("L2=5e-05", "L2=0.0005")], verdicts[("L2=5e-05", "L2=0.005")]
+    bc = verdicts[("L2=0.0005", "L2=0.005")]
+    assert (ab.verdict, ab.ranked) == (NOT_RANKED, False) and (ac.verdict, ac.ranked) == (NOT_RANKED, False)
+    assert (bc.verdict, bc.ranked) == ("different", True)
+    assert ab.median == pytest.approx(-0.002) and ac.p_holm == pytest.approx(3 * 2 / 256)  # numbers kept
+    assert analysis.friedman is None  # two rankable L2 values: nothing for Friedman to rank
+    assert [row[-1] for row in verdict_rows(analysis)] == [NOT_RANKED, NOT_RANKED, "different"]
+    text = " ".join(summary_lines(analysis))
+    assert "L2=5e-05 vs L2=0.0005: not ranked: a network did not learn (median difference -0.0020" in text
+    assert "L2=5e-05 vs L2=0.005: not ranked: a network did not learn (median difference 0.0535" in text
+    assert "L2=0.0005 vs L2=0.005: different" in text and "Friedman's test not run" in text
+    data = verdicts_json(analysis)
+    assert [(v["verdict"], v["ranked"]) for v in data["verdicts"]] == [
+        (NOT_RANKED, False),
+        (NOT_RANKED, False),
+        ("different", True),
+    ]
+    assert data["not_ranked"] == ["L2=5e-05"] and data["friedman"] is None
+    parts = report_parts(record)
+    page = render_html(record, parts)
+    summary = report_json(record, parts[0][3])
+    for words in ("L2=5e-05 vs L2=0.0005: equivalent", "L2=5e-05 vs L2=0.005: different"):
+        assert words not in page and words not in " ".join(summary["summary"])
+    assert "L2=5e-05 vs L2=0.0005: not ranked: a network did not learn" in " ".join(summary["summary"])
+    section = page[page.index("id='verdicts'") :]  # section 6, the verdict table (after the paired comparisons)
+    assert section.count(f"<td>{NOT_RANKED}</td>") == 2 and section.count("<td>different</td>") == 1
+    assert "<td>equivalent</td>" not in section
+    assert [v["verdict"] for v in summary["verdicts"]["verdicts"]] == [NOT_RANKED, NOT_RANKED, "different"]
 
 
 def test_a_patient_tested_by_two_folds_of_one_run_is_an_error():

@@ -42,12 +42,13 @@ from optuna.distributions import FloatDistribution, IntDistribution
 
 from dashboards.learning import baseline_from_confusion, baseline_of, learned
 from dashboards.load import StudyRecord, load_study
-from dashboards.report import analyse, build_report
+from dashboards.report import analyse, build_report, report_json
+from dashboards.stat_tables import learning_records, seed_records
 from dashboards.stats import holm, paired_comparisons, seed_intervals, study_units
 from dashboards.strata import strata
 from dashboards.written_summary import findings, summary_lines
 from hpo.storage import open_study
-from lgeseg.metrics import LEARN_MARGIN
+from lgeseg.metrics import LEARN_MARGIN, json_safe
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -415,3 +416,35 @@ def test_paper_seeds_yaml_is_the_paper_protocol_with_three_seeds() -> None:
     assert {k: v for k, v in seeds.items() if k not in ("name", "seeds")} == {
         k: v for k, v in paper.items() if k not in ("name", "seeds")
     }
+
+
+def test_report_json_learning_and_seed_tables_are_numbers_at_full_precision(hand: tuple[str, StudyRecord]) -> None:
+    record = hand[1]
+    data = json.loads(json.dumps(report_json(record, analyse(record)), allow_nan=False))
+    seeds = {(r["metric"], r["L2"]): r for r in data["seeds"]}
+    iou = seeds[("MeanIoU", A)]
+    # a: 0.70, 0.66 -> mean 0.68, SD 0.02 sqrt(2), interval 0.68 -+ t * 0.02 = [0.42587..., 0.93412...]
+    # (rounded to 4 decimals the bounds would be 0.4259 and 0.9341, which approx's 1e-6 tells apart)
+    assert type(iou["seeds"]) is int and iou["seeds"] == 2
+    assert type(iou["mean"]) is float and iou["mean"] == pytest.approx(0.68)
+    assert iou["SD over seeds"] == pytest.approx(0.02 * math.sqrt(2))
+    low, high = iou["95% t-interval"]
+    assert (low, high) == (pytest.approx(0.68 - T_975_1 * 0.02), pytest.approx(0.68 + T_975_1 * 0.02))
+    learning = {(r["L2"], r["seed"]): r for r in data["learning"]}
+    row = learning[(A, 0)]
+    assert type(row["#"]) is int and type(row["seed"]) is int and row["trial"] == "l2=5e-05_seed=0_rerun=0"
+    assert (row["test MeanIoU"], row["baseline MeanIoU"], row["baseline class"]) == (0.70, 0.3, None)
+    assert row[f"margin (≥ {LEARN_MARGIN:g} × (1 − baseline) to count)"] == pytest.approx(0.4)
+    assert row["learned?"] is True
+    one = StudyRecord("one", "x", {}, None, None, {}, False, [trial_record(0, test_metrics={"dataset": {}})])
+    (empty,) = [r for r in seed_records(one) if r["metric"] == "MeanIoU"]  # one trial, no MeanIoU recorded
+    assert json.loads(json.dumps(json_safe(empty))) == {
+        "metric": "MeanIoU",
+        "L2": 1e-3,
+        "seeds": 0,
+        "mean": None,
+        "SD over seeds": None,
+        "95% t-interval": None,
+    }
+    (unknown,) = learning_records(one)
+    assert json_safe(unknown)["learned?"] is None and json_safe(unknown)["test MeanIoU"] is None

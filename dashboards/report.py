@@ -313,7 +313,7 @@ def build_report(
     Returns the path of ``report.html``. ``by`` names manifest columns to stratify the test metrics by;
     ``metric`` (default ``myocardium:Dice``) and ``delta`` (the equivalence margin, > 0) choose the verdicts
     (:mod:`dashboards.patient_verdicts`). An unknown metric or a ``delta`` <= 0 is a one-line error raised
-    before anything is written.
+    before anything is written; so are ``by`` and ``metric`` for a search study, whose page has neither.
 
     ``storage`` defaults to the grid run's sqlite file of ``study_name``; ``out_dir`` to the study's
     ``out_dir`` attribute (else the sqlite file's folder). Works on a study that is still running.
@@ -338,6 +338,12 @@ def build_report(
         raise UserError(f"study {record.name} has no out_dir attribute; give --out DIR")
     folder = Path(folder)
     if "search" in record.config:  # a search study has its own page: dashboards/search.py
+        given = [option for option, value in (("--by", by), ("--metric", metric)) if value]
+        if given:  # its page has no strata and no per-patient verdicts: an option it would ignore is refused
+            raise UserError(
+                f"{' and '.join(given)}: study '{record.name}' is a search; its report has no strata "
+                "or verdicts (report a grid study, or leave the option out)"
+            )
         folder.mkdir(parents=True, exist_ok=True)
         return build_search_report(study, record, folder, fmt, save_to_dashboard, export_timeout)
     parts = report_parts(record, by, metric, delta)  # every check (a --by column, ...) before a folder is made

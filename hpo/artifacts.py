@@ -196,21 +196,19 @@ def network_dir(
         checkpoint: ``selected``, ``best`` or ``last`` (:func:`lgeseg.predict.checkpoint_path`).
 
     Raises:
-        DataError: the run folder holds another run and no checkpoint of the trial is registered; see also
-            :func:`fetch_run_dir`.
+        DataError: the run folder holds another run and no checkpoint of the trial is registered; the folder
+            cannot serve ``checkpoint`` and the study registered another; see also :func:`fetch_run_dir`.
     """
     from lgeseg.predict import checkpoint_path
 
     from .storage import storage_file, study_storage
 
+    where = f"study '{study.study_name}': trial {chosen.number}"
+    registered = (chosen.trial.user_attrs.get(ATTR.CHECKPOINTS) if chosen.trial is not None else None) or {}
     if chosen.run_dir is not None and chosen.run_dir.is_dir():
-        registered = (chosen.trial.user_attrs.get(ATTR.CHECKPOINTS) if chosen.trial is not None else None) or {}
         moved_on = another_run(chosen.trial, chosen.run_dir) if chosen.trial is not None else None
         if moved_on is not None and not registered:
-            raise DataError(
-                f"study '{study.study_name}': trial {chosen.number}: {moved_on}, and the study holds no "
-                "checkpoint of it"
-            )
+            raise DataError(f"{where}: {moved_on}, and the study holds no checkpoint of it")
         if moved_on is not None:
             logger.warning("trial %d: %s: using its checkpoint registered in the study", chosen.number, moved_on)
         else:
@@ -220,6 +218,12 @@ def network_dir(
             except DataError:
                 if not registered:
                     return chosen.run_dir  # load_network says what is missing
+    if registered and checkpoint != "selected" and f"{checkpoint}.pt" not in registered:
+        kept = ", ".join(name for name in registered if name.endswith(".pt"))
+        raise DataError(
+            f"{where}: --checkpoint {checkpoint}: its run folder cannot serve it and the study registered only the "
+            f"checkpoint its run evaluated ({kept}); give --checkpoint selected"
+        )
     folder = store_folder([study.user_attrs], storage_file(study_storage(storage, study.study_name)), given)
     return fetch_run_dir(chosen.trial, folder, study.study_name)
 

@@ -507,8 +507,8 @@ def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
     or journal file that does not exist is an error (Optuna would silently create it).
 
     Raises:
-        StorageError: no storage or name given, the file is missing, the study is not there, or the
-            storage cannot be opened.
+        StorageError: no storage or name given, the file is missing, the study is not there or is a search's
+            sampler study, or the storage cannot be opened.
     """
     url = study_storage(storage, study_name)
     shown = mask_url(url)
@@ -526,6 +526,11 @@ def open_study(storage: str | None, study_name: str | None) -> optuna.Study:
     if study_name not in names:
         listed = ", ".join(sorted(names)) or "none"
         raise StorageError(f"no study {study_name!r} in {shown} (studies there: {listed})")
+    owner = next(s.user_attrs.get("record_study") for s in studies if s.study_name == study_name)
+    if owner is not None:  # its trials are configuration values only: no network, metric or curve
+        raise StorageError(
+            f"study {study_name!r} in {shown} is the sampler study of study {owner!r}: give --study-name {owner}"
+        )
     return optuna.load_study(study_name=study_name, storage=backend)
 
 

@@ -13,6 +13,7 @@ from optuna.trial import create_trial
 
 from dashboards.report import build_report
 from dashboards.search import NEARBY_DECADES, PAPER_L2, importance_figure, sensitivity_figure, slice_figure
+from lgeseg.errors import UserError
 
 SPACE = {
     "train.l2": {"low": 1e-6, "high": 1e-1, "log": True},
@@ -162,3 +163,22 @@ def test_report_of_a_search_study(study, tmp_path):
 
     saved = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
     assert {"report-importance", "report-slices", "report-contours", "report-sensitivity"} <= set(saved)
+
+
+def test_a_search_study_refuses_what_its_report_has_not_and_its_sampler_study_is_no_report(study, tmp_path):
+    """``--by`` and ``--metric`` would be ignored by a search's page (no strata, no verdicts): refused; the
+    sampler study holds configuration values only: report (and predict, export: the same opener) name the record."""
+    from hpo.storage import StorageError
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.copy_study(from_study_name="s", from_storage=study._storage, to_storage=url)
+    sampler = optuna.create_study(storage=url, study_name="s/sampler")
+    sampler.set_user_attr("record_study", "s")
+    for options, named in (({"by": ["pathology"]}, "--by"), ({"metric": "MeanIoU"}, "--metric")):
+        with pytest.raises(UserError, match=rf"^{named}: study 's' is a search; its report has no strata or verdicts"):
+            build_report(url, "s", tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(
+        StorageError, match=r"study 's/sampler' in .* is the sampler study of study 's': give --study-name s$"
+    ):
+        build_report(url, "s/sampler", tmp_path / "out")

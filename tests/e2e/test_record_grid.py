@@ -154,3 +154,19 @@ def test_a_trial_folder_trained_again_with_another_config_is_not_taken_for_the_t
     assert f"trial 1: its run folder {folder} now holds another run" in said
     masks = sorted(p.name for p in (tmp_path / "a").glob("*.png"))
     assert masks and all((tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes() for n in masks)
+
+
+def test_a_checkpoint_the_study_did_not_register_is_named_when_the_folder_is_gone(both, tmp_path, one_line_error):
+    study = ["--storage", str(both / "grid" / "study.db"), "--study-name", "rec", "--trial", "1"]
+    trials = both / "grid" / "trials"
+    moved = shutil.move(trials, both / "elsewhere")
+    try:
+        line = one_line_error(
+            ["predict", *study, "--checkpoint", "best", "--input", str(both / "data"), "--out", str(tmp_path / "p")]
+        )
+    finally:
+        shutil.move(moved, trials)
+    assert line.endswith(
+        "trial 1: --checkpoint best: its run folder cannot serve it and the study registered only the checkpoint "
+        "its run evaluated (last.pt); give --checkpoint selected"
+    )

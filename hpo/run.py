@@ -29,6 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What a command interrupted by Ctrl-C tells the user to do next (train continues from ``last.pt``; a study's
+#: record says what --resume still owes).
+RESUME_HINTS = {
+    "train": ": run the same command again to continue from the last checkpoint",
+    "grid": ": run the same command with --resume to finish the study",
+    "search": ": run the same command with --resume to finish the study",
+}
+
 #: Loggers of the project's own packages, shown by the CLI.
 LOGGERS = ("lgeseg", "hpo")
 
@@ -79,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"interrupted{RESUME_HINTS.get(args.command, '')}", file=sys.stderr)
         return 130
     finally:
         for logger, level in zip(loggers, levels):

@@ -491,11 +491,14 @@ def study_storage(storage: str | None, study_name: str | None) -> str:
 
 def existing_storage(storage: str | Path) -> BaseStorage:
     """:func:`open_storage` for a storage that must exist already (``report``, ``dashboard``, ...): a SQLite or
-    journal file that is not there is a :class:`StorageError` (Optuna would silently create it)."""
+    journal file that is not there, or an empty SQLite file, is a :class:`StorageError` (Optuna would silently
+    create the database, writing its tables into the file)."""
     url = resolve(storage)
     path = storage_file(url)
     if path is not None and not path.is_file():
         raise StorageError(f"storage {mask_url(url)}: file {path} not found")
+    if sqlite_path(url) is not None and path.stat().st_size == 0:  # SQLite would make it a database
+        raise StorageError(f"storage {mask_url(url)}: file {path} is empty, not an Optuna database")
     return open_storage(url)
 
 

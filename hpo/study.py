@@ -258,21 +258,27 @@ def run_study(
         check_resumable(storage, name)
     start_ray(address, num_cpus)  # before anything is stored: a cluster that cannot run a trial is an error
     check_resources(config["resources"])
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with hold_study(storage, name, wait=wait, stream=stream):  # one driver per study (hpo.driver_lock)
-        record = prepare_study(config, name, storage, out, resume, data, stream)
-        close_unstarted(record)
-        sampler_study = open_sampler_study(config, record, storage)
-        plans = plan(config, record, sampler_study)
-        print(_header(config, name, storage, plans), file=stream)
-        if _unfinished(config, plans):
-            tune_study(config, record, sampler_study, plans, out, stream)
-        plans = plan(config, record, sampler_study)
-        rows = summary_rows(plan(config, record, sampler_study, unsampled=True))
-        print(format_summary(rows), file=stream)
-        also = f" (studies '{name}' and '{sampler_study_name(name)}')"
-        print(f"storage: {mask_url(storage)}{also}\ntrials:  {out / 'trials'}", file=stream)
-        return StudyResult(name, storage, out, rows, _unfinished(config, plans))
+    try:
+        with hold_study(storage, name, wait=wait, stream=stream):  # one driver per study (hpo.driver_lock)
+            record = prepare_study(config, name, storage, out, resume, data, stream)
+            close_unstarted(record)
+            sampler_study = open_sampler_study(config, record, storage)
+            plans = plan(config, record, sampler_study)
+            print(_header(config, name, storage, plans), file=stream)
+            if _unfinished(config, plans):
+                tune_study(config, record, sampler_study, plans, out, stream)
+            plans = plan(config, record, sampler_study)
+            rows = summary_rows(plan(config, record, sampler_study, unsampled=True))
+            print(format_summary(rows), file=stream)
+            also = f" (studies '{name}' and '{sampler_study_name(name)}')"
+            print(f"storage: {mask_url(storage)}{also}\ntrials:  {out / 'trials'}", file=stream)
+            return StudyResult(name, storage, out, rows, _unfinished(config, plans))
+    except UserError:
+        if made and not any(out.iterdir()):  # refused (held, bad storage, ...): leave no empty folder
+            out.rmdir()
+        raise
 
 
 def tune_study(

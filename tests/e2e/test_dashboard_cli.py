@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import optuna
+import pytest
 
 from hpo.run import main
 
@@ -83,3 +84,14 @@ def test_dashboard_without_storage_needs_one_study_folder(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     assert main(["dashboard"]) == 2
     assert "--storage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["dashboard"], ["report", "--study-name", "s"]])
+def test_an_empty_file_given_as_storage_is_refused_and_left_as_it_is(tmp_path, one_line_error, command):
+    """SQLite takes a 0-byte file for an empty database and Optuna writes its tables into it: a typo or a
+    wrong file must not be turned into a database."""
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    line = one_line_error([*command, "--storage", str(empty)])
+    assert line.endswith(f"file {empty} is empty, not an Optuna database")
+    assert empty.stat().st_size == 0

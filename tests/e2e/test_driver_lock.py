@@ -140,6 +140,9 @@ def test_grid_and_search_refuse_a_study_another_driver_holds(ray_cluster, tmp_pa
         line = one_line_error(argv)
         assert f"process {holder.pid} on host {socket.gethostname()}" in line
         assert not (out / "study.db").exists()  # nothing was written by the refused driver
+        elsewhere = [*argv[:-3], "--out", str(tmp_path / "new"), "--storage", str(out / "study.db"), "--no-report"]
+        assert f"process {holder.pid}" in one_line_error(elsewhere)
+        assert not (tmp_path / "new").exists()  # nor an empty study folder left by it
         # --resume of the study the holder runs (it has created it by now, as a driver does first thing)
         optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name=config["name"])
         line = one_line_error([*argv, "--resume"])

@@ -248,3 +248,16 @@ def test_a_folder_holding_another_run_without_a_registered_checkpoint_is_refused
         assert f"trial 0: its run folder {folder} now holds another run" in line, line
         assert "the trial recorded 0123456789abcdef" in line and "holds no checkpoint of it" in line
     assert not (tmp_path / "o").exists() and not (tmp_path / "m.zip").exists()
+
+
+def test_a_model_zip_refuses_study_options_and_a_second_copy_of_itself(study, tmp_path, one_line_error):
+    zip_path = tmp_path / "model.zip"
+    assert main(["export", *cli(study, "--trial", "1"), "--out", str(zip_path)]) == 0
+    base = ["predict", "--model", str(zip_path), "--input", str(study["images"]), "--out", str(tmp_path / "o")]
+    assert one_line_error([*base, "--checkpoint", "best"]).endswith(
+        "--checkpoint: for a study's networks; a --model zip holds one network"
+    )
+    assert "--storage, --study-name: for a study's" in one_line_error([*base[:3], *cli(study), *base[3:]])
+    copy = ["--model", str(tmp_path / "." / "model.zip")]  # the same file by another spelling
+    assert one_line_error([*base, *copy]).endswith("is given twice: an ensemble member would count double")
+    assert not (tmp_path / "o").exists()

@@ -38,3 +38,22 @@ def test_a_path_the_command_cannot_use_is_one_error_line(
     line = one_line_error(argv)
     assert line == f"error: {where.format(**names)}: {reason}"
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        ("train", "interrupted: run the same command again to continue from the last checkpoint"),
+        ("grid", "interrupted: run the same command with --resume to finish the study"),
+        ("evaluate", "interrupted"),
+    ],
+)
+def test_ctrl_c_says_how_to_go_on(monkeypatch, capsys, command, said):
+    def interrupt(args):
+        raise KeyboardInterrupt
+
+    for module in ("train", "study", "evaluate"):
+        monkeypatch.setattr(f"hpo.commands.{module}.main", interrupt)
+    argv = {"evaluate": ["evaluate", "--pred", "p", "--truth", "t"]}.get(command, [command])
+    assert hpo.run.main(argv) == 130
+    assert capsys.readouterr().err == said + "\n"

@@ -68,15 +68,17 @@ def check_owner(study, command: str, storage_shown: str, by: str) -> None:
     made = owner(attrs)
     if made == command:
         return
+    instead = "give the study's own command, or another --study-name"
     if made is not None:
         what = f"a {made} study"
-    elif "record_study" in attrs:
-        what = f"the sampler study of study '{attrs['record_study']}' (a search's)"
+    elif "record_study" in attrs:  # a search's or a grid's (hpo.sampling): what its sampler learns from
+        what = f"the sampler study of study '{attrs['record_study']}'"
+        instead = f"its record is study '{attrs['record_study']}'"
     else:
         what = "a study this tool did not create (another tool, or by hand)"
     raise UserError(
         f"study '{study.study_name}' in {storage_shown} is {what}, not a {command} study: {by} will not "
-        f"write into it; give the study's own command, or another --study-name"
+        f"write into it; {instead}"
     )
 
 

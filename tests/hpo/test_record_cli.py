@@ -317,8 +317,8 @@ def test_the_retune_rule_refuses_only_a_run_it_would_have_stopped(
 def test_a_search_or_foreign_study_is_refused_naming_what_it_is_and_makes_no_folder(
     made, runs, tmp_path, monkeypatch, one_line_error
 ):
-    """A search's sampler study ``rec/sampler``, a search's study, one another tool made: with or without
-    --config, one line saying what the study is, nothing about --resume, and no folder (runs/<name>/)."""
+    """A sampler study ``rec/sampler`` (a search's or a grid's), a search's study, one another tool made: with or
+    without --config, one line saying what the study is, nothing about --resume, and no folder (runs/<name>/)."""
     storage = tmp_path / "study.db"
     url = f"sqlite:///{storage}"
     sampler = optuna.create_study(study_name="rec/sampler", storage=url)
@@ -331,7 +331,8 @@ def test_a_search_or_foreign_study_is_refused_naming_what_it_is_and_makes_no_fol
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     expected = {
-        "rec/sampler": "is the sampler study of study 'rec' (a search's), not a grid study: record will not write",
+        "rec/sampler": "is the sampler study of study 'rec', not a grid study: record will not write into it; its "
+        "record is study 'rec'",
         "searched": "is a search study, not a grid study: record will not write into it",
         "foreign": "is a study this tool did not create (another tool, or by hand), not a grid study: record will",
     }

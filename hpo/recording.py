@@ -22,6 +22,7 @@ No Ray here or in anything this imports (the command must run where Ray is not i
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,26 @@ def match(config: dict, name: str, run: RunResult) -> Attempt:
         known = ", ".join(r.key for r in replicates(config))
         raise ConfigError(f"{where}: {values} is not a replicate of study '{name}' ({known})")
     key, now, study_value = difference
-    raise ConfigError(f"{where}: not the protocol of study '{name}': {key} is {now!r}, the study's is {study_value!r}")
+    raise ConfigError(
+        f"{where}: not the protocol of study '{name}': {key} is {now!r}, the study's is {study_value!r}"
+        + (_check_epoch_hint(config, run.config) if key == "train.validation_epochs" else "")
+    )
+
+
+def _check_epoch_hint(config: dict, run_config: dict) -> str:
+    """Why ``train.validation_epochs`` differs: it holds the retune rule's check epoch, which ``train`` adds from
+    the ``retune`` section of the config it is given, so the run was trained under another retune rule."""
+    if "retune" not in config:
+        return ""
+    rule = RetuneRule.from_config(config["retune"])
+    fraction = f"retune.check_fraction={rule.check_fraction:g}"
+    if not rule.enabled:
+        return f" (the study's retune rule is off, {fraction}: the run was trained under another retune rule)"
+    epoch = rule.check_epoch(get_dotted(run_config, "train.epochs"))
+    return (
+        f" (the study's retune rule checks at epoch {epoch}, {fraction}, and a run validates there: "
+        "the run was trained under another retune rule)"
+    )
 
 
 def _check_data(run: RunResult, name: str, data: dict[str, Any]) -> None:
@@ -137,12 +157,12 @@ def _check_data(run: RunResult, name: str, data: dict[str, Any]) -> None:
 
 def _check_rule(config: dict, run: RunResult) -> None:
     """A run the study's retune rule would have stopped is not what a grid records as COMPLETE."""
-    rule = RetuneRule.from_config(config["retune"])
+    rule = RetuneRule.from_config(config["retune"])  # RetuneRule.fails: never when switched off
     epochs = run.config["train"]["epochs"]
     check = rule.check_epoch(epochs)
     reached = [row["val_accuracy"] for row in run.history if row["epoch"] <= check]
-    if len(reached) >= check and max(reached) < rule.target_accuracy:
-        result = {"epoch": check, "epochs": epochs, "best_val_accuracy": max(reached)}
+    result = {"epoch": check, "epochs": epochs, "best_val_accuracy": max(reached, default=math.nan)}
+    if len(reached) >= check and rule.fails(result):
         raise UserError(
             f"{run.out_dir}: the study's retune rule would have stopped this run ({rule.reason(result)}); "
             "a grid reruns it with the next adjustment"

@@ -36,35 +36,50 @@ def owner(user_attrs: dict[str, Any]) -> str | None:
     return None
 
 
-def claim_study(study, command: str, storage_shown: str) -> None:
-    """Mark a new study as ``command``'s, or check that an existing one is.
+def claim_study(study, command: str, storage_shown: str, by: str = "--resume") -> None:
+    """Mark a new study as ``command``'s, or check that an existing one is (:func:`check_owner`).
 
     A study with no user attrs and no trials counts as new (a driver killed between creating it and
     writing its attrs).
 
     Raises:
-        UserError: the study was made by another command, by a search as its sampler study, or by
-            another tool; one line naming the study and what made it.
+        UserError: see :func:`check_owner`.
     """
     attrs = study.user_attrs
     if not attrs and not study.get_trials(deepcopy=False):
         study.set_user_attr(CREATED_BY, {"tool": TOOL, "command": command})
         return
+    check_owner(study, command, storage_shown, by)
+    if CREATED_BY not in attrs:
+        study.set_user_attr(CREATED_BY, {"tool": TOOL, "command": command})
+
+
+def check_owner(study, command: str, storage_shown: str, by: str) -> None:
+    """Refuse to write into ``study`` for ``by`` (``"--resume"``, ``"record"``: what the user typed) unless
+    ``command`` made it, or it is new (no user attrs, no trials). Writes nothing.
+
+    Raises:
+        UserError: the study was made by another command, by a search as its sampler study, or by
+            another tool; one line naming the study, what made it and ``by``.
+    """
+    attrs = study.user_attrs
+    if not attrs and not study.get_trials(deepcopy=False):
+        return
     made = owner(attrs)
     if made == command:
-        if CREATED_BY not in attrs:
-            study.set_user_attr(CREATED_BY, {"tool": TOOL, "command": command})
         return
+    instead = "give the study's own command, or another --study-name"
     if made is not None:
         what = f"a {made} study"
-    elif "record_study" in attrs:
+    elif "record_study" in attrs:  # a search's or a grid's (hpo.sampling): what its sampler learns from
         what = f"the sampler study of study '{attrs['record_study']}'"
+        instead = f"its record is study '{attrs['record_study']}'"
     else:
         what = "a study this tool did not create (another tool, or by hand)"
     raise UserError(
-        f"study '{study.study_name}' in {storage_shown} is {what}, not a {command} study: --resume will not "
-        f"record into it; give the study's own command, or another --study-name"
+        f"study '{study.study_name}' in {storage_shown} is {what}, not a {command} study: {by} will not "
+        f"write into it; {instead}"
     )
 
 
-__all__ = ["CREATED_BY", "claim_study", "owner", "study_command"]
+__all__ = ["CREATED_BY", "check_owner", "claim_study", "owner", "study_command"]

@@ -1,7 +1,9 @@
 """``record``: record run folders written by ``train`` (here or on a machine without Ray) into a grid study.
 
 The checks and the writing are :mod:`hpo.recording`; a new study is created from ``--config`` and the runs'
-data, as ``grid`` would have created it (:func:`hpo.study.prepare_study`). Nothing here imports Ray.
+data, as ``grid`` would have created it (:func:`hpo.study.prepare_study`). It holds the study's driver lock
+(:func:`hpo.driver_lock.hold_study`) around every read and write, so a grid running the study meanwhile
+cannot train a point it records (nor it record one the grid is about to train). Nothing here imports Ray.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "written (params, validation accuracy per epoch, metrics, lineage; the checkpoint into the study's "
         "artifact store), so report, dashboard and predict treat them like any trial. A new study is created "
         "from --config and the runs' data. Every folder is checked first: a folder of other data or another "
-        "protocol, one not a point of the study, or one already recorded is refused and nothing is written.",
+        "protocol, one not a point of the study, or one already recorded is refused and nothing is written. "
+        "Like a driver, record holds the study (hpo.driver_lock): while grid or search runs it, record is refused "
+        "(or, with --wait, waits for it to end).",
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders written by train")
     parser.add_argument("--storage", required=True, metavar="URL", help="Optuna storage URL or database file path")
@@ -33,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a --config key"
     )
     parser.add_argument("--out", metavar="DIR", help="study folder of a new study (default: the storage file's folder)")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="if a driver (grid, search, another record) holds the study, wait for it to end instead of refusing",
+    )
     parser.set_defaults(func=main)
 
 
@@ -48,19 +57,35 @@ def _existing(url: str, name: str):
 
 
 def main(args: argparse.Namespace) -> int:
+    import sys
+
+    from hpo.driver_lock import hold_study
+    from hpo.storage import resolve
+    from hpo.study_config import load_study_config
+
+    url = resolve(args.storage)
+    given = load_study_config(args.config, args.overrides) if args.config else None
+    # a grid driver of the study would train a point recorded meanwhile too: one writer at a time, and
+    # every check below is made under the lock, so nothing it read can change before the writing
+    with hold_study(url, args.study_name, wait=args.wait, stream=sys.stderr):
+        return _record(args, url, given)
+
+
+def _record(args: argparse.Namespace, url: str, given: dict | None) -> int:
     import io
 
     from hpo.artifacts import STORE_DIR, writing_store
     from hpo.recording import plan_recordings, write_recording
-    from hpo.storage import default_study_dir, mask_url, resolve, storage_file
+    from hpo.storage import default_study_dir, mask_url, storage_file
     from hpo.study import prepare_study
-    from hpo.study_config import check_recordable, load_study_config
-    from lgeseg.config import without_neutral
+    from hpo.study_config import check_recordable
+    from hpo.study_owner import check_owner
+    from lgeseg.config import first_difference, without_neutral
     from lgeseg.errors import ConfigError
 
-    url = resolve(args.storage)
     study = _existing(url, args.study_name)
-    given = load_study_config(args.config, args.overrides) if args.config else None
+    if study is not None:  # a search's study or its sampler study, another tool's: refused before any check
+        check_owner(study, "grid", mask_url(url), "record")
     if study is None and given is None:
         raise ConfigError(f"study '{args.study_name}' is not in {mask_url(url)}; give --config FILE to create it")
     config = dict(study.user_attrs["config"]) if study is not None and "config" in study.user_attrs else given
@@ -69,7 +94,11 @@ def main(args: argparse.Namespace) -> int:
     if study is not None and given is not None:
         given = {**given, "data": config.get("data")}
         if without_neutral(given) != without_neutral(config):
-            raise ConfigError(f"{args.config}: not the config study '{args.study_name}' was started with")
+            key, now, was = first_difference(without_neutral(given), without_neutral(config))
+            raise ConfigError(
+                f"{args.config}: not the config study '{args.study_name}' was started with: {key} is {now!r}, "
+                f"the study's is {was!r} (leave --config out to use the study's)"
+            )
     check_recordable(config)
     plans, data = plan_recordings(args.run_dirs, config, args.study_name, study)  # every check, nothing written
     if study is None:

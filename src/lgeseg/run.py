@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 import json
 import logging
+import math
 import os
 import platform
 import sys
@@ -18,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +38,7 @@ from .metrics import evaluate, json_safe, majority_class, trivial_baseline, writ
 from .models import halvings
 from .padding import check_size, crop, pad_dataset
 from .png import IMAGE_SCALING
-from .train import EpochStats, fit, predict
+from .train import HISTORY_FIELDS, EpochStats, fit, predict
 
 logger = logging.getLogger(__name__)
 
@@ -310,6 +313,52 @@ def _baseline(dataset: Dataset, split: Split) -> dict[str, dict]:
     return {name: trivial_baseline(dataset.masks[getattr(split, name)], classes, majority) for name in ("val", "test")}
 
 
+def _read_history(path: Path, text: str, epochs_run: Any) -> list[dict]:
+    """``history.csv`` (``path``, read as ``text``) of a finished run: one row per epoch run (epochs 1 to
+    ``epochs_run`` of ``run.json``, in order), each with every :data:`lgeseg.train.HISTORY_FIELDS` column
+    and a finite ``val_accuracy``.
+
+    Raises:
+        DataError: a missing column, a cell that is not a number, a missing, repeated or extra epoch, or a
+            ``val_accuracy`` that is not finite; one line naming the file and the first fault.
+    """
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = list(reader)
+    columns = reader.fieldnames or []
+    lacking = [name for name in HISTORY_FIELDS if name not in columns]
+    if lacking:
+        raise DataError(f"{path}: no {', '.join(lacking)} column (header {','.join(columns) or 'empty'})")
+    history = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            history.append({k: (int(row[k]) if k == "epoch" else float(row[k])) for k in columns})
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: line {line} is not a row of {len(columns)} numbers") from None
+    if not isinstance(epochs_run, int) or isinstance(epochs_run, bool) or epochs_run < 1:
+        raise DataError(f"{path.parent / 'run.json'}: epochs_run is {epochs_run!r}, not a number of epochs")
+    epochs = [row["epoch"] for row in history]
+    if epochs != list(range(1, epochs_run + 1)):
+        raise DataError(
+            f"{path}: holds epochs {_spans(epochs) or 'none'}, not one row for each epoch run (1-{epochs_run}, "
+            "run.json's epochs_run): damaged or cut short"
+        )
+    bad = next((row for row in history if not math.isfinite(row["val_accuracy"])), None)
+    if bad is not None:
+        raise DataError(f"{path}: val_accuracy of epoch {bad['epoch']} is {bad['val_accuracy']}, not an accuracy")
+    return history
+
+
+def _spans(numbers: list[int]) -> str:
+    """``1-3,5`` for ``[1, 2, 3, 5]``: the epochs a history holds, in file order."""
+    parts: list[list[int]] = []
+    for n in numbers:
+        if parts and n == parts[-1][-1] + 1:
+            parts[-1].append(n)
+        else:
+            parts.append([n])
+    return ",".join(f"{p[0]}-{p[-1]}" if len(p) > 1 else f"{p[0]}" for p in parts)
+
+
 def read_run_folder(out_dir: str | Path) -> RunResult:
     """A finished run folder as :func:`run` wrote it (:data:`RUN_FILES`; metrics with NaN as None, as in
     the JSON files). The one reader of that format: ``run`` reads a finished run back with it, ``record``
@@ -319,8 +368,9 @@ def read_run_folder(out_dir: str | Path) -> RunResult:
 
     Raises:
         DataError: the folder or one of :data:`RUN_FILES` is missing or unreadable, ``run.json`` does not say
-            the run finished, or ``config.yaml`` is not the config ``run.json`` was written for; one line
-            naming the folder.
+            the run finished, ``config.yaml`` is not the config ``run.json`` was written for, or ``history.csv``
+            does not hold one row per epoch run with a finite ``val_accuracy``; one line naming the folder or
+            file.
     """
     out = Path(out_dir).expanduser()
     if not out.is_dir():
@@ -331,24 +381,16 @@ def read_run_folder(out_dir: str | Path) -> RunResult:
     try:
         info = json.loads((out / "run.json").read_text())
         config = safe_load((out / "config.yaml").read_text())
-        with (out / "history.csv").open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        history = [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
-        result = RunResult(
-            out,
-            json.loads((out / "metrics.json").read_text()),
-            json.loads((out / "val_metrics.json").read_text()),
-            history,
-            info,
-            config,
-            json.loads((out / "split.json").read_text()),
-        )
+        history_text = (out / "history.csv").read_text()
+        metrics = [json.loads((out / name).read_text()) for name in ("metrics.json", "val_metrics.json", "split.json")]
     except (OSError, ValueError) as exc:
         raise DataError(f"{out_dir}: unreadable run file ({str(exc).splitlines()[0]})") from None
     if not info.get("finished"):
         raise DataError(f"{out_dir}: not a finished train run (run.json does not say finished)")
     if info.get("config_hash") != config_hash(config):
         raise DataError(f"{out_dir}: config.yaml is not the config run.json was written for")
+    history = _read_history(out / "history.csv", history_text, info.get("epochs_run"))
+    result = RunResult(out, metrics[0], metrics[1], history, info, config, metrics[2])
     for line in info.get("warnings", []):
         logger.warning("%s: %s", out, line)
     return result

@@ -220,3 +220,165 @@ def test_a_point_being_trained_is_refused(made, runs, tmp_path, one_line_error):
     running.set_user_attr("lineage", {"point": "l2=0.0005,seed=0", "rerun": 0})
     line = one_line_error(record(made, tmp_path, runs / "l2=0.0005", config=False))
     assert f"is being trained in study 'rec' (trial {running.number} is RUNNING)" in line
+
+
+def _rewrite_history(folder: Path, how: str) -> None:
+    """Damage ``folder``'s history.csv (2 epochs, header epoch,train_loss,train_accuracy,val_loss,val_accuracy)."""
+    path = folder / "history.csv"
+    header, *rows = path.read_text().splitlines()
+    text = {
+        "header only": [header],
+        "other columns": ["epoch,foo", "1,0.5", "2,0.6"],
+        "cut short": [header, rows[0]],
+        "empty": [],
+        "repeated epoch": [header, rows[0], rows[0]],
+        "extra epoch": [header, *rows, "3" + rows[1][1:]],
+        "nan accuracy": [header, rows[0], rows[1].rsplit(",", 1)[0] + ",nan"],
+        "short row": [header, rows[0], rows[1].rsplit(",", 2)[0]],
+        "text cell": [header, rows[0], rows[1].rsplit(",", 1)[0] + ",high"],
+    }[how]
+    path.write_text("".join(f"{line}\n" for line in text))
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("header only", "holds epochs none, not one row for each epoch run (1-2, run.json's epochs_run)"),
+        ("other columns", "no train_loss, train_accuracy, val_loss, val_accuracy column (header epoch,foo)"),
+        ("cut short", "holds epochs 1, not one row for each epoch run (1-2"),
+        ("empty", "no epoch, train_loss, train_accuracy, val_loss, val_accuracy column (header empty)"),
+        ("repeated epoch", "holds epochs 1,1, not one row for each epoch run (1-2"),
+        ("extra epoch", "holds epochs 1-3, not one row for each epoch run (1-2"),
+        ("nan accuracy", "val_accuracy of epoch 2 is nan, not an accuracy"),
+        ("short row", "line 3 is not a row of 5 numbers"),
+        ("text cell", "line 3 is not a row of 5 numbers"),
+    ],
+)
+def test_a_damaged_history_is_refused(made, runs, tmp_path, one_line_error, how, expected):
+    """A history that does not hold one row per epoch run (run.json's epochs_run) with a finite validation
+    accuracy would be recorded COMPLETE with too few intermediate values, past the retune rule's check."""
+    from lgeseg.errors import DataError
+    from lgeseg.run import read_run_folder
+
+    good, bad = runs / "l2=0.005", runs / "l2=0.0005"
+    _rewrite_history(bad, how)
+    line = one_line_error(record(made, tmp_path, good, bad))
+    assert f"{bad / 'history.csv'}: {expected}" in line
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(DataError, match="history.csv"):  # every reader of a run folder refuses it
+        read_run_folder(bad)
+
+
+def test_epochs_run_that_is_not_a_count_is_refused(made, runs, tmp_path, one_line_error):
+    bad = runs / "l2=0.005"
+    info = json.loads((bad / "run.json").read_text())
+    (bad / "run.json").write_text(json.dumps({**info, "epochs_run": 3}))
+    line = one_line_error(record(made, tmp_path, bad))
+    assert "history.csv: holds epochs 1-2, not one row for each epoch run (1-3, run.json's epochs_run)" in line
+    del info["epochs_run"]
+    (bad / "run.json").write_text(json.dumps(info))
+    line = one_line_error(record(made, tmp_path, bad))
+    assert line.endswith(f"{bad}/run.json: epochs_run is None, not a number of epochs")
+
+
+def _study_yaml(made: Path, tmp_path: Path, name: str, **sections) -> Path:
+    return write_config(tmp_path / f"{name}.yaml", made / "data", **sections)
+
+
+@pytest.mark.parametrize(
+    ("retune", "recorded"),
+    [
+        ({"check_fraction": 0.0, "target_accuracy": 1.0}, True),  # switched off: never refuses
+        ({"check_fraction": 0.5, "target_accuracy": 0.0}, True),  # target 0: never fires
+        ({"check_fraction": 0.5, "target_accuracy": 1.0}, False),  # on: epoch 1's accuracy < 1
+        ({"check_fraction": 1.0, "target_accuracy": 1.0}, False),  # checks at the last epoch
+    ],
+)
+def test_the_retune_rule_refuses_only_a_run_it_would_have_stopped(
+    made, runs, tmp_path, capsys, one_line_error, retune, recorded
+):
+    run = runs / "l2=0.005"
+    accuracies = [float(r.split(",")[4]) for r in (run / "history.csv").read_text().splitlines()[1:]]
+    assert max(accuracies) < 1.0  # so a rule that is on with target 1 fires
+    config = _study_yaml(made, tmp_path, "rule", retune={**RECORD_STUDY["retune"], **retune})
+    argv = ["record", str(run), "--storage", str(tmp_path / "s" / "study.db"), "--study-name", "rec"]
+    if recorded:
+        assert main([*argv, "--config", str(config)]) == 0
+        assert [t.state.name for t in _trials(tmp_path)] == ["COMPLETE"]
+    else:
+        check = 1 if retune["check_fraction"] == 0.5 else 2
+        line = one_line_error([*argv, "--config", str(config)])
+        best = max(accuracies[:check])
+        assert f"the study's retune rule would have stopped this run (validation accuracy {best:.4f} < 1" in line
+        assert f"after {check} of 2 epochs" in line
+        assert not (tmp_path / "s").exists()
+
+
+def test_a_search_or_foreign_study_is_refused_naming_what_it_is_and_makes_no_folder(
+    made, runs, tmp_path, monkeypatch, one_line_error
+):
+    """A sampler study ``rec/sampler`` (a search's or a grid's), a search's study, one another tool made: with or
+    without --config, one line saying what the study is, nothing about --resume, and no folder (runs/<name>/)."""
+    storage = tmp_path / "study.db"
+    url = f"sqlite:///{storage}"
+    sampler = optuna.create_study(study_name="rec/sampler", storage=url)
+    sampler.set_user_attr("record_study", "rec")
+    searched = optuna.create_study(study_name="searched", storage=url)
+    searched.set_user_attr("created_by", {"tool": "lgeseg", "command": "search"})
+    foreign = optuna.create_study(study_name="foreign", storage=url)
+    foreign.add_trial(optuna.trial.create_trial(value=1.0))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    expected = {
+        "rec/sampler": "is the sampler study of study 'rec', not a grid study: record will not write into it; its "
+        "record is study 'rec'",
+        "searched": "is a search study, not a grid study: record will not write into it",
+        "foreign": "is a study this tool did not create (another tool, or by hand), not a grid study: record will",
+    }
+    for name, what in expected.items():
+        argv = ["record", str(runs / "l2=0.005"), "--storage", str(storage), "--study-name", name]
+        for extra in ([], ["--config", str(made / "study.yaml")]):
+            line = one_line_error([*argv, *extra])
+            assert f"study '{name}' in {url} {what}" in line and "--resume" not in line
+    assert list(cwd.iterdir()) == []
+    assert [len(optuna.load_study(study_name=n, storage=url).get_trials()) for n in expected] == [0, 0, 1]
+
+
+def test_another_config_for_an_existing_study_names_the_key(made, runs, tmp_path, one_line_error):
+    assert main(record(made, tmp_path, runs / "l2=0.005")) == 0
+    for sections, key, now, was in [
+        ({"train": {"learning_rate": 3e-3}}, "train.learning_rate", 0.003, 0.001),
+        ({"grid": {"l2": [5e-3]}}, "grid.l2", [5e-3], list(L2S)),
+        ({"seeds": [0, 1]}, "seeds", [0, 1], [0]),
+    ]:
+        other = _study_yaml(made, tmp_path, "other", **sections)
+        argv = ["record", str(runs / "l2=0.0005"), "--storage", str(tmp_path / "s" / "study.db"), "--study-name", "rec"]
+        line = one_line_error([*argv, "--config", str(other)])
+        assert f"{other}: not the config study 'rec' was started with: {key} is {now!r}, the study's is {was!r}" in line
+    assert len(_trials(tmp_path)) == 1
+
+
+@pytest.mark.parametrize(
+    ("trained", "study", "hint"),
+    [
+        (0.0, 0.5, "the study's retune rule checks at epoch 1, retune.check_fraction=0.5, and a run validates there"),
+        (0.5, 0.0, "the study's retune rule is off, retune.check_fraction=0"),
+        (0.5, 1.0, "the study's retune rule checks at epoch 2, retune.check_fraction=1, and a run validates there"),
+    ],
+)
+def test_a_run_of_another_retune_rule_is_refused_saying_so(
+    made, tmp_path, capsys, one_line_error, trained, study, hint
+):
+    """With validation_frequency, a run validates at its retune rule's check epoch (train.validation_epochs):
+    a run trained under another rule is another protocol, and the line says it is the retune rule."""
+    sections = {"train": {"validation_frequency": 1}, "retune": {**RECORD_STUDY["retune"], "check_fraction": trained}}
+    run = train(_study_yaml(made, tmp_path, "trained", **sections), tmp_path / "run", L2S[0])
+    capsys.readouterr()  # train's progress
+    sections["retune"]["check_fraction"] = study
+    argv = ["record", str(run), "--storage", str(tmp_path / "s" / "study.db"), "--study-name", "rec"]
+    line = one_line_error([*argv, "--config", str(_study_yaml(made, tmp_path, "study", **sections))])
+    assert "not the protocol of study 'rec': train.validation_epochs is" in line
+    assert f"({hint}: the run was trained under another retune rule)" in line
+    sections["retune"]["check_fraction"] = trained  # the same rule: recorded
+    assert main([*argv, "--config", str(_study_yaml(made, tmp_path, "same", **sections))]) == 0

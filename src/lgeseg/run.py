@@ -274,12 +274,15 @@ def stored_run_config(out: Path) -> dict | None:
     overwritten: such a folder is refused.
 
     Raises:
-        TrainingError: ``out`` is a file; ``out`` holds files but no ``config.yaml``; or its ``config.yaml`` is
-            not a run config (unreadable YAML, or not a mapping with the sections of a run config). One line
-            naming the folder or file.
+        TrainingError: ``out`` is a file or lies below one; ``out`` holds files but no ``config.yaml``; or its
+            ``config.yaml`` is not a run config (unreadable YAML, or not a mapping with the sections of a run
+            config). One line naming the folder or file.
     """
     if out.exists() and not out.is_dir():
         raise TrainingError(f"{out}: is a file; the output folder must be new, empty or a run folder of this tool")
+    above = next((parent for parent in out.parents if parent.exists()), None)
+    if above is not None and not above.is_dir():
+        raise TrainingError(f"{out}: cannot be a folder: {above} is a file")
     written = out / "config.yaml"
     if not written.is_file():
         others = sorted(p.name for p in out.iterdir() if p.name not in BEFORE_CONFIG) if out.is_dir() else []

@@ -59,6 +59,9 @@ def test_a_file_as_the_run_folder_is_refused(tmp_path, tiny_run_config, make_dat
     with pytest.raises(TrainingError, match="metrics.json: is a file"):
         run(tiny_run_config(train__epochs=1), out, dataset=make_dataset())
     assert out.read_text() == '{"my": "result"}'
+    with pytest.raises(TrainingError, match="/sub/run: cannot be a folder: .*metrics.json is a file"):
+        run(tiny_run_config(train__epochs=1), out / "sub" / "run", dataset=make_dataset())
+    assert out.read_text() == '{"my": "result"}'
 
 
 @pytest.mark.parametrize("left", [(), (RUN_LOCK,), (RUN_LOCK, "split.json")])

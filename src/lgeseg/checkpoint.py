@@ -41,11 +41,24 @@ def read_checkpoint(
     except FileNotFoundError:
         raise DataError(f"{path}: checkpoint not found{tail}") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for broken or foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: unreadable checkpoint ({reason}){tail}") from None
+        raise DataError(f"{path}: unreadable checkpoint ({_reason(path, exc)}){tail}") from None
     if not isinstance(loaded, dict):
         raise DataError(f"{path}: not a checkpoint of lgeseg (holds a {type(loaded).__name__}, not a dict){tail}")
     return loaded
+
+
+def _reason(path: Path, exc: Exception) -> str:
+    """Why torch could not read ``path``, short: ``empty file``, else its size and torch's first sentence."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = None
+    if size == 0:
+        return "empty file"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = text.split(". ")[0].rstrip(".")
+    first = first if len(first) <= 120 else first[:117] + "..."
+    return f"{size} bytes; {first}" if size is not None else first
 
 
 __all__ = ["RESTART_REMEDY", "read_checkpoint"]

@@ -109,7 +109,7 @@ def check_study(config: dict) -> None:
     if config["split"].get("folds") is not None and config["split"].get("fold", 0) != 0:
         raise ConfigError(
             f"config key 'split.fold' is {config['split']['fold']!r}, but a study over split.folds trains every "
-            f"fold as a replicate: leave split.fold out"
+            f"fold as a replicate: leave split.fold out; train one fold with train --fold F"
         )
     if "grid" in config:  # a search study has a `search` section instead
         l2 = config["grid"]["l2"]

@@ -165,6 +165,9 @@ def recorded_fingerprints(out: Path) -> tuple[str, dict | None, dict | None]:
 
     A finished run has them in ``run.json`` (and ``split.json``), a run in progress in ``last.pt``; a
     folder with neither (or written before fingerprints were recorded) gives None for both.
+
+    Raises:
+        DataError: ``last.pt`` cannot be read (:func:`lgeseg.checkpoint.read_checkpoint`), naming it.
     """
     info_path, last_path = out / "run.json", out / "last.pt"
     if info_path.is_file():
@@ -175,10 +178,10 @@ def recorded_fingerprints(out: Path) -> tuple[str, dict | None, dict | None]:
             info, split = {}, None
         return str(info_path), info.get("data_fingerprint"), split
     if last_path.is_file():
-        import torch
+        from .checkpoint import RESTART_REMEDY, read_checkpoint
 
         # mmap: the fingerprints are read without reading the weights.
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=True, mmap=True)
+        ckpt = read_checkpoint(last_path, mmap=True, remedy=RESTART_REMEDY)
         return str(last_path), ckpt.get("data_fingerprint"), ckpt.get("split")
     return str(out), None, None
 

@@ -122,7 +122,8 @@ def run(
 
     Args:
         config: a run config (validated here with :func:`lgeseg.config.run_config`).
-        out_dir: the run folder; created if missing. A folder holding ``last.pt`` of the same config resumes.
+        out_dir: the run folder; created if missing. A folder holding ``last.pt`` of the same config resumes; a
+            non-empty folder that is not a run folder is refused (:func:`stored_run_config`), never written into.
         on_epoch: called after every epoch with its :class:`~lgeseg.train.EpochStats` (see :func:`fit`).
         progress: show a tqdm progress bar.
         dataset: the data set, if already loaded; else ``config["data"]`` is loaded (None = the phantom).
@@ -133,7 +134,8 @@ def run(
     Raises:
         ConfigError: ``config`` has an unknown key or a bad value, or the images do not fit the network.
         DataError: the data set cannot be read or split, or ``out_dir`` holds a run of other data.
-        TrainingError: ``out_dir`` holds a run of another config, or training fails (see :func:`fit`).
+        TrainingError: ``out_dir`` is a file, is not a run folder, holds a run of another config, or training
+            fails (see :func:`fit`).
     """
     config = run_config(config)
     out = Path(out_dir)
@@ -249,8 +251,7 @@ def _check_inputs(config: dict, dataset: Dataset, out: Path) -> _Checked:
     split = split_from_config(dataset, config["split"])
     units = field_units(dataset.root, dataset.files)
     split_info = split.to_json(dataset)
-    written = out / "config.yaml"
-    stored = safe_load(written.read_text()) if written.exists() else None
+    stored = stored_run_config(out)
     if stored is not None and config_hash(stored) != config_hash(config):
         key, now, was = first_difference(without_neutral(config), without_neutral(stored)) or ("config", None, None)
         raise TrainingError(
@@ -261,6 +262,58 @@ def _check_inputs(config: dict, dataset: Dataset, out: Path) -> _Checked:
     what, stored_data, stored_split = recorded_fingerprints(out)
     check_same(what, stored_data, stored_split, fingerprint, split_info, "use a new --out")
     return _Checked(split, split_info, fingerprint, depth, units)
+
+
+#: What :func:`run` writes into its folder before ``config.yaml``: a folder holding nothing else is a run that
+#: stopped before its config was written (or a new one).
+BEFORE_CONFIG = (RUN_LOCK, "split.json")
+#: The sections every run config has (:data:`lgeseg.config.RUN_DEFAULTS`): what tells a run's ``config.yaml``.
+_RUN_SECTIONS = ("seed", "split", "model", "train")
+
+
+def stored_run_config(out: Path) -> dict | None:
+    """The run config a run folder holds in ``config.yaml``; None for a new or empty folder (or one a run left
+    before it wrote its config, :data:`BEFORE_CONFIG`). Nothing in a folder that is not a run folder is ever
+    overwritten: such a folder is refused.
+
+    Raises:
+        TrainingError: ``out`` is a file or lies below one; ``out`` holds files but no ``config.yaml``; or its
+            ``config.yaml`` is not a run config (unreadable YAML, or not a mapping with the sections of a run
+            config). One line naming the folder or file.
+    """
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"{out}: is a file; the output folder must be new, empty or a run folder of this tool")
+    above = next((parent for parent in out.parents if parent.exists()), None)
+    if above is not None and not above.is_dir():
+        raise TrainingError(f"{out}: cannot be a folder: {above} is a file")
+    written = out / "config.yaml"
+    if not written.is_file():
+        others = sorted(p.name for p in out.iterdir() if p.name not in BEFORE_CONFIG) if out.is_dir() else []
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise TrainingError(
+                f"{out}: not a run folder (no config.yaml; it holds {shown}); nothing there is overwritten: use a "
+                f"new or empty output folder"
+            )
+        return None
+    try:
+        stored = safe_load(written.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingError(
+            f"{written}: is not a run config (unreadable: {reason}), so {out} is not a run folder; use a new or "
+            f"empty output folder"
+        ) from None
+    if not (isinstance(stored, dict) and all(key in stored for key in _RUN_SECTIONS)):
+        what = (
+            f"a mapping without {', '.join(k for k in _RUN_SECTIONS if k not in stored)}"
+            if isinstance(stored, dict)
+            else f"a {type(stored).__name__}, not a mapping"
+        )
+        raise TrainingError(
+            f"{written}: is not a run config ({what}), so {out} is not a run folder; use a new or empty output folder"
+        )
+    return stored
 
 
 def _finished_run(out: Path, config: dict) -> RunResult | None:
@@ -396,4 +449,4 @@ def read_run_folder(out_dir: str | Path) -> RunResult:
     return result
 
 
-__all__ = ["RUN_FILES", "RunResult", "read_run_folder", "run", "versions"]
+__all__ = ["BEFORE_CONFIG", "RUN_FILES", "RunResult", "read_run_folder", "run", "stored_run_config", "versions"]

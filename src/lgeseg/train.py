@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import RESTART_REMEDY, read_checkpoint
 from .config import config_hash
 from .data import IGNORE_INDEX, Dataset, Split
-from .errors import TrainingError
+from .errors import DataError, TrainingError
 from .losses import build_loss
 from .models import build_model, l2_parameters, model_from_spec, model_spec
 
@@ -395,7 +396,7 @@ def _write_history(history: list[dict], path: Path) -> None:
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """A network saved in ``best.pt`` or ``last.pt`` (any architecture), with the checkpoint's metadata."""
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    ckpt = read_checkpoint(path, device)
     model = model_from_spec(ckpt["model_spec"]).to(device)
     model.load_state_dict(ckpt["model"])
     return model, ckpt
@@ -475,7 +476,7 @@ class _Checkpoints:
         """Load ``last.pt`` (and ``best.pt``) into the run's objects, if a previous run left them."""
         if not self.last.exists():
             return
-        ckpt = torch.load(self.last, map_location=device, weights_only=True)
+        ckpt = read_checkpoint(self.last, device, remedy=RESTART_REMEDY)
         if ckpt.get("config_hash") != self.meta["config_hash"]:
             raise TrainingError(
                 f"{self.last}: checkpoint was made with another config; use a new output folder or delete it"
@@ -495,7 +496,13 @@ class _Checkpoints:
             progress.val_loss = progress.history[-1]["val_loss"]
             progress.val_accuracy = progress.history[-1]["val_accuracy"]
         if self.best.exists():
-            progress.best_state = torch.load(self.best, map_location=device, weights_only=True)["model"]
+            best = read_checkpoint(self.best, device, remedy=f"delete it and {self.last.name} to start the run again")
+            if not isinstance(best.get("model"), dict):
+                raise DataError(
+                    f"{self.best}: not a checkpoint of lgeseg (no model weights); delete it and "
+                    f"{self.last.name} to start the run again"
+                )
+            progress.best_state = best["model"]
 
 
 def _replay(history: list[dict], epochs: int, on_epoch: Callable[[EpochStats], None] | None) -> None:

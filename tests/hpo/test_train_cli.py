@@ -101,3 +101,21 @@ def test_train_cli_runs_with_a_trials_threads_and_records_them(cpu, tiny_data_di
     assert hpo.run.main([*argv, "--out", str(out)]) == 0
     assert json.loads((out / "run.json").read_text())["torch_threads"] == min(cpu, os.cpu_count())
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"metrics.json": '{"my": "result"}', "history.csv": "epoch,mine\n"}, "not a run folder (no config.yaml"),
+        ({"config.yaml": "my precious notes\n"}, "config.yaml: is not a run config (a str, not a mapping)"),
+    ],
+)
+def test_train_cli_refuses_a_folder_that_is_not_a_run_folder(files, expected, tiny_data_dir, tmp_path, one_line_error):
+    """The user's files are left as they were, and the data are not even loaded (the folder is checked first)."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name, text in files.items():
+        (out / name).write_text(text)
+    line = one_line_error(["train", "--data", str(tiny_data_dir), *TINY, "--out", str(out)])
+    assert line.startswith(f"error: {out}") and expected in line and len(line) < 300
+    assert {p.name: p.read_text() for p in out.iterdir()} == files

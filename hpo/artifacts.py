@@ -105,14 +105,13 @@ def register_checkpoints(store: FileSystemArtifactStore, trial: optuna.Trial, ru
 
     import torch
 
+    from lgeseg.checkpoint import read_checkpoint
+
     registered = {}
     config, checkpoint = checkpoint_files(Path(run_dir))
     with tempfile.TemporaryDirectory() as tmp:
         slim = Path(tmp) / checkpoint.name
-        try:
-            loaded = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a broken file
-            raise DataError(f"{checkpoint}: unreadable checkpoint ({type(exc).__name__})") from None
+        loaded = read_checkpoint(checkpoint)
         torch.save({k: v for k, v in loaded.items() if k in NETWORK_KEYS}, slim)
         for path in (config, slim):
             artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)

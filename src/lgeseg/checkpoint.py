@@ -8,6 +8,7 @@ for a cut archive). Whoever resumes from or reads such a file gets :class:`~lges
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
@@ -19,12 +20,17 @@ RESTART_REMEDY = "delete it to start the run again"
 
 
 def read_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False, remedy: str = ""
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    mmap: bool = False,
+    remedy: str = "",
+    data: io.BytesIO | None = None,
 ) -> dict:
     """The dict saved in the checkpoint ``path``, loaded with ``torch.load(..., weights_only=True)``.
 
     Args:
-        path: a ``.pt`` file written by :mod:`lgeseg.train`.
+        path: a ``.pt`` file written by :mod:`lgeseg.train` (with ``data``: the name its bytes are shown by).
+        data: the checkpoint's bytes, read instead of ``path`` (a member of a model zip).
         map_location: where the tensors go (``torch.load``'s ``map_location``).
         mmap: map the file instead of reading it (reads the metadata without the weights).
         remedy: what the user can do, appended to the error after ``; `` (e.g. ``"delete it to start the run
@@ -37,20 +43,21 @@ def read_checkpoint(
     path = Path(path)
     tail = f"; {remedy}" if remedy else ""
     try:
-        loaded = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        loaded = torch.load(path if data is None else data, map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise DataError(f"{path}: checkpoint not found{tail}") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for broken or foreign files
-        raise DataError(f"{path}: unreadable checkpoint ({_reason(path, exc)}){tail}") from None
+        raise DataError(f"{path}: unreadable checkpoint ({_reason(path, exc, data)}){tail}") from None
     if not isinstance(loaded, dict):
         raise DataError(f"{path}: not a checkpoint of lgeseg (holds a {type(loaded).__name__}, not a dict){tail}")
     return loaded
 
 
-def _reason(path: Path, exc: Exception) -> str:
-    """Why torch could not read ``path``, short: ``empty file``, else its size and torch's first sentence."""
+def _reason(path: Path, exc: Exception, data: io.BytesIO | None = None) -> str:
+    """Why torch could not read ``path`` (or ``data``), short: ``empty file``, else its size and torch's first
+    sentence."""
     try:
-        size = path.stat().st_size
+        size = data.getbuffer().nbytes if data is not None else path.stat().st_size
     except OSError:
         size = None
     if size == 0:

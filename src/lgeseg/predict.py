@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import yaml
 
+from .checkpoint import read_checkpoint
 from .config import config_hash, safe_load
 from .errors import ConfigError, DataError
 from .models import downsampling, model_from_spec
@@ -98,14 +99,8 @@ def _nifti_stem(path: Path) -> str:
 
 
 def _torch_load(data: Path | io.BytesIO, shown: Path) -> dict:
-    try:
-        loaded = torch.load(data, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DataError(f"{shown}: checkpoint not found") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for broken or foreign files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{shown}: unreadable checkpoint ({reason})") from None
-    if not isinstance(loaded, dict) or not {"model", "model_spec", "labels"} <= set(loaded):
+    loaded = read_checkpoint(shown, data=data if isinstance(data, io.BytesIO) else None)
+    if not {"model", "model_spec", "labels"} <= set(loaded):
         raise DataError(f"{shown}: not a checkpoint of lgeseg (needs model, model_spec and labels)")
     return loaded
 

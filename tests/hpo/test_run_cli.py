@@ -19,24 +19,26 @@ def test_the_usage_line_names_the_command_as_it_was_started(monkeypatch, argv0, 
 
 
 @pytest.mark.parametrize(
-    ("command", "where", "reason"),
+    ("command", "said"),
     [
-        (["train", "--set", "train.epochs=1", "--out", "{file}/run"], "{file}/run", "Not a directory"),
-        (["train", "--set", "train.epochs=1", "--out", "{file}"], "{file}", "File exists"),
-        (["evaluate", "--pred", "{masks}", "--truth", "{masks}", "--json", "{folder}"], "{folder}", "Is a directory"),
+        # train's own run-folder guard (lgeseg.run.stored_run_config) says it first
+        (
+            ["train", "--set", "train.epochs=1", "--out", "{file}/run"],
+            "{file}/run: cannot be a folder: {file} is a file",
+        ),
+        (["train", "--set", "train.epochs=1", "--out", "{file}"], "{file}: "),
+        # any other OSError of a path: hpo.run's one line with the system's reason
+        (["evaluate", "--pred", "{masks}", "--truth", "{masks}", "--json", "{folder}"], "{folder}: Is a directory"),
     ],
 )
-def test_a_path_the_command_cannot_use_is_one_error_line(
-    command, where, reason, tmp_path, tiny_data_dir, one_line_error
-):
+def test_a_path_the_command_cannot_use_is_one_error_line(command, said, tmp_path, tiny_data_dir, one_line_error):
     """``--out`` below a file or on a file, a folder where a file goes: one line naming the path, exit 2."""
     (tmp_path / "afile").write_text("mine")
     names = {"file": tmp_path / "afile", "masks": tiny_data_dir / "masks", "folder": tmp_path}
     argv = [part.format(**names) for part in command]
     if argv[0] == "train":
         argv[1:1] = [*tiny_train_args(), "--data", str(tiny_data_dir)]
-    line = one_line_error(argv)
-    assert line == f"error: {where.format(**names)}: {reason}"
+    assert one_line_error(argv).startswith(f"error: {said.format(**names)}")
     assert (tmp_path / "afile").read_text() == "mine"
 
 

@@ -19,8 +19,9 @@ class RetuneRule:
 
     The check epoch is ``ceil(check_fraction * epochs)`` (at least 1). A trial past the check epoch whose
     best validation accuracy is still below target also fails the rule: that is a trial resumed from a
-    checkpoint taken after the check, whose verdict was lost with the driver. ``check_fraction`` 0 (or
-    ``target_accuracy`` 0) switches the rule off: it never fires and has no check epoch.
+    checkpoint taken after the check, whose verdict was lost with the driver. ``check_fraction`` 0 switches
+    the rule off: it never fires and has no check epoch. ``target_accuracy`` 0 never fires either (no accuracy
+    is below 0), but keeps its check epoch, where a run with ``train.validation_frequency`` still validates.
     """
 
     check_fraction: float

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,14 @@ def load_study_config(
     """
     path = path or DEFAULT_CONFIG
     values = load_yaml(path)
+    if not values:  # a new file not yet written, or the wrong one: say what runs instead of nothing
+        logging.getLogger(__name__).warning(
+            "%s is empty: every key takes its default (the paper's protocol: %d epochs x %d L2 values, name '%s')",
+            path,
+            STUDY_DEFAULTS["train"]["epochs"],
+            len(STUDY_DEFAULTS["grid"]["l2"]),
+            STUDY_DEFAULTS["name"],
+        )
     for assignment in overrides or []:
         set_dotted(values, assignment)
     if data is not None:

@@ -520,6 +520,13 @@ def predict_path(
     if percentiles is not None and not 0 <= percentiles[0] < percentiles[1] <= 100:
         raise ConfigError(f"--percentiles must be two values 0 <= low < high <= 100, got {percentiles}")
     labels = check_ensemble(networks)
+    unreflected = [n.name for n in networks if not n.config.get("train", {}).get("augment", {}).get("reflect", True)]
+    if tta == "flip" and unreflected:  # it averages with a view these networks never saw in training
+        logger.warning(
+            "--tta flip: %s trained without reflection (train.augment.reflect: false): the reflected view is "
+            "one it never saw",
+            ", ".join(unreflected),
+        )
     found = find_inputs(inputs)
     kind = found[0].kind
     fmt = fmt or kind

@@ -377,3 +377,20 @@ def test_grid_l2_takes_finite_numbers_only(l2):
     the config is read, before any driver starts."""
     with pytest.raises(ConfigError, match=r"config key 'grid.l2' must be a non-empty list of finite numbers"):
         study_config({"grid": {"l2": l2}})
+
+
+def test_an_empty_config_file_says_the_defaults_run(tmp_path, caplog):
+    """An empty YAML is valid (every key has a default) but runs the whole paper protocol: it is said."""
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    with caplog.at_level("WARNING", logger="hpo.study_config"):
+        config = load_study_config(empty)
+    assert config["name"] == "study" and config["train"]["epochs"] == 180  # the paper's protocol
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{empty} is empty: every key takes its default (the paper's protocol: 180 epochs x 3 L2 values, name 'study')"
+    ]
+    caplog.clear()
+    (tmp_path / "named.yaml").write_text("name: mine\n")
+    with caplog.at_level("WARNING", logger="hpo.study_config"):
+        load_study_config(tmp_path / "named.yaml")
+    assert caplog.records == []

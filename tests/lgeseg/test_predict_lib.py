@@ -367,3 +367,17 @@ def test_a_bad_device_names_the_option_it_came_from(trained, tmp_path, name):
 
     with pytest.raises(TrainingError, match=rf"^--device '{name}' is not a device \(auto, cpu, cuda or cuda:N\)$"):
         predict_path([load_network(trained["root"] / "run0")], trained["images"], tmp_path / "out", device=name)
+
+
+def test_flip_tta_on_a_network_trained_without_reflection_is_said(trained, tmp_path, caplog):
+    network = load_network(trained["root"] / "run0")
+    with caplog.at_level("WARNING", logger="lgeseg.predict"):
+        predict_path([network], trained["images"], tmp_path / "a", tta="flip", device="cpu")
+    assert caplog.records == []  # trained with reflection (the default)
+    network.config["train"]["augment"]["reflect"] = False
+    with caplog.at_level("WARNING", logger="lgeseg.predict"):
+        predict_path([network], trained["images"], tmp_path / "b", tta="flip", device="cpu")
+    assert [r.getMessage() for r in caplog.records] == [
+        "--tta flip: run0 trained without reflection (train.augment.reflect: false): the reflected view is one it "
+        "never saw"
+    ]

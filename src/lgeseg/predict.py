@@ -76,7 +76,9 @@ class Network:
         spec: its :func:`lgeseg.models.model_spec` (``image_size`` is the size it was trained on).
         labels: ordered class name -> mask pixel value (class index = position).
         config: the run config it was trained with (``model.pad``, ``train.precision`` are read here).
-        name: how ``predictions.csv`` names it (the trial name, the run folder's name or the zip's name).
+        name: how ``predictions.csv`` names it: ``<number>:<trial name>`` of a study's trial, a run folder's
+            name, or for a model zip the study and trial it was exported from (``<study>:<number>:<trial name>``),
+            else the zip's name.
         source: the checkpoint file or model zip it was read from.
         meta: what else the checkpoint held (epoch, data fingerprint, config hash; not the weights).
     """
@@ -712,6 +714,9 @@ def load_model_zip(path: str | Path, name: str | None = None) -> Network:
     if _sha256(weights) != manifest["sha256"]["model.pt"]:
         raise DataError(f"{path}: model.pt does not match the SHA-256 in manifest.json (a damaged or altered zip)")
     ckpt = _torch_load(io.BytesIO(weights), path)
+    source = manifest.get("source") or {}  # the study trial it was exported from, when export said so
+    if name is None and {"study_name", "trial"} <= set(source):
+        name = f"{source['study_name']}:{source['trial']}:{source.get('trial_name') or path.name[: -len('.zip')]}"
     return _network(ckpt, ckpt["config"], name or path.name[: -len(".zip")], path)
 
 

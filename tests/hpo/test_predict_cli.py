@@ -7,6 +7,7 @@ The study is written as the recorder writes a grid's (params, value = validation
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -98,6 +99,8 @@ def test_export_then_predict_model_equals_predict_trial(study, tmp_path, capsys)
     assert main(["predict", "--model", str(zip_path), *common, "--out", str(tmp_path / "b")]) == 0
     for name in study["test"]:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    with (tmp_path / "b" / "predictions.csv").open() as table:  # the zip names the study trial it holds
+        assert {row["networks"] for row in csv.DictReader(table)} == {"tiny:1:l2=0.005_seed=1_rerun=0"}
     import zipfile
 
     with zipfile.ZipFile(zip_path) as archive:

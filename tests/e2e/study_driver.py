@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +27,32 @@ ROOT = Path(__file__).resolve().parents[2]
 def driver_env() -> dict[str, str]:
     """The environment a driver runs in: this one, with unbuffered output (its lines arrive as they are said)."""
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def project_env() -> dict[str, str]:
+    """:func:`driver_env` with the project on ``PYTHONPATH``, for a ``python -c`` child that imports it."""
+    return {**driver_env(), "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+
+
+def start_holder(storage: str, name: str, seconds: float = 120, marker: Path | None = None) -> subprocess.Popen:
+    """A second process that holds ``name`` in ``storage`` (:func:`hpo.driver_lock.hold_study`) for ``seconds``
+    (prints 'held' once it does), then writes ``marker`` (if given) just before it lets go."""
+    code = textwrap.dedent(
+        f"""
+        import time
+        from hpo.driver_lock import hold_study
+        with hold_study({storage!r}, {name!r}):
+            print("held", flush=True)
+            time.sleep({seconds})
+            if {str(marker) if marker else None!r}:
+                open({str(marker)!r}, "w").close()
+        """
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=project_env(), stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
 
 
 def study_command(config_path: Path, out: Path, *extra: str, kind: str = "grid") -> list[str]:

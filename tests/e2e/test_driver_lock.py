@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import optuna
 import pytest
 import yaml
 from conftest import tiny_study
+from study_driver import project_env, start_holder
 from test_search_ray import tiny as tiny_search
 
 from hpo.driver_lock import hold_study
@@ -26,29 +26,6 @@ from lgeseg.phantom import generate_phantom
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_URL = os.environ.get("LGESEG_TEST_POSTGRES_URL")
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "PYTHONUNBUFFERED": "1"}
-
-
-def start_holder(storage: str, name: str, seconds: float = 120, marker: Path | None = None) -> subprocess.Popen:
-    """A second process that holds ``name`` in ``storage`` for ``seconds`` (prints 'held' once it does),
-    then writes ``marker`` (if given) just before it lets go."""
-    code = textwrap.dedent(
-        f"""
-        import time
-        from hpo.driver_lock import hold_study
-        with hold_study({storage!r}, {name!r}):
-            print("held", flush=True)
-            time.sleep({seconds})
-            if {str(marker) if marker else None!r}:
-                open({str(marker)!r}, "w").close()
-        """
-    )
-    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    return holder
 
 
 def storages(tmp_path: Path) -> list[str]:
@@ -162,7 +139,7 @@ def test_two_trainings_never_share_a_run_folder(tmp_path, tiny_data_dir, tiny_ru
     config = tiny_run_config(data=str(tiny_data_dir), train__epochs=400)
     out = tmp_path / "run"
     code = f"from lgeseg.run import run; run({config!r}, {str(out)!r})"
-    first = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=_env())
+    first = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=project_env())
     try:
         lock = HeldFile(out / RUN_LOCK, "probe")
         deadline = time.monotonic() + 120

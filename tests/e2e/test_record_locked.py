@@ -8,43 +8,18 @@ ends. One tiny ``train`` run (width 4, depth 2, 2 epochs) per module.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 from conftest import RECORD_STUDY, tiny_study, write_dataset_dir
+from study_driver import start_holder
 
 from hpo.driver_lock import lock_file
 from hpo.run import main
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def start_holder(storage: str, name: str, seconds: float = 120, marker: Path | None = None) -> subprocess.Popen:
-    """A second process that holds ``name`` in ``storage`` for ``seconds`` (prints 'held' once it does), then
-    writes ``marker`` (if given) just before it lets go (as tests/e2e/test_driver_lock.py's, without its Ray
-    imports)."""
-    code = textwrap.dedent(
-        f"""
-        import time
-        from hpo.driver_lock import hold_study
-        with hold_study({storage!r}, {name!r}):
-            print("held", flush=True)
-            time.sleep({seconds})
-            if {str(marker) if marker else None!r}:
-                open({str(marker)!r}, "w").close()
-        """
-    )
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "PYTHONUNBUFFERED": "1"}
-    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    return holder
 
 
 def stop(holder: subprocess.Popen) -> None:

@@ -80,8 +80,3 @@ def learned(trial: TrialRecord) -> bool | None:
 
 #: The words of :func:`learned`'s answers.
 LEARNING_LABELS: dict[bool | None, str] = {True: "learned", False: "did not learn", None: "unknown"}
-
-
-def learning_label(trial: TrialRecord) -> str:
-    """``learned``, ``did not learn`` or ``unknown`` (no baseline or no test MeanIoU)."""
-    return LEARNING_LABELS[learned(trial)]

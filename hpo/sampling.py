@@ -126,8 +126,8 @@ def plan(
     """The resume plan (:func:`hpo.record.plan_study`) of every configuration sampled so far, each with its
     sampler trial and whether it was told: a search's from its record configuration trials by index, a grid's
     from its sampler trials (its record keeps only attempts) in config order (L2 slowest). With ``unsampled``
-    (the closing table) a grid's points not sampled yet are planned too, from the record alone, so the table
-    shows the whole space."""
+    (the closing table) a grid's points not sampled yet are planned too (``sampler_number`` None), from the
+    record alone, so the table shows the whole space."""
     if "grid" in config:
         trials = [t for t in sampler_study.get_trials(deepcopy=False) if set(t.params) == set(space(config))]
         sampled = [(configuration_of(t, True), t.number, t.state.is_finished()) for t in trials]

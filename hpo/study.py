@@ -269,12 +269,13 @@ def run_study(
             print(_header(config, name, storage, plans), file=stream)
             if _unfinished(config, plans):
                 tune_study(config, record, sampler_study, plans, out, stream)
-            plans = plan(config, record, sampler_study)
-            rows = summary_rows(plan(config, record, sampler_study, unsampled=True))
+            whole = plan(config, record, sampler_study, unsampled=True)  # a grid's unsampled points too
+            rows = summary_rows(whole)
             print(format_summary(rows), file=stream)
             also = f" (studies '{name}' and '{sampler_study_name(name)}')"
             print(f"storage: {mask_url(storage)}{also}\ntrials:  {out / 'trials'}", file=stream)
-            return StudyResult(name, storage, out, rows, _unfinished(config, plans))
+            sampled = [p for p in whole if p.sampler_number is not None]  # plan() without unsampled
+            return StudyResult(name, storage, out, rows, _unfinished(config, sampled))
     except UserError:
         if made and not any(out.iterdir()):  # refused (held, bad storage, ...): leave no empty folder
             out.rmdir()

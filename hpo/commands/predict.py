@@ -113,21 +113,16 @@ def main(args: argparse.Namespace) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.model:  # study options a zip would silently ignore, and a zip given twice (weighted double)
-        ignored = [
-            o
-            for o, v in (
-                ("--storage", args.storage),
-                ("--study-name", args.study_name),
-                ("--artifacts", args.artifacts),
-            )
-            if v is not None
-        ]
+        study = {"--storage": args.storage, "--study-name": args.study_name, "--artifacts": args.artifacts}
+        ignored = [option for option, value in study.items() if value is not None]
         ignored += ["--checkpoint"] if args.checkpoint != "selected" else []
         if ignored:
             raise ConfigError(f"{', '.join(ignored)}: for a study's networks; a --model zip holds one network")
-        twice = [str(p) for i, p in enumerate(args.model) if p.resolve() in {q.resolve() for q in args.model[:i]}]
-        if twice:
-            raise ConfigError(f"--model {twice[0]} is given twice: an ensemble member would count double")
+        seen: set[Path] = set()
+        for path in args.model:
+            if path.resolve() in seen:
+                raise ConfigError(f"--model {path} is given twice: an ensemble member would count double")
+            seen.add(path.resolve())
     check_out_dir(args.out)  # before any study or network is read
     if args.model:
         networks = [load_model_zip(path) for path in args.model]

@@ -100,10 +100,11 @@ def _nifti_stem(path: Path) -> str:
     return path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.name[: -len(".nii")]
 
 
-def _torch_load(data: Path | io.BytesIO, shown: Path) -> dict:
-    loaded = read_checkpoint(shown, data=data if isinstance(data, io.BytesIO) else None)
+def _torch_load(path: Path, data: io.BytesIO | None = None) -> dict:
+    """A network checkpoint (:func:`lgeseg.checkpoint.read_checkpoint`: ``path``, or ``data`` shown as it)."""
+    loaded = read_checkpoint(path, data=data)
     if not {"model", "model_spec", "labels"} <= set(loaded):
-        raise DataError(f"{shown}: not a checkpoint of lgeseg (needs model, model_spec and labels)")
+        raise DataError(f"{path}: not a checkpoint of lgeseg (needs model, model_spec and labels)")
     return loaded
 
 
@@ -181,7 +182,7 @@ def load_network(path: str | Path, checkpoint: str = "selected", name: str | Non
         what = "checkpoint" if path.suffix == ".pt" else "run folder"
         raise DataError(f"{path}: {what} not found")
     config = _read_config(path.parent / "config.yaml")
-    return _network(_torch_load(path, path), config, name or path.parent.name, path)
+    return _network(_torch_load(path), config, name or path.parent.name, path)
 
 
 def check_ensemble(networks: list[Network]) -> dict[str, int]:
@@ -638,7 +639,7 @@ def export_model(
         raise DataError(f"{out}: already exists; export to a new file")
     path = checkpoint_path(run_dir, checkpoint)
     config = _read_config(path.parent / "config.yaml")
-    ckpt = _torch_load(path, path)
+    ckpt = _torch_load(path)
     payload = {
         "model": ckpt["model"],
         "model_spec": ckpt["model_spec"],
@@ -713,7 +714,7 @@ def load_model_zip(path: str | Path, name: str | None = None) -> Network:
         raise DataError(f"{path}: model zip holds no model.pt") from None
     if _sha256(weights) != manifest["sha256"]["model.pt"]:
         raise DataError(f"{path}: model.pt does not match the SHA-256 in manifest.json (a damaged or altered zip)")
-    ckpt = _torch_load(io.BytesIO(weights), path)
+    ckpt = _torch_load(path, io.BytesIO(weights))
     source = manifest.get("source") or {}  # the study trial it was exported from, when export said so
     if name is None and {"study_name", "trial"} <= set(source):
         name = f"{source['study_name']}:{source['trial']}:{source.get('trial_name') or path.name[: -len('.zip')]}"

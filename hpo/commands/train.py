@@ -50,6 +50,7 @@ def main(args: argparse.Namespace) -> int:
 
     from hpo.record import Replicate
     from hpo.study_config import grid_configurations, load_study_config, run_config_of
+    from lgeseg.run import stored_run_config
 
     overrides = list(args.overrides)
     if args.epochs is not None:
@@ -68,8 +69,6 @@ def main(args: argparse.Namespace) -> int:
     replicate = Replicate(seed, _fold(args.fold, study["split"].get("folds")))
     config = run_config_of(study, {**first, "train.l2": l2}, replicate)
     out = Path(args.out) if args.out else Path("runs") / f"{study['name']}-train" / f"l2={l2:g}_{replicate.name}"
-    from lgeseg.run import stored_run_config
-
     stored_run_config(out)  # a folder that is not a run folder is refused before the data are loaded
 
     # A trial's threads (hpo.study.trial_config): CPU numbers depend on them through summation order.
